@@ -1,0 +1,547 @@
+//! Authentication: credential resolution, the scope table, the rate limiter and the clock.
+
+use crate::seed::{CredentialKind, SeedCredential};
+use crate::state::Store;
+use base64::Engine as _;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Kind of credential a request was authenticated with (the `x-credential-type` header value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallerKind {
+    ApiToken,
+    AccessToken,
+    OAuth,
+}
+
+impl CallerKind {
+    pub fn header_value(self) -> &'static str {
+        match self {
+            CallerKind::ApiToken => "apitoken",
+            CallerKind::AccessToken => "access_token",
+            CallerKind::OAuth => "oauth2",
+        }
+    }
+}
+
+/// The authenticated caller of one request.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// Seed credential id (for OAuth tokens: the consumer's id).
+    pub credential_id: String,
+    pub kind: CallerKind,
+    /// The account the credential acts as (none for access tokens).
+    pub account_id: Option<String>,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+}
+
+/// Why authentication failed (all answer 401).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthError {
+    /// No Authorization header.
+    Missing,
+    /// Unknown or malformed credentials (including an API token sent as Bearer).
+    Invalid,
+    /// An OAuth access token past its lifetime; carries the consumer's credential id.
+    Expired(String),
+}
+
+/// An OAuth access token issued by `/site/oauth2/access_token`.
+#[derive(Clone, Debug)]
+pub struct IssuedToken {
+    pub credential_id: String,
+    pub expires_at: Instant,
+}
+
+/// Issued OAuth tokens and the rate-limit windows.
+#[derive(Debug, Default)]
+pub struct AuthState {
+    pub access_tokens: HashMap<String, IssuedToken>,
+    /// refresh token -> consumer credential id.
+    pub refresh_tokens: HashMap<String, String>,
+    pub limiter: RateLimiter,
+}
+
+/// Monotonic clock with an adjustable offset (tests move time forward instead of sleeping).
+#[derive(Debug, Default)]
+pub struct Clock {
+    offset: Mutex<Duration>,
+}
+
+impl Clock {
+    pub fn now(&self) -> Instant {
+        let offset = *self.offset.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        now.checked_add(offset).unwrap_or(now)
+    }
+
+    pub fn advance(&self, by: Duration) {
+        let mut o = self.offset.lock().unwrap_or_else(|e| e.into_inner());
+        *o = o.saturating_add(by);
+    }
+}
+
+/// Rolling one-hour window per credential id.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    windows: HashMap<String, VecDeque<Instant>>,
+}
+
+pub const RATE_WINDOW: Duration = Duration::from_secs(3600);
+
+impl RateLimiter {
+    /// Records a request and answers true when it is within the limit; a refused (429)
+    /// request is not recorded.
+    pub fn allow(&mut self, id: &str, now: Instant, per_hour: u32) -> bool {
+        let q = self.windows.entry(id.to_string()).or_default();
+        while let Some(front) = q.front() {
+            if now.saturating_duration_since(*front) >= RATE_WINDOW {
+                q.pop_front();
+            } else {
+                break;
+            }
+        }
+        if q.len() >= per_hour as usize {
+            return false;
+        }
+        q.push_back(now);
+        true
+    }
+
+    pub fn clear(&mut self) {
+        self.windows.clear();
+    }
+}
+
+/// Parses `Authorization: Basic ...` into (user, password).
+pub fn parse_basic(value: &str) -> Option<(String, String)> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+fn parse_bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Some(rest.trim())
+    } else {
+        None
+    }
+}
+
+fn caller_from(c: &SeedCredential, kind: CallerKind) -> Caller {
+    Caller {
+        credential_id: c.id.clone(),
+        kind,
+        account_id: c.account_id.clone(),
+        scopes: c.scopes.clone(),
+    }
+}
+
+/// Resolves the Authorization header of a Bitbucket API request.
+/// - Basic `email:token` matches an `api_token` credential (email case-insensitive);
+/// - Bearer matches an `access_token` credential or an issued OAuth token.
+///
+/// Anything else (an API token as Bearer, an OAuth consumer's key:secret as Basic, ...) is 401.
+pub fn resolve(
+    authorization: Option<&str>,
+    store: &Store,
+    auth: &AuthState,
+    now: Instant,
+) -> Result<Caller, AuthError> {
+    let Some(value) = authorization else {
+        return Err(AuthError::Missing);
+    };
+    if let Some((user, pass)) = parse_basic(value) {
+        return store
+            .seed
+            .credentials
+            .iter()
+            .find(|c| {
+                c.kind == CredentialKind::ApiToken
+                    && c.email
+                        .as_deref()
+                        .map(|e| e.eq_ignore_ascii_case(&user))
+                        .unwrap_or(false)
+                    && c.token.as_deref() == Some(pass.as_str())
+            })
+            .map(|c| caller_from(c, CallerKind::ApiToken))
+            .ok_or(AuthError::Invalid);
+    }
+    if let Some(token) = parse_bearer(value) {
+        if token.is_empty() {
+            return Err(AuthError::Invalid);
+        }
+        if let Some(c) =
+            store.seed.credentials.iter().find(|c| {
+                c.kind == CredentialKind::AccessToken && c.token.as_deref() == Some(token)
+            })
+        {
+            return Ok(caller_from(c, CallerKind::AccessToken));
+        }
+        if let Some(t) = auth.access_tokens.get(token) {
+            if now >= t.expires_at {
+                return Err(AuthError::Expired(t.credential_id.clone()));
+            }
+            // The consumer may have been removed from the seed since; then the token is dead.
+            return store
+                .seed
+                .credentials
+                .iter()
+                .find(|c| c.id == t.credential_id && c.kind == CredentialKind::OauthConsumer)
+                .map(|c| caller_from(c, CallerKind::OAuth))
+                .ok_or(AuthError::Invalid);
+        }
+        return Err(AuthError::Invalid);
+    }
+    Err(AuthError::Invalid)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scope table
+// ---------------------------------------------------------------------------------------------
+
+/// A family of routes sharing one authorization rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// `GET /2.0/repositories/{ws}[/{repo}]`
+    RepositoriesRead,
+    /// `GET /2.0/workspaces/{ws}`, `GET /2.0/user/workspaces`
+    WorkspaceRead,
+    /// `GET /2.0/workspaces/{ws}/members[/{member}]` (including the email query)
+    MembersRead,
+    /// `GET /2.0/workspaces/{ws}/projects`
+    ProjectsRead,
+    /// `GET /2.0/workspaces/{ws}/permissions`
+    WorkspacePermissionsRead,
+    /// `GET /2.0/workspaces/{ws}/permissions/repositories[/{repo}]`
+    WorkspaceRepoPermissionsRead,
+    /// `GET /1.0/groups/...`
+    GroupsRead,
+    /// `POST|PUT /1.0/groups/...`
+    GroupsWrite,
+    /// `DELETE /1.0/groups/...`
+    GroupsDelete,
+    /// `GET /1.0/group-privileges/...`
+    GroupPrivilegesRead,
+    /// `PUT /1.0/group-privileges/...`
+    GroupPrivilegesWrite,
+    /// `DELETE /1.0/group-privileges/...`
+    GroupPrivilegesDelete,
+    /// `GET /2.0/repositories/{ws}/{repo}/permissions-config/...`
+    RepoPermissionsRead,
+    /// `PUT /2.0/repositories/{ws}/{repo}/permissions-config/...`
+    RepoPermissionsWrite,
+    /// `DELETE /2.0/repositories/{ws}/{repo}/permissions-config/...`
+    RepoPermissionsDelete,
+    /// `GET /2.0/workspaces/{ws}/projects/{key}/permissions-config/...`
+    ProjectPermissionsRead,
+    /// `PUT /2.0/workspaces/{ws}/projects/{key}/permissions-config/...`
+    ProjectPermissionsWrite,
+    /// `DELETE /2.0/workspaces/{ws}/projects/{key}/permissions-config/...`
+    ProjectPermissionsDelete,
+}
+
+/// Authorization rule of a route family.
+#[derive(Clone, Copy, Debug)]
+pub struct ScopeRule {
+    pub family: Family,
+    /// Every one of these Atlassian API-token scopes is required.
+    pub api_token: &'static [&'static str],
+    /// OAuth scopes required (all of them, implications applied); `None` = OAuth tokens refused.
+    pub oauth: Option<&'static [&'static str]>,
+    /// Scopes an access token needs (OAuth-style names); `None` = access tokens refused.
+    pub access_token: Option<&'static [&'static str]>,
+    /// The acting account must be a workspace admin (owner or listed admin).
+    pub admin_only: bool,
+    /// 1.0 group write: refused to API tokens when the seed sets `group_writes_require_oauth`.
+    pub group_write: bool,
+}
+
+const fn rule(
+    family: Family,
+    api_token: &'static [&'static str],
+    oauth: Option<&'static [&'static str]>,
+    access_token: Option<&'static [&'static str]>,
+    admin_only: bool,
+    group_write: bool,
+) -> ScopeRule {
+    ScopeRule {
+        family,
+        api_token,
+        oauth,
+        access_token,
+        admin_only,
+        group_write,
+    }
+}
+
+const READ_REPO: &str = "read:repository:bitbucket";
+const ADMIN_REPO: &str = "admin:repository:bitbucket";
+const ADMIN_PROJECT: &str = "admin:project:bitbucket";
+const READ_PROJECT: &str = "read:project:bitbucket";
+const READ_WS: &str = "read:workspace:bitbucket";
+const READ_PERM: &str = "read:permission:bitbucket";
+const WRITE_PERM: &str = "write:permission:bitbucket";
+const DELETE_PERM: &str = "delete:permission:bitbucket";
+
+/// THE scope table: one row per route family. API-token scopes are Atlassian granular
+/// scopes (all required, no implications); OAuth scopes use Bitbucket's names with its
+/// documented implications ([`oauth_scope_implies`]).
+#[rustfmt::skip]
+pub const SCOPE_TABLE: &[ScopeRule] = &[
+    rule(Family::RepositoriesRead, &[READ_REPO], Some(&["repository"]), Some(&["repository"]), false, false),
+    rule(Family::WorkspaceRead, &[READ_WS], Some(&["account"]), Some(&[]), false, false),
+    rule(Family::MembersRead, &[READ_WS], Some(&["account"]), Some(&[]), false, false),
+    rule(Family::ProjectsRead, &[READ_PROJECT], Some(&["project"]), Some(&["project"]), false, false),
+    rule(Family::WorkspacePermissionsRead, &[READ_WS], Some(&["account"]), None, true, false),
+    rule(Family::WorkspaceRepoPermissionsRead, &[READ_REPO], Some(&["repository"]), None, true, false),
+    rule(Family::GroupsRead, &[READ_PERM], Some(&["account"]), None, true, false),
+    rule(Family::GroupsWrite, &[WRITE_PERM], Some(&["account:write"]), None, true, true),
+    rule(Family::GroupsDelete, &[DELETE_PERM], Some(&["account:write"]), None, true, true),
+    rule(Family::GroupPrivilegesRead, &[READ_PERM], Some(&["repository:admin"]), None, true, false),
+    rule(Family::GroupPrivilegesWrite, &[ADMIN_REPO, WRITE_PERM], Some(&["repository:admin"]), None, true, false),
+    rule(Family::GroupPrivilegesDelete, &[ADMIN_REPO, DELETE_PERM], Some(&["repository:admin"]), None, true, false),
+    rule(Family::RepoPermissionsRead, &[ADMIN_REPO, READ_PERM], Some(&["repository:admin"]), None, true, false),
+    rule(Family::RepoPermissionsWrite, &[ADMIN_REPO, WRITE_PERM], None, None, true, false),
+    rule(Family::RepoPermissionsDelete, &[ADMIN_REPO, DELETE_PERM], None, None, true, false),
+    rule(Family::ProjectPermissionsRead, &[ADMIN_PROJECT, READ_PERM], Some(&["project:admin"]), None, true, false),
+    rule(Family::ProjectPermissionsWrite, &[ADMIN_PROJECT, WRITE_PERM], None, None, true, false),
+    rule(Family::ProjectPermissionsDelete, &[ADMIN_PROJECT, DELETE_PERM], None, None, true, false),
+];
+
+pub fn scope_rule(family: Family) -> Option<&'static ScopeRule> {
+    SCOPE_TABLE.iter().find(|r| r.family == family)
+}
+
+/// Scopes implied by an OAuth scope (besides itself).
+pub fn oauth_scope_implies(scope: &str) -> &'static [&'static str] {
+    match scope {
+        "repository:write" => &["repository"],
+        "account:write" => &["account"],
+        "project" => &["repository"],
+        "project:write" => &["project", "repository"],
+        "pullrequest" => &["repository"],
+        "pullrequest:write" => &["pullrequest", "repository:write", "repository"],
+        "team:write" => &["team"],
+        _ => &[],
+    }
+}
+
+fn has_oauth_scope(granted: &[String], wanted: &str) -> bool {
+    granted
+        .iter()
+        .any(|g| g == wanted || oauth_scope_implies(g).contains(&wanted))
+}
+
+/// Why an authenticated request is refused (403).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// This kind of credential can never call this route.
+    CredentialType(String),
+    /// Scopes missing: `required` lists every scope the route needs for this credential kind.
+    MissingScopes {
+        required: Vec<String>,
+        granted: Vec<String>,
+    },
+    /// The acting account is not a workspace admin.
+    NotAdmin,
+}
+
+/// Applies a rule to a caller.
+pub fn authorize(rule: &ScopeRule, caller: &Caller, store: &Store) -> Result<(), Refusal> {
+    let required: &[&str] = match caller.kind {
+        CallerKind::ApiToken => {
+            if rule.group_write && store.seed.group_writes_require_oauth {
+                return Err(Refusal::CredentialType(
+                    "API tokens cannot write 1.0 groups: an OAuth consumer with the account:write scope is required.".into(),
+                ));
+            }
+            rule.api_token
+        }
+        CallerKind::OAuth => match rule.oauth {
+            Some(s) => s,
+            None => {
+                return Err(Refusal::CredentialType(
+                    "OAuth access tokens cannot change permissions: use an API token.".into(),
+                ))
+            }
+        },
+        CallerKind::AccessToken => match rule.access_token {
+            Some(s) => s,
+            None => {
+                return Err(Refusal::CredentialType(
+                    "Access tokens cannot be used to view or change permissions.".into(),
+                ))
+            }
+        },
+    };
+    let ok = match caller.kind {
+        CallerKind::ApiToken => required
+            .iter()
+            .all(|r| caller.scopes.iter().any(|g| g == r)),
+        _ => required.iter().all(|r| has_oauth_scope(&caller.scopes, r)),
+    };
+    if !ok {
+        return Err(Refusal::MissingScopes {
+            required: required.iter().map(|s| s.to_string()).collect(),
+            granted: caller.scopes.clone(),
+        });
+    }
+    if rule.admin_only {
+        let admin = caller
+            .account_id
+            .as_deref()
+            .map(|a| store.is_admin(a))
+            .unwrap_or(false);
+        if !admin {
+            return Err(Refusal::NotAdmin);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::seed::Seed;
+
+    fn store() -> Store {
+        let seed: Seed = serde_json::from_str(
+            r#"{"workspace":{"slug":"acme","owner":"o"},
+                "users":[{"account_id":"o"},{"account_id":"u"}],
+                "credentials":[
+                  {"id":"api","kind":"api_token","email":"O@acme.test","token":"t1","account_id":"o","scopes":["read:permission:bitbucket"]},
+                  {"id":"user","kind":"api_token","email":"u@acme.test","token":"t2","account_id":"u","scopes":["read:permission:bitbucket"]},
+                  {"id":"ws","kind":"access_token","token":"at","scopes":["repository"]},
+                  {"id":"oc","kind":"oauth_consumer","key":"k","secret":"s","account_id":"o","scopes":["account:write"]}
+                ]}"#,
+        )
+        .unwrap();
+        Store::new(&seed).unwrap()
+    }
+
+    fn basic(u: &str, p: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        )
+    }
+
+    #[test]
+    fn resolution() {
+        let s = store();
+        let a = AuthState::default();
+        let now = Instant::now();
+        let c = resolve(Some(&basic("o@acme.test", "t1")), &s, &a, now).unwrap();
+        assert_eq!(c.credential_id, "api");
+        assert_eq!(
+            resolve(Some("Bearer t1"), &s, &a, now).unwrap_err(),
+            AuthError::Invalid
+        );
+        assert_eq!(
+            resolve(Some(&basic("o@acme.test", "nope")), &s, &a, now).unwrap_err(),
+            AuthError::Invalid
+        );
+        assert_eq!(resolve(None, &s, &a, now).unwrap_err(), AuthError::Missing);
+        assert_eq!(
+            resolve(Some("Bearer at"), &s, &a, now).unwrap().kind,
+            CallerKind::AccessToken
+        );
+        assert_eq!(
+            resolve(Some(&basic("k", "s")), &s, &a, now).unwrap_err(),
+            AuthError::Invalid
+        );
+    }
+
+    #[test]
+    fn expiry() {
+        let s = store();
+        let mut a = AuthState::default();
+        let now = Instant::now();
+        a.access_tokens.insert(
+            "tok".into(),
+            IssuedToken {
+                credential_id: "oc".into(),
+                expires_at: now + Duration::from_secs(1),
+            },
+        );
+        assert!(resolve(Some("Bearer tok"), &s, &a, now).is_ok());
+        assert_eq!(
+            resolve(Some("Bearer tok"), &s, &a, now + Duration::from_secs(1)).unwrap_err(),
+            AuthError::Expired("oc".into())
+        );
+    }
+
+    #[test]
+    fn rules() {
+        let s = store();
+        let a = AuthState::default();
+        let now = Instant::now();
+        let admin = resolve(Some(&basic("o@acme.test", "t1")), &s, &a, now).unwrap();
+        let user = resolve(Some(&basic("u@acme.test", "t2")), &s, &a, now).unwrap();
+        let at = resolve(Some("Bearer at"), &s, &a, now).unwrap();
+        let groups_read = scope_rule(Family::GroupsRead).unwrap();
+        assert_eq!(authorize(groups_read, &admin, &s), Ok(()));
+        assert_eq!(authorize(groups_read, &user, &s), Err(Refusal::NotAdmin));
+        assert!(matches!(
+            authorize(groups_read, &at, &s),
+            Err(Refusal::CredentialType(_))
+        ));
+        match authorize(scope_rule(Family::GroupsWrite).unwrap(), &admin, &s) {
+            Err(Refusal::MissingScopes { required, granted }) => {
+                assert_eq!(required, vec!["write:permission:bitbucket"]);
+                assert_eq!(granted, vec!["read:permission:bitbucket"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let oauth = Caller {
+            credential_id: "oc".into(),
+            kind: CallerKind::OAuth,
+            account_id: Some("o".into()),
+            scopes: vec!["account:write".into()],
+        };
+        // account:write implies account
+        assert_eq!(authorize(groups_read, &oauth, &s), Ok(()));
+        assert!(matches!(
+            authorize(
+                scope_rule(Family::RepoPermissionsWrite).unwrap(),
+                &oauth,
+                &s
+            ),
+            Err(Refusal::CredentialType(_))
+        ));
+        assert!(authorize(scope_rule(Family::RepositoriesRead).unwrap(), &at, &s).is_ok());
+    }
+
+    #[test]
+    fn every_family_has_one_rule() {
+        for r in SCOPE_TABLE {
+            assert_eq!(
+                SCOPE_TABLE.iter().filter(|x| x.family == r.family).count(),
+                1
+            );
+        }
+    }
+
+    #[test]
+    fn limiter_window() {
+        let mut l = RateLimiter::default();
+        let t0 = Instant::now();
+        assert!(l.allow("a", t0, 2));
+        assert!(l.allow("a", t0, 2));
+        assert!(!l.allow("a", t0 + Duration::from_secs(10), 2));
+        assert!(l.allow("b", t0, 2));
+        assert!(l.allow("a", t0 + RATE_WINDOW, 2));
+    }
+}

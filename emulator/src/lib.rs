@@ -1,0 +1,517 @@
+//! In-memory emulator of the Bitbucket Cloud endpoints a group/permission sync daemon uses
+//! (1.0 groups and group-privileges, 2.0 repositories, members, workspace permissions and
+//! permissions-config, the OAuth client-credentials token endpoint), served over real HTTP.
+//!
+//! One emulator = one workspace. See README.md for the seed format and every endpoint.
+
+pub mod auth;
+pub mod bbql;
+pub mod fields;
+pub mod http;
+pub mod oauth;
+pub mod paging;
+pub mod router;
+pub mod routes_v1;
+pub mod routes_v2;
+pub mod seed;
+pub mod state;
+
+pub use seed::{
+    group_slug_for, load_seed, CredentialKind, Seed, SeedCredential, SeedError, SeedGroup,
+    SeedGroupGrant, SeedProject, SeedProjectGroupGrant, SeedProjectUserGrant, SeedRepo, SeedUser,
+    SeedUserGrant, SeedWorkspace,
+};
+
+use crate::auth::{AuthError, AuthState, Caller, Clock, Refusal};
+use crate::http::{percent_decode, Body as ReplyBody, Reply, Req};
+use crate::router::{Api, Match, RouteId};
+use crate::state::Store;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// The exact body of every 429.
+pub const RATE_LIMIT_BODY: &str = "Rate limit for this resource has been exceeded";
+/// The exact body of a 401 for an expired OAuth token.
+pub const EXPIRED_TOKEN_BODY: &str =
+    "Access token expired. Use your refresh token to obtain a new access token.";
+/// Route template of requests that matched no route.
+pub const UNMATCHED_ROUTE: &str = "(unmatched)";
+
+/// One served request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub method: String,
+    /// Route template, e.g. `/2.0/repositories/{ws}` (`(unmatched)` when no route matched).
+    pub route: String,
+    /// Actual path and query as requested.
+    pub path: String,
+    pub status: u16,
+    /// Seed credential id (never the secret); `None` when unauthenticated.
+    pub credential: Option<String>,
+}
+
+impl RequestRecord {
+    /// `METHOD /route/template`, the key of [`Emulator::request_counts`].
+    pub fn key(&self) -> String {
+        format!("{} {}", self.method, self.route)
+    }
+}
+
+struct Shared {
+    store: Mutex<Store>,
+    auth: Mutex<AuthState>,
+    log: Mutex<Vec<RequestRecord>>,
+    clock: Clock,
+    addr: SocketAddr,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running emulator.
+pub struct Emulator {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Emulator {
+    /// Validates the seed, binds `listen` (e.g. `127.0.0.1:0`) and serves in a spawned task.
+    /// An invalid seed answers `ErrorKind::InvalidInput`.
+    pub async fn start(seed: Seed, listen: SocketAddr) -> std::io::Result<Emulator> {
+        let store = Store::new(&seed)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            store: Mutex::new(store),
+            auth: Mutex::new(AuthState::default()),
+            log: Mutex::new(Vec::new()),
+            clock: Clock::default(),
+            addr,
+        });
+        let app = Router::new()
+            .route("/_emulator/state", get(emu_state))
+            .route("/_emulator/requests", get(emu_requests))
+            .route("/_emulator/requests/reset", post(emu_reset))
+            .route("/_emulator/rate-limit", post(emu_rate_limit))
+            .fallback(dispatch)
+            .with_state(shared.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "bitbucket emulator server stopped");
+            }
+        });
+        tracing::info!(%addr, "bitbucket emulator listening");
+        Ok(Emulator {
+            addr,
+            shared,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Current state in seed form (deep copy, secrets included).
+    pub fn state(&self) -> Seed {
+        lock(&self.shared.store).to_seed()
+    }
+
+    /// Every request served (except `/_emulator/*`), in order.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.shared.log).clone()
+    }
+
+    /// Requests per `METHOD /route/template`.
+    pub fn request_counts(&self) -> BTreeMap<String, u64> {
+        counts(&lock(&self.shared.log))
+    }
+
+    pub fn reset_requests(&self) {
+        lock(&self.shared.log).clear();
+    }
+
+    /// Changes the per-credential hourly limit (0 = the default 1000); windows are kept.
+    pub fn set_rate_limit(&self, per_hour: u32) {
+        lock(&self.shared.store).seed.rate_limit_per_hour = effective_limit(per_hour);
+    }
+
+    /// Forgets every rate-limit window (all credentials start from zero).
+    pub fn reset_rate_limits(&self) {
+        lock(&self.shared.auth).limiter.clear();
+    }
+
+    /// Moves the emulator's clock forward (OAuth expiry, rate-limit windows) without sleeping.
+    pub fn advance_time(&self, by: Duration) {
+        self.shared.clock.advance(by);
+    }
+
+    /// Stops serving (waits up to 2 s for open connections, then aborts).
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn effective_limit(per_hour: u32) -> u32 {
+    if per_hour == 0 {
+        1000
+    } else {
+        per_hour
+    }
+}
+
+fn counts(log: &[RequestRecord]) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for r in log {
+        *m.entry(r.key()).or_insert(0) += 1;
+    }
+    m
+}
+
+// ----- /_emulator/* -----
+
+async fn emu_state(State(shared): State<Arc<Shared>>) -> Response {
+    let mut seed = lock(&shared.store).to_seed();
+    seed.credentials = seed.credentials.iter().map(|c| c.masked()).collect();
+    axum::Json(seed).into_response()
+}
+
+async fn emu_requests(State(shared): State<Arc<Shared>>) -> Response {
+    let log = lock(&shared.log).clone();
+    axum::Json(json!({"counts": counts(&log), "requests": log})).into_response()
+}
+
+async fn emu_reset(State(shared): State<Arc<Shared>>) -> Response {
+    lock(&shared.log).clear();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn emu_rate_limit(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        per_hour: u32,
+    }
+    match serde_json::from_slice::<Body>(&body) {
+        Ok(b) => {
+            lock(&shared.store).seed.rate_limit_per_hour = effective_limit(b.per_hour);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"per_hour\": N}}: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+// ----- the Bitbucket API -----
+
+async fn dispatch(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let raw_path = uri.path().to_string();
+    if raw_path == "/_emulator" || raw_path.starts_with("/_emulator/") {
+        return (StatusCode::NOT_FOUND, "Not Found").into_response();
+    }
+    let path_and_query = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| raw_path.clone());
+    let (reply, caller, credential, route) =
+        shared.serve(method.as_str(), &raw_path, uri.query(), &headers, &body);
+    let record = RequestRecord {
+        method: method.as_str().to_string(),
+        route: route.to_string(),
+        path: path_and_query,
+        status: reply.status,
+        credential,
+    };
+    tracing::debug!(method = %record.method, path = %record.path, status = record.status, "emulator request");
+    lock(&shared.log).push(record);
+    to_response(reply, caller.as_ref())
+}
+
+fn to_response(reply: Reply, caller: Option<&Caller>) -> Response {
+    let (bytes, content_type) = match reply.body {
+        ReplyBody::Json(v) => (
+            serde_json::to_vec(&v).unwrap_or_default(),
+            Some("application/json"),
+        ),
+        ReplyBody::Text(s) => (s.into_bytes(), Some("text/plain; charset=utf-8")),
+        ReplyBody::Empty => (Vec::new(), None),
+    };
+    let mut resp = Response::new(Body::from(bytes));
+    *resp.status_mut() =
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    if let Some(ct) = content_type {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    }
+    if let Some(c) = caller {
+        h.insert(
+            HeaderName::from_static("x-credential-type"),
+            HeaderValue::from_static(c.kind.header_value()),
+        );
+        if let Ok(v) = HeaderValue::from_str(&c.scopes.join(", ")) {
+            h.insert(HeaderName::from_static("x-oauth-scopes"), v);
+        }
+    }
+    for (name, value) in reply.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            h.insert(n, v);
+        }
+    }
+    resp
+}
+
+fn unauthorized(api: Api, e: &AuthError) -> Reply {
+    let reply = match (e, api) {
+        (AuthError::Expired(_), _) => Reply::text(401, EXPIRED_TOKEN_BODY),
+        (_, Api::V1) => Reply::text(401, "Unauthorized"),
+        (AuthError::Missing, _) => Reply::error(401, "This API requires authentication"),
+        (_, _) => Reply::error(401, "Invalid credentials"),
+    };
+    reply.with_header("www-authenticate", "Basic realm=\"Bitbucket.org HTTP\"")
+}
+
+fn refusal_reply(api: Api, r: Refusal) -> Reply {
+    match r {
+        Refusal::CredentialType(msg) => match api {
+            Api::V1 => Reply::text(403, msg),
+            _ => Reply::error(403, msg),
+        },
+        Refusal::NotAdmin => {
+            let msg = "You must be an administrator of this workspace to access this resource.";
+            match api {
+                Api::V1 => Reply::text(403, msg),
+                _ => Reply::error(403, msg),
+            }
+        }
+        Refusal::MissingScopes { required, granted } => {
+            let missing: Vec<&String> = required.iter().filter(|r| !granted.contains(r)).collect();
+            let accepted = required.join(", ");
+            let reply = match api {
+                Api::V1 => Reply::text(
+                    403,
+                    format!(
+                        "Your credentials lack one or more required privilege scopes. Missing: {}",
+                        missing
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+                _ => Reply::error_detail(
+                    403,
+                    "Your credentials lack one or more required privilege scopes.",
+                    json!({"required": required, "granted": granted}),
+                ),
+            };
+            reply.with_header("x-accepted-oauth-scopes", accepted)
+        }
+    }
+}
+
+impl Shared {
+    /// Serves one Bitbucket API request: (reply, caller, credential id, route template).
+    fn serve(
+        &self,
+        method: &str,
+        raw_path: &str,
+        raw_query: Option<&str>,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> (Reply, Option<Caller>, Option<String>, &'static str) {
+        let mut segments: Vec<String> = raw_path
+            .split('/')
+            .skip(1)
+            .map(|s| percent_decode(s, false))
+            .collect();
+        if segments.len() > 1 && segments.last().is_some_and(|s| s.is_empty()) {
+            segments.pop();
+        }
+        let api = Api::of_path(&segments);
+        let m = router::match_route(method, &segments);
+        let route: &'static str = match &m {
+            Match::Found(d, _) => d.pattern,
+            Match::MethodNotAllowed(p) => p,
+            Match::NotFound => UNMATCHED_ROUTE,
+        };
+        let now = self.clock.now();
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+
+        // The OAuth token endpoint authenticates the consumer itself.
+        if let Match::Found(def, _) = &m {
+            if def.id == RouteId::OAuthToken {
+                let store = lock(&self.store);
+                let mut auth = lock(&self.auth);
+                let (reply, id) = oauth::handle(&store, &mut auth, now, authorization, body);
+                return (reply, None, id, route);
+            }
+        }
+
+        let resolved = {
+            let store = lock(&self.store);
+            let auth = lock(&self.auth);
+            auth::resolve(authorization, &store, &auth, now)
+        };
+        let caller = match resolved {
+            Ok(c) => c,
+            Err(e) => {
+                let id = match &e {
+                    AuthError::Expired(id) => Some(id.clone()),
+                    _ => None,
+                };
+                return (unauthorized(api, &e), None, id, route);
+            }
+        };
+        let cred = Some(caller.credential_id.clone());
+
+        let per_hour = effective_limit(lock(&self.store).seed.rate_limit_per_hour);
+        let allowed = lock(&self.auth)
+            .limiter
+            .allow(&caller.credential_id, now, per_hour);
+        if !allowed {
+            let reply = Reply::text(429, RATE_LIMIT_BODY).with_header("content-type", "text/plain");
+            return (reply, Some(caller), cred, route);
+        }
+
+        let (def, params) = match m {
+            Match::Found(def, params) => (def, params),
+            Match::MethodNotAllowed(_) => {
+                let reply = match api {
+                    Api::V1 => Reply::text(405, "None"),
+                    _ => Reply::error(405, format!("Method {method} not allowed")),
+                };
+                return (reply, Some(caller), cred, route);
+            }
+            Match::NotFound => {
+                let reply = match api {
+                    Api::V1 => Reply::text(404, "Not Found"),
+                    _ => Reply::error(404, "Resource not found"),
+                };
+                return (reply, Some(caller), cred, route);
+            }
+        };
+
+        let mut store = lock(&self.store);
+        if let Some((_, ws)) = params.iter().find(|(k, _)| *k == "ws") {
+            if ws.starts_with('{') {
+                let reply = match api {
+                    Api::V1 => Reply::text(405, "None"),
+                    _ => Reply::error(
+                        403,
+                        "Workspace UUIDs are not accepted here: use the workspace slug",
+                    ),
+                };
+                return (reply, Some(caller), cred, route);
+            }
+            if *ws != store.seed.workspace.slug {
+                let reply = match api {
+                    Api::V1 => Reply::text(404, "Not Found"),
+                    _ => Reply::error(404, format!("No workspace with identifier '{ws}'.")),
+                };
+                return (reply, Some(caller), cred, route);
+            }
+        }
+        if let Some(family) = def.family {
+            if let Some(rule) = auth::scope_rule(family) {
+                if let Err(r) = auth::authorize(rule, &caller, &store) {
+                    return (refusal_reply(api, r), Some(caller), cred, route);
+                }
+            }
+        }
+        if def.v1_write && store.seed.workspace.organisation_managed {
+            return (Reply::text(405, "None"), Some(caller), cred, route);
+        }
+
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| self.addr.to_string());
+        let raw_query_str = raw_query.unwrap_or("");
+        let req = Req {
+            method,
+            params,
+            query: http::form_pairs(raw_query_str),
+            raw_query: http::raw_pairs(raw_query_str),
+            raw_path,
+            headers,
+            body,
+            caller: &caller,
+            origin: format!("http://{host}"),
+        };
+        let mut reply = match api {
+            Api::V1 => routes_v1::handle(def.id, &mut store, &req),
+            _ => routes_v2::handle(def.id, &mut store, &req),
+        };
+        drop(store);
+        if api == Api::V2 && method == "GET" && reply.status == 200 {
+            if let ReplyBody::Json(v) = &reply.body {
+                let trimmed = fields::apply(v, &reply.hidden_fields, req.q("fields"));
+                reply.body = ReplyBody::Json(trimmed);
+            }
+        }
+        (reply, Some(caller), cred, route)
+    }
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone on a fresh machine: installs what the tests need when
+# it is missing, then runs every test. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is required (https://rustup.rs)" >&2
+  exit 2
+fi
+
+# Lints first: a formatting or clippy finding fails fast, before the long test build.
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets --workspace -- -D warnings
+cargo test --locked --workspace

@@ -1,0 +1,196 @@
+//! Applies a plan's changes, one at a time, and records every outcome in the audit trail.
+//!
+//! Sequential for now (the rate-limited worker pool is its own piece of work). A refusal
+//! (401/403/405) marks that API family unavailable for the rest of the run: the remaining
+//! changes of the family are reported blocked instead of being sent to be refused again.
+
+pub mod audit;
+
+use crate::bitbucket::{ApiError, Client, Written};
+use crate::config::GrantWrites;
+use crate::model::{AccountId, BbUuid};
+use crate::plan::{Change, Plan};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// What happened to one change.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Outcome {
+    Applied,
+    /// Bitbucket said it was already so.
+    AlreadyDone,
+    Failed {
+        error: String,
+        status: Option<u16>,
+    },
+    Blocked {
+        reason: String,
+    },
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::AlreadyDone => "already_done",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Blocked { .. } => "blocked",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Applied {
+    #[serde(flatten)]
+    pub change: Change,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// Which credential-bound API family a change uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    GroupsWrite,
+    GrantsWrite,
+}
+
+impl Family {
+    pub fn of(change: &Change, grants: GrantWrites) -> (Family, &'static str) {
+        match change {
+            Change::CreateGroup { .. } | Change::AddMember { .. } | Change::RemoveMember { .. } => {
+                (Family::GroupsWrite, "1.0 groups write")
+            }
+            _ => match grants {
+                GrantWrites::PermissionsConfig => {
+                    (Family::GrantsWrite, "2.0 permissions-config write")
+                }
+                GrantWrites::GroupPrivileges => (Family::GrantsWrite, "1.0 group-privileges write"),
+            },
+        }
+    }
+}
+
+pub struct Applier<'a> {
+    pub client: &'a Client,
+    pub grant_writes: GrantWrites,
+    /// account id -> UUID, for 1.0 member adds (read from workspace members when needed).
+    pub uuids: &'a HashMap<AccountId, BbUuid>,
+    pub audit: &'a audit::Audit,
+    pub run_id: &'a str,
+}
+
+impl Applier<'_> {
+    /// Runs every change of the plan in order; blocked ones are recorded, not sent.
+    pub async fn apply(&self, plan: &Plan) -> Vec<Applied> {
+        let mut refused: BTreeMap<Family, String> = BTreeMap::new();
+        let mut out = Vec::with_capacity(plan.changes.len());
+        let total = plan.runnable().count();
+        let mut done = 0usize;
+        for p in &plan.changes {
+            let (family, family_name) = Family::of(&p.change, self.grant_writes);
+            let outcome = if let Some(reason) = &p.blocked {
+                Outcome::Blocked {
+                    reason: reason.clone(),
+                }
+            } else if let Some(why) = refused.get(&family) {
+                Outcome::Blocked {
+                    reason: format!("{family_name} was refused earlier in this run: {why}"),
+                }
+            } else {
+                done += 1;
+                let r = self.apply_one(&p.change).await;
+                let outcome = match r {
+                    Ok(Written::Done) => Outcome::Applied,
+                    Ok(Written::AlreadyDone) => Outcome::AlreadyDone,
+                    Err(ApplyError::NotInWorkspace) => Outcome::Blocked {
+                        reason: "not a member of the workspace: invite them first (1.0 groups only take workspace members)"
+                            .into(),
+                    },
+                    Err(ApplyError::Api(e)) => {
+                        if e.is_refusal() {
+                            refused.insert(family, e.to_string());
+                        }
+                        Outcome::Failed {
+                            error: e.to_string(),
+                            status: e.status(),
+                        }
+                    }
+                };
+                if done % 50 == 0 || done == total {
+                    tracing::info!(done, total, "applying changes");
+                }
+                outcome
+            };
+            match &outcome {
+                Outcome::Failed { error, .. } => {
+                    tracing::error!(change = %p.change, error, "change failed")
+                }
+                Outcome::Blocked { reason } => {
+                    tracing::warn!(change = %p.change, reason, "change blocked")
+                }
+                _ => tracing::info!(change = %p.change, outcome = outcome.label(), "change"),
+            }
+            self.audit.record(self.run_id, &p.change, &outcome);
+            out.push(Applied {
+                change: p.change.clone(),
+                outcome,
+            });
+        }
+        out
+    }
+
+    async fn apply_one(&self, c: &Change) -> Result<Written, ApplyError> {
+        let cl = self.client;
+        Ok(match c {
+            Change::RemoveMember { group, uuid, .. } => cl.remove_member(group, uuid).await?,
+            Change::AddMember {
+                group, account_id, ..
+            } => {
+                let uuid = self
+                    .uuids
+                    .get(account_id)
+                    .ok_or(ApplyError::NotInWorkspace)?;
+                cl.add_member(group, uuid).await?
+            }
+            Change::CreateGroup { name, group } => {
+                let g = cl.create_group(name).await?;
+                if g.slug != group.as_str() {
+                    tracing::warn!(expected = %group, got = g.slug, "Bitbucket generated an unexpected group slug");
+                }
+                Written::Done
+            }
+            Change::SetGrant {
+                repo,
+                group,
+                permission,
+                ..
+            } => match self.grant_writes {
+                GrantWrites::PermissionsConfig => {
+                    cl.put_repo_group_permission(repo, group, *permission)
+                        .await?
+                }
+                GrantWrites::GroupPrivileges => {
+                    cl.put_group_privilege(repo, group, *permission).await?
+                }
+            },
+            Change::RemoveGrant { repo, group, .. } => match self.grant_writes {
+                GrantWrites::PermissionsConfig => {
+                    cl.delete_repo_group_permission(repo, group).await?
+                }
+                GrantWrites::GroupPrivileges => cl.delete_group_privilege(repo, group).await?,
+            },
+        })
+    }
+}
+
+enum ApplyError {
+    NotInWorkspace,
+    Api(ApiError),
+}
+
+impl From<ApiError> for ApplyError {
+    fn from(e: ApiError) -> Self {
+        ApplyError::Api(e)
+    }
+}

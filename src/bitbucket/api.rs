@@ -1,0 +1,425 @@
+//! Endpoint methods, one per Bitbucket operation bbsync performs. Paths and bodies follow
+//! shared/bitbucket-api.md; every write is idempotent and "already so" answers count as done.
+
+use super::client::{ApiError, Body, Client};
+use super::dto::*;
+use crate::model::{BbUuid, GroupSlug, Permission, ProjectKey, ProjectPermission, RepoSlug};
+use reqwest::{Method, StatusCode};
+
+/// Result of an idempotent write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Written {
+    /// The write changed something.
+    Done,
+    /// Bitbucket said it was already so (re-add answered 409, delete answered 404).
+    AlreadyDone,
+}
+
+/// Largest page 2.0 allows.
+const PAGELEN: &str = "100";
+
+impl Client {
+    fn ws(&self) -> &str {
+        &self.opts.workspace
+    }
+
+    fn with_query(url: String, pairs: &[(&str, &str)]) -> String {
+        match url::Url::parse(&url) {
+            Ok(mut u) => {
+                u.query_pairs_mut().extend_pairs(pairs);
+                u.to_string()
+            }
+            Err(_) => url,
+        }
+    }
+
+    // ---- 1.0 groups ------------------------------------------------------------------------
+
+    /// Every group with its members, in one unpaged call.
+    pub async fn list_groups(&self) -> Result<Vec<V1Group>, ApiError> {
+        self.get_json(&self.url(&["1.0", "groups", self.ws()]))
+            .await
+    }
+
+    pub async fn get_group(&self, group: &GroupSlug) -> Result<Option<V1Group>, ApiError> {
+        let a = self
+            .send(
+                Method::GET,
+                &self.url(&["1.0", "groups", self.ws(), group.as_str()]),
+                Body::None,
+            )
+            .await?;
+        if a.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        a.ok()?.json().map(Some)
+    }
+
+    /// Creates a group; Bitbucket generates the slug and answers with it.
+    pub async fn create_group(&self, name: &str) -> Result<V1Group, ApiError> {
+        self.send(
+            Method::POST,
+            &self.url(&["1.0", "groups", self.ws()]),
+            Body::Form(&[("name", name)]),
+        )
+        .await?
+        .ok()?
+        .json()
+    }
+
+    /// Adds a member by UUID (braces included; 1.0 does not reliably take account ids).
+    pub async fn add_member(
+        &self,
+        group: &GroupSlug,
+        member: &BbUuid,
+    ) -> Result<Written, ApiError> {
+        let url = self.url(&[
+            "1.0",
+            "groups",
+            self.ws(),
+            group.as_str(),
+            "members",
+            &member.0,
+        ]);
+        let a = self
+            .send(Method::PUT, &url, Body::Json(&serde_json::json!({})))
+            .await?;
+        match a.status {
+            StatusCode::CONFLICT => Ok(Written::AlreadyDone),
+            _ => a.ok().map(|_| Written::Done),
+        }
+    }
+
+    pub async fn remove_member(
+        &self,
+        group: &GroupSlug,
+        member: &BbUuid,
+    ) -> Result<Written, ApiError> {
+        let url = self.url(&[
+            "1.0",
+            "groups",
+            self.ws(),
+            group.as_str(),
+            "members",
+            &member.0,
+        ]);
+        delete_outcome(self.send(Method::DELETE, &url, Body::None).await?)
+    }
+
+    // ---- 1.0 group privileges --------------------------------------------------------------
+
+    /// Every group privilege on every repository of the workspace, in one unpaged call.
+    pub async fn list_group_privileges(&self) -> Result<Vec<V1GroupPrivilege>, ApiError> {
+        self.get_json(&self.url(&["1.0", "group-privileges", self.ws()]))
+            .await
+    }
+
+    /// PUT with the bare permission word as the body (a `key=value` or JSON body answers 400).
+    pub async fn put_group_privilege(
+        &self,
+        repo: &RepoSlug,
+        group: &GroupSlug,
+        p: Permission,
+    ) -> Result<Written, ApiError> {
+        let url = self.url(&[
+            "1.0",
+            "group-privileges",
+            self.ws(),
+            repo.as_str(),
+            self.ws(),
+            group.as_str(),
+        ]);
+        self.send(
+            Method::PUT,
+            &url,
+            Body::Raw("application/x-www-form-urlencoded", p.as_str().to_owned()),
+        )
+        .await?
+        .ok()
+        .map(|_| Written::Done)
+    }
+
+    pub async fn delete_group_privilege(
+        &self,
+        repo: &RepoSlug,
+        group: &GroupSlug,
+    ) -> Result<Written, ApiError> {
+        let url = self.url(&[
+            "1.0",
+            "group-privileges",
+            self.ws(),
+            repo.as_str(),
+            self.ws(),
+            group.as_str(),
+        ]);
+        delete_outcome(self.send(Method::DELETE, &url, Body::None).await?)
+    }
+
+    // ---- 2.0 repositories and members ------------------------------------------------------
+
+    /// Repositories of the workspace (slug and project only), optionally filtered by BBQL.
+    pub async fn list_repositories(&self, q: Option<&str>) -> Result<Vec<V2Repository>, ApiError> {
+        let mut pairs = vec![
+            ("pagelen", PAGELEN),
+            ("fields", "next,values.slug,values.project.key"),
+        ];
+        if let Some(q) = q {
+            pairs.push(("q", q));
+        }
+        self.get_all(&Self::with_query(
+            self.url(&["2.0", "repositories", self.ws()]),
+            &pairs,
+        ))
+        .await
+    }
+
+    /// Workspace members (account id, uuid, display name).
+    pub async fn list_members(&self) -> Result<Vec<V2Membership>, ApiError> {
+        let pairs = [
+            ("pagelen", PAGELEN),
+            (
+                "fields",
+                "next,values.user.account_id,values.user.uuid,values.user.display_name,values.user.nickname",
+            ),
+        ];
+        self.get_all(&Self::with_query(
+            self.url(&["2.0", "workspaces", self.ws(), "members"]),
+            &pairs,
+        ))
+        .await
+    }
+
+    // ---- 2.0 repository permissions-config -------------------------------------------------
+
+    fn repo_perm_url(&self, repo: &RepoSlug, kind: &str, id: Option<&str>) -> String {
+        let mut s = vec![
+            "2.0",
+            "repositories",
+            self.ws(),
+            repo.as_str(),
+            "permissions-config",
+            kind,
+        ];
+        s.extend(id);
+        self.url(&s)
+    }
+
+    /// Explicit group grants on one repository (paged; no BBQL on this collection).
+    pub async fn repo_group_permissions(
+        &self,
+        repo: &RepoSlug,
+    ) -> Result<Vec<V2GroupPermission>, ApiError> {
+        self.get_all(&Self::with_query(
+            self.repo_perm_url(repo, "groups", None),
+            &[("pagelen", PAGELEN)],
+        ))
+        .await
+    }
+
+    pub async fn repo_group_permission(
+        &self,
+        repo: &RepoSlug,
+        group: &GroupSlug,
+    ) -> Result<Option<Permission>, ApiError> {
+        let a = self
+            .send(
+                Method::GET,
+                &self.repo_perm_url(repo, "groups", Some(group.as_str())),
+                Body::None,
+            )
+            .await?;
+        if a.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let p: V2GroupPermission = a.ok()?.json()?;
+        Ok(Permission::parse(&p.permission))
+    }
+
+    pub async fn put_repo_group_permission(
+        &self,
+        repo: &RepoSlug,
+        group: &GroupSlug,
+        p: Permission,
+    ) -> Result<Written, ApiError> {
+        let body = serde_json::json!({ "permission": p.as_str() });
+        self.send(
+            Method::PUT,
+            &self.repo_perm_url(repo, "groups", Some(group.as_str())),
+            Body::Json(&body),
+        )
+        .await?
+        .ok()
+        .map(|_| Written::Done)
+    }
+
+    pub async fn delete_repo_group_permission(
+        &self,
+        repo: &RepoSlug,
+        group: &GroupSlug,
+    ) -> Result<Written, ApiError> {
+        delete_outcome(
+            self.send(
+                Method::DELETE,
+                &self.repo_perm_url(repo, "groups", Some(group.as_str())),
+                Body::None,
+            )
+            .await?,
+        )
+    }
+
+    /// Explicit user grants on one repository.
+    pub async fn repo_user_permissions(
+        &self,
+        repo: &RepoSlug,
+    ) -> Result<Vec<V2UserPermission>, ApiError> {
+        self.get_all(&Self::with_query(
+            self.repo_perm_url(repo, "users", None),
+            &[("pagelen", PAGELEN)],
+        ))
+        .await
+    }
+
+    /// `user` is an account id or a braced UUID.
+    pub async fn put_repo_user_permission(
+        &self,
+        repo: &RepoSlug,
+        user: &str,
+        p: Permission,
+    ) -> Result<Written, ApiError> {
+        let body = serde_json::json!({ "permission": p.as_str() });
+        self.send(
+            Method::PUT,
+            &self.repo_perm_url(repo, "users", Some(user)),
+            Body::Json(&body),
+        )
+        .await?
+        .ok()
+        .map(|_| Written::Done)
+    }
+
+    pub async fn delete_repo_user_permission(
+        &self,
+        repo: &RepoSlug,
+        user: &str,
+    ) -> Result<Written, ApiError> {
+        delete_outcome(
+            self.send(
+                Method::DELETE,
+                &self.repo_perm_url(repo, "users", Some(user)),
+                Body::None,
+            )
+            .await?,
+        )
+    }
+
+    // ---- 2.0 project permissions-config ----------------------------------------------------
+
+    fn project_perm_url(&self, key: &ProjectKey, kind: &str, id: Option<&str>) -> String {
+        let mut s = vec![
+            "2.0",
+            "workspaces",
+            self.ws(),
+            "projects",
+            key.as_str(),
+            "permissions-config",
+            kind,
+        ];
+        s.extend(id);
+        self.url(&s)
+    }
+
+    pub async fn project_group_permissions(
+        &self,
+        key: &ProjectKey,
+    ) -> Result<Vec<V2GroupPermission>, ApiError> {
+        self.get_all(&Self::with_query(
+            self.project_perm_url(key, "groups", None),
+            &[("pagelen", PAGELEN)],
+        ))
+        .await
+    }
+
+    pub async fn put_project_group_permission(
+        &self,
+        key: &ProjectKey,
+        group: &GroupSlug,
+        p: ProjectPermission,
+    ) -> Result<Written, ApiError> {
+        let body = serde_json::json!({ "permission": p.as_str() });
+        self.send(
+            Method::PUT,
+            &self.project_perm_url(key, "groups", Some(group.as_str())),
+            Body::Json(&body),
+        )
+        .await?
+        .ok()
+        .map(|_| Written::Done)
+    }
+
+    pub async fn delete_project_group_permission(
+        &self,
+        key: &ProjectKey,
+        group: &GroupSlug,
+    ) -> Result<Written, ApiError> {
+        delete_outcome(
+            self.send(
+                Method::DELETE,
+                &self.project_perm_url(key, "groups", Some(group.as_str())),
+                Body::None,
+            )
+            .await?,
+        )
+    }
+
+    pub async fn project_user_permissions(
+        &self,
+        key: &ProjectKey,
+    ) -> Result<Vec<V2UserPermission>, ApiError> {
+        self.get_all(&Self::with_query(
+            self.project_perm_url(key, "users", None),
+            &[("pagelen", PAGELEN)],
+        ))
+        .await
+    }
+
+    pub async fn put_project_user_permission(
+        &self,
+        key: &ProjectKey,
+        user: &str,
+        p: ProjectPermission,
+    ) -> Result<Written, ApiError> {
+        let body = serde_json::json!({ "permission": p.as_str() });
+        self.send(
+            Method::PUT,
+            &self.project_perm_url(key, "users", Some(user)),
+            Body::Json(&body),
+        )
+        .await?
+        .ok()
+        .map(|_| Written::Done)
+    }
+
+    pub async fn delete_project_user_permission(
+        &self,
+        key: &ProjectKey,
+        user: &str,
+    ) -> Result<Written, ApiError> {
+        delete_outcome(
+            self.send(
+                Method::DELETE,
+                &self.project_perm_url(key, "users", Some(user)),
+                Body::None,
+            )
+            .await?,
+        )
+    }
+}
+
+/// DELETE: 204/200 done, 404 already gone.
+fn delete_outcome(a: super::client::Answer) -> Result<Written, ApiError> {
+    match a.status {
+        StatusCode::NOT_FOUND => Ok(Written::AlreadyDone),
+        _ => a.ok().map(|_| Written::Done),
+    }
+}

@@ -1,0 +1,493 @@
+//! HTTP core: authentication, retries, pagination and error decoding. Endpoint methods live in
+//! `api.rs`; this file knows nothing about groups or repositories.
+
+use super::dto::{ErrorBody, Page, TokenAnswer};
+use crate::config::{Credential, Secret};
+use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A failed Bitbucket call. Every variant names the method and endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{method} {endpoint} answered HTTP {status}: {message}{}", hint(*.status, .required, .granted))]
+    Status {
+        method: String,
+        endpoint: String,
+        status: u16,
+        message: String,
+        required: Vec<String>,
+        granted: Vec<String>,
+    },
+    #[error("{method} {endpoint}: {source}")]
+    Transport {
+        method: String,
+        endpoint: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{method} {endpoint}: unexpected answer: {detail}")]
+    Decode {
+        method: String,
+        endpoint: String,
+        detail: String,
+    },
+    #[error("GET {endpoint}: pagination link {next:?} {why}; refusing to follow it (a truncated read must not look complete)")]
+    Paging {
+        endpoint: String,
+        next: String,
+        why: &'static str,
+    },
+    #[error("OAuth token request to {url} failed: {detail}")]
+    OAuth { url: String, detail: String },
+}
+
+fn hint(status: u16, required: &[String], granted: &[String]) -> String {
+    let mut s = match status {
+        401 => " (the credential was rejected: check the email/token pair, that an API token is sent as Basic auth, or that the OAuth consumer key and secret are right)".to_owned(),
+        403 => " (the credential is not allowed to do this: it needs a workspace admin and the right scopes; access tokens cannot touch permissions)".to_owned(),
+        405 => " (method not allowed: on an organisation-managed workspace 1.0 groups and group-privileges are read-only)".to_owned(),
+        429 => " (rate limited: Bitbucket allows about 1,000 requests per hour per credential)".to_owned(),
+        _ => String::new(),
+    };
+    if !required.is_empty() {
+        s.push_str(&format!(
+            "; scopes required: {}; granted: {}",
+            required.join(" "),
+            if granted.is_empty() {
+                "none".to_owned()
+            } else {
+                granted.join(" ")
+            }
+        ));
+    }
+    s
+}
+
+impl ApiError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Low-cardinality label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self.status() {
+            Some(401) => "unauthorized",
+            Some(403) => "forbidden",
+            Some(404) => "not_found",
+            Some(405) => "method_not_allowed",
+            Some(429) => "rate_limited",
+            Some(s) if s >= 500 => "server_error",
+            Some(_) => "client_error",
+            None => match self {
+                ApiError::Transport { .. } => "transport",
+                ApiError::OAuth { .. } => "oauth",
+                _ => "bad_response",
+            },
+        }
+    }
+
+    /// Refusals that will not change by retrying within this run.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self.status(), Some(401 | 403 | 405))
+    }
+}
+
+/// What a request carries as its body.
+pub enum Body<'a> {
+    None,
+    Json(&'a serde_json::Value),
+    /// `application/x-www-form-urlencoded` pairs.
+    Form(&'a [(&'a str, &'a str)]),
+    /// A raw body with its content type (1.0 group-privileges wants the bare permission word).
+    Raw(&'static str, String),
+}
+
+/// An answer of any status, kept for the caller to interpret (404 on DELETE means done).
+pub struct Answer {
+    pub status: StatusCode,
+    pub text: String,
+    method: Method,
+    endpoint: String,
+}
+
+impl Answer {
+    pub fn error(&self) -> ApiError {
+        status_error(&self.method, &self.endpoint, self.status, &self.text)
+    }
+    /// Ok when the status is 2xx, else the decoded error.
+    pub fn ok(self) -> Result<Answer, ApiError> {
+        if self.status.is_success() {
+            Ok(self)
+        } else {
+            Err(self.error())
+        }
+    }
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        serde_json::from_str(&self.text).map_err(|e| ApiError::Decode {
+            method: self.method.to_string(),
+            endpoint: self.endpoint.clone(),
+            detail: format!("{e} (body starts {:?})", truncate(&self.text, 120)),
+        })
+    }
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn status_error(method: &Method, endpoint: &str, status: StatusCode, text: &str) -> ApiError {
+    let (mut message, mut required, mut granted) = (String::new(), Vec::new(), Vec::new());
+    if let Ok(body) = serde_json::from_str::<ErrorBody>(text) {
+        message = body.error.message.unwrap_or_default();
+        match body.error.detail {
+            Some(serde_json::Value::String(d)) if !d.is_empty() => {
+                message = format!("{message}: {d}")
+            }
+            Some(serde_json::Value::Object(o)) => {
+                let list = |k: &str| -> Vec<String> {
+                    o.get(k)
+                        .and_then(|v| v.as_array())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|s| s.as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                required = list("required");
+                granted = list("granted");
+            }
+            _ => {}
+        }
+    }
+    if message.is_empty() {
+        // 1.0 errors, 429s and some refusals are plain text.
+        let t = text.trim();
+        message = if t.is_empty() {
+            status.canonical_reason().unwrap_or("no body").to_owned()
+        } else {
+            truncate(t, 300).to_owned()
+        };
+    }
+    ApiError::Status {
+        method: method.to_string(),
+        endpoint: endpoint.to_owned(),
+        status: status.as_u16(),
+        message,
+        required,
+        granted,
+    }
+}
+
+enum Auth {
+    Basic {
+        email: String,
+        token: Secret,
+    },
+    Bearer {
+        token: Secret,
+    },
+    ClientCredentials {
+        client_id: String,
+        secret: Secret,
+        token_url: String,
+        // A tokio mutex on purpose: it single-flights the token refresh across concurrent calls.
+        cache: tokio::sync::Mutex<Option<(Secret, Instant)>>,
+    },
+}
+
+/// Settings the client needs besides the credential.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    pub api_url: String,
+    pub oauth_token_url: String,
+    pub workspace: String,
+    pub timeout: Duration,
+    pub max_retries: u32,
+}
+
+/// An authenticated Bitbucket client for one workspace and one credential.
+pub struct Client {
+    http: reqwest::Client,
+    pub(super) opts: ClientOptions,
+    origin: String,
+    auth: Auth,
+    requests: AtomicU64,
+}
+
+/// Refresh an OAuth token this long before it expires.
+const OAUTH_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+impl Client {
+    pub fn new(opts: ClientOptions, credential: &Credential) -> Result<Client, ApiError> {
+        // One crypto provider for the whole process (ring); a second install is a no-op error.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(opts.timeout)
+            .connect_timeout(opts.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("bbsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|source| ApiError::Transport {
+                method: "-".into(),
+                endpoint: opts.api_url.clone(),
+                source,
+            })?;
+        let origin = url::Url::parse(&opts.api_url)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default();
+        let auth = match credential {
+            Credential::ApiToken { email, token } => Auth::Basic {
+                email: email.clone(),
+                token: token.clone(),
+            },
+            Credential::AccessToken { token } => Auth::Bearer {
+                token: token.clone(),
+            },
+            Credential::OAuth {
+                client_id,
+                client_secret,
+            } => Auth::ClientCredentials {
+                client_id: client_id.clone(),
+                secret: client_secret.clone(),
+                token_url: opts.oauth_token_url.clone(),
+                cache: tokio::sync::Mutex::new(None),
+            },
+        };
+        Ok(Client {
+            http,
+            opts,
+            origin,
+            auth,
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    pub fn workspace(&self) -> &str {
+        &self.opts.workspace
+    }
+
+    /// Requests sent so far (each retry counts).
+    pub fn request_count(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// `api_url` + the given path segments, each percent-encoded.
+    pub fn url(&self, segments: &[&str]) -> String {
+        match url::Url::parse(&self.opts.api_url) {
+            Ok(mut u) => {
+                if let Ok(mut p) = u.path_segments_mut() {
+                    p.pop_if_empty().extend(segments);
+                }
+                u.to_string()
+            }
+            Err(_) => format!("{}/{}", self.opts.api_url, segments.join("/")),
+        }
+    }
+
+    async fn oauth_token(&self, force: bool) -> Result<Option<Secret>, ApiError> {
+        let Auth::ClientCredentials {
+            client_id,
+            secret,
+            token_url,
+            cache,
+        } = &self.auth
+        else {
+            return Ok(None);
+        };
+        let mut guard = cache.lock().await;
+        if let Some((tok, exp)) = guard.as_ref() {
+            if !force && Instant::now() + OAUTH_REFRESH_MARGIN.min(self.margin_for(*exp)) < *exp {
+                return Ok(Some(tok.clone()));
+            }
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let err = |detail: String| ApiError::OAuth {
+            url: token_url.clone(),
+            detail,
+        };
+        let resp = self
+            .http
+            .post(token_url)
+            .basic_auth(client_id, Some(secret.expose()))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| err(e.to_string()))?;
+        if !status.is_success() {
+            return Err(err(format!(
+                "HTTP {}: {}",
+                status.as_u16(),
+                truncate(text.trim(), 300)
+            )));
+        }
+        let answer: TokenAnswer =
+            serde_json::from_str(&text).map_err(|e| err(format!("bad token answer: {e}")))?;
+        let ttl = Duration::from_secs(answer.expires_in.unwrap_or(3600));
+        let tok = Secret::new(answer.access_token);
+        *guard = Some((tok.clone(), Instant::now() + ttl));
+        tracing::debug!(
+            expires_in_secs = ttl.as_secs(),
+            "fetched OAuth access token"
+        );
+        Ok(Some(tok))
+    }
+
+    /// For short-lived tokens (tests, odd servers) refresh at 10% of the lifetime left, not 5 min.
+    fn margin_for(&self, exp: Instant) -> Duration {
+        exp.saturating_duration_since(Instant::now()) / 10
+    }
+
+    /// Sends one logical request: adds auth, retries 429/5xx/transport errors with full-jitter
+    /// backoff (0.5 s doubling to 30 s, or `Retry-After` when given), refreshes an OAuth token
+    /// once on 401. Returns the answer whatever its status.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Body<'_>,
+    ) -> Result<Answer, ApiError> {
+        let endpoint = url::Url::parse(url)
+            .map(|u| u.path().to_owned())
+            .unwrap_or_else(|_| url.to_owned());
+        let mut attempt = 0u32;
+        let mut refreshed = false;
+        loop {
+            let mut req = self.http.request(method.clone(), url);
+            match &self.auth {
+                Auth::Basic { email, token } => req = req.basic_auth(email, Some(token.expose())),
+                Auth::Bearer { token } => req = req.bearer_auth(token.expose()),
+                Auth::ClientCredentials { .. } => {
+                    if let Some(tok) = self.oauth_token(false).await? {
+                        req = req.bearer_auth(tok.expose());
+                    }
+                }
+            }
+            req = match &body {
+                Body::None => req,
+                Body::Json(v) => req.json(v),
+                Body::Form(pairs) => req.form(pairs),
+                Body::Raw(ct, text) => req.header(CONTENT_TYPE, *ct).body(text.clone()),
+            };
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let started = Instant::now();
+            let result = req.send().await;
+            let (retry_after, outcome) = match result {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let retry_after = parse_retry_after(resp.headers());
+                    let text = resp.text().await.unwrap_or_default();
+                    tracing::debug!(%method, endpoint, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "bitbucket call");
+                    if status == StatusCode::UNAUTHORIZED
+                        && !refreshed
+                        && matches!(self.auth, Auth::ClientCredentials { .. })
+                    {
+                        // An expired token answers 401 "Access token expired...": refresh once.
+                        refreshed = true;
+                        self.oauth_token(true).await?;
+                        continue;
+                    }
+                    let retriable =
+                        status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+                    let answer = Answer {
+                        status,
+                        text,
+                        method: method.clone(),
+                        endpoint: endpoint.clone(),
+                    };
+                    if !retriable {
+                        return Ok(answer);
+                    }
+                    (retry_after, Ok(answer))
+                }
+                Err(e) => {
+                    let retriable = e.is_timeout() || e.is_connect() || e.is_request();
+                    let err = ApiError::Transport {
+                        method: method.to_string(),
+                        endpoint: endpoint.clone(),
+                        source: e,
+                    };
+                    if !retriable {
+                        return Err(err);
+                    }
+                    (None, Err(err))
+                }
+            };
+            if attempt >= self.opts.max_retries {
+                return outcome;
+            }
+            let delay = retry_after.unwrap_or_else(|| backoff(attempt));
+            tracing::warn!(%method, endpoint, attempt = attempt + 1, delay_ms = delay.as_millis() as u64, "retrying Bitbucket call");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    /// GET a JSON document, failing on any non-2xx.
+    pub async fn get_json<T: DeserializeOwned>(&self, url: &str) -> Result<T, ApiError> {
+        self.send(Method::GET, url, Body::None).await?.ok()?.json()
+    }
+
+    /// Follows a 2.0 collection through every `next` link. `next` must stay on the API's origin
+    /// (credentials are never sent elsewhere) and must not repeat (a loop would never end).
+    pub async fn get_all<T: DeserializeOwned>(&self, first: &str) -> Result<Vec<T>, ApiError> {
+        let endpoint = url::Url::parse(first)
+            .map(|u| u.path().to_owned())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        let mut url = first.to_owned();
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let page: Page<T> = self.get_json(&url).await?;
+            out.extend(page.values);
+            let Some(next) = page.next else { break };
+            let same_origin = url::Url::parse(&next)
+                .map(|u| u.origin().ascii_serialization() == self.origin)
+                .unwrap_or(false);
+            if !same_origin {
+                return Err(ApiError::Paging {
+                    endpoint,
+                    next,
+                    why: "is not on the configured API origin",
+                });
+            }
+            if !seen.insert(next.clone()) {
+                return Err(ApiError::Paging {
+                    endpoint,
+                    next,
+                    why: "repeats an earlier page",
+                });
+            }
+            url = next;
+        }
+        Ok(out)
+    }
+}
+
+fn parse_retry_after(h: &HeaderMap) -> Option<Duration> {
+    h.get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| Duration::from_secs(s.min(3600)))
+}
+
+/// Full-jitter exponential backoff: uniform in [0, min(30 s, 0.5 s * 2^attempt)].
+pub fn backoff(attempt: u32) -> Duration {
+    let cap = Duration::from_millis(500)
+        .saturating_mul(1u32 << attempt.min(6))
+        .min(Duration::from_secs(30));
+    cap.mul_f64(rand::random::<f64>())
+}

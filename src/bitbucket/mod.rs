@@ -1,0 +1,9 @@
+//! Bitbucket Cloud client: 1.0 groups and group-privileges, 2.0 repositories, members and
+//! permissions-config. See shared/bitbucket-api.md for the behaviour this follows.
+
+mod api;
+mod client;
+pub mod dto;
+
+pub use api::Written;
+pub use client::{backoff, Answer, ApiError, Body, Client, ClientOptions};

@@ -1,0 +1,319 @@
+//! The `bbsync` command line. All wiring lives in the library; this file parses arguments,
+//! sets up logging, and turns results into exit codes.
+
+use anyhow::Context;
+use bbsync::config::{Config, ConfigError, Mode};
+use bbsync::reconcile::Reconciler;
+use bbsync::{demo, report};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit codes (also in the README).
+const EXIT_OK: u8 = 0;
+const EXIT_FAILED: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+const EXIT_DRIFT: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "bbsync",
+    version,
+    about = "Keeps Bitbucket Cloud groups and repository access equal to what the company directory says",
+    after_help = "Examples:
+  bbsync demo                          run the whole loop against an embedded emulator
+  bbsync check -c /etc/bbsync/bbsync.toml
+  bbsync plan  -c bbsync.toml --output json
+  bbsync plan  -c bbsync.toml --check  # exit 3 when Bitbucket differs from the directory
+  bbsync apply -c bbsync.toml          # one reconcile that writes
+  bbsync run   -c bbsync.toml          # the daemon: reconcile every daemon.interval_secs
+
+Exit codes: 0 ok, 1 run failed, 2 bad usage or configuration, 3 drift found (plan --check)."
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole loop against an embedded emulator with a sample directory.
+    Demo {
+        /// One cycle, then exit: 0 only if the second reconcile planned no changes.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Show what would change (never writes).
+    Plan {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+        /// Exit 3 when there are changes to make.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Run one reconcile that applies the changes, then exit.
+    Apply {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// Validate the configuration and reach the source and Bitbucket read-only.
+    Check {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Reconcile every `daemon.interval_secs` until stopped (dry-run unless mode = "apply").
+    Run {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Serve the Bitbucket emulator (tests, benchmarks, trying bbsync out).
+    Emulator {
+        #[arg(long, default_value = "127.0.0.1:8990")]
+        listen: SocketAddr,
+        /// Seed JSON (see emulator/README.md); the demo workspace when omitted.
+        #[arg(long, value_name = "FILE")]
+        seed: Option<PathBuf>,
+    },
+}
+
+fn init_logging(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Run { .. } | Command::Apply { .. } | Command::Emulator { .. } => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log_format, default_level);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    match rt.block_on(dispatch(cli.command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = if e.downcast_ref::<ConfigError>().is_some() {
+                EXIT_CONFIG
+            } else {
+                EXIT_FAILED
+            };
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
+    match cmd {
+        Command::Demo { once } => run_demo(once).await,
+        Command::Plan {
+            config,
+            output,
+            check,
+        } => {
+            let cfg = Config::load(&config)?;
+            let rec = Reconciler::new(cfg)?;
+            let r = rec.run(false).await?;
+            print_report(&r, output);
+            Ok(if check && !r.plan.is_empty() {
+                EXIT_DRIFT
+            } else if r.ok() {
+                EXIT_OK
+            } else {
+                EXIT_FAILED
+            })
+        }
+        Command::Apply { config, output } => {
+            let cfg = Config::load(&config)?;
+            let rec = Reconciler::new(cfg)?;
+            let r = rec.run(true).await?;
+            print_report(&r, output);
+            Ok(if r.ok() { EXIT_OK } else { EXIT_FAILED })
+        }
+        Command::Check { config } => check(&config).await,
+        Command::Run { config } => run_loop(&config).await,
+        Command::Emulator { listen, seed } => {
+            let seed = match seed {
+                Some(p) => bbsync_emulator::load_seed(&p)?,
+                None => demo::seed()?,
+            };
+            let emu = bbsync_emulator::Emulator::start(seed, listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            println!("Bitbucket emulator listening on {}", emu.base_url());
+            println!("  1.0: {0}/1.0   2.0: {0}/2.0   OAuth: {0}/site/oauth2/access_token   state: {0}/_emulator/state", emu.base_url());
+            let _ = tokio::signal::ctrl_c().await;
+            emu.shutdown().await;
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn print_report(r: &bbsync::reconcile::RunReport, output: Output) {
+    match output {
+        Output::Human => print!("{}", report::human(r)),
+        Output::Json => println!("{}", report::json(r)),
+    }
+}
+
+async fn run_demo(once: bool) -> anyhow::Result<u8> {
+    let emu =
+        bbsync_emulator::Emulator::start(demo::seed()?, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await?;
+    let audit =
+        std::env::temp_dir().join(format!("bbsync-demo-audit-{}.jsonl", std::process::id()));
+    println!(
+        "bbsync demo: embedded Bitbucket emulator at {} (workspace acme, 50 repositories)",
+        emu.base_url()
+    );
+    println!("Directory: bundled sample LDIF (Bob Stone has left the company)\n");
+    let result = demo::run_cycle(&emu, &audit, &mut |s| println!("{s}")).await?;
+    println!(
+        "\nAudit trail: {} ({} records)",
+        audit.display(),
+        std::fs::read_to_string(&audit)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    );
+    let code = if result.ok() { EXIT_OK } else { EXIT_FAILED };
+    if once {
+        emu.shutdown().await;
+        return Ok(code);
+    }
+    println!("\nThe emulator keeps running at {} (try: curl -u admin@acme.test:demo-token {}/1.0/groups/acme).", emu.base_url(), emu.base_url());
+    println!("Metrics will be served at http://127.0.0.1:9184/metrics once the daemon lands. Ctrl-C to stop.");
+    let _ = tokio::signal::ctrl_c().await;
+    emu.shutdown().await;
+    Ok(code)
+}
+
+async fn check(path: &std::path::Path) -> anyhow::Result<u8> {
+    let cfg = Config::load(path)?;
+    println!(
+        "config {}: ok (mode {:?}, workspace {}, credential {:?})",
+        cfg.origin, cfg.mode, cfg.bitbucket.workspace, cfg.bitbucket.credential
+    );
+    let mut failed = 0;
+    match cfg.source.read().await {
+        Ok(d) => println!(
+            "source {}: ok ({} people, {} disabled, {} groups, {} skipped entries)",
+            cfg.source.describe(),
+            d.people.len(),
+            d.people.len() - d.active_people(),
+            d.groups.len(),
+            d.issues.len()
+        ),
+        Err(e) => {
+            failed += 1;
+            println!("source {}: FAILED: {e}", cfg.source.describe());
+        }
+    }
+    let client = bbsync::reconcile::client_for(&cfg)?;
+    let probes: Vec<(&str, Result<String, bbsync::bitbucket::ApiError>)> = vec![
+        (
+            "1.0 groups read",
+            client
+                .list_groups()
+                .await
+                .map(|g| format!("{} groups", g.len())),
+        ),
+        (
+            "1.0 group-privileges read",
+            client
+                .list_group_privileges()
+                .await
+                .map(|g| format!("{} group grants", g.len())),
+        ),
+        (
+            "2.0 repositories read",
+            client
+                .list_repositories(None)
+                .await
+                .map(|r| format!("{} repositories", r.len())),
+        ),
+        (
+            "2.0 workspace members read",
+            client
+                .list_members()
+                .await
+                .map(|m| format!("{} members", m.len())),
+        ),
+    ];
+    for (what, r) in probes {
+        match r {
+            Ok(s) => println!("{what}: ok ({s})"),
+            Err(e) => {
+                failed += 1;
+                println!("{what}: FAILED: {e}");
+            }
+        }
+    }
+    Ok(if failed == 0 { EXIT_OK } else { EXIT_FAILED })
+}
+
+async fn run_loop(path: &std::path::Path) -> anyhow::Result<u8> {
+    let cfg = Config::load(path)?;
+    let apply = cfg.mode == Mode::Apply;
+    let interval = cfg.interval;
+    let rec = Reconciler::new(cfg)?;
+    tracing::info!(apply, interval_secs = interval.as_secs(), "bbsync running");
+    loop {
+        match rec.run(apply).await {
+            Ok(r) => tracing::info!(
+                run_id = r.run_id,
+                changes = r.plan.changes.len(),
+                applied = r.count("applied"),
+                failed = r.count("failed"),
+                blocked = r.count("blocked"),
+                ok = r.ok(),
+                "reconcile finished"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, kind = e.metric_label(), "reconcile failed; nothing changed")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("stopping");
+                return Ok(EXIT_OK);
+            }
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! The planner: `plan(desired, actual, policy) -> Plan`. Pure, no I/O.
+//!
+//! It diffs three sets like ldap2pg does (wanted, actual, managed): it adds what is missing,
+//! changes what drifted and removes only what it manages: members of configured groups, and
+//! grants of grant-rule groups on repositories the rules select. Everything else in the
+//! workspace is invisible to it. Revocations come first so a leaver loses access before anything
+//! else is done.
+
+use crate::mapping::Desired;
+use crate::model::{AccountId, BbUuid, GroupSlug, Permission, RepoSlug};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A member of a Bitbucket group as read from Bitbucket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ActualMember {
+    pub uuid: BbUuid,
+    pub display_name: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ActualGroup {
+    pub name: String,
+    pub members: BTreeMap<AccountId, ActualMember>,
+}
+
+/// Bitbucket as read, in bulk.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Actual {
+    pub groups: BTreeMap<GroupSlug, ActualGroup>,
+    /// Repository grants of groups: (repo, group) -> permission.
+    pub grants: BTreeMap<(RepoSlug, GroupSlug), Permission>,
+}
+
+/// One idempotent operation against Bitbucket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Change {
+    RemoveMember {
+        group: GroupSlug,
+        account_id: AccountId,
+        uuid: BbUuid,
+        display_name: String,
+        reason: String,
+    },
+    RemoveGrant {
+        repo: RepoSlug,
+        group: GroupSlug,
+        previous: Permission,
+    },
+    CreateGroup {
+        group: GroupSlug,
+        name: String,
+    },
+    AddMember {
+        group: GroupSlug,
+        account_id: AccountId,
+        display_name: String,
+    },
+    SetGrant {
+        repo: RepoSlug,
+        group: GroupSlug,
+        permission: Permission,
+        previous: Option<Permission>,
+    },
+}
+
+impl Change {
+    /// Takes access away (removal or downgrade): guarded, and applied first.
+    pub fn is_revocation(&self) -> bool {
+        match self {
+            Change::RemoveMember { .. } | Change::RemoveGrant { .. } => true,
+            Change::SetGrant {
+                permission,
+                previous: Some(prev),
+                ..
+            } => permission < prev,
+            _ => false,
+        }
+    }
+
+    /// Low-cardinality kind for metrics and summaries.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::RemoveMember { .. } => "remove_member",
+            Change::RemoveGrant { .. } => "remove_grant",
+            Change::CreateGroup { .. } => "create_group",
+            Change::AddMember { .. } => "add_member",
+            Change::SetGrant { .. } => "set_grant",
+        }
+    }
+
+    fn order(&self) -> u8 {
+        match self {
+            Change::RemoveMember { .. } => 0,
+            Change::RemoveGrant { .. } => 1,
+            c if c.is_revocation() => 2,
+            Change::CreateGroup { .. } => 3,
+            Change::AddMember { .. } => 4,
+            Change::SetGrant { .. } => 5,
+        }
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::RemoveMember {
+                group,
+                account_id,
+                display_name,
+                reason,
+                ..
+            } => write!(
+                f,
+                "remove {display_name} ({account_id}) from group {group}: {reason}"
+            ),
+            Change::RemoveGrant {
+                repo,
+                group,
+                previous,
+            } => {
+                write!(f, "revoke {previous} on {repo} from group {group}")
+            }
+            Change::CreateGroup { name, .. } => write!(f, "create group {name:?}"),
+            Change::AddMember {
+                group,
+                account_id,
+                display_name,
+            } => write!(f, "add {display_name} ({account_id}) to group {group}"),
+            Change::SetGrant {
+                repo,
+                group,
+                permission,
+                previous,
+            } => match previous {
+                Some(p) => write!(f, "change group {group} on {repo}: {p} -> {permission}"),
+                None => write!(f, "grant {permission} on {repo} to group {group}"),
+            },
+        }
+    }
+}
+
+/// A change and, if it must not be applied, why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Planned {
+    #[serde(flatten)]
+    pub change: Change,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Plan {
+    pub changes: Vec<Planned>,
+    /// Things the operator should know that are not changes (skipped people, unknown groups).
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+    pub fn runnable(&self) -> impl Iterator<Item = &Change> {
+        self.changes
+            .iter()
+            .filter(|p| p.blocked.is_none())
+            .map(|p| &p.change)
+    }
+    pub fn blocked(&self) -> impl Iterator<Item = &Planned> {
+        self.changes.iter().filter(|p| p.blocked.is_some())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Most revocations one run may apply; 0 = no limit.
+    pub max_removals: usize,
+}
+
+/// Computes the changes that make `actual` equal `desired` within the managed scope.
+pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
+    let mut changes: Vec<Change> = Vec::new();
+    let mut warnings = Vec::new();
+
+    for (slug, want) in &desired.groups {
+        let have = actual.groups.get(slug);
+        if have.is_none() {
+            if want.create {
+                changes.push(Change::CreateGroup {
+                    group: slug.clone(),
+                    name: want.name.clone(),
+                });
+            } else {
+                warnings.push(format!(
+                    "Bitbucket group {slug} does not exist and groups.create is false: its members are not synced"
+                ));
+                continue;
+            }
+        }
+        for (id, w) in &want.members {
+            if desired.protected.contains(id) {
+                continue;
+            }
+            if have.is_none_or(|g| !g.members.contains_key(id)) {
+                changes.push(Change::AddMember {
+                    group: slug.clone(),
+                    account_id: id.clone(),
+                    display_name: w.display_name.clone(),
+                });
+            }
+        }
+        for (id, m) in have.map(|g| &g.members).into_iter().flatten() {
+            if want.members.contains_key(id) || desired.protected.contains(id) {
+                continue;
+            }
+            let reason = match desired.leavers.get(id) {
+                Some(l) => format!("left the company ({})", l.reason),
+                None => "not in the mapped directory group(s)".to_owned(),
+            };
+            changes.push(Change::RemoveMember {
+                group: slug.clone(),
+                account_id: id.clone(),
+                uuid: m.uuid.clone(),
+                display_name: m.display_name.clone(),
+                reason,
+            });
+        }
+    }
+
+    let will_exist = |g: &GroupSlug| {
+        actual.groups.contains_key(g) || desired.groups.get(g).is_some_and(|d| d.create)
+    };
+    for ((repo, group), perm) in &desired.grants {
+        let previous = actual.grants.get(&(repo.clone(), group.clone())).copied();
+        if previous != Some(*perm) {
+            changes.push(Change::SetGrant {
+                repo: repo.clone(),
+                group: group.clone(),
+                permission: *perm,
+                previous,
+            });
+        }
+    }
+    for ((repo, group), prev) in &actual.grants {
+        let managed = desired.grant_groups.contains(group) && desired.repo_scope.contains(repo);
+        if managed && !desired.grants.contains_key(&(repo.clone(), group.clone())) {
+            changes.push(Change::RemoveGrant {
+                repo: repo.clone(),
+                group: group.clone(),
+                previous: *prev,
+            });
+        }
+    }
+
+    changes.sort_by_key(Change::order);
+    let revocations = changes.iter().filter(|c| c.is_revocation()).count();
+    let too_many = policy.max_removals > 0 && revocations > policy.max_removals;
+    let mut missing_groups = std::collections::BTreeSet::new();
+    let changes = changes
+        .into_iter()
+        .map(|change| {
+            let blocked = if too_many && change.is_revocation() {
+                Some(format!(
+                    "safety: {revocations} revocations exceed safety.max_removals = {}; none applied",
+                    policy.max_removals
+                ))
+            } else if let Change::SetGrant { group, .. } = &change {
+                (!will_exist(group)).then(|| {
+                    missing_groups.insert(group.clone());
+                    format!("group {group} does not exist in Bitbucket and is not a managed [[groups]] entry")
+                })
+            } else {
+                None
+            };
+            Planned { change, blocked }
+        })
+        .collect();
+    for g in missing_groups {
+        warnings.push(format!(
+            "grant rules name group {g}, which does not exist in Bitbucket"
+        ));
+    }
+    Plan { changes, warnings }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::{DesiredGroup, Leaver, Wanted};
+
+    fn id(s: &str) -> AccountId {
+        AccountId::parse(s).expect("id")
+    }
+    fn g(s: &str) -> GroupSlug {
+        GroupSlug::from_name(s)
+    }
+    fn r(s: &str) -> RepoSlug {
+        RepoSlug::new(s)
+    }
+    fn member(name: &str) -> ActualMember {
+        ActualMember {
+            uuid: BbUuid::braced(&format!("uuid-{name}")),
+            display_name: name.into(),
+        }
+    }
+    const POLICY: Policy = Policy { max_removals: 50 };
+
+    fn desired_devs(members: &[&str]) -> Desired {
+        let mut d = Desired::default();
+        d.groups.insert(
+            g("developers"),
+            DesiredGroup {
+                name: "Developers".into(),
+                create: true,
+                members: members
+                    .iter()
+                    .map(|m| {
+                        (
+                            id(m),
+                            Wanted {
+                                display_name: m.to_string(),
+                            },
+                        )
+                    })
+                    .collect(),
+            },
+        );
+        d
+    }
+
+    fn actual_devs(members: &[&str]) -> Actual {
+        let mut a = Actual::default();
+        a.groups.insert(
+            g("developers"),
+            ActualGroup {
+                name: "Developers".into(),
+                members: members.iter().map(|m| (id(m), member(m))).collect(),
+            },
+        );
+        a
+    }
+
+    #[test]
+    fn in_sync_means_no_changes() {
+        let p = plan(
+            &desired_devs(&["ann", "bob"]),
+            &actual_devs(&["ann", "bob"]),
+            &POLICY,
+        );
+        assert!(p.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn a_leaver_is_removed_first_and_the_reason_says_why() {
+        let mut d = desired_devs(&["ann", "cid"]);
+        d.leavers.insert(
+            id("bob"),
+            Leaver {
+                display_name: "bob".into(),
+                reason: "nsAccountLock=TRUE".into(),
+            },
+        );
+        let p = plan(&d, &actual_devs(&["ann", "bob"]), &POLICY);
+        let ops: Vec<String> = p.changes.iter().map(|c| c.change.to_string()).collect();
+        assert_eq!(
+            ops,
+            [
+                "remove bob (bob) from group developers: left the company (nsAccountLock=TRUE)",
+                "add cid (cid) to group developers"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_group_is_created_before_members_are_added() {
+        let p = plan(&desired_devs(&["ann"]), &Actual::default(), &POLICY);
+        let kinds: Vec<_> = p.changes.iter().map(|c| c.change.kind()).collect();
+        assert_eq!(kinds, ["create_group", "add_member"]);
+    }
+
+    #[test]
+    fn protected_identities_are_neither_added_nor_removed() {
+        let mut d = desired_devs(&["ann"]);
+        d.protected.insert(id("twin"));
+        let p = plan(&d, &actual_devs(&["ann", "twin"]), &POLICY);
+        assert!(p.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn only_managed_grants_are_touched() {
+        let mut d = Desired::default();
+        d.grant_groups.insert(g("contractors"));
+        d.repo_scope.insert(r("api"));
+        d.repo_scope.insert(r("web"));
+        d.grants
+            .insert((r("api"), g("contractors")), Permission::Write);
+        let mut a = Actual::default();
+        a.groups.insert(g("contractors"), ActualGroup::default());
+        a.grants
+            .insert((r("api"), g("contractors")), Permission::Admin); // drifted: downgrade
+        a.grants
+            .insert((r("web"), g("contractors")), Permission::Read); // managed, unwanted: remove
+        a.grants
+            .insert((r("docs"), g("contractors")), Permission::Read); // repo out of scope
+        a.grants
+            .insert((r("api"), g("release-bots")), Permission::Admin); // group not managed
+        let p = plan(&d, &a, &POLICY);
+        let ops: Vec<String> = p.changes.iter().map(|c| c.change.to_string()).collect();
+        assert_eq!(
+            ops,
+            [
+                "revoke read on web from group contractors",
+                "change group contractors on api: admin -> write"
+            ]
+        );
+        assert!(p.changes.iter().all(|c| c.change.is_revocation()));
+    }
+
+    #[test]
+    fn too_many_revocations_block_every_revocation_but_not_additions() {
+        let members: Vec<String> = (0..5).map(|i| format!("p{i}")).collect();
+        let refs: Vec<&str> = members.iter().map(String::as_str).collect();
+        let p = plan(
+            &desired_devs(&["new"]),
+            &actual_devs(&refs),
+            &Policy { max_removals: 3 },
+        );
+        assert_eq!(p.blocked().count(), 5);
+        assert!(p.blocked().all(|b| b.change.is_revocation()));
+        assert_eq!(
+            p.runnable().map(Change::kind).collect::<Vec<_>>(),
+            ["add_member"]
+        );
+    }
+
+    #[test]
+    fn a_grant_to_a_group_that_will_not_exist_is_blocked() {
+        let mut d = Desired::default();
+        d.grant_groups.insert(g("ghost"));
+        d.repo_scope.insert(r("api"));
+        d.grants.insert((r("api"), g("ghost")), Permission::Read);
+        let p = plan(&d, &Actual::default(), &POLICY);
+        assert_eq!(p.blocked().count(), 1);
+        assert_eq!(p.warnings.len(), 1);
+    }
+}

@@ -1,0 +1,325 @@
+//! One reconcile: read the directory (fail closed), read Bitbucket in bulk, map, plan, and,
+//! in apply mode, apply. Returns a [`RunReport`] that the CLI prints and the daemon keeps.
+
+use crate::apply::{audit::Audit, Applied, Applier, Outcome};
+use crate::bitbucket::{ApiError, Client, ClientOptions};
+use crate::config::{Config, GrantRule};
+use crate::mapping::{self, MappingError};
+use crate::model::{AccountId, BbUuid, GroupSlug, Permission, ProjectKey, Repo, RepoSlug};
+use crate::plan::{self, Actual, ActualGroup, ActualMember, Plan, Policy};
+use crate::source::{EntryIssue, SourceError};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// Why a run produced no plan. Nothing is written when any of these happens.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("directory source failed, nothing changed: {0}")]
+    Source(#[from] SourceError),
+    #[error("mapping failed, nothing changed: {0}")]
+    Mapping(#[from] MappingError),
+    #[error("reading Bitbucket failed, nothing changed: {0}")]
+    Read(#[source] Box<ApiError>),
+    #[error("cannot set up the Bitbucket client: {0}")]
+    Client(#[source] Box<ApiError>),
+    #[error("bitbucket.credential: credential {0:?} is not configured")]
+    NoCredential(String),
+    #[error("cannot open the audit file {path}: {source}")]
+    Audit {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RunError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            RunError::Source(e) => e.metric_label(),
+            RunError::Mapping(_) => "mapping",
+            RunError::Read(e) | RunError::Client(e) => e.metric_label(),
+            RunError::NoCredential(_) => "config",
+            RunError::Audit { .. } => "audit",
+        }
+    }
+}
+
+/// What the directory looked like this run.
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceSummary {
+    pub description: String,
+    pub people: usize,
+    pub active: usize,
+    pub leavers: usize,
+    pub groups: usize,
+    pub issues: Vec<EntryIssue>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub started_at: String,
+    pub duration_ms: u64,
+    /// Whether changes were applied (false: plan only).
+    pub applied: bool,
+    pub source: SourceSummary,
+    pub repositories_in_scope: usize,
+    pub plan: Plan,
+    pub outcomes: Vec<Applied>,
+    pub api_requests: u64,
+}
+
+impl RunReport {
+    /// A run succeeded when nothing failed and nothing was held back by a guard or a refusal.
+    pub fn ok(&self) -> bool {
+        if self.applied {
+            self.outcomes
+                .iter()
+                .all(|o| matches!(o.outcome, Outcome::Applied | Outcome::AlreadyDone))
+        } else {
+            self.plan.blocked().next().is_none()
+        }
+    }
+    pub fn count(&self, label: &str) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|o| o.outcome.label() == label)
+            .count()
+    }
+}
+
+/// Builds the client for the configured workspace and credential.
+pub fn client_for(cfg: &Config) -> Result<Client, RunError> {
+    let credential = cfg
+        .credential()
+        .ok_or_else(|| RunError::NoCredential(cfg.bitbucket.credential.clone()))?;
+    Client::new(
+        ClientOptions {
+            api_url: cfg.bitbucket.api_url.clone(),
+            oauth_token_url: cfg.bitbucket.oauth_token_url.clone(),
+            workspace: cfg.bitbucket.workspace.clone(),
+            timeout: cfg.bitbucket.timeout,
+            max_retries: cfg.bitbucket.max_retries,
+        },
+        credential,
+    )
+    .map_err(|e| RunError::Client(Box::new(e)))
+}
+
+/// BBQL for the repositories grant rules can select, or `None` when a glob needs the full list.
+/// Values are quoted; terms are OR-ed (Bitbucket caps URL length, so callers chunk).
+fn repo_queries(rules: &[GrantRule]) -> Option<Vec<String>> {
+    if rules.iter().any(|r| !r.select.globs.is_empty()) {
+        return None;
+    }
+    let mut terms: Vec<String> = Vec::new();
+    for r in rules {
+        terms.extend(
+            r.select
+                .projects
+                .iter()
+                .map(|k| format!("project.key=\"{}\"", k.as_str().replace('"', ""))),
+        );
+        terms.extend(
+            r.select
+                .repos
+                .iter()
+                .map(|s| format!("slug=\"{}\"", s.as_str().replace('"', ""))),
+        );
+    }
+    terms.sort();
+    terms.dedup();
+    Some(terms.chunks(40).map(|c| c.join(" OR ")).collect())
+}
+
+/// Reads the actual state in bulk: 1 call for groups with members, 1 for all group privileges,
+/// and the repository listing pages (only what grant rules can select).
+pub async fn read_actual(client: &Client, cfg: &Config) -> Result<(Actual, Vec<Repo>), ApiError> {
+    let mut actual = Actual::default();
+    if !cfg.groups.is_empty() || !cfg.grants.is_empty() {
+        for g in client.list_groups().await? {
+            let mut members = std::collections::BTreeMap::new();
+            for u in g.members {
+                match (u.account_id.as_deref().map(AccountId::parse), u.uuid) {
+                    (Some(Ok(id)), Some(uuid)) => {
+                        members.insert(
+                            id,
+                            ActualMember {
+                                uuid: BbUuid::braced(&uuid),
+                                display_name: u.display_name.unwrap_or_default(),
+                            },
+                        );
+                    }
+                    // Unknown identity: it cannot match anyone in the directory, so it is left alone.
+                    _ => {
+                        tracing::warn!(group = g.slug, member = ?u.display_name, "group member without a usable account id; left untouched")
+                    }
+                }
+            }
+            actual.groups.insert(
+                GroupSlug::from_name(&g.slug),
+                ActualGroup {
+                    name: g.name,
+                    members,
+                },
+            );
+        }
+    }
+    let mut repos = Vec::new();
+    if !cfg.grants.is_empty() {
+        for p in client.list_group_privileges().await? {
+            let slug = p.repo.rsplit_once('/').map_or(p.repo.as_str(), |(_, s)| s);
+            match Permission::parse(&p.privilege) {
+                Some(perm) => {
+                    actual.grants.insert(
+                        (RepoSlug::new(slug), GroupSlug::from_name(&p.group.slug)),
+                        perm,
+                    );
+                }
+                None => tracing::warn!(
+                    repo = p.repo,
+                    group = p.group.slug,
+                    privilege = p.privilege,
+                    "unknown privilege; left untouched"
+                ),
+            }
+        }
+        let listed = match repo_queries(&cfg.grants) {
+            None => client.list_repositories(None).await?,
+            Some(queries) => {
+                let mut all = Vec::new();
+                for q in queries {
+                    all.extend(client.list_repositories(Some(&q)).await?);
+                }
+                all
+            }
+        };
+        repos = listed
+            .into_iter()
+            .map(|r| Repo {
+                slug: RepoSlug::new(&r.slug),
+                project: r.project.map(|p| ProjectKey::new(&p.key)),
+            })
+            .collect();
+        repos.sort();
+        repos.dedup();
+    }
+    Ok((actual, repos))
+}
+
+/// Everything one reconcile needs.
+pub struct Reconciler {
+    pub cfg: Config,
+    pub client: Client,
+    audit: Audit,
+}
+
+impl Reconciler {
+    pub fn new(cfg: Config) -> Result<Reconciler, RunError> {
+        let client = client_for(&cfg)?;
+        let audit = match &cfg.audit_path {
+            Some(p) => Audit::to_file(p).map_err(|source| RunError::Audit {
+                path: p.display().to_string(),
+                source,
+            })?,
+            None => Audit::to_log(),
+        };
+        Ok(Reconciler { cfg, client, audit })
+    }
+
+    /// Reads, plans and (when `apply`) applies.
+    pub async fn run(&self, apply: bool) -> Result<RunReport, RunError> {
+        let started = Instant::now();
+        let started_at = crate::time::now_rfc3339();
+        let run_id = format!("{:x}", rand::random::<u64>());
+        let requests_before = self.client.request_count();
+        let span = tracing::info_span!("reconcile", run_id, apply);
+        let _enter = span.enter();
+
+        let dir = self.cfg.source.read().await?;
+        for issue in &dir.issues {
+            tracing::warn!(
+                dn = issue.dn,
+                problem = issue.problem,
+                "skipped directory entry"
+            );
+        }
+        let source = SourceSummary {
+            description: self.cfg.source.describe(),
+            people: dir.people.len(),
+            active: dir.active_people(),
+            leavers: dir.people.len() - dir.active_people(),
+            groups: dir.groups.len(),
+            issues: dir.issues.clone(),
+        };
+        // Map before reading Bitbucket: a mapping error costs no API calls.
+        mapping::desired_groups(&dir, &self.cfg.groups)?;
+        let (actual, repos) = read_actual(&self.client, &self.cfg)
+            .await
+            .map_err(|e| RunError::Read(Box::new(e)))?;
+        let desired = mapping::desired(&dir, &self.cfg.groups, &self.cfg.grants, &repos)?;
+        let plan = plan::plan(
+            &desired,
+            &actual,
+            &Policy {
+                max_removals: self.cfg.safety.max_removals,
+            },
+        );
+        for w in &plan.warnings {
+            tracing::warn!("{w}");
+        }
+        tracing::info!(
+            people = source.people,
+            leavers = source.leavers,
+            repos = repos.len(),
+            changes = plan.changes.len(),
+            "planned"
+        );
+
+        let mut outcomes = Vec::new();
+        if apply {
+            // 1.0 member adds need UUIDs: read workspace members only when there is something to add.
+            let mut uuids = HashMap::new();
+            if plan
+                .runnable()
+                .any(|c| matches!(c, plan::Change::AddMember { .. }))
+            {
+                for m in self
+                    .client
+                    .list_members()
+                    .await
+                    .map_err(|e| RunError::Read(Box::new(e)))?
+                {
+                    if let (Some(Ok(id)), Some(uuid)) = (
+                        m.user.account_id.as_deref().map(AccountId::parse),
+                        m.user.uuid,
+                    ) {
+                        uuids.insert(id, BbUuid::braced(&uuid));
+                    }
+                }
+            }
+            outcomes = Applier {
+                client: &self.client,
+                grant_writes: self.cfg.bitbucket.grant_writes,
+                uuids: &uuids,
+                audit: &self.audit,
+                run_id: &run_id,
+            }
+            .apply(&plan)
+            .await;
+        }
+
+        Ok(RunReport {
+            run_id,
+            started_at,
+            duration_ms: started.elapsed().as_millis() as u64,
+            applied: apply,
+            source,
+            repositories_in_scope: desired.repo_scope.len(),
+            plan,
+            outcomes,
+            api_requests: self.client.request_count() - requests_before,
+        })
+    }
+}

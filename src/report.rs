@@ -1,0 +1,99 @@
+//! Renders a run for people (`--output human`) and machines (`--output json`).
+
+use crate::apply::Outcome;
+use crate::plan::Change;
+use crate::reconcile::RunReport;
+use std::fmt::Write;
+
+fn sign(c: &Change) -> char {
+    if c.is_revocation() {
+        '-'
+    } else {
+        '+'
+    }
+}
+
+/// The plan and, when applied, the outcomes, as readable text.
+pub fn human(r: &RunReport) -> String {
+    let mut s = String::new();
+    let src = &r.source;
+    let _ = writeln!(
+        s,
+        "Directory: {} - {} people ({} active, {} left), {} groups, {} skipped entries",
+        src.description,
+        src.people,
+        src.active,
+        src.leavers,
+        src.groups,
+        src.issues.len()
+    );
+    for i in &src.issues {
+        let _ = writeln!(s, "  ! skipped {}: {}", i.dn, i.problem);
+    }
+    let _ = writeln!(
+        s,
+        "Bitbucket: {} repositories in grant scope, {} API requests this run",
+        r.repositories_in_scope, r.api_requests
+    );
+    let revocations = r
+        .plan
+        .changes
+        .iter()
+        .filter(|p| p.change.is_revocation())
+        .count();
+    if r.plan.changes.is_empty() {
+        let _ = writeln!(s, "Plan: no changes, Bitbucket matches the directory.");
+    } else {
+        let _ = writeln!(
+            s,
+            "Plan: {} change(s), {} revocation(s) first:",
+            r.plan.changes.len(),
+            revocations
+        );
+        for p in &r.plan.changes {
+            match &p.blocked {
+                None => {
+                    let _ = writeln!(s, "  {} {}", sign(&p.change), p.change);
+                }
+                Some(why) => {
+                    let _ = writeln!(s, "  ! {} [blocked: {why}]", p.change);
+                }
+            }
+        }
+    }
+    for w in &r.plan.warnings {
+        let _ = writeln!(s, "Warning: {w}");
+    }
+    if r.applied && !r.outcomes.is_empty() {
+        let _ = writeln!(
+            s,
+            "Applied: {} applied, {} already done, {} failed, {} blocked",
+            r.count("applied"),
+            r.count("already_done"),
+            r.count("failed"),
+            r.count("blocked")
+        );
+        for o in &r.outcomes {
+            match &o.outcome {
+                Outcome::Failed { error, .. } => {
+                    let _ = writeln!(s, "  FAILED {}: {error}", o.change);
+                }
+                Outcome::Blocked { reason } => {
+                    let _ = writeln!(s, "  BLOCKED {}: {reason}", o.change);
+                }
+                _ => {}
+            }
+        }
+    } else if !r.applied && !r.plan.changes.is_empty() {
+        let _ = writeln!(
+            s,
+            "Dry run: nothing was changed (set mode = \"apply\" or use `bbsync apply`)."
+        );
+    }
+    s
+}
+
+pub fn json(r: &RunReport) -> String {
+    serde_json::to_string_pretty(r)
+        .unwrap_or_else(|e| format!("{{\"error\":\"cannot render report: {e}\"}}"))
+}

@@ -1,0 +1,140 @@
+//! The `bbsync` binary as users run it: exit codes, output, environment overrides.
+
+mod common;
+
+use common::*;
+use std::process::Output;
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_bbsync");
+
+async fn bbsync(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args).env_remove("RUST_LOG");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().await.expect("run bbsync")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test]
+async fn demo_once_shows_the_plan_the_leaver_removed_and_a_clean_second_reconcile() {
+    let o = bbsync(&["demo", "--once"], &[]).await;
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    for expected in [
+        "Reconcile 1",
+        "- remove Bob Stone",
+        "left the company (nsAccountLock=TRUE)",
+        "+ grant write on",
+        "Applied:",
+        "Reconcile 2",
+        "Plan: no changes",
+        "[ok] leaver Bob Stone is in no Bitbucket group",
+        "[ok] manual grant outside the managed scope untouched",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains("FAIL"), "{out}");
+}
+
+#[tokio::test]
+async fn a_bad_config_exits_2_and_names_every_bad_key() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = tmp.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "mode = \"sometimes\"\n[bitbucket]\n[source]\nkind = \"ldap\"\n",
+    )
+    .expect("write");
+    let o = bbsync(&["plan", "-c", path.to_str().expect("utf8")], &[]).await;
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    for key in ["mode:", "bitbucket.workspace", "source.kind", "credentials"] {
+        assert!(out.contains(key), "missing {key} in:\n{out}");
+    }
+    let o = bbsync(&["plan"], &[]).await;
+    assert_eq!(o.status.code(), Some(2), "usage error: {}", text(&o));
+}
+
+#[tokio::test]
+async fn plan_check_exits_3_on_drift_and_0_once_applied_with_the_token_from_the_environment() {
+    let mut s = seed(&["ann"]);
+    s.groups.push(group("Developers", &[]));
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        tmp.path().join("dir.ldif"),
+        ldif(&[("ann", false)], &[("eng", &["ann"])]),
+    )
+    .expect("ldif");
+    let cfg = tmp.path().join("bbsync.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[bitbucket]\nworkspace = \"acme\"\napi_url = \"{}\"\n[credentials.admin]\nkind = \"api_token\"\nemail = \"{ADMIN_EMAIL}\"\n[source]\nkind = \"ldif\"\npath = \"dir.ldif\"\n[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n",
+            emu.base_url()
+        ),
+    )
+    .expect("config");
+    let cfg = cfg.to_str().expect("utf8");
+    let env = [("BBSYNC__CREDENTIALS__ADMIN__TOKEN", ADMIN_TOKEN)];
+
+    let o = bbsync(&["plan", "-c", cfg, "--check"], &[]).await;
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "no token anywhere is a config error: {}",
+        text(&o)
+    );
+    assert!(text(&o).contains("credentials.admin.token"), "{}", text(&o));
+
+    let o = bbsync(&["check", "-c", cfg], &env).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    let o = bbsync(&["plan", "-c", cfg, "--check", "--output", "json"], &env).await;
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json report");
+    assert_eq!(report["plan"]["changes"][0]["op"], "add_member");
+    assert!(writes(&emu).is_empty(), "plan wrote");
+
+    let o = bbsync(&["apply", "-c", cfg], &env).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!text(&o).contains(ADMIN_TOKEN), "token in output");
+
+    let o = bbsync(&["plan", "-c", cfg, "--check"], &env).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+#[tokio::test]
+async fn the_example_config_is_valid_apart_from_its_secret_file() {
+    let o = bbsync(
+        &[
+            "check",
+            "-c",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/bbsync.example.toml"),
+        ],
+        &[],
+    )
+    .await;
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    // The only problem is the token file that does not exist on this machine.
+    let problems: Vec<&str> = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- "))
+        .collect();
+    assert_eq!(problems.len(), 1, "{out}");
+    assert!(
+        problems[0].contains("credentials.admin.token_file"),
+        "{out}"
+    );
+}

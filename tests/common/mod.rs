@@ -1,0 +1,160 @@
+//! Shared fixtures: an emulated workspace built in code, a directory written as LDIF, and a
+//! config pointing bbsync at the emulator.
+#![allow(dead_code)]
+
+use bbsync::config::Config;
+use bbsync_emulator::{
+    CredentialKind, Emulator, Seed, SeedCredential, SeedGroup, SeedRepo, SeedUser, SeedWorkspace,
+};
+use std::net::SocketAddr;
+use std::path::Path;
+
+pub const ADMIN_EMAIL: &str = "admin@acme.test";
+pub const ADMIN_TOKEN: &str = "admin-token";
+
+pub fn acc(name: &str) -> String {
+    format!("557058:{name}")
+}
+
+pub fn all_scopes() -> Vec<String> {
+    [
+        "read:repository:bitbucket",
+        "admin:repository:bitbucket",
+        "read:project:bitbucket",
+        "admin:project:bitbucket",
+        "read:workspace:bitbucket",
+        "read:permission:bitbucket",
+        "write:permission:bitbucket",
+        "delete:permission:bitbucket",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Workspace `acme` owned by `admin`, with the given people as members and an admin API token.
+pub fn seed(people: &[&str]) -> Seed {
+    let mut users = vec![SeedUser {
+        account_id: acc("admin"),
+        display_name: "IT Admin".into(),
+        nickname: "admin".into(),
+        ..Default::default()
+    }];
+    users.extend(people.iter().map(|p| SeedUser {
+        account_id: acc(p),
+        display_name: format!("Person {p}"),
+        nickname: p.to_string(),
+        email: Some(format!("{p}@acme.test")),
+        ..Default::default()
+    }));
+    Seed {
+        workspace: SeedWorkspace {
+            slug: "acme".into(),
+            owner: acc("admin"),
+            admins: vec![acc("admin")],
+            ..Default::default()
+        },
+        users,
+        credentials: vec![SeedCredential {
+            id: "admin".into(),
+            kind: CredentialKind::ApiToken,
+            email: Some(ADMIN_EMAIL.into()),
+            token: Some(ADMIN_TOKEN.into()),
+            account_id: Some(acc("admin")),
+            scopes: all_scopes(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+pub fn add_repos(seed: &mut Seed, project: &str, prefix: &str, n: usize) {
+    if !seed.projects.iter().any(|p| p.key == project) {
+        seed.projects.push(bbsync_emulator::SeedProject {
+            key: project.into(),
+            ..Default::default()
+        });
+    }
+    for i in 0..n {
+        seed.repositories.push(SeedRepo {
+            slug: format!("{prefix}-{i:03}"),
+            project: project.into(),
+            ..Default::default()
+        });
+    }
+}
+
+pub fn group(name: &str, members: &[&str]) -> SeedGroup {
+    SeedGroup {
+        name: name.into(),
+        members: members.iter().map(|m| acc(m)).collect(),
+        ..Default::default()
+    }
+}
+
+pub async fn start(seed: Seed) -> Emulator {
+    Emulator::start(seed, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("emulator starts")
+}
+
+/// LDIF for people (name, disabled) and groups (cn, member names).
+pub fn ldif(people: &[(&str, bool)], groups: &[(&str, &[&str])]) -> String {
+    let mut s = String::new();
+    for (p, disabled) in people {
+        s.push_str(&format!(
+            "dn: uid={p},ou=people,dc=acme,dc=test\nobjectClass: inetOrgPerson\nuid: {p}\ncn: Person {p}\natlassianAccountId: {}\n",
+            acc(p)
+        ));
+        if *disabled {
+            s.push_str("nsAccountLock: TRUE\n");
+        }
+        s.push('\n');
+    }
+    for (g, members) in groups {
+        s.push_str(&format!(
+            "dn: cn={g},ou=groups,dc=acme,dc=test\nobjectClass: groupOfNames\ncn: {g}\n"
+        ));
+        for m in *members {
+            s.push_str(&format!("member: uid={m},ou=people,dc=acme,dc=test\n"));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// Config for the emulator; `rules` is TOML for [[groups]] / [[grants]] / [safety].
+pub fn config(emu: &Emulator, dir: &Path, ldif_text: &str, rules: &str) -> Config {
+    std::fs::write(dir.join("directory.ldif"), ldif_text).expect("write ldif");
+    let text = format!(
+        r#"
+mode = "apply"
+[bitbucket]
+workspace = "acme"
+api_url = "{}"
+max_retries = 0
+[credentials.admin]
+kind = "api_token"
+email = "{ADMIN_EMAIL}"
+token = "{ADMIN_TOKEN}"
+[source]
+kind = "ldif"
+path = "directory.ldif"
+[directory]
+disabled_attribute = "nsAccountLock"
+[audit]
+path = "audit.jsonl"
+{rules}
+"#,
+        emu.base_url()
+    );
+    Config::from_toml_str(&text, "test.toml", dir).expect("valid test config")
+}
+
+/// Requests that change something.
+pub fn writes(emu: &Emulator) -> Vec<String> {
+    emu.requests()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
+        .collect()
+}

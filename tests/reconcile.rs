@@ -1,0 +1,384 @@
+//! Whole reconciles over real HTTP against the emulator.
+
+mod common;
+
+use bbsync::reconcile::{Reconciler, RunError};
+use bbsync_emulator::SeedGroupGrant;
+use common::*;
+
+fn grant(repo: &str, group: &str, permission: &str) -> SeedGroupGrant {
+    SeedGroupGrant {
+        repo: repo.into(),
+        group: group.into(),
+        permission: permission.into(),
+    }
+}
+
+#[tokio::test]
+async fn contractors_get_write_on_all_100_repositories_of_proj_and_a_second_apply_writes_nothing() {
+    let mut s = seed(&["kim", "lou"]);
+    add_repos(&mut s, "PROJ", "proj", 100);
+    add_repos(&mut s, "OTHER", "other", 5);
+    s.groups.push(group("Contractors", &["kim", "lou"]));
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = config(
+        &emu,
+        tmp.path(),
+        &ldif(&[("kim", false), ("lou", false)], &[("contractors", &["kim", "lou"])]),
+        "[[groups]]\nname = \"Contractors\"\nfrom = [\"contractors\"]\n[[grants]]\ngroup = \"contractors\"\npermission = \"write\"\nprojects = [\"PROJ\"]\n",
+    );
+    let rec = Reconciler::new(cfg).expect("reconciler");
+
+    let first = rec.run(true).await.expect("first run");
+    assert!(first.ok(), "{:#?}", first.outcomes);
+    assert_eq!(first.count("applied"), 100);
+    let state = emu.state();
+    let granted: Vec<_> = state
+        .group_grants
+        .iter()
+        .filter(|g| g.group == "contractors")
+        .collect();
+    assert_eq!(granted.len(), 100);
+    assert!(granted
+        .iter()
+        .all(|g| g.repo.starts_with("proj-") && g.permission == "write"));
+    let puts = writes(&emu);
+    assert_eq!(puts.len(), 100);
+    assert!(
+        puts.iter()
+            .all(|w| w.starts_with("PUT /2.0/repositories/acme/proj-")
+                && w.contains("/permissions-config/groups/contractors")),
+        "{puts:?}"
+    );
+    // Audit: one line per applied change.
+    let audit = std::fs::read_to_string(tmp.path().join("audit.jsonl")).expect("audit file");
+    assert_eq!(audit.lines().count(), 100);
+    assert!(audit.lines().all(|l| l.contains("\"result\":\"applied\"")));
+
+    emu.reset_requests();
+    let second = rec.run(true).await.expect("second run");
+    assert!(second.plan.is_empty(), "{:#?}", second.plan);
+    assert!(
+        writes(&emu).is_empty(),
+        "second apply wrote: {:?}",
+        writes(&emu)
+    );
+}
+
+#[tokio::test]
+async fn a_leaver_loses_every_managed_group_and_a_new_hire_is_added_by_uuid() {
+    let mut s = seed(&["ann", "bob", "ivy"]);
+    s.groups.push(group("Developers", &["ann", "bob"]));
+    s.groups.push(group("Data Team", &["bob"]));
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = config(
+        &emu,
+        tmp.path(),
+        &ldif(
+            &[("ann", false), ("bob", true), ("ivy", false)],
+            &[("engineering", &["ann", "bob", "ivy"]), ("data", &["bob"])],
+        ),
+        "[[groups]]\nname = \"Developers\"\nfrom = [\"engineering\"]\n[[groups]]\nname = \"Data Team\"\nfrom = [\"data\"]\n",
+    );
+    let report = Reconciler::new(cfg)
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("run");
+    assert!(report.ok(), "{:#?}", report.outcomes);
+    let ops: Vec<String> = report
+        .plan
+        .changes
+        .iter()
+        .map(|c| c.change.to_string())
+        .collect();
+    assert_eq!(ops.len(), 3, "{ops:?}");
+    assert!(
+        ops[0].starts_with("remove Person bob") && ops[0].contains("left the company"),
+        "{ops:?}"
+    );
+    assert!(ops[1].starts_with("remove Person bob"), "{ops:?}");
+    assert!(ops[2].starts_with("add Person ivy"), "{ops:?}");
+
+    let state = emu.state();
+    for g in &state.groups {
+        assert!(!g.members.contains(&acc("bob")), "bob still in {}", g.name);
+    }
+    let devs = state
+        .groups
+        .iter()
+        .find(|g| g.name == "Developers")
+        .expect("devs");
+    assert!(devs.members.contains(&acc("ivy")));
+    // The add went out by braced UUID, never by account id.
+    let add = writes(&emu)
+        .into_iter()
+        .find(|w| w.starts_with("PUT"))
+        .expect("an add");
+    assert!(add.contains("/members/%7B"), "{add}");
+}
+
+#[tokio::test]
+async fn nothing_outside_the_managed_scope_is_ever_written() {
+    let mut s = seed(&["ann", "kim", "zed"]);
+    add_repos(&mut s, "PROJ", "proj", 3);
+    add_repos(&mut s, "OPS", "ops", 3);
+    s.groups.push(group("Contractors", &["kim"]));
+    s.groups.push(group("Release Bots", &["zed"])); // unmanaged group with a member bbsync does not know
+    s.group_grants = vec![
+        grant("ops-000", "contractors", "read"), // managed group, repository out of scope
+        grant("proj-000", "release-bots", "admin"), // repository in scope, group not managed
+        grant("ops-001", "release-bots", "admin"), // neither
+        grant("proj-001", "contractors", "admin"), // managed: admin -> write
+    ];
+    let before = {
+        let emu = start(s.clone()).await;
+        emu.state()
+    };
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = config(
+        &emu,
+        tmp.path(),
+        &ldif(&[("kim", false)], &[("contractors", &["kim"])]),
+        "[[groups]]\nname = \"Contractors\"\nfrom = [\"contractors\"]\n[[grants]]\ngroup = \"contractors\"\npermission = \"write\"\nprojects = [\"PROJ\"]\n",
+    );
+    let report = Reconciler::new(cfg)
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("run");
+    assert!(report.ok(), "{:#?}", report.outcomes);
+    for w in writes(&emu) {
+        assert!(
+            w.contains("/proj-") && w.contains("/contractors"),
+            "write outside the managed scope: {w}"
+        );
+    }
+    let after = emu.state();
+    let unmanaged = |st: &bbsync_emulator::Seed| {
+        let mut v: Vec<String> = st
+            .group_grants
+            .iter()
+            .filter(|g| g.group != "contractors" || g.repo.starts_with("ops-"))
+            .map(|g| format!("{}:{}:{}", g.repo, g.group, g.permission))
+            .collect();
+        v.sort();
+        let bots = st
+            .groups
+            .iter()
+            .find(|g| g.name == "Release Bots")
+            .map(|g| g.members.clone());
+        (v, bots)
+    };
+    assert_eq!(unmanaged(&before), unmanaged(&after));
+    assert!(after
+        .group_grants
+        .iter()
+        .any(|g| g.repo == "proj-001" && g.group == "contractors" && g.permission == "write"));
+}
+
+#[tokio::test]
+async fn reading_a_300_repo_20_group_workspace_costs_list_pages_not_objects() {
+    let people: Vec<String> = (0..60).map(|i| format!("p{i:02}")).collect();
+    let refs: Vec<&str> = people.iter().map(String::as_str).collect();
+    let mut s = seed(&refs);
+    add_repos(&mut s, "PROJ", "proj", 150);
+    add_repos(&mut s, "WEB", "web", 150);
+    for g in 0..20 {
+        s.groups
+            .push(group(&format!("team-{g:02}"), &refs[g * 3..g * 3 + 3]));
+        for r in 0..10 {
+            s.group_grants.push(grant(
+                &format!("proj-{:03}", g * 7 + r),
+                &format!("team-{g:02}"),
+                "read",
+            ));
+        }
+    }
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir_people: Vec<(&str, bool)> = refs.iter().map(|p| (*p, false)).collect();
+    let groups: Vec<(String, Vec<&str>)> = (0..20)
+        .map(|g| (format!("team-{g:02}"), refs[g * 3..g * 3 + 3].to_vec()))
+        .collect();
+    let group_refs: Vec<(&str, &[&str])> = groups
+        .iter()
+        .map(|(n, m)| (n.as_str(), m.as_slice()))
+        .collect();
+    let mut rules = String::new();
+    for g in 0..20 {
+        rules.push_str(&format!(
+            "[[groups]]\nname = \"team-{g:02}\"\nfrom = [\"team-{g:02}\"]\n"
+        ));
+        rules.push_str(&format!(
+            "[[grants]]\ngroup = \"team-{g:02}\"\npermission = \"read\"\nglobs = [\"proj-*\"]\n"
+        ));
+    }
+    let cfg = config(&emu, tmp.path(), &ldif(&dir_people, &group_refs), &rules);
+    let report = Reconciler::new(cfg)
+        .expect("rec")
+        .run(false)
+        .await
+        .expect("plan");
+    assert_eq!(report.repositories_in_scope, 150);
+    let counts = emu.request_counts();
+    let total: u64 = counts.values().sum();
+    // 1 groups call + 1 group-privileges call + 3 pages of 100 repositories.
+    assert_eq!(
+        counts.get("GET /1.0/groups/{ws}").copied(),
+        Some(1),
+        "{counts:?}"
+    );
+    assert_eq!(
+        counts.get("GET /1.0/group-privileges/{ws}").copied(),
+        Some(1),
+        "{counts:?}"
+    );
+    assert_eq!(total, 5, "{counts:?}");
+    assert_eq!(report.api_requests, 5);
+}
+
+#[tokio::test]
+async fn dry_run_plans_but_never_writes() {
+    let mut s = seed(&["ann"]);
+    s.groups.push(group("Developers", &[]));
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = config(
+        &emu,
+        tmp.path(),
+        &ldif(&[("ann", false)], &[("eng", &["ann"])]),
+        "[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n",
+    );
+    let report = Reconciler::new(cfg)
+        .expect("rec")
+        .run(false)
+        .await
+        .expect("plan");
+    assert_eq!(report.plan.changes.len(), 1);
+    assert!(report.outcomes.is_empty());
+    assert!(writes(&emu).is_empty());
+}
+
+#[tokio::test]
+async fn a_broken_directory_changes_nothing_and_costs_no_write() {
+    let mut s = seed(&["ann"]);
+    s.groups.push(group("Developers", &["ann"]));
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rules = "[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n";
+
+    // Truncated mid-entry: a line that is not LDIF.
+    let cfg = config(
+        &emu,
+        tmp.path(),
+        "dn: uid=ann,ou=people,dc=acme,dc=test\nobjectClass: inetOrgPerson\natlassianAcc",
+        rules,
+    );
+    let err = Reconciler::new(cfg)
+        .expect("rec")
+        .run(true)
+        .await
+        .expect_err("must fail");
+    assert!(matches!(err, RunError::Source(_)), "{err}");
+    assert!(err.to_string().contains("directory.ldif:3"), "{err}");
+
+    // Empty export.
+    let cfg = config(&emu, tmp.path(), "", rules);
+    let err = Reconciler::new(cfg)
+        .expect("rec")
+        .run(true)
+        .await
+        .expect_err("must fail");
+    assert!(matches!(err, RunError::Source(_)), "{err}");
+
+    // The mapped group was renamed in the directory: an error, not "everyone left".
+    let cfg = config(
+        &emu,
+        tmp.path(),
+        &ldif(&[("ann", false)], &[("engineering", &["ann"])]),
+        rules,
+    );
+    let err = Reconciler::new(cfg)
+        .expect("rec")
+        .run(true)
+        .await
+        .expect_err("must fail");
+    assert!(matches!(err, RunError::Mapping(_)), "{err}");
+    assert!(err.to_string().contains("\"eng\""), "{err}");
+
+    assert!(
+        emu.requests().is_empty(),
+        "Bitbucket was called: {:?}",
+        emu.requests()
+    );
+    assert!(emu.state().groups[0].members.contains(&acc("ann")));
+}
+
+#[tokio::test]
+async fn too_many_removals_hold_back_every_revocation_and_fail_the_run() {
+    let people: Vec<String> = (0..10).map(|i| format!("p{i}")).collect();
+    let refs: Vec<&str> = people.iter().map(String::as_str).collect();
+    let mut s = seed(&refs);
+    s.groups.push(group("Developers", &refs));
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = config(
+        &emu,
+        tmp.path(),
+        &ldif(&[("p0", false)], &[("eng", &["p0"])]),
+        "[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n[safety]\nmax_removals = 5\n",
+    );
+    let report = Reconciler::new(cfg)
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("run");
+    assert!(!report.ok());
+    assert_eq!(report.count("blocked"), 9);
+    assert!(writes(&emu).is_empty(), "{:?}", writes(&emu));
+    assert_eq!(emu.state().groups[0].members.len(), 10);
+}
+
+#[tokio::test]
+async fn on_an_organisation_managed_workspace_group_writes_fail_once_and_the_rest_is_blocked() {
+    let mut s = seed(&["ann", "bob", "cid"]);
+    s.workspace.organisation_managed = true;
+    s.groups.push(group("Developers", &[]));
+    add_repos(&mut s, "PROJ", "proj", 2);
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = config(
+        &emu,
+        tmp.path(),
+        &ldif(&[("ann", false), ("bob", false), ("cid", false)], &[("eng", &["ann", "bob", "cid"])]),
+        "[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n[[grants]]\ngroup = \"developers\"\npermission = \"read\"\nprojects = [\"PROJ\"]\n",
+    );
+    let report = Reconciler::new(cfg)
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("run");
+    assert!(!report.ok());
+    // One refused add (405), the two other adds blocked without being sent, grants applied via 2.0.
+    assert_eq!(report.count("failed"), 1, "{:#?}", report.outcomes);
+    assert_eq!(report.count("blocked"), 2);
+    assert_eq!(report.count("applied"), 2);
+    let failed = report
+        .outcomes
+        .iter()
+        .find_map(|o| match &o.outcome {
+            bbsync::apply::Outcome::Failed { error, status } => Some((error.clone(), *status)),
+            _ => None,
+        })
+        .expect("a failure");
+    assert_eq!(failed.1, Some(405));
+    assert!(failed.0.contains("organisation-managed"), "{}", failed.0);
+    assert_eq!(
+        writes(&emu).iter().filter(|w| w.contains("/1.0/")).count(),
+        1
+    );
+}
