@@ -11,6 +11,7 @@
 //! - [`reconcile`]: one whole run, glued together.
 //! - [`report`]: human and JSON renderings of a run.
 //! - [`demo`]: the self-contained demo (embedded emulator + sample directory).
+//! - [`metrics`]: the Prometheus registry (kinds and outcomes as labels only).
 //! - [`model`]: the newtypes everything above shares.
 
 pub mod apply;
@@ -18,6 +19,7 @@ pub mod bitbucket;
 pub mod config;
 pub mod demo;
 pub mod mapping;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod reconcile;

@@ -292,9 +292,15 @@ async fn run_loop(path: &std::path::Path) -> anyhow::Result<u8> {
     let apply = cfg.mode == Mode::Apply;
     let interval = cfg.interval;
     let rec = Reconciler::new(cfg)?;
+    let metrics = bbsync::metrics::Metrics::new()?;
     tracing::info!(apply, interval_secs = interval.as_secs(), "bbsync running");
     loop {
-        match rec.run(apply).await {
+        let result = rec.run(apply).await;
+        match &result {
+            Ok(r) => metrics.observe(r, rec.client.request_count()),
+            Err(e) => metrics.observe_error(e),
+        }
+        match result {
             Ok(r) => tracing::info!(
                 run_id = r.run_id,
                 changes = r.plan.changes.len(),

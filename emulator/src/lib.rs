@@ -144,6 +144,14 @@ impl Emulator {
         lock(&self.shared.store).to_seed()
     }
 
+    /// Replaces the whole state (validated like a start seed); issued OAuth tokens and
+    /// rate-limit windows are kept. Lets tests simulate changes made outside bbsync.
+    pub fn replace_state(&self, seed: Seed) -> Result<(), String> {
+        let store = Store::new(&seed)?;
+        *lock(&self.shared.store) = store;
+        Ok(())
+    }
+
     /// Every request served (except `/_emulator/*`), in order.
     pub fn requests(&self) -> Vec<RequestRecord> {
         lock(&self.shared.log).clone()

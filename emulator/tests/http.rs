@@ -179,7 +179,7 @@ async fn auth_kinds() {
         assert_eq!(r.status(), 403, "{path}");
     }
     let counts = emu.request_counts();
-    assert_eq!(counts["GET /2.0/repositories/{ws}"], 6);
+    assert_eq!(counts["GET /2.0/repositories/{ws}"], 5);
     assert_eq!(counts["GET /1.0/groups/{ws}"], 2);
     let recs = emu.requests();
     assert_eq!(recs[0].credential.as_deref(), Some("admin-token"));
@@ -606,6 +606,16 @@ async fn v1_groups_and_members() {
     assert_eq!(s, 200, "{g}");
     assert_eq!(g["slug"], "release-managers");
     assert_eq!(g["owner"]["is_team"], true);
+    let (_, list) = json_of(
+        c.get(format!("{base}/1.0/groups/acme/"))
+            .admin()
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    assert_eq!(list[0]["members"][0]["uuid"], ADMIN_UUID);
     let (s, ct, _) = status_text(
         c.post(format!("{base}/1.0/groups/acme"))
             .form(&[("name", "release managers")])
