@@ -1,10 +1,12 @@
 //! End-to-end tests of the emulator over real HTTP.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use bbsync_emulator::{Emulator, Seed};
-use reqwest::{Client, Response};
 use serde_json::{json, Value};
 use std::time::Duration;
+use support::{Client, RequestBuilder, Response};
 
 const OWNER: &str = "557058:owner";
 const ADMIN: &str = "557058:admin";
@@ -86,7 +88,7 @@ trait Auth {
     fn access(self) -> Self;
 }
 
-impl Auth for reqwest::RequestBuilder {
+impl Auth for RequestBuilder {
     fn admin(self) -> Self {
         self.basic_auth("ann@acme.test", Some("s3cret"))
     }
@@ -102,7 +104,7 @@ impl Auth for reqwest::RequestBuilder {
 }
 
 async fn status_text(r: Response) -> (u16, String, String) {
-    let status = r.status().as_u16();
+    let status = r.status();
     let ct = r
         .headers()
         .get("content-type")
@@ -113,7 +115,7 @@ async fn status_text(r: Response) -> (u16, String, String) {
 }
 
 async fn json_of(r: Response) -> (u16, Value) {
-    let status = r.status().as_u16();
+    let status = r.status();
     let text = r.text().await.unwrap();
     (
         status,
