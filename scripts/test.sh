@@ -9,6 +9,13 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 2
 fi
 
+# rustfmt and clippy come with rustup's default profile but not with every install.
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    rustup component add "$component"
+  fi
+done
+
 # Lints first: a formatting or clippy finding fails fast, before the long test build.
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets --workspace -- -D warnings

@@ -13,6 +13,9 @@ const SEED: &str = include_str!("../demo/seed.json");
 const LDIF: &str = include_str!("../demo/directory.ldif");
 const CONFIG: &str = include_str!("../demo/bbsync.toml");
 
+/// Any failure of the demo's own set-up (config, reconcile, emulator).
+pub type DemoError = Box<dyn std::error::Error + Send + Sync>;
+
 /// What the demo showed; `ok` when the second reconcile planned nothing.
 pub struct DemoResult {
     pub first: RunReport,
@@ -31,7 +34,7 @@ pub fn seed() -> Result<Seed, serde_json::Error> {
 }
 
 /// The demo configuration pointed at `api_url`, reading the bundled LDIF.
-pub fn config(api_url: &str, audit: &Path) -> anyhow::Result<Config> {
+pub fn config(api_url: &str, audit: &Path) -> Result<Config, DemoError> {
     let mut cfg = Config::from_toml_str(CONFIG, "demo/bbsync.toml", Path::new("demo"))?;
     cfg.bitbucket.api_url = api_url.to_owned();
     cfg.audit_path = Some(audit.to_owned());
@@ -51,7 +54,7 @@ pub async fn run_cycle(
     emu: &Emulator,
     audit: &Path,
     out: &mut dyn FnMut(&str),
-) -> anyhow::Result<DemoResult> {
+) -> Result<DemoResult, DemoError> {
     let cfg = config(&emu.base_url(), audit)?;
     let rec = Reconciler::new(cfg)?;
 

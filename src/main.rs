@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use bbsync::config::{Config, ConfigError, Mode};
-use bbsync::reconcile::Reconciler;
+use bbsync::reconcile::{Reconciler, RunError};
 use bbsync::{demo, report};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -99,6 +99,11 @@ enum Command {
 fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Audit records in the log are the audit trail when no audit.path is set: never filtered out.
+    let filter = match "bbsync::audit=info".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -128,7 +133,10 @@ fn main() -> ExitCode {
     match rt.block_on(dispatch(cli.command)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let code = if e.downcast_ref::<ConfigError>().is_some() {
+            let config_problem = e.downcast_ref::<ConfigError>().is_some()
+                || e.downcast_ref::<RunError>()
+                    .is_some_and(RunError::is_config);
+            let code = if config_problem {
                 EXIT_CONFIG
             } else {
                 EXIT_FAILED
@@ -203,7 +211,9 @@ async fn run_demo(once: bool) -> anyhow::Result<u8> {
         emu.base_url()
     );
     println!("Directory: bundled sample LDIF (Bob Stone has left the company)\n");
-    let result = demo::run_cycle(&emu, &audit, &mut |s| println!("{s}")).await?;
+    let result = demo::run_cycle(&emu, &audit, &mut |s| println!("{s}"))
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
     println!(
         "\nAudit trail: {} ({} records)",
         audit.display(),

@@ -2,6 +2,7 @@
 //! in apply mode, apply. Returns a [`RunReport`] that the CLI prints and the daemon keeps.
 
 use crate::apply::{audit::Audit, Applied, Applier, Outcome};
+use crate::bitbucket::dto::V2Repository;
 use crate::bitbucket::{ApiError, Client, ClientOptions};
 use crate::config::{Config, GrantRule};
 use crate::mapping::{self, MappingError};
@@ -11,6 +12,7 @@ use crate::source::{EntryIssue, SourceError};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// Why a run produced no plan. Nothing is written when any of these happens.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,11 @@ pub enum RunError {
 }
 
 impl RunError {
+    /// Errors the operator fixes in the configuration (exit code 2).
+    pub fn is_config(&self) -> bool {
+        matches!(self, RunError::NoCredential(_) | RunError::Audit { .. })
+    }
+
     pub fn metric_label(&self) -> &'static str {
         match self {
             RunError::Source(e) => e.metric_label(),
@@ -107,30 +114,59 @@ pub fn client_for(cfg: &Config) -> Result<Client, RunError> {
     .map_err(|e| RunError::Client(Box::new(e)))
 }
 
-/// BBQL for the repositories grant rules can select, or `None` when a glob needs the full list.
-/// Values are quoted; terms are OR-ed (Bitbucket caps URL length, so callers chunk).
+/// BBQL for the repositories grant rules can select, or `None` when the full listing is needed.
+/// Only `project.key` filters are used (the one BBQL field the API sheet promises), OR-ed in
+/// chunks to keep URLs short; explicit slugs and globs are matched locally on the full listing.
 fn repo_queries(rules: &[GrantRule]) -> Option<Vec<String>> {
-    if rules.iter().any(|r| !r.select.globs.is_empty()) {
+    if rules
+        .iter()
+        .any(|r| !r.select.globs.is_empty() || !r.select.repos.is_empty())
+    {
         return None;
     }
-    let mut terms: Vec<String> = Vec::new();
-    for r in rules {
-        terms.extend(
-            r.select
-                .projects
-                .iter()
-                .map(|k| format!("project.key=\"{}\"", k.as_str().replace('"', ""))),
-        );
-        terms.extend(
-            r.select
-                .repos
-                .iter()
-                .map(|s| format!("slug=\"{}\"", s.as_str().replace('"', ""))),
-        );
+    let mut keys: Vec<&str> = rules
+        .iter()
+        .flat_map(|r| r.select.projects.iter().map(|k| k.as_str()))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    Some(
+        keys.chunks(20)
+            .map(|c| {
+                c.iter()
+                    .map(|k| format!("project.key=\"{}\"", k.replace(['"', '\\'], "")))
+                    .collect::<Vec<_>>()
+                    .join(" OR ")
+            })
+            .collect(),
+    )
+}
+
+/// Repositories grant rules can select: BBQL by project when possible, else (or when the filter
+/// is refused with 400) the full trimmed listing.
+async fn list_selectable_repos(
+    client: &Client,
+    rules: &[GrantRule],
+) -> Result<Vec<V2Repository>, ApiError> {
+    if let Some(queries) = repo_queries(rules) {
+        let mut all = Vec::new();
+        let mut refused = false;
+        for q in &queries {
+            match client.list_repositories(Some(q)).await {
+                Ok(r) => all.extend(r),
+                Err(e) if e.status() == Some(400) => {
+                    tracing::warn!(error = %e, "BBQL filter refused; reading the full repository listing instead");
+                    refused = true;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !refused {
+            return Ok(all);
+        }
     }
-    terms.sort();
-    terms.dedup();
-    Some(terms.chunks(40).map(|c| c.join(" OR ")).collect())
+    client.list_repositories(None).await
 }
 
 /// Reads the actual state in bulk: 1 call for groups with members, 1 for all group privileges,
@@ -185,16 +221,7 @@ pub async fn read_actual(client: &Client, cfg: &Config) -> Result<(Actual, Vec<R
                 ),
             }
         }
-        let listed = match repo_queries(&cfg.grants) {
-            None => client.list_repositories(None).await?,
-            Some(queries) => {
-                let mut all = Vec::new();
-                for q in queries {
-                    all.extend(client.list_repositories(Some(&q)).await?);
-                }
-                all
-            }
-        };
+        let listed = list_selectable_repos(client, &cfg.grants).await?;
         repos = listed
             .into_iter()
             .map(|r| Repo {
@@ -230,12 +257,15 @@ impl Reconciler {
 
     /// Reads, plans and (when `apply`) applies.
     pub async fn run(&self, apply: bool) -> Result<RunReport, RunError> {
+        let run_id = format!("{:x}", fastrand::u64(..));
+        let span = tracing::info_span!("reconcile", run_id, apply);
+        self.run_inner(apply, run_id).instrument(span).await
+    }
+
+    async fn run_inner(&self, apply: bool, run_id: String) -> Result<RunReport, RunError> {
         let started = Instant::now();
         let started_at = crate::time::now_rfc3339();
-        let run_id = format!("{:x}", rand::random::<u64>());
         let requests_before = self.client.request_count();
-        let span = tracing::info_span!("reconcile", run_id, apply);
-        let _enter = span.enter();
 
         let dir = self.cfg.source.read().await?;
         for issue in &dir.issues {

@@ -138,3 +138,34 @@ async fn the_example_config_is_valid_apart_from_its_secret_file() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn environment_overrides_keep_secrets_verbatim_and_still_convert_numbers() {
+    let mut s = seed(&["ann"]);
+    s.credentials[0].token = Some("00123".into());
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        tmp.path().join("dir.ldif"),
+        ldif(&[("ann", false)], &[("eng", &["ann"])]),
+    )
+    .expect("ldif");
+    let cfg = tmp.path().join("bbsync.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[bitbucket]\nworkspace = \"wrong\"\napi_url = \"{}\"\n[credentials.admin]\nkind = \"api_token\"\nemail = \"{ADMIN_EMAIL}\"\n[source]\nkind = \"ldif\"\npath = \"dir.ldif\"\n[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n",
+            emu.base_url()
+        ),
+    )
+    .expect("config");
+    let env = [
+        ("BBSYNC__CREDENTIALS__ADMIN__TOKEN", "00123"),
+        ("BBSYNC__BITBUCKET__WORKSPACE", "acme"),
+        ("BBSYNC__BITBUCKET__TIMEOUT_SECS", "5"),
+        ("BBSYNC__SAFETY__MAX_REMOVALS", "0"),
+    ];
+    let o = bbsync(&["check", "-c", cfg.to_str().expect("utf8")], &env).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("workspace acme"), "{}", text(&o));
+}

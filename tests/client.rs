@@ -438,3 +438,27 @@ async fn retries_back_off_on_429_and_then_give_up() {
     assert_eq!(status(&e), Some(429));
     assert_eq!(c.request_count(), 4, "1 + 1 try + 2 retries");
 }
+
+#[tokio::test]
+async fn an_oauth_token_that_expired_server_side_is_refreshed_once_on_401() {
+    let s = with_other_credentials(seed(&["ann"]), 7200);
+    let emu = start(s).await;
+    let c = client(
+        &emu,
+        Credential::OAuth {
+            client_id: "consumer-key".into(),
+            client_secret: Secret::new("consumer-secret"),
+        },
+    );
+    c.list_groups().await.expect("first token");
+    // The client still believes its token is good; the service says it expired.
+    emu.advance_time(Duration::from_secs(7300));
+    c.list_groups().await.expect("refreshed after 401");
+    let log = emu.requests();
+    let tokens = log
+        .iter()
+        .filter(|r| r.path.starts_with("/site/oauth2/access_token"))
+        .count();
+    let expired = log.iter().filter(|r| r.status == 401).count();
+    assert_eq!((tokens, expired), (2, 1), "{log:?}");
+}

@@ -382,3 +382,46 @@ async fn on_an_organisation_managed_workspace_group_writes_fail_once_and_the_res
         1
     );
 }
+
+#[tokio::test]
+async fn creating_a_group_that_already_exists_counts_as_done() {
+    use bbsync::apply::{audit::Audit, Applier, Outcome};
+    use bbsync::config::GrantWrites;
+    use bbsync::model::GroupSlug;
+    use bbsync::plan::{Change, Plan, Planned};
+
+    let mut s = seed(&[]);
+    s.groups.push(group("Developers", &[]));
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = config(
+        &emu,
+        tmp.path(),
+        &ldif(&[], &[]),
+        "[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n",
+    );
+    let client = bbsync::reconcile::client_for(&cfg).expect("client");
+    let plan = Plan {
+        changes: vec![Planned {
+            change: Change::CreateGroup {
+                group: GroupSlug::from_name("developers"),
+                name: "Developers".into(),
+            },
+            blocked: None,
+        }],
+        warnings: vec![],
+    };
+    let audit = Audit::to_log();
+    let uuids = Default::default();
+    let out = Applier {
+        client: &client,
+        grant_writes: GrantWrites::PermissionsConfig,
+        uuids: &uuids,
+        audit: &audit,
+        run_id: "t",
+    }
+    .apply(&plan)
+    .await;
+    assert_eq!(out[0].outcome, Outcome::AlreadyDone);
+    assert_eq!(emu.state().groups.len(), 1);
+}

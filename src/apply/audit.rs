@@ -1,6 +1,7 @@
 //! The audit trail: one JSON line per change bbsync attempted (or refused to attempt), written to
 //! a file (appended, flushed per line) or, when no file is configured, to the log under the
-//! `bbsync::audit` target.
+//! `bbsync::audit` target (which the CLI keeps enabled whatever `RUST_LOG` says). When the file
+//! cannot be written, the applier stops: no change goes unaudited.
 
 use super::Outcome;
 use crate::plan::Change;
@@ -30,7 +31,8 @@ impl Audit {
         })
     }
 
-    pub fn record(&self, run_id: &str, change: &Change, outcome: &Outcome) {
+    /// Writes one record. An error means the record could not be kept anywhere durable.
+    pub fn record(&self, run_id: &str, change: &Change, outcome: &Outcome) -> std::io::Result<()> {
         let line = serde_json::json!({
             "ts": crate::time::now_rfc3339(),
             "run_id": run_id,
@@ -39,17 +41,17 @@ impl Audit {
             "outcome": outcome,
         });
         match &self.file {
-            None => tracing::info!(target: "bbsync::audit", "{line}"),
+            None => {
+                tracing::info!(target: "bbsync::audit", "{line}");
+                Ok(())
+            }
             Some((path, f)) => {
-                let res = match f.lock() {
-                    Ok(mut f) => writeln!(f, "{line}").and_then(|_| f.flush()),
-                    Err(_) => Err(std::io::Error::other("audit lock poisoned")),
-                };
-                if let Err(e) = res {
-                    // Never lose the record: fall back to the log.
-                    tracing::error!(path = %path.display(), error = %e, "cannot write audit file; record follows");
-                    tracing::info!(target: "bbsync::audit", "{line}");
-                }
+                let mut f = f
+                    .lock()
+                    .map_err(|_| std::io::Error::other("audit lock poisoned"))?;
+                writeln!(f, "{line}")
+                    .and_then(|_| f.flush())
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
             }
         }
     }

@@ -8,7 +8,7 @@ pub mod audit;
 
 use crate::bitbucket::{ApiError, Client, Written};
 use crate::config::GrantWrites;
-use crate::model::{AccountId, BbUuid};
+use crate::model::{AccountId, BbUuid, GroupSlug};
 use crate::plan::{Change, Plan};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -84,6 +84,8 @@ impl Applier<'_> {
     /// Runs every change of the plan in order; blocked ones are recorded, not sent.
     pub async fn apply(&self, plan: &Plan) -> Vec<Applied> {
         let mut refused: BTreeMap<Family, String> = BTreeMap::new();
+        let mut failed_groups: BTreeMap<GroupSlug, String> = BTreeMap::new();
+        let mut audit_broken: Option<String> = None;
         let mut out = Vec::with_capacity(plan.changes.len());
         let total = plan.runnable().count();
         let mut done = 0usize;
@@ -92,6 +94,16 @@ impl Applier<'_> {
             let outcome = if let Some(reason) = &p.blocked {
                 Outcome::Blocked {
                     reason: reason.clone(),
+                }
+            } else if let Some(why) = &audit_broken {
+                Outcome::Blocked {
+                    reason: format!(
+                        "the audit trail cannot be written ({why}); nothing more is applied"
+                    ),
+                }
+            } else if let Some(why) = member_group(&p.change).and_then(|g| failed_groups.get(g)) {
+                Outcome::Blocked {
+                    reason: format!("creating the group failed: {why}"),
                 }
             } else if let Some(why) = refused.get(&family) {
                 Outcome::Blocked {
@@ -110,6 +122,9 @@ impl Applier<'_> {
                     Err(ApplyError::Api(e)) => {
                         if e.is_refusal() {
                             refused.insert(family, e.to_string());
+                        }
+                        if let Change::CreateGroup { group, .. } = &p.change {
+                            failed_groups.insert(group.clone(), e.to_string());
                         }
                         Outcome::Failed {
                             error: e.to_string(),
@@ -131,7 +146,11 @@ impl Applier<'_> {
                 }
                 _ => tracing::info!(change = %p.change, outcome = outcome.label(), "change"),
             }
-            self.audit.record(self.run_id, &p.change, &outcome);
+            if let Err(e) = self.audit.record(self.run_id, &p.change, &outcome) {
+                // Lose nothing: without an audit trail, stop changing things.
+                tracing::error!(error = %e, change = %p.change, outcome = outcome.label(), "cannot write the audit trail; stopping this apply");
+                audit_broken.get_or_insert(e.to_string());
+            }
             out.push(Applied {
                 change: p.change.clone(),
                 outcome,
@@ -153,13 +172,21 @@ impl Applier<'_> {
                     .ok_or(ApplyError::NotInWorkspace)?;
                 cl.add_member(group, uuid).await?
             }
-            Change::CreateGroup { name, group } => {
-                let g = cl.create_group(name).await?;
-                if g.slug != group.as_str() {
-                    tracing::warn!(expected = %group, got = g.slug, "Bitbucket generated an unexpected group slug");
+            Change::CreateGroup { name, group } => match cl.create_group(name).await {
+                Ok(g) => {
+                    if g.slug != group.as_str() {
+                        tracing::warn!(expected = %group, got = g.slug, "Bitbucket generated an unexpected group slug");
+                    }
+                    Written::Done
                 }
-                Written::Done
-            }
+                // "An existing name answers 400": a create that raced another one, or whose
+                // earlier answer was lost, is done if the group is there now.
+                Err(e) if e.status() == Some(400) => match cl.get_group(group).await? {
+                    Some(_) => Written::AlreadyDone,
+                    None => return Err(e.into()),
+                },
+                Err(e) => return Err(e.into()),
+            },
             Change::SetGrant {
                 repo,
                 group,
@@ -181,6 +208,14 @@ impl Applier<'_> {
                 GrantWrites::GroupPrivileges => cl.delete_group_privilege(repo, group).await?,
             },
         })
+    }
+}
+
+/// The group a membership change targets.
+fn member_group(c: &Change) -> Option<&GroupSlug> {
+    match c {
+        Change::AddMember { group, .. } | Change::RemoveMember { group, .. } => Some(group),
+        _ => None,
     }
 }
 

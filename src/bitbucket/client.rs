@@ -49,6 +49,7 @@ fn hint(status: u16, required: &[String], granted: &[String]) -> String {
         401 => " (the credential was rejected: check the email/token pair, that an API token is sent as Basic auth, or that the OAuth consumer key and secret are right)".to_owned(),
         403 => " (the credential is not allowed to do this: it needs a workspace admin and the right scopes; access tokens cannot touch permissions)".to_owned(),
         405 => " (method not allowed: on an organisation-managed workspace 1.0 groups and group-privileges are read-only)".to_owned(),
+        402 => " (the plan's user limit is reached: this grant would give one more person access)".to_owned(),
         429 => " (rate limited: Bitbucket allows about 1,000 requests per hour per credential)".to_owned(),
         _ => String::new(),
     };
@@ -165,6 +166,9 @@ fn status_error(method: &Method, endpoint: &str, status: StatusCode, text: &str)
                 };
                 required = list("required");
                 granted = list("granted");
+                if required.is_empty() && granted.is_empty() && !o.is_empty() {
+                    message = format!("{message}: {}", serde_json::Value::Object(o));
+                }
             }
             _ => {}
         }
@@ -201,8 +205,14 @@ enum Auth {
         secret: Secret,
         token_url: String,
         // A tokio mutex on purpose: it single-flights the token refresh across concurrent calls.
-        cache: tokio::sync::Mutex<Option<(Secret, Instant)>>,
+        cache: tokio::sync::Mutex<Option<CachedToken>>,
     },
+}
+
+struct CachedToken {
+    token: Secret,
+    /// When to fetch a new one: a tenth of the lifetime (at most 5 min) before expiry.
+    refresh_at: Instant,
 }
 
 /// Settings the client needs besides the credential.
@@ -304,9 +314,9 @@ impl Client {
             return Ok(None);
         };
         let mut guard = cache.lock().await;
-        if let Some((tok, exp)) = guard.as_ref() {
-            if !force && Instant::now() + OAUTH_REFRESH_MARGIN.min(self.margin_for(*exp)) < *exp {
-                return Ok(Some(tok.clone()));
+        if let Some(cached) = guard.as_ref() {
+            if !force && Instant::now() < cached.refresh_at {
+                return Ok(Some(cached.token.clone()));
             }
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -335,17 +345,15 @@ impl Client {
             serde_json::from_str(&text).map_err(|e| err(format!("bad token answer: {e}")))?;
         let ttl = Duration::from_secs(answer.expires_in.unwrap_or(3600));
         let tok = Secret::new(answer.access_token);
-        *guard = Some((tok.clone(), Instant::now() + ttl));
+        *guard = Some(CachedToken {
+            token: tok.clone(),
+            refresh_at: Instant::now() + ttl - OAUTH_REFRESH_MARGIN.min(ttl / 10),
+        });
         tracing::debug!(
             expires_in_secs = ttl.as_secs(),
             "fetched OAuth access token"
         );
         Ok(Some(tok))
-    }
-
-    /// For short-lived tokens (tests, odd servers) refresh at 10% of the lifetime left, not 5 min.
-    fn margin_for(&self, exp: Instant) -> Duration {
-        exp.saturating_duration_since(Instant::now()) / 10
     }
 
     /// Sends one logical request: adds auth, retries 429/5xx/transport errors with full-jitter
@@ -362,6 +370,9 @@ impl Client {
             .unwrap_or_else(|_| url.to_owned());
         let mut attempt = 0u32;
         let mut refreshed = false;
+        // POST (group create) is not idempotent: a retry after an unknown outcome could fail
+        // with "exists" or create twice.
+        let idempotent = method != Method::POST;
         loop {
             let mut req = self.http.request(method.clone(), url);
             match &self.auth {
@@ -397,8 +408,9 @@ impl Client {
                         self.oauth_token(true).await?;
                         continue;
                     }
-                    let retriable =
-                        status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+                    // A 429 was not processed, so even a POST may be resent; a 5xx may have been.
+                    let retriable = status == StatusCode::TOO_MANY_REQUESTS
+                        || (idempotent && status.is_server_error());
                     let answer = Answer {
                         status,
                         text,
@@ -411,7 +423,8 @@ impl Client {
                     (retry_after, Ok(answer))
                 }
                 Err(e) => {
-                    let retriable = e.is_timeout() || e.is_connect() || e.is_request();
+                    let retriable =
+                        e.is_connect() || (idempotent && (e.is_timeout() || e.is_request()));
                     let err = ApiError::Transport {
                         method: method.to_string(),
                         endpoint: endpoint.clone(),
@@ -474,6 +487,9 @@ impl Client {
     }
 }
 
+/// Longest `Retry-After` honoured; a longer one is capped (the run stays responsive).
+const MAX_RETRY_AFTER_SECS: u64 = 60;
+
 fn parse_retry_after(h: &HeaderMap) -> Option<Duration> {
     h.get(RETRY_AFTER)?
         .to_str()
@@ -481,7 +497,7 @@ fn parse_retry_after(h: &HeaderMap) -> Option<Duration> {
         .trim()
         .parse::<u64>()
         .ok()
-        .map(|s| Duration::from_secs(s.min(3600)))
+        .map(|s| Duration::from_secs(s.min(MAX_RETRY_AFTER_SECS)))
 }
 
 /// Full-jitter exponential backoff: uniform in [0, min(30 s, 0.5 s * 2^attempt)].
@@ -489,5 +505,5 @@ pub fn backoff(attempt: u32) -> Duration {
     let cap = Duration::from_millis(500)
         .saturating_mul(1u32 << attempt.min(6))
         .min(Duration::from_secs(30));
-    cap.mul_f64(rand::random::<f64>())
+    cap.mul_f64(fastrand::f64())
 }

@@ -117,7 +117,7 @@ pub struct GrantRule {
 #[derive(Clone, Debug)]
 pub struct Safety {
     /// Most revoking changes (member removals, grant removals or downgrades) one run may make;
-    /// beyond it no revocation is applied and the run fails. 0 = no limit.
+    /// beyond it no revocation is applied and the run fails. 0 allows none.
     pub max_removals: usize,
 }
 
@@ -262,7 +262,9 @@ impl Config {
                 config::Environment::with_prefix("BBSYNC")
                     .prefix_separator("__")
                     .separator("__")
-                    .try_parsing(true),
+                    // Values stay strings (numbers and booleans still convert on use): a parsed
+                    // secret such as "0123" would lose its leading zero.
+                    .try_parsing(false),
             );
         Self::build(builder, origin, &base)
     }

@@ -175,7 +175,7 @@ impl Plan {
 
 #[derive(Clone, Debug)]
 pub struct Policy {
-    /// Most revocations one run may apply; 0 = no limit.
+    /// Most revocations one run may apply (0: none).
     pub max_removals: usize,
 }
 
@@ -184,7 +184,25 @@ pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
     let mut changes: Vec<Change> = Vec::new();
     let mut warnings = Vec::new();
 
-    for (slug, want) in &desired.groups {
+    // Bitbucket generates slugs itself; a group whose slug differs from the one derived from its
+    // name (special characters, a rename) is still found by name rather than created again.
+    let resolve = |slug: &GroupSlug| -> GroupSlug {
+        if actual.groups.contains_key(slug) {
+            return slug.clone();
+        }
+        let name = desired
+            .groups
+            .get(slug)
+            .map_or(slug.as_str(), |d| d.name.as_str());
+        actual
+            .groups
+            .iter()
+            .find(|(_, g)| g.name.eq_ignore_ascii_case(name))
+            .map_or_else(|| slug.clone(), |(s, _)| s.clone())
+    };
+
+    for (wanted_slug, want) in &desired.groups {
+        let slug = &resolve(wanted_slug);
         let have = actual.groups.get(slug);
         if have.is_none() {
             if want.create {
@@ -232,20 +250,33 @@ pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
     let will_exist = |g: &GroupSlug| {
         actual.groups.contains_key(g) || desired.groups.get(g).is_some_and(|d| d.create)
     };
-    for ((repo, group), perm) in &desired.grants {
+    let grant_groups: BTreeMap<GroupSlug, GroupSlug> = desired
+        .grant_groups
+        .iter()
+        .map(|g| (resolve(g), g.clone()))
+        .collect();
+    for ((repo, wanted_group), perm) in &desired.grants {
+        let group = resolve(wanted_group);
         let previous = actual.grants.get(&(repo.clone(), group.clone())).copied();
         if previous != Some(*perm) {
             changes.push(Change::SetGrant {
                 repo: repo.clone(),
-                group: group.clone(),
+                group,
                 permission: *perm,
                 previous,
             });
         }
     }
     for ((repo, group), prev) in &actual.grants {
-        let managed = desired.grant_groups.contains(group) && desired.repo_scope.contains(repo);
-        if managed && !desired.grants.contains_key(&(repo.clone(), group.clone())) {
+        let Some(wanted_group) = grant_groups.get(group) else {
+            continue;
+        };
+        let managed = desired.repo_scope.contains(repo);
+        if managed
+            && !desired
+                .grants
+                .contains_key(&(repo.clone(), wanted_group.clone()))
+        {
             changes.push(Change::RemoveGrant {
                 repo: repo.clone(),
                 group: group.clone(),
@@ -256,7 +287,7 @@ pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
 
     changes.sort_by_key(Change::order);
     let revocations = changes.iter().filter(|c| c.is_revocation()).count();
-    let too_many = policy.max_removals > 0 && revocations > policy.max_removals;
+    let too_many = revocations > policy.max_removals;
     let mut missing_groups = std::collections::BTreeSet::new();
     let changes = changes
         .into_iter()
@@ -433,6 +464,27 @@ mod tests {
             p.runnable().map(Change::kind).collect::<Vec<_>>(),
             ["add_member"]
         );
+    }
+
+    #[test]
+    fn a_group_whose_slug_bitbucket_chose_differently_is_found_by_name_not_created_again() {
+        let mut d = desired_devs(&["ann"]);
+        d.grant_groups.insert(g("developers"));
+        d.repo_scope.insert(r("api"));
+        d.grants
+            .insert((r("api"), g("developers")), Permission::Read);
+        let mut a = Actual::default();
+        a.groups.insert(
+            g("developers-1"),
+            ActualGroup {
+                name: "DEVELOPERS".into(),
+                members: [(id("ann"), member("ann"))].into_iter().collect(),
+            },
+        );
+        a.grants
+            .insert((r("api"), g("developers-1")), Permission::Read);
+        let p = plan(&d, &a, &POLICY);
+        assert!(p.is_empty(), "{p:?}");
     }
 
     #[test]
