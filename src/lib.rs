@@ -9,6 +9,7 @@
 //! - [`plan`]: `plan(desired, actual, policy)` -> [`plan::Plan`] (pure, managed scope only).
 //! - [`apply`]: runs a plan, records every outcome in the audit trail.
 //! - [`reconcile`]: one whole run, glued together.
+//! - [`check`]: proves what the configured credentials can do, family by family.
 //! - [`report`]: human and JSON renderings of a run.
 //! - [`demo`]: the self-contained demo (embedded emulator + sample directory).
 //! - [`metrics`]: the Prometheus registry (kinds and outcomes as labels only).
@@ -16,6 +17,7 @@
 
 pub mod apply;
 pub mod bitbucket;
+pub mod check;
 pub mod config;
 pub mod demo;
 pub mod mapping;

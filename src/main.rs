@@ -76,10 +76,16 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Human)]
         output: Output,
     },
-    /// Validate the configuration and reach the source and Bitbucket read-only.
+    /// Validate the configuration, read the source, and prove what each credential can do.
     Check {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Also prove write access with idempotent no-op writes (re-add an existing member,
+        /// re-PUT an existing grant with its current permission).
+        #[arg(long)]
+        probe_writes: bool,
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
     },
     /// Reconcile every `daemon.interval_secs` until stopped (dry-run unless mode = "apply").
     Run {
@@ -174,7 +180,11 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             print_report(&r, output);
             Ok(if r.ok() { EXIT_OK } else { EXIT_FAILED })
         }
-        Command::Check { config } => check(&config).await,
+        Command::Check {
+            config,
+            probe_writes,
+            output,
+        } => check(&config, probe_writes, output).await,
         Command::Run { config } => run_loop(&config).await,
         Command::Emulator { listen, seed } => {
             let seed = match seed {
@@ -233,68 +243,50 @@ async fn run_demo(once: bool) -> anyhow::Result<u8> {
     Ok(code)
 }
 
-async fn check(path: &std::path::Path) -> anyhow::Result<u8> {
+async fn check(path: &std::path::Path, probe_writes: bool, output: Output) -> anyhow::Result<u8> {
     let cfg = Config::load(path)?;
-    println!(
-        "config {}: ok (mode {:?}, workspace {}, credential {:?})",
-        cfg.origin, cfg.mode, cfg.bitbucket.workspace, cfg.bitbucket.credential
-    );
-    let mut failed = 0;
-    match cfg.source.read().await {
-        Ok(d) => println!(
-            "source {}: ok ({} people, {} disabled, {} groups, {} skipped entries)",
-            cfg.source.describe(),
-            d.people.len(),
-            d.people.len() - d.active_people(),
-            d.groups.len(),
-            d.issues.len()
+    let clients = bbsync::reconcile::clients_for(&cfg)?;
+    let source = cfg.source.read().await;
+    let report = bbsync::check::check(&cfg, &clients, probe_writes).await;
+    let ok = source.is_ok() && report.ok();
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "config": cfg.origin,
+                "source": match &source {
+                    Ok(d) => serde_json::json!({"ok": true, "people": d.people.len(), "groups": d.groups.len(), "skipped_entries": d.issues.len()}),
+                    Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
+                },
+                "bitbucket": report,
+                "ok": ok,
+            }))?
         ),
-        Err(e) => {
-            failed += 1;
-            println!("source {}: FAILED: {e}", cfg.source.describe());
-        }
-    }
-    let client = bbsync::reconcile::client_for(&cfg)?;
-    let probes: Vec<(&str, Result<String, bbsync::bitbucket::ApiError>)> = vec![
-        (
-            "1.0 groups read",
-            client
-                .list_groups()
-                .await
-                .map(|g| format!("{} groups", g.len())),
-        ),
-        (
-            "1.0 group-privileges read",
-            client
-                .list_group_privileges()
-                .await
-                .map(|g| format!("{} group grants", g.len())),
-        ),
-        (
-            "2.0 repositories read",
-            client
-                .list_repositories(None)
-                .await
-                .map(|r| format!("{} repositories", r.len())),
-        ),
-        (
-            "2.0 workspace members read",
-            client
-                .list_members()
-                .await
-                .map(|m| format!("{} members", m.len())),
-        ),
-    ];
-    for (what, r) in probes {
-        match r {
-            Ok(s) => println!("{what}: ok ({s})"),
-            Err(e) => {
-                failed += 1;
-                println!("{what}: FAILED: {e}");
+        Output::Human => {
+            println!(
+                "config {}: ok (mode {}, workspace {})",
+                cfg.origin,
+                match cfg.mode {
+                    Mode::Apply => "apply",
+                    Mode::DryRun => "dry-run",
+                },
+                cfg.bitbucket.workspace
+            );
+            match &source {
+                Ok(d) => println!(
+                    "source {}: ok ({} people, {} disabled, {} groups, {} skipped entries)\n",
+                    cfg.source.describe(),
+                    d.people.len(),
+                    d.people.len() - d.active_people(),
+                    d.groups.len(),
+                    d.issues.len()
+                ),
+                Err(e) => println!("source {}: FAILED: {e}\n", cfg.source.describe()),
             }
+            print!("{}", bbsync::check::render(&report));
         }
     }
-    Ok(if failed == 0 { EXIT_OK } else { EXIT_FAILED })
+    Ok(if ok { EXIT_OK } else { EXIT_FAILED })
 }
 
 async fn run_loop(path: &std::path::Path) -> anyhow::Result<u8> {
@@ -307,7 +299,7 @@ async fn run_loop(path: &std::path::Path) -> anyhow::Result<u8> {
     loop {
         let result = rec.run(apply).await;
         match &result {
-            Ok(r) => metrics.observe(r, rec.client.request_count()),
+            Ok(r) => metrics.observe(r, rec.clients.total_requests()),
             Err(e) => metrics.observe_error(e),
         }
         match result {

@@ -2,15 +2,16 @@
 //! in apply mode, apply. Returns a [`RunReport`] that the CLI prints and the daemon keeps.
 
 use crate::apply::{audit::Audit, Applied, Applier, Outcome};
+use crate::apply::{credential_block, family_of};
 use crate::bitbucket::dto::V2Repository;
-use crate::bitbucket::{ApiError, Client, ClientOptions};
+use crate::bitbucket::{ApiError, ApiFamily, Client, Clients};
 use crate::config::{Config, GrantRule};
 use crate::mapping::{self, MappingError};
 use crate::model::{AccountId, BbUuid, GroupSlug, Permission, ProjectKey, Repo, RepoSlug};
 use crate::plan::{self, Actual, ActualGroup, ActualMember, Plan, Policy};
 use crate::source::{EntryIssue, SourceError};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 use tracing::Instrument;
 
@@ -25,7 +26,9 @@ pub enum RunError {
     Read(#[source] Box<ApiError>),
     #[error("cannot set up the Bitbucket client: {0}")]
     Client(#[source] Box<ApiError>),
-    #[error("bitbucket.credential: credential {0:?} is not configured")]
+    #[error(
+        "no credential is configured for {0} (set bitbucket.credential or bitbucket.families)"
+    )]
     NoCredential(String),
     #[error("cannot open the audit file {path}: {source}")]
     Audit {
@@ -75,6 +78,8 @@ pub struct RunReport {
     pub plan: Plan,
     pub outcomes: Vec<Applied>,
     pub api_requests: u64,
+    /// Requests per credential name (each credential has its own rate budget).
+    pub api_requests_by_credential: BTreeMap<String, u64>,
 }
 
 impl RunReport {
@@ -96,22 +101,12 @@ impl RunReport {
     }
 }
 
-/// Builds the client for the configured workspace and credential.
-pub fn client_for(cfg: &Config) -> Result<Client, RunError> {
-    let credential = cfg
-        .credential()
-        .ok_or_else(|| RunError::NoCredential(cfg.bitbucket.credential.clone()))?;
-    Client::new(
-        ClientOptions {
-            api_url: cfg.bitbucket.api_url.clone(),
-            oauth_token_url: cfg.bitbucket.oauth_token_url.clone(),
-            workspace: cfg.bitbucket.workspace.clone(),
-            timeout: cfg.bitbucket.timeout,
-            max_retries: cfg.bitbucket.max_retries,
-        },
-        credential,
-    )
-    .map_err(|e| RunError::Client(Box::new(e)))
+/// Builds one client per credential for the configured workspace.
+pub fn clients_for(cfg: &Config) -> Result<Clients, RunError> {
+    Clients::new(cfg).map_err(|e| match e {
+        ApiError::NoCredential { family } => RunError::NoCredential(family.to_owned()),
+        e => RunError::Client(Box::new(e)),
+    })
 }
 
 /// BBQL for the repositories grant rules can select, or `None` when the full listing is needed.
@@ -171,10 +166,10 @@ async fn list_selectable_repos(
 
 /// Reads the actual state in bulk: 1 call for groups with members, 1 for all group privileges,
 /// and the repository listing pages (only what grant rules can select).
-pub async fn read_actual(client: &Client, cfg: &Config) -> Result<(Actual, Vec<Repo>), ApiError> {
+pub async fn read_actual(clients: &Clients, cfg: &Config) -> Result<(Actual, Vec<Repo>), ApiError> {
     let mut actual = Actual::default();
     if !cfg.groups.is_empty() || !cfg.grants.is_empty() {
-        for g in client.list_groups().await? {
+        for g in clients.get(ApiFamily::GroupsRead).list_groups().await? {
             let mut members = std::collections::BTreeMap::new();
             for u in g.members {
                 match (u.account_id.as_deref().map(AccountId::parse), u.uuid) {
@@ -204,7 +199,11 @@ pub async fn read_actual(client: &Client, cfg: &Config) -> Result<(Actual, Vec<R
     }
     let mut repos = Vec::new();
     if !cfg.grants.is_empty() {
-        for p in client.list_group_privileges().await? {
+        for p in clients
+            .get(ApiFamily::GroupPrivilegesRead)
+            .list_group_privileges()
+            .await?
+        {
             let slug = p.repo.rsplit_once('/').map_or(p.repo.as_str(), |(_, s)| s);
             match Permission::parse(&p.privilege) {
                 Some(perm) => {
@@ -221,7 +220,8 @@ pub async fn read_actual(client: &Client, cfg: &Config) -> Result<(Actual, Vec<R
                 ),
             }
         }
-        let listed = list_selectable_repos(client, &cfg.grants).await?;
+        let listed =
+            list_selectable_repos(clients.get(ApiFamily::RepositoriesRead), &cfg.grants).await?;
         repos = listed
             .into_iter()
             .map(|r| Repo {
@@ -238,13 +238,13 @@ pub async fn read_actual(client: &Client, cfg: &Config) -> Result<(Actual, Vec<R
 /// Everything one reconcile needs.
 pub struct Reconciler {
     pub cfg: Config,
-    pub client: Client,
+    pub clients: Clients,
     audit: Audit,
 }
 
 impl Reconciler {
     pub fn new(cfg: Config) -> Result<Reconciler, RunError> {
-        let client = client_for(&cfg)?;
+        let clients = clients_for(&cfg)?;
         let audit = match &cfg.audit_path {
             Some(p) => Audit::to_file(p).map_err(|source| RunError::Audit {
                 path: p.display().to_string(),
@@ -252,7 +252,27 @@ impl Reconciler {
             })?,
             None => Audit::to_log(),
         };
-        Ok(Reconciler { cfg, client, audit })
+        Ok(Reconciler {
+            cfg,
+            clients,
+            audit,
+        })
+    }
+
+    /// Marks changes the configured credentials cannot perform as blocked, with the reason,
+    /// before anything is sent (the rest of the plan still applies).
+    fn block_what_credentials_cannot_do(&self, plan: &mut Plan) {
+        for p in plan.changes.iter_mut().filter(|p| p.blocked.is_none()) {
+            let family = family_of(&p.change, self.cfg.bitbucket.grant_writes);
+            let client = self.clients.get(family);
+            p.blocked = credential_block(
+                &p.change,
+                family,
+                self.clients.credential(family),
+                self.clients.kind(family),
+                client.granted_scopes().as_deref(),
+            );
+        }
     }
 
     /// Reads, plans and (when `apply`) applies.
@@ -265,7 +285,17 @@ impl Reconciler {
     async fn run_inner(&self, apply: bool, run_id: String) -> Result<RunReport, RunError> {
         let started = Instant::now();
         let started_at = crate::time::now_rfc3339();
-        let requests_before = self.client.request_count();
+        let requests_before = self.clients.request_counts();
+        let requests_since = |clients: &Clients| -> BTreeMap<String, u64> {
+            clients
+                .request_counts()
+                .into_iter()
+                .map(|(n, c)| {
+                    let before = requests_before.get(&n).copied().unwrap_or_default();
+                    (n, c - before)
+                })
+                .collect()
+        };
 
         let dir = self.cfg.source.read().await?;
         for issue in &dir.issues {
@@ -285,17 +315,18 @@ impl Reconciler {
         };
         // Map before reading Bitbucket: a mapping error costs no API calls.
         mapping::desired_groups(&dir, &self.cfg.groups)?;
-        let (actual, repos) = read_actual(&self.client, &self.cfg)
+        let (actual, repos) = read_actual(&self.clients, &self.cfg)
             .await
             .map_err(|e| RunError::Read(Box::new(e)))?;
         let desired = mapping::desired(&dir, &self.cfg.groups, &self.cfg.grants, &repos)?;
-        let plan = plan::plan(
+        let mut plan = plan::plan(
             &desired,
             &actual,
             &Policy {
                 max_removals: self.cfg.safety.max_removals,
             },
         );
+        self.block_what_credentials_cannot_do(&mut plan);
         for w in &plan.warnings {
             tracing::warn!("{w}");
         }
@@ -316,7 +347,8 @@ impl Reconciler {
                 .any(|c| matches!(c, plan::Change::AddMember { .. }))
             {
                 for m in self
-                    .client
+                    .clients
+                    .get(ApiFamily::MembersRead)
                     .list_members()
                     .await
                     .map_err(|e| RunError::Read(Box::new(e)))?
@@ -330,7 +362,7 @@ impl Reconciler {
                 }
             }
             outcomes = Applier {
-                client: &self.client,
+                clients: &self.clients,
                 grant_writes: self.cfg.bitbucket.grant_writes,
                 uuids: &uuids,
                 audit: &self.audit,
@@ -340,6 +372,7 @@ impl Reconciler {
             .await;
         }
 
+        let api_requests_by_credential = requests_since(&self.clients);
         Ok(RunReport {
             run_id,
             started_at,
@@ -349,7 +382,8 @@ impl Reconciler {
             repositories_in_scope: desired.repo_scope.len(),
             plan,
             outcomes,
-            api_requests: self.client.request_count() - requests_before,
+            api_requests: api_requests_by_credential.values().sum(),
+            api_requests_by_credential,
         })
     }
 }

@@ -400,7 +400,7 @@ async fn creating_a_group_that_already_exists_counts_as_done() {
         &ldif(&[], &[]),
         "[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n",
     );
-    let client = bbsync::reconcile::client_for(&cfg).expect("client");
+    let clients = bbsync::reconcile::clients_for(&cfg).expect("clients");
     let plan = Plan {
         changes: vec![Planned {
             change: Change::CreateGroup {
@@ -414,7 +414,7 @@ async fn creating_a_group_that_already_exists_counts_as_done() {
     let audit = Audit::to_log();
     let uuids = Default::default();
     let out = Applier {
-        client: &client,
+        clients: &clients,
         grant_writes: GrantWrites::PermissionsConfig,
         uuids: &uuids,
         audit: &audit,

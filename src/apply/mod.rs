@@ -1,12 +1,13 @@
 //! Applies a plan's changes, one at a time, and records every outcome in the audit trail.
 //!
-//! Sequential for now (the rate-limited worker pool is its own piece of work). A refusal
-//! (401/403/405) marks that API family unavailable for the rest of the run: the remaining
-//! changes of the family are reported blocked instead of being sent to be refused again.
+//! Sequential for now (the rate-limited worker pool is its own piece of work). Each change goes
+//! out with the credential of its API family. A refusal (401/403/405) marks that family
+//! unavailable for the rest of the run: its remaining changes are reported blocked instead of
+//! being sent to be refused again.
 
 pub mod audit;
 
-use crate::bitbucket::{ApiError, Client, Written};
+use crate::bitbucket::{ApiError, ApiFamily, Client, Clients, CredentialKind, Written};
 use crate::config::GrantWrites;
 use crate::model::{AccountId, BbUuid, GroupSlug};
 use crate::plan::{Change, Plan};
@@ -48,31 +49,60 @@ pub struct Applied {
     pub outcome: Outcome,
 }
 
-/// Which credential-bound API family a change uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Family {
-    GroupsWrite,
-    GrantsWrite,
-}
-
-impl Family {
-    pub fn of(change: &Change, grants: GrantWrites) -> (Family, &'static str) {
-        match change {
-            Change::CreateGroup { .. } | Change::AddMember { .. } | Change::RemoveMember { .. } => {
-                (Family::GroupsWrite, "1.0 groups write")
-            }
-            _ => match grants {
-                GrantWrites::PermissionsConfig => {
-                    (Family::GrantsWrite, "2.0 permissions-config write")
-                }
-                GrantWrites::GroupPrivileges => (Family::GrantsWrite, "1.0 group-privileges write"),
-            },
+/// The API family that performs a change.
+pub fn family_of(change: &Change, grants: GrantWrites) -> ApiFamily {
+    match change {
+        Change::CreateGroup { .. } | Change::AddMember { .. } | Change::RemoveMember { .. } => {
+            ApiFamily::GroupsWrite
         }
+        _ => match grants {
+            GrantWrites::PermissionsConfig => ApiFamily::PermissionsWrite,
+            GrantWrites::GroupPrivileges => ApiFamily::GroupPrivilegesWrite,
+        },
     }
 }
 
+/// Why the configured credential cannot perform `change`, known before anything is sent: the
+/// API sheet's rules for its kind, and the scopes Bitbucket said it holds (when it said).
+pub fn credential_block(
+    change: &Change,
+    family: ApiFamily,
+    credential: &str,
+    kind: CredentialKind,
+    granted: Option<&[String]>,
+) -> Option<String> {
+    let who = format!("{family} with credential {credential:?} ({kind})");
+    if let Some(reason) = family.known_refusal(kind) {
+        return Some(format!("{who}: {reason}"));
+    }
+    let required = match kind {
+        CredentialKind::ApiToken => {
+            family.api_token_scopes(matches!(change, Change::RemoveGrant { .. }))
+        }
+        CredentialKind::OAuth => family.oauth_scopes(),
+        CredentialKind::AccessToken => None,
+    }?;
+    let granted = granted?;
+    let missing: Vec<&str> = required
+        .iter()
+        .copied()
+        .filter(|r| !granted.iter().any(|g| g == r))
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "{who} lacks scope(s) {} (granted: {})",
+            missing.join(", "),
+            if granted.is_empty() {
+                "none".to_owned()
+            } else {
+                granted.join(", ")
+            }
+        )
+    })
+}
+
 pub struct Applier<'a> {
-    pub client: &'a Client,
+    pub clients: &'a Clients,
     pub grant_writes: GrantWrites,
     /// account id -> UUID, for 1.0 member adds (read from workspace members when needed).
     pub uuids: &'a HashMap<AccountId, BbUuid>,
@@ -83,14 +113,14 @@ pub struct Applier<'a> {
 impl Applier<'_> {
     /// Runs every change of the plan in order; blocked ones are recorded, not sent.
     pub async fn apply(&self, plan: &Plan) -> Vec<Applied> {
-        let mut refused: BTreeMap<Family, String> = BTreeMap::new();
+        let mut refused: BTreeMap<ApiFamily, String> = BTreeMap::new();
         let mut failed_groups: BTreeMap<GroupSlug, String> = BTreeMap::new();
         let mut audit_broken: Option<String> = None;
         let mut out = Vec::with_capacity(plan.changes.len());
         let total = plan.runnable().count();
         let mut done = 0usize;
         for p in &plan.changes {
-            let (family, family_name) = Family::of(&p.change, self.grant_writes);
+            let family = family_of(&p.change, self.grant_writes);
             let outcome = if let Some(reason) = &p.blocked {
                 Outcome::Blocked {
                     reason: reason.clone(),
@@ -107,11 +137,14 @@ impl Applier<'_> {
                 }
             } else if let Some(why) = refused.get(&family) {
                 Outcome::Blocked {
-                    reason: format!("{family_name} was refused earlier in this run: {why}"),
+                    reason: format!(
+                        "{family} (credential {:?}) was refused earlier in this run: {why}",
+                        self.clients.credential(family)
+                    ),
                 }
             } else {
                 done += 1;
-                let r = self.apply_one(&p.change).await;
+                let r = self.apply_one(&p.change, self.clients.get(family)).await;
                 let outcome = match r {
                     Ok(Written::Done) => Outcome::Applied,
                     Ok(Written::AlreadyDone) => Outcome::AlreadyDone,
@@ -159,8 +192,7 @@ impl Applier<'_> {
         out
     }
 
-    async fn apply_one(&self, c: &Change) -> Result<Written, ApplyError> {
-        let cl = self.client;
+    async fn apply_one(&self, c: &Change, cl: &Client) -> Result<Written, ApplyError> {
         Ok(match c {
             Change::RemoveMember { group, uuid, .. } => cl.remove_member(group, uuid).await?,
             Change::AddMember {

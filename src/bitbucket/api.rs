@@ -190,6 +190,33 @@ impl Client {
         .await
     }
 
+    /// One small page of a 2.0 collection: the cheapest proof that a credential may read it.
+    async fn first_page<T: serde::de::DeserializeOwned>(
+        &self,
+        url: String,
+    ) -> Result<Vec<T>, ApiError> {
+        let url = Self::with_query(url, &[("pagelen", "1")]);
+        self.get_json::<Page<T>>(&url).await.map(|p| p.values)
+    }
+
+    pub async fn repositories_first_page(&self) -> Result<Vec<V2Repository>, ApiError> {
+        self.first_page(self.url(&["2.0", "repositories", self.ws()]))
+            .await
+    }
+
+    pub async fn members_first_page(&self) -> Result<Vec<V2Membership>, ApiError> {
+        self.first_page(self.url(&["2.0", "workspaces", self.ws(), "members"]))
+            .await
+    }
+
+    pub async fn repo_group_permissions_first_page(
+        &self,
+        repo: &RepoSlug,
+    ) -> Result<Vec<V2GroupPermission>, ApiError> {
+        self.first_page(self.repo_perm_url(repo, "groups", None))
+            .await
+    }
+
     // ---- 2.0 repository permissions-config -------------------------------------------------
 
     fn repo_perm_url(&self, repo: &RepoSlug, kind: &str, id: Option<&str>) -> String {

@@ -42,6 +42,8 @@ pub enum ApiError {
     },
     #[error("OAuth token request to {url} failed: {detail}")]
     OAuth { url: String, detail: String },
+    #[error("no credential is configured for {family}")]
+    NoCredential { family: &'static str },
 }
 
 fn hint(status: u16, required: &[String], granted: &[String]) -> String {
@@ -232,6 +234,9 @@ pub struct Client {
     origin: String,
     auth: Auth,
     requests: AtomicU64,
+    /// Scopes the service says this credential holds (`x-oauth-scopes`, or the OAuth token
+    /// answer), once any call has told us.
+    scopes: std::sync::Mutex<Option<Vec<String>>>,
 }
 
 /// Refresh an OAuth token this long before it expires.
@@ -278,11 +283,29 @@ impl Client {
             origin,
             auth,
             requests: AtomicU64::new(0),
+            scopes: std::sync::Mutex::new(None),
         })
     }
 
     pub fn workspace(&self) -> &str {
         &self.opts.workspace
+    }
+
+    /// Granted scopes as last reported by Bitbucket, if it has said.
+    pub fn granted_scopes(&self) -> Option<Vec<String>> {
+        self.scopes.lock().ok().and_then(|g| g.clone())
+    }
+
+    fn observe_scopes(&self, raw: &str) {
+        let list: Vec<String> = raw
+            .split([',', ' '])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if let Ok(mut g) = self.scopes.lock() {
+            *g = Some(list);
+        }
     }
 
     /// Requests sent so far (each retry counts).
@@ -345,6 +368,9 @@ impl Client {
             serde_json::from_str(&text).map_err(|e| err(format!("bad token answer: {e}")))?;
         let ttl = Duration::from_secs(answer.expires_in.unwrap_or(3600));
         let tok = Secret::new(answer.access_token);
+        if let Some(scopes) = &answer.scopes {
+            self.observe_scopes(scopes);
+        }
         *guard = Some(CachedToken {
             token: tok.clone(),
             refresh_at: Instant::now() + ttl - OAUTH_REFRESH_MARGIN.min(ttl / 10),
@@ -397,6 +423,13 @@ impl Client {
                 Ok(resp) => {
                     let status = resp.status();
                     let retry_after = parse_retry_after(resp.headers());
+                    if let Some(scopes) = resp
+                        .headers()
+                        .get("x-oauth-scopes")
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        self.observe_scopes(scopes);
+                    }
                     let text = resp.text().await.unwrap_or_default();
                     tracing::debug!(%method, endpoint, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "bitbucket call");
                     if status == StatusCode::UNAUTHORIZED

@@ -96,4 +96,6 @@ pub struct ErrorInner {
 pub struct TokenAnswer {
     pub access_token: String,
     pub expires_in: Option<u64>,
+    /// Space-separated granted scopes.
+    pub scopes: Option<String>,
 }

@@ -3,7 +3,11 @@
 
 mod api;
 mod client;
+mod clients;
 pub mod dto;
+mod family;
 
 pub use api::Written;
 pub use client::{backoff, Answer, ApiError, Body, Client, ClientOptions};
+pub use clients::Clients;
+pub use family::{ApiFamily, CredentialKind};

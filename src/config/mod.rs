@@ -7,6 +7,7 @@ mod secret;
 
 pub use secret::Secret;
 
+use crate::bitbucket::{ApiFamily, CredentialKind};
 use crate::model::{GroupSlug, Permission, ProjectKey, RepoSlug};
 use crate::source::{Schema, Source};
 use serde::Deserialize;
@@ -64,11 +65,11 @@ pub enum Credential {
 }
 
 impl Credential {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> CredentialKind {
         match self {
-            Credential::ApiToken { .. } => "api_token",
-            Credential::AccessToken { .. } => "access_token",
-            Credential::OAuth { .. } => "oauth",
+            Credential::ApiToken { .. } => CredentialKind::ApiToken,
+            Credential::AccessToken { .. } => CredentialKind::AccessToken,
+            Credential::OAuth { .. } => CredentialKind::OAuth,
         }
     }
 }
@@ -84,8 +85,8 @@ pub struct BitbucketConfig {
     /// Retries of one request on 429, 5xx and transport errors (never on other 4xx).
     pub max_retries: u32,
     pub grant_writes: GrantWrites,
-    /// Name of the credential every API family uses.
-    pub credential: String,
+    /// Name of the credential serving each API family (every family present).
+    pub families: BTreeMap<ApiFamily, String>,
 }
 
 /// Bitbucket group fed from directory groups.
@@ -170,6 +171,7 @@ struct RawBitbucket {
     timeout_secs: Option<u64>,
     max_retries: Option<u32>,
     grant_writes: Option<String>,
+    families: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -292,9 +294,10 @@ impl Config {
         validate(raw, origin, base)
     }
 
-    /// The credential every API family uses.
-    pub fn credential(&self) -> Option<&Credential> {
-        self.credentials.get(&self.bitbucket.credential)
+    /// The credential name and credential serving `family`.
+    pub fn credential_for(&self, family: ApiFamily) -> Option<(&str, &Credential)> {
+        let name = self.bitbucket.families.get(&family)?;
+        self.credentials.get(name).map(|c| (name.as_str(), c))
     }
 }
 
@@ -482,34 +485,65 @@ fn validate(raw: RawConfig, origin: String, base: &Path) -> Result<Config, Confi
         "https://bitbucket.org/site/oauth2/access_token",
         &mut p,
     );
-    let credential = match non_empty(bb.credential) {
+    // Which credential serves each API family: [bitbucket.families] overrides, else the
+    // default credential (bitbucket.credential, or the only one defined).
+    let broken_credential = |c: &str, p: &[String]| {
+        p.iter()
+            .any(|m| m.starts_with(&format!("credentials.{c}.")))
+    };
+    let default_credential = match non_empty(bb.credential) {
         Some(c) => {
-            if !credentials.contains_key(&c)
-                && !p
-                    .iter()
-                    .any(|m| m.starts_with(&format!("credentials.{c}.")))
-            {
+            if !credentials.contains_key(&c) && !broken_credential(&c, &p) {
                 p.push(format!(
                     "bitbucket.credential: no [credentials.{c}] is defined"
                 ));
             }
-            c
+            Some(c)
         }
-        None if credentials.len() == 1 => credentials.keys().next().cloned().unwrap_or_default(),
-        None if credentials.is_empty() && !p.iter().any(|m| m.starts_with("credentials.")) => {
+        None if credentials.len() == 1 => credentials.keys().next().cloned(),
+        None => None,
+    };
+    let overrides = bb.families.unwrap_or_default();
+    for (key, name) in &overrides {
+        if ApiFamily::from_key(key).is_none() {
+            p.push(format!(
+                "bitbucket.families.{key}: unknown API family (known: {})",
+                ApiFamily::ALL.map(ApiFamily::key).join(", ")
+            ));
+        } else if !credentials.contains_key(name.trim()) && !broken_credential(name.trim(), &p) {
+            p.push(format!(
+                "bitbucket.families.{key}: no [credentials.{}] is defined",
+                name.trim()
+            ));
+        }
+    }
+    let mut families = BTreeMap::new();
+    let mut unserved = Vec::new();
+    for f in ApiFamily::ALL {
+        match overrides
+            .get(f.key())
+            .map(|s| s.trim().to_owned())
+            .or_else(|| default_credential.clone())
+        {
+            Some(name) => {
+                families.insert(f, name);
+            }
+            None => unserved.push(f.key()),
+        }
+    }
+    if !unserved.is_empty() {
+        if credentials.is_empty() && !p.iter().any(|m| m.starts_with("credentials.")) {
             p.push(
                 "credentials: define at least one, e.g. [credentials.admin] kind = \"api_token\""
                     .into(),
             );
-            String::new()
+        } else if !credentials.is_empty() {
+            p.push(format!(
+                "bitbucket.credential: several credentials are defined; name the default one, or give every family under [bitbucket.families] (missing: {})",
+                unserved.join(", ")
+            ));
         }
-        None => {
-            p.push(
-                "bitbucket.credential: several credentials are defined; name the one to use".into(),
-            );
-            String::new()
-        }
-    };
+    }
     let grant_writes = match bb.grant_writes.as_deref().map(str::trim) {
         None | Some("permissions-config") => GrantWrites::PermissionsConfig,
         Some("group-privileges") => GrantWrites::GroupPrivileges,
@@ -675,7 +709,7 @@ fn validate(raw: RawConfig, origin: String, base: &Path) -> Result<Config, Confi
             timeout: Duration::from_secs(timeout_secs),
             max_retries: bb.max_retries.unwrap_or(3),
             grant_writes,
-            credential,
+            families,
         },
         credentials,
         source,
@@ -721,7 +755,8 @@ projects = ["proj"]
         let c = parse(GOOD).expect("valid");
         assert_eq!(c.mode, Mode::DryRun);
         assert_eq!(c.bitbucket.api_url, "https://api.bitbucket.org");
-        assert_eq!(c.bitbucket.credential, "admin");
+        assert!(c.bitbucket.families.values().all(|n| n == "admin"));
+        assert_eq!(c.bitbucket.families.len(), ApiFamily::ALL.len());
         assert_eq!(c.groups[0].slug.as_str(), "developers");
         assert_eq!(c.grants[0].select.projects[0].as_str(), "PROJ");
         assert_eq!(c.bitbucket.grant_writes, GrantWrites::PermissionsConfig);
@@ -767,6 +802,48 @@ permission = "owner"
     }
 
     #[test]
+    fn families_default_to_one_credential_and_can_each_name_another() {
+        let two = GOOD.replace(
+            "[source]",
+            "[credentials.consumer]\nkind = \"oauth\"\nclient_id = \"k\"\nclient_secret = \"s\"\n[source]",
+        );
+        let err = parse(&two).expect_err("two credentials, no default");
+        assert!(
+            err.to_string()
+                .contains("bitbucket.credential: several credentials"),
+            "{err}"
+        );
+        let c = parse(&two.replace(
+            "workspace = \"acme\"",
+            "workspace = \"acme\"\ncredential = \"admin\"\n[bitbucket.families]\ngroups_write = \"consumer\"",
+        ))
+        .expect("valid");
+        assert_eq!(
+            c.credential_for(ApiFamily::GroupsWrite).map(|(n, _)| n),
+            Some("consumer")
+        );
+        assert_eq!(
+            c.credential_for(ApiFamily::PermissionsWrite)
+                .map(|(n, _)| n),
+            Some("admin")
+        );
+        let err = parse(&two.replace(
+            "workspace = \"acme\"",
+            "workspace = \"acme\"\ncredential = \"admin\"\n[bitbucket.families]\ngroup_write = \"consumer\"\npermissions_write = \"nobody\"",
+        ))
+        .expect_err("typos");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("bitbucket.families.group_write: unknown API family"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("bitbucket.families.permissions_write: no [credentials.nobody]"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let err = parse(&format!("{GOOD}\n[safety]\nmax_removal = 3\n")).expect_err("typo");
         assert!(err.to_string().contains("max_removal"), "{err}");
@@ -778,8 +855,10 @@ permission = "owner"
         std::fs::write(dir.path().join("token"), "from-file\n").expect("write");
         let text = GOOD.replace("token = \"t0k3n\"", "token_file = \"token\"");
         let c = Config::from_toml_str(&text, "t", dir.path()).expect("valid");
-        match c.credential() {
-            Some(Credential::ApiToken { token, .. }) => assert_eq!(token.expose(), "from-file"),
+        match c.credential_for(ApiFamily::PermissionsWrite) {
+            Some((_, Credential::ApiToken { token, .. })) => {
+                assert_eq!(token.expose(), "from-file")
+            }
             other => panic!("{other:?}"),
         }
         let dbg = format!("{c:?}");

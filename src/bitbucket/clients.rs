@@ -1,0 +1,76 @@
+//! One [`Client`] per configured credential, looked up by API family. Two families served by
+//! the same credential share its client, so request counts (and, with the worker pool, the
+//! rate budget) are per credential, as Bitbucket counts them.
+
+use super::{ApiError, ApiFamily, Client, ClientOptions, CredentialKind};
+use crate::config::Config;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub struct Clients {
+    by_name: BTreeMap<String, (CredentialKind, Arc<Client>)>,
+    /// Indexed by [`ApiFamily::index`]: (credential name, client).
+    by_family: Vec<(String, CredentialKind, Arc<Client>)>,
+}
+
+impl Clients {
+    /// Builds the clients; the config guarantees every family names a defined credential.
+    pub fn new(cfg: &Config) -> Result<Clients, ApiError> {
+        let mut by_name = BTreeMap::new();
+        for (name, cred) in &cfg.credentials {
+            let client = Client::new(
+                ClientOptions {
+                    api_url: cfg.bitbucket.api_url.clone(),
+                    oauth_token_url: cfg.bitbucket.oauth_token_url.clone(),
+                    workspace: cfg.bitbucket.workspace.clone(),
+                    timeout: cfg.bitbucket.timeout,
+                    max_retries: cfg.bitbucket.max_retries,
+                },
+                cred,
+            )?;
+            by_name.insert(name.clone(), (cred.kind(), Arc::new(client)));
+        }
+        let mut by_family = Vec::with_capacity(ApiFamily::ALL.len());
+        for f in ApiFamily::ALL {
+            let found = cfg
+                .bitbucket
+                .families
+                .get(&f)
+                .and_then(|n| by_name.get(n).map(|(k, c)| (n.clone(), *k, Arc::clone(c))));
+            match found {
+                Some(entry) => by_family.push(entry),
+                None => {
+                    return Err(ApiError::NoCredential {
+                        family: f.describe(),
+                    })
+                }
+            }
+        }
+        Ok(Clients { by_name, by_family })
+    }
+
+    pub fn get(&self, f: ApiFamily) -> &Client {
+        &self.by_family[f.index()].2
+    }
+
+    /// Name of the credential serving `f`.
+    pub fn credential(&self, f: ApiFamily) -> &str {
+        &self.by_family[f.index()].0
+    }
+
+    pub fn kind(&self, f: ApiFamily) -> CredentialKind {
+        self.by_family[f.index()].1
+    }
+
+    /// Requests sent so far, per credential name.
+    pub fn request_counts(&self) -> BTreeMap<String, u64> {
+        self.by_name
+            .iter()
+            .map(|(n, (_, c))| (n.clone(), c.request_count()))
+            .collect()
+    }
+
+    pub fn total_requests(&self) -> u64 {
+        self.by_name.values().map(|(_, c)| c.request_count()).sum()
+    }
+}
