@@ -14,7 +14,7 @@ use crate::config::{Config, GrantWrites};
 use crate::model::{BbUuid, GroupSlug, Permission, RepoSlug};
 use crate::plan::Change;
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -43,6 +43,68 @@ pub struct Probe {
     /// The current rules need this family.
     pub needed: bool,
     pub verdict: Verdict,
+    /// For a refusal: what bbsync cannot do because of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consequence: Option<String>,
+    /// For a refusal: what to change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+/// What one call per credential says about it, before any family is tried.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CredentialStatus {
+    /// Authenticated, and sees the workspace (`admin` when Bitbucket says).
+    Ok { admin: Option<bool> },
+    /// 401, or the OAuth token request failed.
+    Rejected { reason: String },
+    /// Authenticated, but the configured workspace is not among the caller's.
+    WrongWorkspace { sees: Vec<String> },
+    /// The call answered something else; the families will tell.
+    Unknown { reason: String },
+}
+
+fn is_rejection(e: &ApiError) -> bool {
+    e.status() == Some(401) || matches!(e, ApiError::OAuth { .. })
+}
+
+/// One cheap call that authenticates a credential and checks it sees the workspace. Also
+/// teaches the client the scopes it holds (`x-oauth-scopes`, OAuth token answer).
+pub async fn introduce(
+    client: &crate::bitbucket::Client,
+    kind: CredentialKind,
+) -> CredentialStatus {
+    let workspace = client.workspace().to_owned();
+    if kind == CredentialKind::AccessToken {
+        // An access token is not a user: ask for the workspace itself.
+        return match client.workspace_exists().await {
+            Ok(true) => CredentialStatus::Ok { admin: None },
+            Ok(false) => CredentialStatus::WrongWorkspace { sees: Vec::new() },
+            Err(e) if is_rejection(&e) => CredentialStatus::Rejected {
+                reason: e.to_string(),
+            },
+            Err(e) => CredentialStatus::Unknown {
+                reason: e.to_string(),
+            },
+        };
+    }
+    match client.user_workspaces().await {
+        Ok(list) => match list.iter().find(|w| w.workspace.slug == workspace) {
+            Some(w) => CredentialStatus::Ok {
+                admin: w.administrator,
+            },
+            None => CredentialStatus::WrongWorkspace {
+                sees: list.into_iter().map(|w| w.workspace.slug).collect(),
+            },
+        },
+        Err(e) if is_rejection(&e) => CredentialStatus::Rejected {
+            reason: e.to_string(),
+        },
+        Err(e) => CredentialStatus::Unknown {
+            reason: e.to_string(),
+        },
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -58,6 +120,8 @@ pub struct CheckReport {
     pub workspace: String,
     pub workspace_kind: WorkspaceKind,
     pub probe_writes: bool,
+    /// What the first call of each credential said.
+    pub credentials: BTreeMap<String, CredentialStatus>,
     pub probes: Vec<Probe>,
 }
 
@@ -119,307 +183,379 @@ fn read_verdict<T>(r: &Result<T, ApiError>, detail: impl FnOnce(&T) -> String) -
 /// Runs every probe. Writes only with `probe_writes`, and then only no-op re-writes.
 pub async fn check(cfg: &Config, clients: &Clients, probe_writes: bool) -> CheckReport {
     let needed = needed_families(cfg);
-    let mut verdicts: Vec<(ApiFamily, Verdict)> = Vec::new();
-    let managed: BTreeSet<&GroupSlug> = cfg.groups.iter().map(|g| &g.slug).collect();
+    let workspace = cfg.bitbucket.workspace.clone();
 
-    let groups = clients.get(ApiFamily::GroupsRead).list_groups().await;
-    verdicts.push((
-        ApiFamily::GroupsRead,
-        read_verdict(&groups, |g| format!("{} groups", g.len())),
-    ));
-    let members = clients
-        .get(ApiFamily::MembersRead)
-        .members_first_page()
-        .await;
-    verdicts.push((
-        ApiFamily::MembersRead,
-        read_verdict(&members, |_| "members listed".into()),
-    ));
-    let privileges = clients
-        .get(ApiFamily::GroupPrivilegesRead)
-        .list_group_privileges()
-        .await;
-    verdicts.push((
-        ApiFamily::GroupPrivilegesRead,
-        read_verdict(&privileges, |p| format!("{} group grants", p.len())),
-    ));
-    let repos = clients
-        .get(ApiFamily::RepositoriesRead)
-        .repositories_first_page()
-        .await;
-    verdicts.push((
-        ApiFamily::RepositoriesRead,
-        read_verdict(&repos, |_| "repositories listed".into()),
-    ));
+    // One call per credential first: a credential that is rejected or does not see the
+    // workspace fails every family it serves, writes included, without further calls.
+    let mut statuses: BTreeMap<String, CredentialStatus> = BTreeMap::new();
+    for f in ApiFamily::ALL {
+        let name = clients.credential(f);
+        if !statuses.contains_key(name) {
+            let st = introduce(clients.get(f), clients.kind(f)).await;
+            statuses.insert(name.to_owned(), st);
+        }
+    }
+    let blocked_by_status = |f: ApiFamily| -> Option<Verdict> {
+        let name = clients.credential(f);
+        match statuses.get(name)? {
+            CredentialStatus::Rejected { reason } => Some(Verdict::Refused {
+                reason: reason.clone(),
+                status: Some(401),
+                required: Vec::new(),
+                granted: Vec::new(),
+            }),
+            CredentialStatus::WrongWorkspace { sees } => Some(Verdict::Refused {
+                reason: format!(
+                    "credential {name:?} does not see workspace {workspace:?}{}",
+                    if sees.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (it sees: {})", sees.join(", "))
+                    }
+                ),
+                status: Some(404),
+                required: Vec::new(),
+                granted: Vec::new(),
+            }),
+            CredentialStatus::Ok { admin: Some(false) } if f.admin_only() && f.is_write() => Some(Verdict::Refused {
+                reason: format!("the user behind credential {name:?} is not an administrator of workspace {workspace:?}"),
+                status: Some(403),
+                required: Vec::new(),
+                granted: Vec::new(),
+            }),
+            _ => None,
+        }
+    };
 
-    // A repository to read grants of: one with a group grant if we know one, else any.
-    let existing_grant: Option<&V1GroupPrivilege> =
-        privileges.as_ref().ok().and_then(|p| p.first());
+    let mut verdicts: BTreeMap<ApiFamily, Verdict> = BTreeMap::new();
+    for f in ApiFamily::ALL {
+        if let Some(v) = blocked_by_status(f) {
+            verdicts.insert(f, v);
+        }
+    }
+    let skip = |f: ApiFamily, v: &BTreeMap<ApiFamily, Verdict>| v.contains_key(&f);
+
+    let groups = if skip(ApiFamily::GroupsRead, &verdicts) {
+        None
+    } else {
+        let r = clients.get(ApiFamily::GroupsRead).list_groups().await;
+        verdicts.insert(
+            ApiFamily::GroupsRead,
+            read_verdict(&r, |g| format!("{} groups", g.len())),
+        );
+        r.ok()
+    };
+    if !skip(ApiFamily::MembersRead, &verdicts) {
+        let r = clients
+            .get(ApiFamily::MembersRead)
+            .members_first_page()
+            .await;
+        verdicts.insert(
+            ApiFamily::MembersRead,
+            read_verdict(&r, |_| "members listed".into()),
+        );
+    }
+    let privileges = if skip(ApiFamily::GroupPrivilegesRead, &verdicts) {
+        None
+    } else {
+        let r = clients
+            .get(ApiFamily::GroupPrivilegesRead)
+            .list_group_privileges()
+            .await;
+        verdicts.insert(
+            ApiFamily::GroupPrivilegesRead,
+            read_verdict(&r, |p| format!("{} group grants", p.len())),
+        );
+        r.ok()
+    };
+    let repos = if skip(ApiFamily::RepositoriesRead, &verdicts) {
+        None
+    } else {
+        let r = clients
+            .get(ApiFamily::RepositoriesRead)
+            .repositories_first_page()
+            .await;
+        verdicts.insert(
+            ApiFamily::RepositoriesRead,
+            read_verdict(&r, |_| "repositories listed".into()),
+        );
+        r.ok()
+    };
+
+    // An existing grant of one of this workspace's groups: the no-op re-write target, and a
+    // repository to read grants of.
+    let existing_grant: Option<&V1GroupPrivilege> = privileges.as_deref().and_then(|p| {
+        p.iter().find(|g| {
+            g.group.owner.as_ref().is_none_or(|o| {
+                o.nickname
+                    .as_deref()
+                    .or(o.username.as_deref())
+                    .is_none_or(|n| n == workspace)
+            })
+        })
+    });
     let repo: Option<RepoSlug> = existing_grant
         .map(|g| RepoSlug::new(g.repo.rsplit_once('/').map_or(g.repo.as_str(), |(_, s)| s)))
         .or_else(|| {
             repos
-                .as_ref()
-                .ok()
+                .as_deref()
                 .and_then(|r| r.first())
                 .map(|r| RepoSlug::new(&r.slug))
         });
-    let perms_read = match &repo {
-        Some(r) => read_verdict(
-            &clients
-                .get(ApiFamily::PermissionsRead)
-                .repo_group_permissions_first_page(r)
-                .await,
-            |_| format!("read group grants of {r}"),
-        ),
-        None => Verdict::NotProbed {
-            detail: "no repository to read grants of".into(),
-        },
-    };
-    verdicts.push((ApiFamily::PermissionsRead, perms_read));
+    if !skip(ApiFamily::PermissionsRead, &verdicts) {
+        let v = match &repo {
+            Some(r) => read_verdict(
+                &clients
+                    .get(ApiFamily::PermissionsRead)
+                    .repo_group_permissions_first_page(r)
+                    .await,
+                |_| format!("read group grants of {r}"),
+            ),
+            None => Verdict::NotProbed {
+                detail: "no repository to read grants of".into(),
+            },
+        };
+        verdicts.insert(ApiFamily::PermissionsRead, v);
+    }
 
-    // Writes. A credential rejected outright (401) on a read cannot write either.
-    let rejected: BTreeSet<&str> = verdicts
-        .iter()
-        .filter(|(_, v)| {
-            matches!(
-                v,
-                Verdict::Refused {
-                    status: Some(401),
-                    ..
-                }
-            )
-        })
-        .map(|(f, _)| clients.credential(*f))
-        .collect();
+    // Writes.
+    let managed: BTreeSet<&GroupSlug> = cfg.groups.iter().map(|g| &g.slug).collect();
     let mut organisation_managed = None;
-    let groups_list: &[V1Group] = groups.as_ref().map(Vec::as_slice).unwrap_or(&[]);
+    let groups_list: &[V1Group] = groups.as_deref().unwrap_or(&[]);
     for family in [
         ApiFamily::GroupsWrite,
         ApiFamily::GroupPrivilegesWrite,
         ApiFamily::PermissionsWrite,
     ] {
+        if skip(family, &verdicts) {
+            continue;
+        }
         let client = clients.get(family);
         let kind = clients.kind(family);
-        if rejected.contains(clients.credential(family)) {
-            verdicts.push((
-                family,
-                Verdict::Refused {
-                    reason: format!(
-                        "credential {:?} was rejected (HTTP 401) on the reads above",
-                        clients.credential(family)
-                    ),
-                    status: Some(401),
-                    required: Vec::new(),
-                    granted: Vec::new(),
-                },
-            ));
-            continue;
-        }
-        if client.granted_scopes().is_none() && kind != CredentialKind::AccessToken {
-            // Any answer tells us the scopes the credential holds; the outcome itself is not used.
-            let _ = client.repositories_first_page().await;
-        }
         let granted = client.granted_scopes();
-        // Judge by what is known without writing, for both a grant and a revocation.
-        let sample = |delete: bool| match family {
-            ApiFamily::GroupsWrite => Change::CreateGroup {
-                group: GroupSlug::from_name("probe"),
-                name: "probe".into(),
-            },
-            _ if delete => Change::RemoveGrant {
-                repo: RepoSlug::new("probe"),
-                group: GroupSlug::from_name("probe"),
-                previous: Permission::Read,
-            },
-            _ => Change::SetGrant {
-                repo: RepoSlug::new("probe"),
-                group: GroupSlug::from_name("probe"),
-                permission: Permission::Read,
-                previous: None,
-            },
-        };
-        let known = [false, true].into_iter().find_map(|delete| {
-            credential_block(
-                &sample(delete),
-                family,
-                clients.credential(family),
-                kind,
-                granted.as_deref(),
-            )
-        });
-        if let Some(reason) = known {
-            let (required, granted_list) = match kind {
-                CredentialKind::ApiToken => (
-                    family
-                        .api_token_scopes(true)
-                        .into_iter()
-                        .chain(family.api_token_scopes(false))
-                        .flatten()
-                        .map(|s| s.to_string())
-                        .collect::<BTreeSet<_>>()
-                        .into_iter()
-                        .collect(),
-                    granted.clone().unwrap_or_default(),
-                ),
-                _ => (
-                    family
-                        .oauth_scopes()
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|s| s.to_string())
-                        .collect(),
-                    granted.clone().unwrap_or_default(),
-                ),
-            };
-            verdicts.push((
-                family,
-                Verdict::Refused {
-                    reason,
-                    status: None,
-                    required,
-                    granted: granted_list,
-                },
-            ));
-            continue;
-        }
-        if !probe_writes {
-            let detail = match (&granted, family.api_token_scopes(false)) {
-                (Some(_), Some(req)) if kind == CredentialKind::ApiToken => format!(
-                    "holds the scopes it needs ({}); prove it with --probe-writes",
-                    req.join(", ")
-                ),
-                _ => "not ruled out by kind or scopes; prove it with --probe-writes".into(),
-            };
-            verdicts.push((family, Verdict::Likely { detail }));
-            continue;
-        }
-        let result: Option<(Result<Written, ApiError>, String)> = match family {
-            ApiFamily::GroupsWrite => {
-                // Re-add an existing member, preferring a managed group.
-                let target = groups_list
-                    .iter()
-                    .filter(|g| !g.members.is_empty())
-                    .max_by_key(|g| managed.contains(&GroupSlug::from_name(&g.slug)))
-                    .and_then(|g| {
-                        g.members
-                            .iter()
-                            .find_map(|m| m.uuid.as_deref())
-                            .map(|u| (GroupSlug::from_name(&g.slug), BbUuid::braced(u)))
-                    });
-                match target {
-                    Some((g, u)) => Some((
-                        client.add_member(&g, &u).await,
-                        format!("re-added an existing member of {g} (no change)"),
-                    )),
-                    None => None,
-                }
+        let verdict = match judge_write(
+            family,
+            clients.credential(family),
+            kind,
+            granted.as_deref(),
+        ) {
+            Some(v) => v,
+            None if !probe_writes => {
+                let detail = match (&granted, family.api_token_scopes(false)) {
+                    (Some(_), Some(req)) if kind == CredentialKind::ApiToken => format!(
+                        "holds the scopes it needs ({}); not proven: use --probe-writes",
+                        req.join(", ")
+                    ),
+                    _ => "not ruled out by kind or scopes; not proven: use --probe-writes".into(),
+                };
+                Verdict::Likely { detail }
             }
-            _ => match existing_grant {
-                Some(p) => {
-                    let repo =
-                        RepoSlug::new(p.repo.rsplit_once('/').map_or(p.repo.as_str(), |(_, s)| s));
-                    let group = GroupSlug::from_name(&p.group.slug);
-                    match Permission::parse(&p.privilege) {
-                        Some(perm) => Some((
-                            if family == ApiFamily::PermissionsWrite {
-                                client.put_repo_group_permission(&repo, &group, perm).await
-                            } else {
-                                client.put_group_privilege(&repo, &group, perm).await
-                            },
-                            format!("re-put {perm} of {group} on {repo} (no change)"),
-                        )),
-                        None => None,
+            None => {
+                let result =
+                    probe_write(family, client, groups_list, &managed, existing_grant).await;
+                match result {
+                    Some((Ok(_), detail)) => {
+                        if family != ApiFamily::PermissionsWrite {
+                            organisation_managed.get_or_insert(false);
+                        }
+                        Verdict::Ok { detail }
                     }
+                    Some((Err(e), _)) => {
+                        if e.status() == Some(405) && family != ApiFamily::PermissionsWrite {
+                            organisation_managed = Some(true);
+                        }
+                        refused(&e)
+                    }
+                    None => Verdict::Likely {
+                        detail: "nothing existing to re-write without changing anything; not ruled out by kind or scopes".into(),
+                    },
                 }
-                None => None,
-            },
-        };
-        let verdict = match result {
-            Some((Ok(_), detail)) => {
-                if family != ApiFamily::PermissionsWrite {
-                    organisation_managed.get_or_insert(false);
-                }
-                Verdict::Ok { detail }
             }
-            Some((Err(e), _)) => {
-                if e.status() == Some(405) && family != ApiFamily::PermissionsWrite {
-                    organisation_managed = Some(true);
-                }
-                refused(&e)
-            }
-            None => Verdict::Likely {
-                detail: "nothing existing to re-write without changing anything; not ruled out by kind or scopes".into(),
-            },
         };
-        verdicts.push((family, verdict));
+        verdicts.insert(family, verdict);
     }
 
     let probes = ApiFamily::ALL
         .into_iter()
         .filter_map(|f| {
-            verdicts
-                .iter()
-                .find(|(vf, _)| *vf == f)
-                .map(|(_, v)| Probe {
+            verdicts.remove(&f).map(|verdict| {
+                let mut p = Probe {
                     family: f,
                     credential: clients.credential(f).to_owned(),
                     kind: clients.kind(f),
                     needed: needed.contains(&f),
-                    verdict: v.clone(),
-                })
+                    verdict,
+                    consequence: None,
+                    fix: None,
+                };
+                if let Verdict::Refused { .. } = p.verdict {
+                    p.consequence = Some(format!("bbsync {}", f.consequence()));
+                    p.fix = Some(fix_for(&p, statuses.get(&p.credential)));
+                }
+                p
+            })
         })
         .collect();
     CheckReport {
-        workspace: cfg.bitbucket.workspace.clone(),
+        workspace,
         workspace_kind: match organisation_managed {
             Some(true) => WorkspaceKind::OrganisationManaged,
             Some(false) => WorkspaceKind::Classic,
             None => WorkspaceKind::Unknown,
         },
         probe_writes,
+        credentials: statuses,
         probes,
     }
 }
 
+/// A write judged without writing: the sheet's rules for the kind, then the granted scopes
+/// (both for a grant and for a revocation).
+fn judge_write(
+    family: ApiFamily,
+    credential: &str,
+    kind: CredentialKind,
+    granted: Option<&[String]>,
+) -> Option<Verdict> {
+    let sample = |delete: bool| match family {
+        ApiFamily::GroupsWrite => Change::CreateGroup {
+            group: GroupSlug::from_name("probe"),
+            name: "probe".into(),
+        },
+        _ if delete => Change::RemoveGrant {
+            repo: RepoSlug::new("probe"),
+            group: GroupSlug::from_name("probe"),
+            previous: Permission::Read,
+        },
+        _ => Change::SetGrant {
+            repo: RepoSlug::new("probe"),
+            group: GroupSlug::from_name("probe"),
+            permission: Permission::Read,
+            previous: None,
+        },
+    };
+    let reason = [false, true]
+        .into_iter()
+        .find_map(|delete| credential_block(&sample(delete), family, credential, kind, granted))?;
+    let required: Vec<String> = match kind {
+        CredentialKind::ApiToken => family
+            .api_token_scopes(false)
+            .into_iter()
+            .chain(family.api_token_scopes(true))
+            .flatten()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        _ => family
+            .oauth_scopes()
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    Some(Verdict::Refused {
+        reason,
+        status: None,
+        required: if family.known_refusal(kind).is_some() {
+            Vec::new()
+        } else {
+            required
+        },
+        granted: granted.map(<[String]>::to_vec).unwrap_or_default(),
+    })
+}
+
+/// A no-op write: re-add an existing member (preferring a managed group), or re-PUT an existing
+/// grant with its current permission. `None` when there is nothing to re-write.
+async fn probe_write(
+    family: ApiFamily,
+    client: &crate::bitbucket::Client,
+    groups: &[V1Group],
+    managed: &BTreeSet<&GroupSlug>,
+    existing_grant: Option<&V1GroupPrivilege>,
+) -> Option<(Result<Written, ApiError>, String)> {
+    if family == ApiFamily::GroupsWrite {
+        let (g, u) = groups
+            .iter()
+            .filter(|g| !g.members.is_empty())
+            .max_by_key(|g| managed.contains(&GroupSlug::from_name(&g.slug)))
+            .and_then(|g| {
+                g.members
+                    .iter()
+                    .find_map(|m| m.uuid.as_deref())
+                    .map(|u| (GroupSlug::from_name(&g.slug), BbUuid::braced(u)))
+            })?;
+        let r = client.add_member(&g, &u).await;
+        return Some((r, format!("re-added an existing member of {g} (no change)")));
+    }
+    let p = existing_grant?;
+    let repo = RepoSlug::new(p.repo.rsplit_once('/').map_or(p.repo.as_str(), |(_, s)| s));
+    let group = GroupSlug::from_name(&p.group.slug);
+    let perm = Permission::parse(&p.privilege)?;
+    let r = if family == ApiFamily::PermissionsWrite {
+        client.put_repo_group_permission(&repo, &group, perm).await
+    } else {
+        client.put_group_privilege(&repo, &group, perm).await
+    };
+    Some((r, format!("re-put {perm} of {group} on {repo} (no change)")))
+}
+
 /// What to do about a refused family.
-fn fix_for(p: &Probe) -> String {
+fn fix_for(p: &Probe, status: Option<&CredentialStatus>) -> String {
     let key = p.family.key();
-    match &p.verdict {
-        Verdict::Refused { status: Some(401), .. } if p.kind == CredentialKind::AccessToken => format!(
-            "credential {:?} was rejected: if it is an Atlassian API token, declare it kind = \"api_token\" with the account email (API tokens sent as Bearer answer 401); otherwise renew the access token",
-            p.credential
+    let cred = &p.credential;
+    let elsewhere = format!(
+        "serve it with a credential that may (bitbucket.families.{key}; see README: Which credentials do I need?)"
+    );
+    let Verdict::Refused {
+        status: code,
+        required,
+        granted,
+        reason,
+    } = &p.verdict
+    else {
+        return String::new();
+    };
+    match (code, p.kind) {
+        (Some(401), CredentialKind::AccessToken) => format!(
+            "credential {cred:?} was rejected: if it is an Atlassian API token, declare it kind = \"api_token\" with the account email (API tokens sent as Bearer answer 401); otherwise renew the access token"
         ),
-        Verdict::Refused { status: Some(401), .. } => format!(
-            "credential {:?} was rejected: check it (an API token needs the account email and is sent as Basic auth; an OAuth consumer its key and secret)",
-            p.credential
-        ),
-        Verdict::Refused { status: Some(405), .. } => {
-            "the workspace is organisation-managed: 1.0 writes are off; memberships go through the Atlassian Admin API, grants through 2.0 permissions-config (grant_writes = \"permissions-config\")".into()
+        (Some(401), CredentialKind::OAuth) => {
+            format!("credential {cred:?} was rejected: check the OAuth consumer's client_id and client_secret")
         }
-        Verdict::Refused { required, granted, .. } if !required.is_empty() => {
+        (Some(401), CredentialKind::ApiToken) => format!(
+            "credential {cred:?} was rejected: check the token and that email is the Atlassian account email of its owner (API tokens are sent as Basic email:token)"
+        ),
+        (Some(404), _) if reason.contains("does not see workspace") => {
+            "check bitbucket.workspace: it must be the workspace slug (bitbucket.org/<slug>/), one the credential can see".into()
+        }
+        (Some(405), _) => "the workspace is organisation-managed: 1.0 group and group-privileges writes are off there. bbsync cannot manage group membership on it until its Atlassian Admin API backend lands; keep grant_writes = \"permissions-config\" for grants".into(),
+        _ if matches!(status, Some(CredentialStatus::Ok { admin: Some(false) })) => {
+            format!("make the user behind credential {cred:?} an administrator of the workspace, or {elsewhere}")
+        }
+        _ => {
             let missing: Vec<&str> = required
                 .iter()
                 .filter(|r| !granted.contains(r))
                 .map(String::as_str)
                 .collect();
-            match (missing.is_empty(), p.kind) {
-                (true, _) => format!("point bitbucket.families.{key} at a credential that may do this (see README: Which credentials do I need?)"),
-                (false, CredentialKind::OAuth) => format!(
-                    "give the OAuth consumer {:?} the permission(s) {} in its Bitbucket settings",
-                    p.credential,
+            match p.kind {
+                _ if missing.is_empty() => elsewhere,
+                CredentialKind::ApiToken if missing.iter().any(|m| !m.contains(":bitbucket")) => format!(
+                    "API tokens cannot hold {}: serve {key} with an OAuth consumer that has it (bitbucket.families.{key})",
                     missing.join(", ")
                 ),
-                (false, _) => format!(
-                    "create the API token of {:?} with scope(s) {} as well (scopes cannot be added to an existing token)",
-                    p.credential,
+                CredentialKind::ApiToken => format!(
+                    "create the API token of {cred:?} with scope(s) {} as well (scopes cannot be added to an existing token)",
+                    missing.join(", ")
+                ),
+                _ => format!(
+                    "give the OAuth consumer {cred:?} the permission(s) {} in its Bitbucket settings",
                     missing.join(", ")
                 ),
             }
         }
-        _ => format!(
-            "point bitbucket.families.{key} at a credential that may do this (see README: Which credentials do I need?)"
-        ),
     }
 }
 
@@ -447,14 +583,11 @@ pub fn render(r: &CheckReport) -> String {
             cred,
             needed
         );
-        if let Verdict::Refused { .. } = p.verdict {
-            let _ = writeln!(
-                s,
-                "{:<64}   consequence: bbsync {}",
-                "",
-                p.family.consequence()
-            );
-            let _ = writeln!(s, "{:<64}   fix: {}", "", fix_for(p));
+        if let Some(c) = &p.consequence {
+            let _ = writeln!(s, "{:<64}   consequence: {c}", "");
+        }
+        if let Some(f) = &p.fix {
+            let _ = writeln!(s, "{:<64}   fix: {f}", "");
         }
     }
     let _ = writeln!(
@@ -463,7 +596,7 @@ pub fn render(r: &CheckReport) -> String {
         r.workspace,
         match r.workspace_kind {
             WorkspaceKind::Classic => "classic (1.0 group writes answer): the 1.0 groups backend applies",
-            WorkspaceKind::OrganisationManaged => "organisation-managed (1.0 writes answer 405): group memberships must go through the Atlassian Admin API backend, grants through 2.0 permissions-config",
+            WorkspaceKind::OrganisationManaged => "organisation-managed (1.0 writes answer 405): group memberships are managed in the Atlassian Admin API (not yet supported by bbsync); grants through 2.0 permissions-config",
             WorkspaceKind::Unknown if r.probe_writes => "kind unknown (no 1.0 write could be tried)",
             WorkspaceKind::Unknown => "kind not determined (classic or organisation-managed shows only on a write: use --probe-writes)",
         }
@@ -474,26 +607,35 @@ pub fn render(r: &CheckReport) -> String {
             "Writes were probed with no-op re-writes (nothing was changed)."
         );
     }
-    let blocking: Vec<&Probe> = r
+    let blocking: Vec<&str> = r
         .probes
         .iter()
         .filter(|p| p.needed && !matches!(p.verdict, Verdict::Ok { .. } | Verdict::Likely { .. }))
+        .map(|p| p.family.describe())
         .collect();
-    if blocking.is_empty() {
-        let _ = writeln!(
-            s,
-            "Result: every operation the configured rules need is possible."
-        );
-    } else {
+    let unproven: Vec<&str> = r
+        .probes
+        .iter()
+        .filter(|p| p.needed && matches!(p.verdict, Verdict::Likely { .. }))
+        .map(|p| p.family.describe())
+        .collect();
+    if !blocking.is_empty() {
         let _ = writeln!(
             s,
             "Result: {} operation(s) the configured rules need are NOT possible: {}",
             blocking.len(),
-            blocking
-                .iter()
-                .map(|p| p.family.describe())
-                .collect::<Vec<_>>()
-                .join(", ")
+            blocking.join(", ")
+        );
+    } else if unproven.is_empty() {
+        let _ = writeln!(
+            s,
+            "Result: every operation the configured rules need is possible (proven)."
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "Result: every operation the configured rules need is possible as far as can be told without writing; not proven: {} (run with --probe-writes)",
+            unproven.join(", ")
         );
     }
     s

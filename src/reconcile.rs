@@ -4,14 +4,15 @@
 use crate::apply::{audit::Audit, Applied, Applier, Outcome};
 use crate::apply::{credential_block, family_of};
 use crate::bitbucket::dto::V2Repository;
-use crate::bitbucket::{ApiError, ApiFamily, Client, Clients};
+use crate::bitbucket::{ApiError, ApiFamily, Client, Clients, CredentialKind};
+use crate::check::CredentialStatus;
 use crate::config::{Config, GrantRule};
 use crate::mapping::{self, MappingError};
 use crate::model::{AccountId, BbUuid, GroupSlug, Permission, ProjectKey, Repo, RepoSlug};
 use crate::plan::{self, Actual, ActualGroup, ActualMember, Plan, Policy};
 use crate::source::{EntryIssue, SourceError};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 use tracing::Instrument;
 
@@ -260,18 +261,46 @@ impl Reconciler {
     }
 
     /// Marks changes the configured credentials cannot perform as blocked, with the reason,
-    /// before anything is sent (the rest of the plan still applies).
-    fn block_what_credentials_cannot_do(&self, plan: &mut Plan) {
+    /// before anything is sent (the rest of the plan still applies). A write-only credential
+    /// that has not made a call yet is introduced with one cheap call first, so its scopes (or
+    /// its rejection) are known when planning.
+    async fn block_what_credentials_cannot_do(&self, plan: &mut Plan) {
+        let families: BTreeSet<ApiFamily> = plan
+            .runnable()
+            .map(|c| family_of(c, self.cfg.bitbucket.grant_writes))
+            .collect();
+        let mut rejected: BTreeMap<ApiFamily, String> = BTreeMap::new();
+        for f in families {
+            let client = self.clients.get(f);
+            let kind = self.clients.kind(f);
+            if client.granted_scopes().is_some() || kind == CredentialKind::AccessToken {
+                continue;
+            }
+            let why = match crate::check::introduce(client, kind).await {
+                CredentialStatus::Rejected { reason } => Some(reason),
+                CredentialStatus::WrongWorkspace { .. } => Some(format!(
+                    "credential {:?} does not see workspace {:?}",
+                    self.clients.credential(f),
+                    self.cfg.bitbucket.workspace
+                )),
+                _ => None,
+            };
+            if let Some(why) = why {
+                rejected.insert(f, why);
+            }
+        }
         for p in plan.changes.iter_mut().filter(|p| p.blocked.is_none()) {
             let family = family_of(&p.change, self.cfg.bitbucket.grant_writes);
             let client = self.clients.get(family);
-            p.blocked = credential_block(
-                &p.change,
-                family,
-                self.clients.credential(family),
-                self.clients.kind(family),
-                client.granted_scopes().as_deref(),
-            );
+            p.blocked = rejected.get(&family).cloned().or_else(|| {
+                credential_block(
+                    &p.change,
+                    family,
+                    self.clients.credential(family),
+                    self.clients.kind(family),
+                    client.granted_scopes().as_deref(),
+                )
+            });
         }
     }
 
@@ -326,7 +355,7 @@ impl Reconciler {
                 max_removals: self.cfg.safety.max_removals,
             },
         );
-        self.block_what_credentials_cannot_do(&mut plan);
+        self.block_what_credentials_cannot_do(&mut plan).await;
         for w in &plan.warnings {
             tracing::warn!("{w}");
         }

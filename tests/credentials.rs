@@ -205,7 +205,9 @@ async fn an_oauth_only_setup_is_told_that_grants_need_an_api_token() {
         "{text}"
     );
     assert!(
-        text.contains("fix: point bitbucket.families.permissions_write at a credential"),
+        text.contains(
+            "fix: serve it with a credential that may (bitbucket.families.permissions_write"
+        ),
         "{text}"
     );
     assert!(
@@ -291,7 +293,9 @@ async fn two_credentials_converge_where_one_alone_cannot() {
     assert!(report.ok(), "{:#?}", report.outcomes);
     assert!(emu.state().groups[0].members.contains(&acc("bob")));
     for r in emu.requests() {
-        let expected = if r.route.contains("/members/{member}") {
+        // The consumer introduces itself once (scopes, workspace), then only writes members.
+        let expected = if r.route.contains("/members/{member}") || r.route == "/2.0/user/workspaces"
+        {
             "consumer"
         } else {
             "admin"
@@ -344,6 +348,83 @@ async fn changes_the_credentials_cannot_make_are_blocked_before_sending_and_the_
             .any(|r| r.route.contains("permissions-config") && r.method == "PUT"),
         "a blocked change was sent"
     );
+}
+
+#[tokio::test]
+async fn wrong_setups_are_told_exactly_what_to_fix() {
+    let mut s = world();
+    s.credentials.push(SeedCredential {
+        id: "ann".into(),
+        kind: CredentialKind::ApiToken,
+        email: Some("ann@acme.test".into()),
+        token: Some("ann-token".into()),
+        account_id: Some(acc("ann")),
+        scopes: all_scopes(),
+        ..Default::default()
+    });
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let extra = "[credentials.ann]\nkind = \"api_token\"\nemail = \"ann@acme.test\"\ntoken = \"ann-token\"\n[credentials.bearer]\nkind = \"access_token\"\ntoken = \"admin-token\"\n[credentials.bad-consumer]\nkind = \"oauth\"\nclient_id = \"consumer-key\"\nclient_secret = \"wrong\"";
+    for (bitbucket, row, fix) in [
+        // An API token declared as an access token goes out as Bearer: 401.
+        (
+            "credential = \"bearer\"",
+            "1.0 groups read",
+            "declare it kind = \"api_token\" with the account email",
+        ),
+        // A write-only OAuth consumer with a wrong secret is caught although it serves no read.
+        (
+            "credential = \"admin\"\n[bitbucket.families]\ngroups_write = \"bad-consumer\"",
+            "1.0 groups write",
+            "check the OAuth consumer's client_id and client_secret",
+        ),
+        // A token of someone who is not a workspace admin.
+        (
+            "credential = \"ann\"",
+            "1.0 groups write",
+            "an administrator of the workspace",
+        ),
+    ] {
+        let cfg = with_extra_credentials(extra, &emu, tmp.path(), bitbucket);
+        let report = check(&cfg, &clients_for(&cfg).expect("clients"), false).await;
+        let out = render(&report);
+        assert!(!report.ok(), "{bitbucket}:\n{out}");
+        let refused = out
+            .lines()
+            .skip_while(|l| !l.starts_with(row))
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            refused.contains("REFUSED") && refused.contains(fix),
+            "{bitbucket}: want {fix:?} under {row:?}:\n{out}"
+        );
+    }
+
+    // A wrong workspace slug: every family says to check bitbucket.workspace, naming the right one.
+    let mut cfg = config_with(&emu, tmp.path(), "credential = \"admin\"");
+    cfg.bitbucket.workspace = "acme-corp".into();
+    let report = check(&cfg, &clients_for(&cfg).expect("clients"), false).await;
+    let out = render(&report);
+    assert!(
+        out.contains("does not see workspace \"acme-corp\" (it sees: acme)"),
+        "{out}"
+    );
+    assert!(out.contains("fix: check bitbucket.workspace"), "{out}");
+}
+
+/// A test config with extra credentials besides the usual ones.
+fn with_extra_credentials(
+    extra: &str,
+    emu: &Emulator,
+    dir: &std::path::Path,
+    bitbucket: &str,
+) -> Config {
+    let text = format!(
+        "mode = \"apply\"\n[bitbucket]\nworkspace = \"acme\"\napi_url = \"{0}\"\noauth_token_url = \"{0}/site/oauth2/access_token\"\nmax_retries = 0\n{bitbucket}\n{CREDENTIALS}\n{extra}\n[source]\nkind = \"ldif\"\npath = \"dir.ldif\"\n{RULES}",
+        emu.base_url()
+    );
+    Config::from_toml_str(&text, "test.toml", dir).expect("valid config")
 }
 
 #[tokio::test]

@@ -217,6 +217,31 @@ impl Client {
             .await
     }
 
+    /// Workspaces the caller (a user: API token or OAuth consumer) can see, with whether they
+    /// administer each.
+    pub async fn user_workspaces(&self) -> Result<Vec<WorkspaceAccess>, ApiError> {
+        let url = Self::with_query(
+            self.url(&["2.0", "user", "workspaces"]),
+            &[("pagelen", PAGELEN)],
+        );
+        self.get_all(&url).await
+    }
+
+    /// `GET /2.0/workspaces/{ws}`: whether the workspace exists for this caller.
+    pub async fn workspace_exists(&self) -> Result<bool, ApiError> {
+        let a = self
+            .send(
+                Method::GET,
+                &self.url(&["2.0", "workspaces", self.ws()]),
+                Body::None,
+            )
+            .await?;
+        if a.status == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        a.ok().map(|_| true)
+    }
+
     // ---- 2.0 repository permissions-config -------------------------------------------------
 
     fn repo_perm_url(&self, repo: &RepoSlug, kind: &str, id: Option<&str>) -> String {

@@ -117,11 +117,34 @@ pub struct Answer {
     pub text: String,
     method: Method,
     endpoint: String,
+    /// `x-accepted-oauth-scopes` and `x-oauth-scopes`: the scopes a refusal needed and the ones
+    /// held, for refusals whose body is plain text (1.0).
+    scope_headers: (Option<String>, Option<String>),
 }
 
 impl Answer {
     pub fn error(&self) -> ApiError {
-        status_error(&self.method, &self.endpoint, self.status, &self.text)
+        let mut e = status_error(&self.method, &self.endpoint, self.status, &self.text);
+        if let ApiError::Status {
+            required, granted, ..
+        } = &mut e
+        {
+            let split = |h: &Option<String>| -> Vec<String> {
+                h.as_deref()
+                    .unwrap_or_default()
+                    .split([',', ' '])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            };
+            if required.is_empty() && self.status == StatusCode::FORBIDDEN {
+                *required = split(&self.scope_headers.0);
+                if !required.is_empty() && granted.is_empty() {
+                    *granted = split(&self.scope_headers.1);
+                }
+            }
+        }
+        e
     }
     /// Ok when the status is 2xx, else the decoded error.
     pub fn ok(self) -> Result<Answer, ApiError> {
@@ -366,7 +389,8 @@ impl Client {
         }
         let answer: TokenAnswer =
             serde_json::from_str(&text).map_err(|e| err(format!("bad token answer: {e}")))?;
-        let ttl = Duration::from_secs(answer.expires_in.unwrap_or(3600));
+        // Capped: a nonsensical lifetime must not overflow Instant arithmetic.
+        let ttl = Duration::from_secs(answer.expires_in.unwrap_or(3600).clamp(1, 86_400));
         let tok = Secret::new(answer.access_token);
         if let Some(scopes) = &answer.scopes {
             self.observe_scopes(scopes);
@@ -423,6 +447,14 @@ impl Client {
                 Ok(resp) => {
                     let status = resp.status();
                     let retry_after = parse_retry_after(resp.headers());
+                    let header = |n: &str| {
+                        resp.headers()
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                    };
+                    let scope_headers =
+                        (header("x-accepted-oauth-scopes"), header("x-oauth-scopes"));
                     if let Some(scopes) = resp
                         .headers()
                         .get("x-oauth-scopes")
@@ -449,6 +481,7 @@ impl Client {
                         text,
                         method: method.clone(),
                         endpoint: endpoint.clone(),
+                        scope_headers,
                     };
                     if !retriable {
                         return Ok(answer);

@@ -32,6 +32,26 @@ pub struct V1Group {
 #[derive(Clone, Debug, Deserialize)]
 pub struct V1PrivilegeGroup {
     pub slug: String,
+    pub owner: Option<V1Owner>,
+}
+
+/// The owner of a 1.0 group: the workspace, as a user-like object.
+#[derive(Clone, Debug, Deserialize)]
+pub struct V1Owner {
+    pub nickname: Option<String>,
+    pub username: Option<String>,
+}
+
+/// `GET /2.0/user/workspaces` item.
+#[derive(Clone, Debug, Deserialize)]
+pub struct WorkspaceAccess {
+    pub administrator: Option<bool>,
+    pub workspace: WorkspaceRef,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct WorkspaceRef {
+    pub slug: String,
 }
 
 /// 1.0 group-privileges row: `{repo: "ws/slug", privilege, group{...}, repository{...}}`.

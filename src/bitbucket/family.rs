@@ -120,6 +120,11 @@ impl ApiFamily {
         }
     }
 
+    /// Whether Bitbucket answers this family only for workspace admins.
+    pub fn admin_only(self) -> bool {
+        !matches!(self, ApiFamily::MembersRead | ApiFamily::RepositoriesRead)
+    }
+
     /// Whether the family changes anything (write probes must be asked for).
     pub fn is_write(self) -> bool {
         matches!(
@@ -132,6 +137,9 @@ impl ApiFamily {
     pub fn known_refusal(self, kind: CredentialKind) -> Option<&'static str> {
         match (kind, self) {
             (CredentialKind::AccessToken, ApiFamily::MembersRead | ApiFamily::RepositoriesRead) => None,
+            (CredentialKind::AccessToken, ApiFamily::PermissionsWrite) => Some(
+                "access tokens cannot list or change permissions; permissions-config writes need an admin's Atlassian API token",
+            ),
             (CredentialKind::AccessToken, _) => Some(
                 "access tokens cannot list or change permissions (1.0 groups, group-privileges, permissions-config); use an admin's API token or an OAuth consumer",
             ),
