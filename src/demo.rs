@@ -38,9 +38,7 @@ pub fn config(api_url: &str, audit: &Path) -> Result<Config, DemoError> {
     let mut cfg = Config::from_toml_str(CONFIG, "demo/bbsync.toml", Path::new("demo"))?;
     cfg.bitbucket.api_url = api_url.to_owned();
     cfg.audit_path = Some(audit.to_owned());
-    let schema = match &cfg.source {
-        Source::LdifFile { schema, .. } | Source::LdifText { schema, .. } => schema.clone(),
-    };
+    let schema = cfg.source.schema().clone();
     cfg.source = Source::LdifText {
         name: "demo/directory.ldif (bundled)".into(),
         text: LDIF.to_owned(),

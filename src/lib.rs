@@ -28,3 +28,4 @@ pub mod reconcile;
 pub mod report;
 pub mod source;
 pub mod time;
+pub mod tls;

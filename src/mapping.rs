@@ -215,7 +215,7 @@ mod tests {
     use super::*;
     use crate::config::RepoSelector;
     use crate::model::ProjectKey;
-    use crate::source::{ldif, resolve, Schema};
+    use crate::source::{ldif, resolve, Entries, Schema};
 
     fn repo(slug: &str, project: &str) -> Repo {
         Repo {
@@ -325,7 +325,10 @@ member: uid=ann,dc=x
 
     #[test]
     fn disabled_people_are_desired_nowhere_and_listed_as_leavers() {
-        let dir = resolve(&ldif::parse(DIR, "t").expect("ldif"), &Schema::default());
+        let dir = resolve(
+            &Entries::split(ldif::parse(DIR, "t").expect("ldif"), &Schema::default()),
+            &Schema::default(),
+        );
         let d = desired(&dir, &[group_rule("cn=devs,dc=x")], &[], &[]).expect("maps");
         let members: Vec<_> = d.groups[&GroupSlug::from_name("developers")]
             .members
@@ -339,7 +342,10 @@ member: uid=ann,dc=x
 
     #[test]
     fn a_missing_or_ambiguous_directory_group_is_an_error_not_an_empty_group() {
-        let dir = resolve(&ldif::parse(DIR, "t").expect("ldif"), &Schema::default());
+        let dir = resolve(
+            &Entries::split(ldif::parse(DIR, "t").expect("ldif"), &Schema::default()),
+            &Schema::default(),
+        );
         assert!(matches!(
             desired_groups(&dir, &[group_rule("renamed")]),
             Err(MappingError::MissingDirectoryGroup { .. })

@@ -52,7 +52,7 @@ async fn a_bad_config_exits_2_and_names_every_bad_key() {
     let path = tmp.path().join("bad.toml");
     std::fs::write(
         &path,
-        "mode = \"sometimes\"\n[bitbucket]\n[source]\nkind = \"ldap\"\n",
+        "mode = \"sometimes\"\n[bitbucket]\n[source]\nkind = \"active-directory\"\n",
     )
     .expect("write");
     let o = bbsync(&["plan", "-c", path.to_str().expect("utf8")], &[]).await;

@@ -268,7 +268,7 @@ const OAUTH_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 impl Client {
     pub fn new(opts: ClientOptions, credential: &Credential) -> Result<Client, ApiError> {
         // One crypto provider for the whole process (ring); a second install is a no-op error.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::install_provider();
         let http = reqwest::Client::builder()
             .timeout(opts.timeout)
             .connect_timeout(opts.timeout.min(Duration::from_secs(10)))

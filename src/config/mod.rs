@@ -191,6 +191,26 @@ struct RawCredential {
 struct RawSource {
     kind: Option<String>,
     path: Option<PathBuf>,
+    url: Option<String>,
+    bind_dn: Option<String>,
+    bind_password: Option<String>,
+    bind_password_file: Option<PathBuf>,
+    starttls: Option<bool>,
+    ca_file: Option<PathBuf>,
+    tls_verify: Option<bool>,
+    connect_timeout_secs: Option<u64>,
+    timeout_secs: Option<u64>,
+    read_timeout_secs: Option<u64>,
+    page_size: Option<u32>,
+    users_base: Option<String>,
+    users_filter: Option<String>,
+    users_scope: Option<String>,
+    groups_base: Option<String>,
+    groups_filter: Option<String>,
+    groups_scope: Option<String>,
+    disabled_filter: Option<String>,
+    ad_range_retrieval: Option<bool>,
+    ad_in_chain: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -206,6 +226,7 @@ struct RawDirectory {
     disabled_attribute: Option<String>,
     ad_user_account_control: Option<bool>,
     ppolicy_locked: Option<bool>,
+    stable_id_attribute: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -579,33 +600,76 @@ fn validate(raw: RawConfig, origin: String, base: &Path) -> Result<Config, Confi
         disabled_attribute: non_empty(d.disabled_attribute),
         ad_user_account_control: d.ad_user_account_control.unwrap_or(true),
         ppolicy_locked: d.ppolicy_locked.unwrap_or(true),
+        stable_id_attribute: match d.stable_id_attribute {
+            Some(a) => non_empty(Some(a)),
+            None => defaults.stable_id_attribute,
+        },
     };
     let src = raw.source.unwrap_or_default();
-    let source = match non_empty(src.kind).as_deref() {
-        Some("ldif") => match src.path {
-            Some(path) => Source::LdifFile {
-                path: resolve(path),
-                schema,
-            },
-            None => {
-                p.push("source.path is required for kind \"ldif\"".into());
-                Source::LdifText {
-                    name: String::new(),
-                    text: String::new(),
-                    schema,
+    let placeholder = |schema: Schema| Source::LdifText {
+        name: String::new(),
+        text: String::new(),
+        schema,
+    };
+    let kind = non_empty(src.kind.clone());
+    // Keys that belong to the other kind are mistakes worth naming.
+    let ldap_keys: [(&str, bool); 20] = [
+        ("url", src.url.is_some()),
+        ("bind_dn", src.bind_dn.is_some()),
+        ("bind_password", src.bind_password.is_some()),
+        ("bind_password_file", src.bind_password_file.is_some()),
+        ("starttls", src.starttls.is_some()),
+        ("ca_file", src.ca_file.is_some()),
+        ("tls_verify", src.tls_verify.is_some()),
+        ("connect_timeout_secs", src.connect_timeout_secs.is_some()),
+        ("timeout_secs", src.timeout_secs.is_some()),
+        ("read_timeout_secs", src.read_timeout_secs.is_some()),
+        ("page_size", src.page_size.is_some()),
+        ("users_base", src.users_base.is_some()),
+        ("users_filter", src.users_filter.is_some()),
+        ("users_scope", src.users_scope.is_some()),
+        ("groups_base", src.groups_base.is_some()),
+        ("groups_filter", src.groups_filter.is_some()),
+        ("groups_scope", src.groups_scope.is_some()),
+        ("disabled_filter", src.disabled_filter.is_some()),
+        ("ad_range_retrieval", src.ad_range_retrieval.is_some()),
+        ("ad_in_chain", src.ad_in_chain.is_some()),
+    ];
+    let source = match kind.as_deref() {
+        Some("ldif") => {
+            for (k, set) in ldap_keys {
+                if set {
+                    p.push(format!("source.{k} does not apply to kind \"ldif\""));
                 }
             }
-        },
+            match src.path {
+                Some(path) => Source::LdifFile {
+                    path: resolve(path),
+                    schema,
+                },
+                None => {
+                    p.push("source.path is required for kind \"ldif\"".into());
+                    placeholder(schema)
+                }
+            }
+        }
+        Some("ldap") => {
+            if src.path.is_some() {
+                p.push("source.path does not apply to kind \"ldap\" (it is for \"ldif\")".into());
+            }
+            match validate_ldap(src, schema, &resolve, &mut p) {
+                Some(l) => Source::Ldap(Box::new(l)),
+                None => placeholder(Schema::default()),
+            }
+        }
         other => {
             p.push(match other {
-                Some(k) => format!("source.kind: {k:?} is not supported (supported: \"ldif\")"),
-                None => "source.kind is required (\"ldif\")".into(),
+                Some(k) => {
+                    format!("source.kind: {k:?} is not supported (supported: \"ldif\", \"ldap\")")
+                }
+                None => "source.kind is required (\"ldif\" or \"ldap\")".into(),
             });
-            Source::LdifText {
-                name: String::new(),
-                text: String::new(),
-                schema,
-            }
+            placeholder(schema)
         }
     };
 
@@ -720,6 +784,173 @@ fn validate(raw: RawConfig, origin: String, base: &Path) -> Result<Config, Confi
         },
         audit_path: raw.audit.path.map(resolve),
         interval: Duration::from_secs(interval_secs),
+    })
+}
+
+fn validate_ldap(
+    src: RawSource,
+    schema: Schema,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    p: &mut Vec<String>,
+) -> Option<crate::source::ldap::LdapSource> {
+    use crate::source::ldap::{LdapSource, SearchSpec};
+    let before = p.len();
+    let url = non_empty(src.url).unwrap_or_else(|| {
+        p.push(
+            "source.url is required for kind \"ldap\" (ldap://host:389 or ldaps://host:636)".into(),
+        );
+        String::new()
+    });
+    let starttls = src.starttls.unwrap_or(false);
+    if !url.is_empty() {
+        match url::Url::parse(&url) {
+            Ok(u) if u.scheme() == "ldaps" && starttls => p.push(
+                "source.starttls: StartTLS is for ldap:// URLs; ldaps:// is already TLS".into(),
+            ),
+            Ok(u) if matches!(u.scheme(), "ldap" | "ldaps") && u.host_str().is_some() => {}
+            _ => p.push(format!(
+                "source.url: {url:?} is not an ldap:// or ldaps:// URL with a host"
+            )),
+        }
+    }
+    let bind_dn = non_empty(src.bind_dn);
+    let bind_password = match (
+        &bind_dn,
+        non_empty(src.bind_password),
+        src.bind_password_file,
+    ) {
+        (_, Some(_), Some(_)) => {
+            p.push(
+                "source.bind_password and source.bind_password_file are both set: keep one".into(),
+            );
+            None
+        }
+        (None, Some(_), _) | (None, _, Some(_)) => {
+            p.push("source.bind_password is set but source.bind_dn is not".into());
+            None
+        }
+        (Some(_), Some(v), None) => Some(Secret::new(v)),
+        (Some(_), None, Some(f)) => {
+            let f = resolve(f);
+            match std::fs::read_to_string(&f) {
+                Ok(s) if !s.trim().is_empty() => {
+                    Some(Secret::new(s.trim_end_matches(['\r', '\n']).to_owned()))
+                }
+                Ok(_) => {
+                    p.push(format!(
+                        "source.bind_password_file: {} is empty",
+                        f.display()
+                    ));
+                    None
+                }
+                Err(e) => {
+                    p.push(format!(
+                        "source.bind_password_file: cannot read {}: {e}",
+                        f.display()
+                    ));
+                    None
+                }
+            }
+        }
+        (Some(dn), None, None) => {
+            p.push(format!(
+                "source.bind_password (or bind_password_file) is required to bind as {dn}"
+            ));
+            None
+        }
+        (None, None, None) => None,
+    };
+    let scope =
+        |key: &str, v: Option<String>, p: &mut Vec<String>| match v.as_deref().map(str::trim) {
+            None | Some("sub") => ldap3::Scope::Subtree,
+            Some("one") => ldap3::Scope::OneLevel,
+            Some("base") => ldap3::Scope::Base,
+            Some(o) => {
+                p.push(format!(
+                    "source.{key}: {o:?} is not one of \"sub\", \"one\", \"base\""
+                ));
+                ldap3::Scope::Subtree
+            }
+        };
+    let filter = |key: &str, v: Option<String>, default: &str, p: &mut Vec<String>| {
+        let f = non_empty(v).unwrap_or_else(|| default.to_owned());
+        if ldap3::parse_filter(&f).is_err() {
+            p.push(format!("source.{key}: {f:?} is not a valid LDAP filter"));
+        }
+        f
+    };
+    let users_base = non_empty(src.users_base).unwrap_or_else(|| {
+        p.push("source.users_base is required (the DN under which people live)".into());
+        String::new()
+    });
+    let users = SearchSpec {
+        filter: filter(
+            "users_filter",
+            src.users_filter,
+            "(objectClass=inetOrgPerson)",
+            p,
+        ),
+        scope: scope("users_scope", src.users_scope, p),
+        base: users_base.clone(),
+    };
+    let groups = SearchSpec {
+        filter: filter(
+            "groups_filter",
+            src.groups_filter,
+            "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=posixGroup)(objectClass=group))",
+            p,
+        ),
+        scope: scope("groups_scope", src.groups_scope, p),
+        base: non_empty(src.groups_base).unwrap_or(users_base),
+    };
+    let disabled_filter = src.disabled_filter.and_then(|f| non_empty(Some(f)));
+    if let Some(f) = &disabled_filter {
+        if ldap3::parse_filter(f).is_err() {
+            p.push(format!(
+                "source.disabled_filter: {f:?} is not a valid LDAP filter"
+            ));
+        }
+    }
+    let page_size = src.page_size.unwrap_or(500);
+    if !(1..=100_000).contains(&page_size) {
+        p.push(format!(
+            "source.page_size: {page_size} is out of range 1..=100000"
+        ));
+    }
+    let secs = |key: &str, v: Option<u64>, default: u64, p: &mut Vec<String>| {
+        let v = v.unwrap_or(default);
+        if v == 0 {
+            p.push(format!("source.{key} must be at least 1"));
+        }
+        Duration::from_secs(v.max(1))
+    };
+    let connect_timeout = secs("connect_timeout_secs", src.connect_timeout_secs, 10, p);
+    let op_timeout = secs("timeout_secs", src.timeout_secs, 60, p);
+    let read_timeout = secs("read_timeout_secs", src.read_timeout_secs, 900, p);
+    let ca_file = src.ca_file.map(resolve);
+    if let Some(ca) = &ca_file {
+        if !ca.is_file() {
+            p.push(format!("source.ca_file: {} does not exist", ca.display()));
+        }
+    }
+    (p.len() == before).then(|| LdapSource {
+        url,
+        bind_dn,
+        bind_password,
+        starttls,
+        ca_file,
+        tls_verify: src.tls_verify.unwrap_or(true),
+        connect_timeout,
+        op_timeout,
+        read_timeout,
+        page_size,
+        users,
+        groups,
+        disabled_filter,
+        ad_range_retrieval: src.ad_range_retrieval.unwrap_or(true),
+        ad_in_chain: src.ad_in_chain.unwrap_or(false),
+        schema,
+        on_page: None,
     })
 }
 
@@ -841,6 +1072,46 @@ permission = "owner"
             msg.contains("bitbucket.families.permissions_write: no [credentials.nobody]"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn ldap_sources_are_validated_key_by_key() {
+        let ldap = GOOD.replace(
+            "kind = \"ldif\"\npath = \"dir.ldif\"",
+            "kind = \"ldap\"\npath = \"x.ldif\"\nurl = \"ldaps://dc1.corp.test\"\nstarttls = true\nbind_dn = \"cn=reader,dc=corp\"\nusers_filter = \"(objectClass=user\"\nusers_scope = \"deep\"\npage_size = 0",
+        );
+        let msg = parse(&ldap).expect_err("invalid").to_string();
+        for key in [
+            "source.path does not apply",
+            "source.starttls",
+            "source.bind_password (or bind_password_file) is required",
+            "source.users_filter",
+            "source.users_scope",
+            "source.users_base is required",
+            "source.page_size",
+        ] {
+            assert!(msg.contains(key), "missing {key} in:\n{msg}");
+        }
+        let ok = GOOD.replace(
+            "kind = \"ldif\"\npath = \"dir.ldif\"",
+            "kind = \"ldap\"\nurl = \"ldap://127.0.0.1:3890\"\nusers_base = \"ou=people,dc=x\"",
+        );
+        match parse(&ok).expect("valid").source {
+            Source::Ldap(l) => {
+                assert!(l.tls_verify, "verification is on by default");
+                assert_eq!(l.groups.base, "ou=people,dc=x");
+                assert_eq!(l.page_size, 500);
+            }
+            other => panic!("{other:?}"),
+        }
+        let stray = GOOD.replace(
+            "path = \"dir.ldif\"",
+            "path = \"dir.ldif\"\nurl = \"ldap://x\"",
+        );
+        assert!(parse(&stray)
+            .expect_err("stray")
+            .to_string()
+            .contains("source.url does not apply to kind \"ldif\""));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! Fail closed: a source either returns a complete entry set or an error. Bad *entries* are
 //! skipped and reported; they never change anyone else's result.
 
+pub mod ldap;
 pub mod ldif;
 
 use crate::model::{AccountId, Dn};
@@ -34,6 +35,12 @@ pub enum SourceError {
         "directory has no entries at all ({origin}); refusing to treat that as 'everyone left'"
     )]
     Empty { origin: String },
+    #[error("LDAP {url}: {stage}: {message}")]
+    Ldap {
+        url: String,
+        stage: String,
+        message: String,
+    },
 }
 
 impl SourceError {
@@ -43,6 +50,7 @@ impl SourceError {
             SourceError::Io { .. } => "io",
             SourceError::Ldif { .. } => "parse",
             SourceError::Empty { .. } => "empty",
+            SourceError::Ldap { .. } => "ldap",
         }
     }
 }
@@ -73,6 +81,16 @@ impl Entry {
             .map(Vec::as_slice)
             .unwrap_or(&[])
     }
+    /// Attribute names as stored (lower-cased).
+    pub fn attribute_names(&self) -> impl Iterator<Item = &str> {
+        self.attrs.keys().map(String::as_str)
+    }
+    /// Removes and returns an attribute's values.
+    pub fn take(&mut self, name: &str) -> Vec<String> {
+        self.attrs
+            .remove(&name.to_ascii_lowercase())
+            .unwrap_or_default()
+    }
     pub fn first(&self, name: &str) -> Option<&str> {
         self.get(name).first().map(String::as_str)
     }
@@ -102,6 +120,8 @@ pub struct Schema {
     pub ad_user_account_control: bool,
     /// OpenLDAP ppolicy: a present `pwdAccountLockedTime` marks a person disabled.
     pub ppolicy_locked: bool,
+    /// Immutable id attribute, kept for reports (`entryUUID`, AD `objectGUID`).
+    pub stable_id_attribute: Option<String>,
 }
 
 impl Default for Schema {
@@ -122,6 +142,7 @@ impl Default for Schema {
             disabled_attribute: None,
             ad_user_account_control: true,
             ppolicy_locked: true,
+            stable_id_attribute: Some("entryUUID".into()),
         }
     }
 }
@@ -135,6 +156,8 @@ pub struct Person {
     pub email: Option<String>,
     /// Why the person is disabled (left the company), if they are.
     pub disabled: Option<String>,
+    /// The directory's immutable id (`entryUUID`, AD `objectGUID`), when configured and present.
+    pub stable_id: Option<String>,
 }
 
 /// A directory group with its members resolved through nesting, by account id.
@@ -215,31 +238,48 @@ fn disabled_reason(e: &Entry, s: &Schema) -> Option<String> {
     None
 }
 
-/// Turns raw entries into a [`Directory`]. Pure; the only function every source shares.
+/// What a source read: people and groups (a live LDAP source knows which is which from its two
+/// searches; an LDIF file is split by object class), plus DNs a server-side filter marked disabled.
+#[derive(Clone, Debug, Default)]
+pub struct Entries {
+    pub users: Vec<Entry>,
+    pub groups: Vec<Entry>,
+    /// People matching `source.disabled_filter`.
+    pub disabled: BTreeSet<Dn>,
+}
+
+impl Entries {
+    /// Splits one list by the schema's object classes (an entry that is both counts as a group).
+    pub fn split(entries: Vec<Entry>, schema: &Schema) -> Entries {
+        let has = |e: &Entry, classes: &[String]| classes.iter().any(|c| e.has_object_class(c));
+        let mut out = Entries::default();
+        for e in entries {
+            if has(&e, &schema.group_object_classes) {
+                out.groups.push(e);
+            } else if has(&e, &schema.user_object_classes) {
+                out.users.push(e);
+            }
+        }
+        out
+    }
+}
+
+/// Turns entries into a [`Directory`]. Pure; the only function every source shares, so the
+/// LDIF and LDAP sources map the same entries identically.
 ///
 /// Bad entries (no account id, a malformed one, two people with one account id, a member DN
 /// that resolves to nothing) are skipped and listed in `issues` with their DN.
-pub fn resolve(entries: &[Entry], schema: &Schema) -> Directory {
+pub fn resolve(input: &Entries, schema: &Schema) -> Directory {
     let mut dir = Directory::default();
-    let is_user = |e: &Entry| {
-        schema
-            .user_object_classes
-            .iter()
-            .any(|c| e.has_object_class(c))
-    };
-    let is_group = |e: &Entry| {
-        schema
-            .group_object_classes
-            .iter()
-            .any(|c| e.has_object_class(c))
-    };
+    let users = &input.users;
+    let groups = &input.groups;
 
     // People, keyed by DN for member resolution.
     let mut by_dn: HashMap<Dn, AccountId> = HashMap::new();
     let mut by_uid: HashMap<String, AccountId> = HashMap::new();
     let mut seen: HashMap<AccountId, Dn> = HashMap::new();
     let mut member_of: Vec<(AccountId, Vec<Dn>)> = Vec::new();
-    for e in entries.iter().filter(|e| is_user(e) && !is_group(e)) {
+    for e in users {
         let issue = |p: String| EntryIssue {
             dn: e.dn.to_string(),
             problem: p,
@@ -286,7 +326,17 @@ pub fn resolve(entries: &[Entry], schema: &Schema) -> Directory {
                     .unwrap_or_else(|| e.dn.first_value())
                     .to_owned(),
                 email: e.first(&schema.email_attribute).map(str::to_owned),
-                disabled: disabled_reason(e, schema),
+                disabled: disabled_reason(e, schema).or_else(|| {
+                    input
+                        .disabled
+                        .contains(&e.dn)
+                        .then(|| "matches source.disabled_filter".to_owned())
+                }),
+                stable_id: schema
+                    .stable_id_attribute
+                    .as_deref()
+                    .and_then(|a| e.first(a))
+                    .map(str::to_owned),
                 account_id: id,
             },
         );
@@ -305,12 +355,8 @@ pub fn resolve(entries: &[Entry], schema: &Schema) -> Directory {
         nested: Vec<Dn>,
     }
     let mut raw: BTreeMap<Dn, Raw> = BTreeMap::new();
-    let group_dns: BTreeSet<Dn> = entries
-        .iter()
-        .filter(|e| is_group(e))
-        .map(|e| e.dn.clone())
-        .collect();
-    for e in entries.iter().filter(|e| is_group(e)) {
+    let group_dns: BTreeSet<Dn> = groups.iter().map(|e| e.dn.clone()).collect();
+    for e in groups {
         let mut g = Raw {
             name: e
                 .first(&schema.group_name_attribute)
@@ -396,12 +442,23 @@ pub enum Source {
         text: String,
         schema: Schema,
     },
+    /// A live LDAP / Active Directory server.
+    Ldap(Box<ldap::LdapSource>),
 }
 
 impl Source {
     /// Reads the whole directory or fails; never returns a partial snapshot.
     pub async fn read(&self) -> Result<Directory, SourceError> {
         let (origin, text, schema) = match self {
+            Source::Ldap(l) => {
+                let entries = l.read().await?;
+                if entries.users.is_empty() {
+                    return Err(SourceError::Empty {
+                        origin: format!("{} under {}", l.url, l.users.base),
+                    });
+                }
+                return Ok(resolve(&entries, &l.schema));
+            }
             Source::LdifFile { path, schema } => {
                 let text =
                     tokio::fs::read_to_string(path)
@@ -418,13 +475,21 @@ impl Source {
         if entries.is_empty() {
             return Err(SourceError::Empty { origin });
         }
-        Ok(resolve(&entries, schema))
+        Ok(resolve(&Entries::split(entries, schema), schema))
+    }
+
+    pub fn schema(&self) -> &Schema {
+        match self {
+            Source::LdifFile { schema, .. } | Source::LdifText { schema, .. } => schema,
+            Source::Ldap(l) => &l.schema,
+        }
     }
 
     pub fn describe(&self) -> String {
         match self {
             Source::LdifFile { path, .. } => format!("LDIF file {}", path.display()),
             Source::LdifText { name, .. } => format!("LDIF {name}"),
+            Source::Ldap(l) => format!("LDAP {}", l.url),
         }
     }
 }
@@ -434,12 +499,13 @@ mod tests {
     use super::*;
 
     fn dir(text: &str) -> Directory {
+        let schema = Schema {
+            disabled_attribute: Some("nsAccountLock".into()),
+            ..Schema::default()
+        };
         resolve(
-            &ldif::parse(text, "t").expect("ldif"),
-            &Schema {
-                disabled_attribute: Some("nsAccountLock".into()),
-                ..Schema::default()
-            },
+            &Entries::split(ldif::parse(text, "t").expect("ldif"), &schema),
+            &schema,
         )
     }
 

@@ -1,0 +1,541 @@
+//! The live LDAP / Active Directory source (ldap3).
+//!
+//! Two paged searches (RFC 2696), one for people and one for groups, streamed page by page;
+//! optionally a third for people matching a "disabled" filter. Nested groups are resolved
+//! locally from the one bulk group read (no query per group) by the resolver the LDIF source
+//! shares.
+//!
+//! Fail closed: every page must end with result code 0 (success). Size or time limits (4, 3),
+//! referrals (10, or continuation references in the stream), busy/unavailable (51, 52), a dropped
+//! connection, a timeout, a page without the paged-results control while a cookie was expected,
+//! or a panic inside the client all fail the whole read. slapd caps paged searches at the
+//! account's `size.prtotal`; ldap3's stream then simply ends, and only the final result code
+//! tells, which is why each page's code is checked.
+
+use super::{Entries, Entry, Schema, SourceError};
+use crate::config::Secret;
+use crate::model::Dn;
+use ldap3::controls::{Control, ControlType, PagedResults, RawControl};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One search: where, what and how deep.
+#[derive(Clone, Debug)]
+pub struct SearchSpec {
+    pub base: String,
+    pub filter: String,
+    pub scope: Scope,
+}
+
+/// Called after each page: (search name, pages so far, entries so far).
+pub type PageHook = Arc<dyn Fn(&str, usize, usize) + Send + Sync>;
+
+#[derive(Clone)]
+pub struct LdapSource {
+    /// `ldap://host:389` or `ldaps://host:636`.
+    pub url: String,
+    pub bind_dn: Option<String>,
+    pub bind_password: Option<Secret>,
+    /// Upgrade an `ldap://` connection with StartTLS before binding.
+    pub starttls: bool,
+    /// PEM bundle of the CAs to trust instead of the system store.
+    pub ca_file: Option<PathBuf>,
+    /// Certificate verification; turning it off is logged loudly on every connect.
+    pub tls_verify: bool,
+    pub connect_timeout: Duration,
+    /// Limit for each LDAP operation (bind, each page).
+    pub op_timeout: Duration,
+    /// Limit for the whole read.
+    pub read_timeout: Duration,
+    pub page_size: u32,
+    pub users: SearchSpec,
+    pub groups: SearchSpec,
+    /// People matching `(&users.filter disabled_filter)` are disabled.
+    pub disabled_filter: Option<String>,
+    /// Follow AD ranged attribute retrieval (`member;range=0-1499`) for very large groups.
+    pub ad_range_retrieval: bool,
+    /// Resolve each group's members with AD's in-chain matching rule (one query per group).
+    pub ad_in_chain: bool,
+    pub schema: Schema,
+    /// Progress callback (tests use it to kill the server mid-read).
+    pub on_page: Option<PageHook>,
+}
+
+impl std::fmt::Debug for LdapSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LdapSource")
+            .field("url", &self.url)
+            .field("bind_dn", &self.bind_dn)
+            .field("bind_password", &self.bind_password)
+            .field("starttls", &self.starttls)
+            .field("tls_verify", &self.tls_verify)
+            .field("page_size", &self.page_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The LDAP result codes a reader meets, named, with what to do.
+fn describe_rc(rc: u32) -> String {
+    let (name, hint) = match rc {
+        3 => ("timeLimitExceeded", "the server's time limit cut the search; raise it for the bind account"),
+        4 => ("sizeLimitExceeded", "the bind account's size limit cut the search; give it unlimited size limits (slapd: size=unlimited, including size.prtotal for paged searches)"),
+        10 => ("referral", "the base DN lives on another server; point source.users_base / groups_base at this server's naming context"),
+        11 => ("adminLimitExceeded", "an administrative limit cut the search"),
+        12 => ("unavailableCriticalExtension", "the server does not support paged results"),
+        32 => ("noSuchObject", "the base DN does not exist"),
+        49 => ("invalidCredentials", "check source.bind_dn and the bind password"),
+        50 => ("insufficientAccessRights", "the bind account may not read these entries"),
+        51 => ("busy", "the server is busy; the next run will retry"),
+        52 => ("unavailable", "the server is unavailable; the next run will retry"),
+        _ => ("", ""),
+    };
+    if name.is_empty() {
+        format!("result code {rc}")
+    } else {
+        format!("result code {rc} ({name}): {hint}")
+    }
+}
+
+/// `member;range=0-1499` -> ("member", 0, Some(1499)); `member;range=1500-*` -> (.., None).
+pub fn parse_range(attr: &str) -> Option<(String, u64, Option<u64>)> {
+    let (base, opts) = attr.split_once(';')?;
+    let range = opts.split(';').find_map(|o| {
+        o.strip_prefix("range=")
+            .or_else(|| o.strip_prefix("Range="))
+    })?;
+    let (lo, hi) = range.split_once('-')?;
+    let lo = lo.parse().ok()?;
+    let hi = if hi == "*" {
+        None
+    } else {
+        Some(hi.parse().ok()?)
+    };
+    Some((base.to_ascii_lowercase(), lo, hi))
+}
+
+/// What ranged retrieval still has to fetch for one entry: for every `attr;range=lo-hi` with a
+/// finite `hi`, the next request is `attr;range=(hi+1)-*`. Values are merged under `attr`.
+pub fn absorb_ranges(entry: &mut Entry) -> Vec<String> {
+    let ranged: Vec<String> = entry
+        .attribute_names()
+        .filter(|n| n.contains(";range="))
+        .map(str::to_owned)
+        .collect();
+    let mut next = Vec::new();
+    for name in ranged {
+        let values = entry.take(&name);
+        if let Some((base, _, hi)) = parse_range(&name) {
+            for v in values {
+                entry.push(&base, v);
+            }
+            if let Some(hi) = hi {
+                next.push(format!("{base};range={}-*", hi + 1));
+            }
+        }
+    }
+    next
+}
+
+/// The AD in-chain filter: people who are members of `group_dn` directly or through nesting.
+pub fn in_chain_filter(users_filter: &str, group_dn: &str) -> String {
+    format!(
+        "(&{users_filter}(memberOf:1.2.840.113556.1.4.1941:={}))",
+        ldap3::ldap_escape(group_dn)
+    )
+}
+
+fn to_entry(se: SearchEntry) -> Entry {
+    let mut e = Entry::new(Dn::new(&se.dn));
+    for (k, vs) in se.attrs {
+        for v in vs {
+            e.push(&k, v);
+        }
+    }
+    // Binary values (AD objectGUID) as hex, so they stay comparable text.
+    for (k, vs) in se.bin_attrs {
+        for v in vs {
+            e.push(&k, v.iter().map(|b| format!("{b:02x}")).collect());
+        }
+    }
+    e
+}
+
+impl LdapSource {
+    fn err(&self, stage: &str, message: impl Into<String>) -> SourceError {
+        SourceError::Ldap {
+            url: self.url.clone(),
+            stage: stage.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn user_attributes(&self) -> Vec<String> {
+        let s = &self.schema;
+        let mut a = vec![
+            "objectClass".to_owned(),
+            s.account_id_attribute.clone(),
+            s.email_attribute.clone(),
+            s.display_name_attribute.clone(),
+            s.uid_attribute.clone(),
+            "memberOf".into(),
+        ];
+        if s.ad_user_account_control {
+            a.push("userAccountControl".into());
+        }
+        if s.ppolicy_locked {
+            // Operational: returned only when asked for by name.
+            a.push("pwdAccountLockedTime".into());
+        }
+        a.extend(s.disabled_attribute.clone());
+        a.extend(s.stable_id_attribute.clone());
+        a.sort();
+        a.dedup();
+        a
+    }
+
+    fn group_attributes(&self) -> Vec<String> {
+        vec![
+            "objectClass".into(),
+            self.schema.group_name_attribute.clone(),
+            "member".into(),
+            "uniqueMember".into(),
+            "memberUid".into(),
+        ]
+    }
+
+    async fn connect(&self) -> Result<Ldap, SourceError> {
+        crate::tls::install_provider();
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(self.connect_timeout)
+            .set_starttls(self.starttls);
+        if !self.tls_verify {
+            tracing::warn!(url = self.url, "LDAP TLS certificate verification is DISABLED (source.tls_verify = false): anyone on the path can read the directory and forge its answers");
+            settings = settings.set_no_tls_verify(true);
+        } else if let Some(ca) = &self.ca_file {
+            let config =
+                crate::tls::client_config_with_ca(ca).map_err(|m| self.err("TLS setup", m))?;
+            settings = settings.set_config(Arc::new(config));
+        }
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.url)
+            .await
+            .map_err(|e| self.err("connect", e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.drive().await {
+                tracing::debug!(error = %e, "LDAP connection ended");
+            }
+        });
+        if let Some(dn) = &self.bind_dn {
+            let pw = self
+                .bind_password
+                .as_ref()
+                .map(Secret::expose)
+                .unwrap_or_default();
+            let res = ldap
+                .with_timeout(self.op_timeout)
+                .simple_bind(dn, pw)
+                .await
+                .map_err(|e| self.err("bind", e.to_string()))?;
+            if res.rc != 0 {
+                return Err(self.err("bind", format!("as {dn}: {}", describe_rc(res.rc))));
+            }
+        }
+        Ok(ldap)
+    }
+
+    /// One paged search, every page checked. Returns entries in server order.
+    async fn paged_search(
+        &self,
+        ldap: &mut Ldap,
+        name: &str,
+        spec: &SearchSpec,
+        filter: &str,
+        attrs: &[String],
+    ) -> Result<Vec<Entry>, SourceError> {
+        let stage = format!("search {name} under {} with {filter}", spec.base);
+        let mut cookie: Vec<u8> = Vec::new();
+        let mut entries = Vec::new();
+        let mut pages = 0usize;
+        let started = Instant::now();
+        loop {
+            let mut control: RawControl = PagedResults {
+                size: i32::try_from(self.page_size).unwrap_or(i32::MAX),
+                cookie: cookie.clone(),
+            }
+            .into();
+            // Critical: a server that cannot page must refuse, not answer a truncated set.
+            control.crit = true;
+            let mut stream = ldap
+                .with_controls(vec![control])
+                .with_timeout(self.op_timeout)
+                .streaming_search(&spec.base, spec.scope, filter, attrs.to_vec())
+                .await
+                .map_err(|e| self.err(&stage, e.to_string()))?;
+            loop {
+                match stream.next().await {
+                    Ok(Some(re)) => {
+                        if re.is_ref() {
+                            let _ = stream.finish().await;
+                            return Err(self.err(&stage, "the server returned a referral (not followed): part of the tree is elsewhere"));
+                        }
+                        entries.push(to_entry(SearchEntry::construct(re)));
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        return Err(self.err(
+                            &stage,
+                            format!("read interrupted after {} entries: {e}", entries.len()),
+                        ))
+                    }
+                }
+            }
+            let res = stream.finish().await;
+            if res.rc != 0 {
+                return Err(self.err(
+                    &stage,
+                    format!(
+                        "page {} ended with {}{}",
+                        pages + 1,
+                        describe_rc(res.rc),
+                        if res.text.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", res.text)
+                        }
+                    ),
+                ));
+            }
+            pages += 1;
+            if let Some(hook) = &self.on_page {
+                hook(name, pages, entries.len());
+            }
+            if pages % 20 == 0 {
+                tracing::info!(
+                    search = name,
+                    pages,
+                    entries = entries.len(),
+                    "reading directory"
+                );
+            }
+            let next = res.ctrls.iter().find_map(|c| match c {
+                Control(Some(ControlType::PagedResults), raw) => {
+                    Some(raw.parse::<PagedResults>().cookie)
+                }
+                _ => None,
+            });
+            match next {
+                Some(c) if !c.is_empty() => cookie = c,
+                // No control on a successful first page: the server answered in one go.
+                _ => break,
+            }
+        }
+        tracing::debug!(
+            search = name,
+            pages,
+            entries = entries.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "search done"
+        );
+        Ok(entries)
+    }
+
+    /// Fetches the rest of ranged attributes (AD returns at most 1500 values per request).
+    async fn complete_ranges(
+        &self,
+        ldap: &mut Ldap,
+        entries: &mut [Entry],
+    ) -> Result<(), SourceError> {
+        for e in entries.iter_mut() {
+            let mut next = absorb_ranges(e);
+            let mut rounds = 0;
+            while !next.is_empty() {
+                rounds += 1;
+                if rounds > 10_000 {
+                    return Err(
+                        self.err("ranged retrieval", format!("{}: range never ended", e.dn))
+                    );
+                }
+                let (res, _) = ldap
+                    .with_timeout(self.op_timeout)
+                    .search(e.dn.as_str(), Scope::Base, "(objectClass=*)", next.clone())
+                    .await
+                    .map_err(|err| self.err("ranged retrieval", format!("{}: {err}", e.dn)))?
+                    .success()
+                    .map_err(|err| self.err("ranged retrieval", format!("{}: {err}", e.dn)))?;
+                let [one] = <[_; 1]>::try_from(res).map_err(|_| {
+                    self.err(
+                        "ranged retrieval",
+                        format!("{}: expected exactly one entry", e.dn),
+                    )
+                })?;
+                let mut more = to_entry(SearchEntry::construct(one));
+                let follow = absorb_ranges(&mut more);
+                for name in more
+                    .attribute_names()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+                {
+                    for v in more.take(&name) {
+                        e.push(&name, v);
+                    }
+                }
+                next = follow;
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_inner(&self) -> Result<Entries, SourceError> {
+        let mut ldap = self.connect().await?;
+        let users = self
+            .paged_search(
+                &mut ldap,
+                "users",
+                &self.users,
+                &self.users.filter,
+                &self.user_attributes(),
+            )
+            .await?;
+        let mut groups = self
+            .paged_search(
+                &mut ldap,
+                "groups",
+                &self.groups,
+                &self.groups.filter,
+                &self.group_attributes(),
+            )
+            .await?;
+        if self.ad_range_retrieval {
+            self.complete_ranges(&mut ldap, &mut groups).await?;
+        }
+        if self.ad_in_chain {
+            // The server resolves nesting: each group's members are the people in its chain.
+            for g in groups.iter_mut() {
+                let filter = in_chain_filter(&self.users.filter, g.dn.as_str());
+                let members = self
+                    .paged_search(
+                        &mut ldap,
+                        "in-chain members",
+                        &self.users,
+                        &filter,
+                        &["1.1".to_owned()],
+                    )
+                    .await?;
+                g.take("member");
+                g.take("uniquemember");
+                for m in members {
+                    g.push("member", m.dn.as_str().to_owned());
+                }
+            }
+        }
+        let mut disabled = BTreeSet::new();
+        if let Some(f) = &self.disabled_filter {
+            let filter = format!("(&{}{f})", self.users.filter);
+            for e in self
+                .paged_search(
+                    &mut ldap,
+                    "disabled users",
+                    &self.users,
+                    &filter,
+                    &["1.1".to_owned()],
+                )
+                .await?
+            {
+                disabled.insert(e.dn);
+            }
+        }
+        let _ = ldap.unbind().await;
+        Ok(Entries {
+            users,
+            groups,
+            disabled,
+        })
+    }
+
+    /// Reads people and groups, or fails. Runs in its own task, so even a panic inside the LDAP
+    /// client turns into an error rather than a partial result.
+    pub async fn read(&self) -> Result<Entries, SourceError> {
+        let me = self.clone();
+        let limit = self.read_timeout;
+        let task = tokio::spawn(async move { tokio::time::timeout(limit, me.read_inner()).await });
+        match task.await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(self.err(
+                "read",
+                format!(
+                    "did not finish within {} s (source.read_timeout_secs)",
+                    limit.as_secs()
+                ),
+            )),
+            Err(e) => Err(self.err("read", format!("the LDAP client failed: {e}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_like_active_directory_sends_them() {
+        assert_eq!(
+            parse_range("member;range=0-1499"),
+            Some(("member".into(), 0, Some(1499)))
+        );
+        assert_eq!(
+            parse_range("member;range=1500-*"),
+            Some(("member".into(), 1500, None))
+        );
+        assert_eq!(
+            parse_range("Member;Range=3000-4499"),
+            Some(("member".into(), 3000, Some(4499)))
+        );
+        assert_eq!(parse_range("member"), None);
+        assert_eq!(parse_range("member;binary"), None);
+    }
+
+    /// The shape AD returns for a group over 1500 members: an empty `member` and a ranged one.
+    #[test]
+    fn ranged_values_merge_and_name_the_next_request() {
+        let mut e = Entry::new(Dn::new("CN=Big,OU=Groups,DC=corp,DC=test"));
+        e.push("objectClass", "group".into());
+        e.push("cn", "Big".into());
+        for i in 0..1500 {
+            e.push(
+                "member;range=0-1499",
+                format!("CN=u{i},OU=People,DC=corp,DC=test"),
+            );
+        }
+        assert_eq!(absorb_ranges(&mut e), ["member;range=1500-*"]);
+        assert_eq!(e.get("member").len(), 1500);
+
+        // The last answer: the range ends with `*`, nothing more to fetch.
+        let mut last = Entry::new(Dn::new("CN=Big,OU=Groups,DC=corp,DC=test"));
+        for i in 1500..1700 {
+            last.push(
+                "member;range=1500-*",
+                format!("CN=u{i},OU=People,DC=corp,DC=test"),
+            );
+        }
+        assert!(absorb_ranges(&mut last).is_empty());
+        assert_eq!(last.get("member").len(), 200);
+    }
+
+    #[test]
+    fn the_in_chain_filter_escapes_the_group_dn() {
+        assert_eq!(
+            in_chain_filter("(objectClass=user)", "CN=R&D (EU),OU=Groups,DC=corp"),
+            "(&(objectClass=user)(memberOf:1.2.840.113556.1.4.1941:=CN=R&D \\28EU\\29,OU=Groups,DC=corp))"
+        );
+    }
+
+    #[test]
+    fn result_codes_say_what_to_do() {
+        assert!(describe_rc(4).contains("sizeLimitExceeded"));
+        assert!(describe_rc(4).contains("size.prtotal"));
+        assert!(describe_rc(10).contains("referral"));
+        assert_eq!(describe_rc(99), "result code 99");
+    }
+}
