@@ -127,16 +127,19 @@ async fn the_example_config_is_valid_apart_from_its_secret_file() {
     .await;
     let out = text(&o);
     assert_eq!(o.status.code(), Some(2), "{out}");
-    // The only problem is the token file that does not exist on this machine.
+    // The only problems are the secret and CA files that do not exist on this machine.
     let problems: Vec<&str> = out
         .lines()
         .filter(|l| l.trim_start().starts_with("- "))
         .collect();
-    assert_eq!(problems.len(), 1, "{out}");
-    assert!(
-        problems[0].contains("credentials.admin.token_file"),
-        "{out}"
-    );
+    assert_eq!(problems.len(), 3, "{out}");
+    for key in [
+        "credentials.admin.token_file",
+        "source.bind_password_file",
+        "source.ca_file",
+    ] {
+        assert!(problems.iter().any(|p| p.contains(key)), "{key}: {out}");
+    }
 }
 
 #[tokio::test]
