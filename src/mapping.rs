@@ -326,7 +326,7 @@ member: uid=ann,dc=x
     #[test]
     fn disabled_people_are_desired_nowhere_and_listed_as_leavers() {
         let dir = resolve(
-            &Entries::split(ldif::parse(DIR, "t").expect("ldif"), &Schema::default()),
+            Entries::split(ldif::parse(DIR, "t").expect("ldif"), &Schema::default()),
             &Schema::default(),
         );
         let d = desired(&dir, &[group_rule("cn=devs,dc=x")], &[], &[]).expect("maps");
@@ -343,7 +343,7 @@ member: uid=ann,dc=x
     #[test]
     fn a_missing_or_ambiguous_directory_group_is_an_error_not_an_empty_group() {
         let dir = resolve(
-            &Entries::split(ldif::parse(DIR, "t").expect("ldif"), &Schema::default()),
+            Entries::split(ldif::parse(DIR, "t").expect("ldif"), &Schema::default()),
             &Schema::default(),
         );
         assert!(matches!(

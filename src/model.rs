@@ -223,28 +223,50 @@ pub struct Repo {
 /// around `,` and `=` removed, values compared case-insensitively (directories treat `cn` and
 /// `ou` values case-insensitively). The original spelling is kept for messages.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
 pub struct Dn {
     raw: String,
-    #[serde(skip)]
-    norm: String,
+    /// The normalised form, kept only when it differs from `raw` (most DNs a server returns are
+    /// already lower-case without spaces; a directory holds hundreds of thousands of them).
+    norm: Option<Box<str>>,
+}
+
+impl From<String> for Dn {
+    fn from(s: String) -> Dn {
+        Dn::from_string(s)
+    }
+}
+impl From<Dn> for String {
+    fn from(d: Dn) -> String {
+        d.raw
+    }
 }
 
 impl Dn {
     pub fn new(raw: &str) -> Self {
+        Self::from_string(raw.trim().to_owned())
+    }
+    /// Takes ownership of the DN text (no copy when it is already normalised).
+    pub fn from_string(mut raw: String) -> Self {
+        if raw.starts_with(char::is_whitespace) || raw.ends_with(char::is_whitespace) {
+            raw = raw.trim().to_owned();
+        }
+        let mut norm = String::new();
+        normalise_dn_into(&raw, &mut norm);
         Self {
-            raw: raw.trim().to_owned(),
-            norm: normalise_dn(raw),
+            norm: (norm != raw).then(|| norm.into_boxed_str()),
+            raw,
         }
     }
     pub fn as_str(&self) -> &str {
         &self.raw
     }
     pub fn normalised(&self) -> &str {
-        &self.norm
+        self.norm.as_deref().unwrap_or(&self.raw)
     }
     /// The value of the first RDN (`cn=Developers,ou=..` -> `Developers`).
     pub fn first_value(&self) -> &str {
-        let first = split_rdns(&self.raw).into_iter().next().unwrap_or_default();
+        let first = split_unescaped(&self.raw, b',').next().unwrap_or_default();
         match first.split_once('=') {
             Some((_, v)) => v.trim(),
             None => first.trim(),
@@ -253,13 +275,13 @@ impl Dn {
 }
 impl PartialEq for Dn {
     fn eq(&self, o: &Self) -> bool {
-        self.norm == o.norm
+        self.normalised() == o.normalised()
     }
 }
 impl Eq for Dn {}
 impl std::hash::Hash for Dn {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.norm.hash(h)
+        self.normalised().hash(h)
     }
 }
 impl PartialOrd for Dn {
@@ -269,7 +291,7 @@ impl PartialOrd for Dn {
 }
 impl Ord for Dn {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        self.norm.cmp(&o.norm)
+        self.normalised().cmp(o.normalised())
     }
 }
 impl fmt::Display for Dn {
@@ -278,43 +300,65 @@ impl fmt::Display for Dn {
     }
 }
 
-/// Splits a DN on unescaped commas.
-fn split_rdns(dn: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let bytes = dn.as_bytes();
-    let (mut start, mut i) = (0, 0);
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => i += 1,
-            b',' => {
-                out.push(&dn[start..i]);
-                start = i + 1;
-            }
-            _ => {}
+/// Splits on `sep` where it is not escaped with a backslash.
+fn split_unescaped(s: &str, sep: u8) -> impl Iterator<Item = &str> {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
         }
-        i += 1;
-    }
-    out.push(&dn[start..]);
-    out
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' => i += 2,
+                c if c == sep => {
+                    let part = &s[start..i];
+                    i += 1;
+                    start = i;
+                    return Some(part);
+                }
+                _ => i += 1,
+            }
+        }
+        done = true;
+        Some(&s[start.min(s.len())..])
+    })
 }
 
-fn normalise_dn(dn: &str) -> String {
-    split_rdns(dn.trim())
-        .into_iter()
-        .map(|rdn| {
-            // Multi-valued RDNs (`cn=a+uid=b`) are rare in user/group DNs; normalise each part.
-            rdn.split('+')
-                .map(|ava| match ava.split_once('=') {
-                    Some((t, v)) => {
-                        format!("{}={}", t.trim().to_lowercase(), v.trim().to_lowercase())
-                    }
-                    None => ava.trim().to_lowercase(),
-                })
-                .collect::<Vec<_>>()
-                .join("+")
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+fn push_lower(out: &mut String, s: &str) {
+    if s.is_ascii() {
+        out.extend(s.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+    } else {
+        out.push_str(&s.to_lowercase());
+    }
+}
+
+/// Writes the normalised form of `dn` into `out` (cleared first): attribute types and values
+/// lower-cased, spaces around `,` `+` `=` removed. Used with a reused buffer to look DNs up
+/// without allocating.
+pub fn normalise_dn_into(dn: &str, out: &mut String) {
+    out.clear();
+    for (i, rdn) in split_unescaped(dn.trim(), b',').enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // Multi-valued RDNs (`cn=a+uid=b`) are rare in user/group DNs; normalise each part.
+        for (j, ava) in split_unescaped(rdn, b'+').enumerate() {
+            if j > 0 {
+                out.push('+');
+            }
+            match ava.split_once('=') {
+                Some((t, v)) => {
+                    push_lower(out, t.trim());
+                    out.push('=');
+                    push_lower(out, v.trim());
+                }
+                None => push_lower(out, ava.trim()),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -344,6 +388,16 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.first_value(), "Ann Lee");
         assert_eq!(a.as_str(), "CN=Ann Lee, OU=People,dc=Example,dc=com");
+    }
+
+    #[test]
+    fn normalised_dns_are_stored_once() {
+        let d = Dn::new("uid=ann,ou=people,dc=x");
+        assert!(d.norm.is_none());
+        assert_eq!(d.normalised(), "uid=ann,ou=people,dc=x");
+        let e = Dn::new("UID=Ann + CN=A, OU=People");
+        assert_eq!(e.normalised(), "uid=ann+cn=a,ou=people");
+        assert_eq!(e.as_str(), "UID=Ann + CN=A, OU=People");
     }
 
     #[test]

@@ -12,12 +12,11 @@
 //! account's `size.prtotal`; ldap3's stream then simply ends, and only the final result code
 //! tells, which is why each page's code is checked.
 
-use super::{Entries, Entry, Schema, SourceError};
+use super::{Entry, Schema, SourceError};
 use crate::config::Secret;
 use crate::model::Dn;
 use ldap3::controls::{Control, ControlType, PagedResults, RawControl};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -148,17 +147,18 @@ pub fn in_chain_filter(users_filter: &str, group_dn: &str) -> String {
 }
 
 fn to_entry(se: SearchEntry) -> Entry {
-    let mut e = Entry::new(Dn::new(&se.dn));
+    let mut e = Entry::new(Dn::from_string(se.dn));
     for (k, vs) in se.attrs {
-        for v in vs {
-            e.push(&k, v);
-        }
+        e.push_all(k, vs);
     }
     // Binary values (AD objectGUID) as hex, so they stay comparable text.
     for (k, vs) in se.bin_attrs {
-        for v in vs {
-            e.push(&k, v.iter().map(|b| format!("{b:02x}")).collect());
-        }
+        e.push_all(
+            k,
+            vs.iter()
+                .map(|v| v.iter().map(|b| format!("{b:02x}")).collect())
+                .collect(),
+        );
     }
     e
 }
@@ -245,7 +245,10 @@ impl LdapSource {
         Ok(ldap)
     }
 
-    /// One paged search, every page checked. Returns entries in server order.
+    /// One paged search, every page checked; entries go to `sink` in server order. Pipelined:
+    /// the next page is requested before the entries of the previous one are decoded and
+    /// handed over, so the client works while the server prepares the page. Returns the
+    /// number of entries.
     async fn paged_search(
         &self,
         ldap: &mut Ldap,
@@ -253,16 +256,17 @@ impl LdapSource {
         spec: &SearchSpec,
         filter: &str,
         attrs: &[String],
-    ) -> Result<Vec<Entry>, SourceError> {
+        sink: &mut dyn FnMut(Entry),
+    ) -> Result<usize, SourceError> {
         let stage = format!("search {name} under {} with {filter}", spec.base);
         let mut cookie: Vec<u8> = Vec::new();
-        let mut entries = Vec::new();
-        let mut pages = 0usize;
+        let mut pending: Vec<ldap3::ResultEntry> = Vec::new();
+        let (mut count, mut pages) = (0usize, 0usize);
         let started = Instant::now();
         loop {
             let mut control: RawControl = PagedResults {
                 size: i32::try_from(self.page_size).unwrap_or(i32::MAX),
-                cookie: cookie.clone(),
+                cookie: std::mem::take(&mut cookie),
             }
             .into();
             // Critical: a server that cannot page must refuse, not answer a truncated set.
@@ -273,6 +277,11 @@ impl LdapSource {
                 .streaming_search(&spec.base, spec.scope, filter, attrs.to_vec())
                 .await
                 .map_err(|e| self.err(&stage, e.to_string()))?;
+            // Let the connection task send the request, then decode the previous page.
+            tokio::task::yield_now().await;
+            for re in pending.drain(..) {
+                sink(to_entry(SearchEntry::construct(re)));
+            }
             loop {
                 match stream.next().await {
                     Ok(Some(re)) => {
@@ -280,13 +289,14 @@ impl LdapSource {
                             let _ = stream.finish().await;
                             return Err(self.err(&stage, "the server returned a referral (not followed): part of the tree is elsewhere"));
                         }
-                        entries.push(to_entry(SearchEntry::construct(re)));
+                        count += 1;
+                        pending.push(re);
                     }
                     Ok(None) => break,
                     Err(e) => {
                         return Err(self.err(
                             &stage,
-                            format!("read interrupted after {} entries: {e}", entries.len()),
+                            format!("read interrupted after {count} entries: {e}"),
                         ))
                     }
                 }
@@ -309,15 +319,10 @@ impl LdapSource {
             }
             pages += 1;
             if let Some(hook) = &self.on_page {
-                hook(name, pages, entries.len());
+                hook(name, pages, count);
             }
             if pages % 20 == 0 {
-                tracing::info!(
-                    search = name,
-                    pages,
-                    entries = entries.len(),
-                    "reading directory"
-                );
+                tracing::info!(search = name, pages, entries = count, "reading directory");
             }
             let next = res.ctrls.iter().find_map(|c| match c {
                 Control(Some(ControlType::PagedResults), raw) => {
@@ -331,14 +336,17 @@ impl LdapSource {
                 _ => break,
             }
         }
+        for re in pending.drain(..) {
+            sink(to_entry(SearchEntry::construct(re)));
+        }
         tracing::debug!(
             search = name,
             pages,
-            entries = entries.len(),
+            entries = count,
             ms = started.elapsed().as_millis() as u64,
             "search done"
         );
-        Ok(entries)
+        Ok(count)
     }
 
     /// Fetches the rest of ranged attributes (AD returns at most 1500 values per request).
@@ -387,7 +395,8 @@ impl LdapSource {
         Ok(())
     }
 
-    async fn read_inner(&self) -> Result<Entries, SourceError> {
+    /// Reads everything into `into`; returns how many person entries the server returned.
+    async fn read_into(&self, into: &mut super::Resolver<'_>) -> Result<usize, SourceError> {
         let mut ldap = self.connect().await?;
         let users = self
             .paged_search(
@@ -396,17 +405,19 @@ impl LdapSource {
                 &self.users,
                 &self.users.filter,
                 &self.user_attributes(),
+                &mut |e| into.add_person(e),
             )
             .await?;
-        let mut groups = self
-            .paged_search(
-                &mut ldap,
-                "groups",
-                &self.groups,
-                &self.groups.filter,
-                &self.group_attributes(),
-            )
-            .await?;
+        let mut groups = Vec::new();
+        self.paged_search(
+            &mut ldap,
+            "groups",
+            &self.groups,
+            &self.groups.filter,
+            &self.group_attributes(),
+            &mut |e| groups.push(e),
+        )
+        .await?;
         if self.ad_range_retrieval {
             self.complete_ranges(&mut ldap, &mut groups).await?;
         }
@@ -414,61 +425,89 @@ impl LdapSource {
             // The server resolves nesting: each group's members are the people in its chain.
             for g in groups.iter_mut() {
                 let filter = in_chain_filter(&self.users.filter, g.dn.as_str());
-                let members = self
-                    .paged_search(
-                        &mut ldap,
-                        "in-chain members",
-                        &self.users,
-                        &filter,
-                        &["1.1".to_owned()],
-                    )
-                    .await?;
-                g.take("member");
-                g.take("uniquemember");
-                for m in members {
-                    g.push("member", m.dn.as_str().to_owned());
-                }
-            }
-        }
-        let mut disabled = BTreeSet::new();
-        if let Some(f) = &self.disabled_filter {
-            let filter = format!("(&{}{f})", self.users.filter);
-            for e in self
-                .paged_search(
+                let mut members = Vec::new();
+                self.paged_search(
                     &mut ldap,
-                    "disabled users",
+                    "in-chain members",
                     &self.users,
                     &filter,
                     &["1.1".to_owned()],
+                    &mut |m| members.push(m.dn),
                 )
-                .await?
-            {
-                disabled.insert(e.dn);
+                .await?;
+                g.take("member");
+                g.take("uniquemember");
+                for m in members {
+                    g.push("member", m.as_str().to_owned());
+                }
             }
         }
+        for g in groups {
+            into.add_group(g);
+        }
+        if let Some(f) = &self.disabled_filter {
+            let filter = format!("(&{}{f})", self.users.filter);
+            self.paged_search(
+                &mut ldap,
+                "disabled users",
+                &self.users,
+                &filter,
+                &["1.1".to_owned()],
+                &mut |e| into.add_disabled(e.dn),
+            )
+            .await?;
+        }
         let _ = ldap.unbind().await;
-        Ok(Entries {
-            users,
-            groups,
-            disabled,
-        })
+        Ok(users)
     }
 
-    /// Reads people and groups, or fails. Runs in its own task, so even a panic inside the LDAP
-    /// client turns into an error rather than a partial result.
-    pub async fn read(&self) -> Result<Entries, SourceError> {
+    /// Reads people and groups and resolves them, or fails.
+    ///
+    /// Runs on a thread of its own with a single-threaded runtime: the entries are allocated,
+    /// resolved and freed by one thread (glibc's allocator is several times slower when a
+    /// hundred thousand entries are freed across threads), the daemon's runtime stays free, and
+    /// even a panic inside the LDAP client becomes an error instead of a partial result.
+    pub async fn read_directory(&self) -> Result<super::Directory, SourceError> {
         let me = self.clone();
         let limit = self.read_timeout;
-        let task = tokio::spawn(async move { tokio::time::timeout(limit, me.read_inner()).await });
+        let task = tokio::task::spawn_blocking(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| me.err("read", format!("cannot start the LDAP runtime: {e}")))?;
+            rt.block_on(async {
+                let started = Instant::now();
+                let mut resolver = super::Resolver::new(&me.schema);
+                let users = match tokio::time::timeout(limit, me.read_into(&mut resolver)).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Err(me.err(
+                            "read",
+                            format!(
+                                "did not finish within {} s (source.read_timeout_secs)",
+                                limit.as_secs()
+                            ),
+                        ))
+                    }
+                };
+                if users == 0 {
+                    return Err(SourceError::Empty {
+                        origin: format!("{} under {}", me.url, me.users.base),
+                    });
+                }
+                let read_ms = started.elapsed().as_millis() as u64;
+                let dir = resolver.finish();
+                tracing::debug!(
+                    read_ms,
+                    finish_ms = started.elapsed().as_millis() as u64 - read_ms,
+                    users,
+                    "directory read"
+                );
+                Ok(dir)
+            })
+        });
         match task.await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(self.err(
-                "read",
-                format!(
-                    "did not finish within {} s (source.read_timeout_secs)",
-                    limit.as_secs()
-                ),
-            )),
+            Ok(r) => r,
             Err(e) => Err(self.err("read", format!("the LDAP client failed: {e}"))),
         }
     }

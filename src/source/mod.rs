@@ -11,7 +11,7 @@
 pub mod ldap;
 pub mod ldif;
 
-use crate::model::{AccountId, Dn};
+use crate::model::{normalise_dn_into, AccountId, Dn};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -55,6 +55,15 @@ impl SourceError {
     }
 }
 
+/// Attribute names compare case-insensitively; most callers already pass lower case.
+fn lower(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
+}
+
 /// One directory entry: a DN and its attributes (names lower-cased, values in order).
 #[derive(Clone, Debug)]
 pub struct Entry {
@@ -70,14 +79,26 @@ impl Entry {
         }
     }
     pub fn push(&mut self, name: &str, value: String) {
-        self.attrs
-            .entry(name.to_ascii_lowercase())
-            .or_default()
-            .push(value);
+        match self.attrs.get_mut(lower(name).as_ref()) {
+            Some(v) => v.push(value),
+            None => {
+                self.attrs.insert(name.to_ascii_lowercase(), vec![value]);
+            }
+        }
+    }
+    /// Adds values under an owned attribute name (lower-cased in place: no copy).
+    pub fn push_all(&mut self, mut name: String, values: Vec<String>) {
+        name.make_ascii_lowercase();
+        match self.attrs.get_mut(&name) {
+            Some(v) => v.extend(values),
+            None => {
+                self.attrs.insert(name, values);
+            }
+        }
     }
     pub fn get(&self, name: &str) -> &[String] {
         self.attrs
-            .get(&name.to_ascii_lowercase())
+            .get(lower(name).as_ref())
             .map(Vec::as_slice)
             .unwrap_or(&[])
     }
@@ -87,9 +108,11 @@ impl Entry {
     }
     /// Removes and returns an attribute's values.
     pub fn take(&mut self, name: &str) -> Vec<String> {
-        self.attrs
-            .remove(&name.to_ascii_lowercase())
-            .unwrap_or_default()
+        self.attrs.remove(lower(name).as_ref()).unwrap_or_default()
+    }
+    /// Removes an attribute and returns its first value.
+    pub fn take_first(&mut self, name: &str) -> Option<String> {
+        self.take(name).into_iter().next()
     }
     pub fn first(&self, name: &str) -> Option<&str> {
         self.get(name).first().map(String::as_str)
@@ -179,10 +202,16 @@ pub struct EntryIssue {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Directory {
     pub people: BTreeMap<AccountId, Person>,
+    #[serde(serialize_with = "groups_as_list")]
     pub groups: BTreeMap<Dn, Group>,
     /// Account ids whose entries were ambiguous (duplicates): never added or removed anywhere.
     pub protected: BTreeSet<AccountId>,
     pub issues: Vec<EntryIssue>,
+}
+
+/// JSON map keys must be strings; groups serialise as a list (each carries its DN).
+fn groups_as_list<S: serde::Serializer>(g: &BTreeMap<Dn, Group>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(g.values())
 }
 
 impl Directory {
@@ -213,14 +242,14 @@ fn truthy(v: &str) -> bool {
     )
 }
 
-fn disabled_reason(e: &Entry, s: &Schema) -> Option<String> {
-    if let Some(attr) = &s.disabled_attribute {
-        if let Some(v) = e.get(attr).iter().find(|v| truthy(v)) {
+fn disabled_reason(e: &Entry, s: &Schema, disabled_attr: Option<&str>) -> Option<String> {
+    if let (Some(attr), Some(lower)) = (&s.disabled_attribute, disabled_attr) {
+        if let Some(v) = e.get(lower).iter().find(|v| truthy(v)) {
             return Some(format!("{attr}={v}"));
         }
     }
     if s.ad_user_account_control {
-        if let Some(v) = e.first("userAccountControl") {
+        if let Some(v) = e.first("useraccountcontrol") {
             if v.trim()
                 .parse::<u64>()
                 .map(|n| n & 0x2 != 0)
@@ -231,7 +260,7 @@ fn disabled_reason(e: &Entry, s: &Schema) -> Option<String> {
         }
     }
     if s.ppolicy_locked {
-        if let Some(v) = e.first("pwdAccountLockedTime") {
+        if let Some(v) = e.first("pwdaccountlockedtime") {
             return Some(format!("pwdAccountLockedTime={v}"));
         }
     }
@@ -264,32 +293,90 @@ impl Entries {
     }
 }
 
-/// Turns entries into a [`Directory`]. Pure; the only function every source shares, so the
-/// LDIF and LDAP sources map the same entries identically.
+/// Turns entries into a [`Directory`]. Pure; the only code every source shares, so the LDIF
+/// and LDAP sources map the same entries identically.
 ///
 /// Bad entries (no account id, a malformed one, two people with one account id, a member DN
 /// that resolves to nothing) are skipped and listed in `issues` with their DN.
-pub fn resolve(input: &Entries, schema: &Schema) -> Directory {
-    let mut dir = Directory::default();
-    let users = &input.users;
-    let groups = &input.groups;
+pub fn resolve(input: Entries, schema: &Schema) -> Directory {
+    let mut r = Resolver::new(schema);
+    for e in input.users {
+        r.add_person(e);
+    }
+    for e in input.groups {
+        r.add_group(e);
+    }
+    for dn in input.disabled {
+        r.add_disabled(dn);
+    }
+    r.finish()
+}
 
-    // People, keyed by DN for member resolution.
-    let mut by_dn: HashMap<Dn, AccountId> = HashMap::new();
-    let mut by_uid: HashMap<String, AccountId> = HashMap::new();
-    let mut seen: HashMap<AccountId, Dn> = HashMap::new();
-    let mut member_of: Vec<(AccountId, Vec<Dn>)> = Vec::new();
-    for e in users {
+/// The resolver, fed entry by entry: a live source hands each page to it as the next page is
+/// being fetched, and no raw entry is kept once read (this bounds time and peak memory on
+/// directories of a hundred thousand people).
+pub struct Resolver<'s> {
+    schema: &'s Schema,
+    a_id: String,
+    a_mail: String,
+    a_name: String,
+    a_uid: String,
+    a_group_name: String,
+    a_stable: Option<String>,
+    a_disabled: Option<String>,
+    people: Vec<Option<Person>>,
+    by_dn: HashMap<String, usize>,
+    by_uid: HashMap<String, usize>,
+    by_id: HashMap<AccountId, usize>,
+    member_of: Vec<(usize, Vec<String>)>,
+    protected_dns: BTreeSet<String>,
+    groups: Vec<Entry>,
+    disabled: BTreeSet<Dn>,
+    dir: Directory,
+}
+
+impl<'s> Resolver<'s> {
+    pub fn new(schema: &'s Schema) -> Self {
+        let attr = |a: &str| a.to_ascii_lowercase();
+        Resolver {
+            a_id: attr(&schema.account_id_attribute),
+            a_mail: attr(&schema.email_attribute),
+            a_name: attr(&schema.display_name_attribute),
+            a_uid: attr(&schema.uid_attribute),
+            a_group_name: attr(&schema.group_name_attribute),
+            a_stable: schema.stable_id_attribute.as_deref().map(attr),
+            a_disabled: schema.disabled_attribute.as_deref().map(attr),
+            schema,
+            people: Vec::new(),
+            by_dn: HashMap::new(),
+            by_uid: HashMap::new(),
+            by_id: HashMap::new(),
+            member_of: Vec::new(),
+            protected_dns: BTreeSet::new(),
+            groups: Vec::new(),
+            disabled: BTreeSet::new(),
+            dir: Directory::default(),
+        }
+    }
+
+    pub fn people_seen(&self) -> usize {
+        self.people.len()
+    }
+
+    /// One person entry.
+    pub fn add_person(&mut self, mut e: Entry) {
+        let schema = self.schema;
+        let dir = &mut self.dir;
         let issue = |p: String| EntryIssue {
             dn: e.dn.to_string(),
             problem: p,
         };
-        let Some(raw) = e.first(&schema.account_id_attribute) else {
+        let Some(raw) = e.first(&self.a_id) else {
             dir.issues.push(issue(format!(
                 "no {} attribute",
                 schema.account_id_attribute
             )));
-            continue;
+            return;
         };
         let id = match AccountId::parse(raw) {
             Ok(id) => id,
@@ -298,137 +385,217 @@ pub fn resolve(input: &Entries, schema: &Schema) -> Directory {
                     "malformed {}: {m}",
                     schema.account_id_attribute
                 )));
-                continue;
+                return;
             }
         };
-        if let Some(first) = seen.get(&id) {
+        if let Some(&first) = self.by_id.get(&id) {
+            let first_dn = self.people[first]
+                .as_ref()
+                .map(|p| p.dn.to_string())
+                .unwrap_or_default();
             dir.issues.push(issue(format!(
-                "account id {id} is also used by {first}; both entries are ignored and their access left as it is"
+                "account id {id} is also used by {first_dn}; both entries are ignored and their access left as it is"
             )));
-            dir.protected.insert(id.clone());
-            continue;
+            self.protected_dns.insert(e.dn.normalised().to_owned());
+            dir.protected.insert(id);
+            return;
         }
-        seen.insert(id.clone(), e.dn.clone());
-        by_dn.insert(e.dn.clone(), id.clone());
-        if let Some(uid) = e.first(&schema.uid_attribute) {
-            by_uid.insert(uid.to_lowercase(), id.clone());
+        let idx = self.people.len();
+        self.by_id.insert(id.clone(), idx);
+        self.by_dn.insert(e.dn.normalised().to_owned(), idx);
+        if let Some(mut uid) = e.take_first(&self.a_uid) {
+            uid.make_ascii_lowercase();
+            self.by_uid.insert(uid, idx);
         }
-        let member_of_dns: Vec<Dn> = e.get("memberOf").iter().map(|d| Dn::new(d)).collect();
-        if !member_of_dns.is_empty() {
-            member_of.push((id.clone(), member_of_dns));
+        let groups_of = e.take("memberof");
+        if !groups_of.is_empty() {
+            self.member_of.push((idx, groups_of));
         }
-        dir.people.insert(
-            id.clone(),
-            Person {
-                dn: e.dn.clone(),
-                display_name: e
-                    .first(&schema.display_name_attribute)
-                    .unwrap_or_else(|| e.dn.first_value())
-                    .to_owned(),
-                email: e.first(&schema.email_attribute).map(str::to_owned),
-                disabled: disabled_reason(e, schema).or_else(|| {
-                    input
-                        .disabled
-                        .contains(&e.dn)
-                        .then(|| "matches source.disabled_filter".to_owned())
-                }),
-                stable_id: schema
-                    .stable_id_attribute
-                    .as_deref()
-                    .and_then(|a| e.first(a))
-                    .map(str::to_owned),
-                account_id: id,
-            },
-        );
-    }
-    // Duplicated ids are ambiguous: drop every entry that used them.
-    for id in &dir.protected {
-        dir.people.remove(id);
-        by_dn.retain(|_, v| v != id);
-        by_uid.retain(|_, v| v != id);
+        let disabled = disabled_reason(&e, schema, self.a_disabled.as_deref());
+        let display_name = e
+            .take_first(&self.a_name)
+            .unwrap_or_else(|| e.dn.first_value().to_owned());
+        self.people.push(Some(Person {
+            display_name,
+            email: e.take_first(&self.a_mail),
+            disabled,
+            stable_id: self.a_stable.as_deref().and_then(|a| e.take_first(a)),
+            account_id: id,
+            dn: e.dn,
+        }));
     }
 
-    // Groups: direct people, nested group DNs.
-    struct Raw {
-        name: String,
-        people: BTreeSet<AccountId>,
-        nested: Vec<Dn>,
+    /// One group entry (kept until [`Resolver::finish`]: members may be read later).
+    pub fn add_group(&mut self, e: Entry) {
+        self.groups.push(e);
     }
-    let mut raw: BTreeMap<Dn, Raw> = BTreeMap::new();
-    let group_dns: BTreeSet<Dn> = groups.iter().map(|e| e.dn.clone()).collect();
-    for e in groups {
-        let mut g = Raw {
-            name: e
-                .first(&schema.group_name_attribute)
-                .unwrap_or_else(|| e.dn.first_value())
-                .to_owned(),
-            people: BTreeSet::new(),
-            nested: Vec::new(),
-        };
-        for m in e.get("member").iter().chain(e.get("uniqueMember")) {
-            // groupOfUniqueNames may carry an optional `#'0101'B` UID suffix.
-            let m = m.split_once('#').map_or(m.as_str(), |(d, _)| d);
-            let dn = Dn::new(m);
-            if let Some(id) = by_dn.get(&dn) {
-                g.people.insert(id.clone());
-            } else if group_dns.contains(&dn) {
-                g.nested.push(dn);
-            } else if !dir.protected.iter().any(|p| seen.get(p) == Some(&dn)) {
-                dir.issues.push(EntryIssue {
-                    dn: e.dn.to_string(),
-                    problem: format!("member {m} resolves to no person or group"),
-                });
-            }
-        }
-        for uid in e.get("memberUid") {
-            match by_uid.get(&uid.to_lowercase()) {
-                Some(id) => {
-                    g.people.insert(id.clone());
+
+    /// A person a server-side filter marked disabled.
+    pub fn add_disabled(&mut self, dn: Dn) {
+        self.disabled.insert(dn);
+    }
+
+    pub fn finish(self) -> Directory {
+        let Resolver {
+            mut people,
+            by_dn,
+            by_uid,
+            by_id,
+            member_of,
+            mut protected_dns,
+            groups,
+            disabled,
+            mut dir,
+            a_group_name,
+            ..
+        } = self;
+        let mut buf = String::new();
+        // Duplicated ids are ambiguous: drop every entry that used them.
+        for id in &dir.protected {
+            if let Some(&i) = by_id.get(id) {
+                if let Some(p) = people[i].take() {
+                    protected_dns.insert(p.dn.normalised().to_owned());
                 }
-                None => dir.issues.push(EntryIssue {
-                    dn: e.dn.to_string(),
-                    problem: format!("memberUid {uid} resolves to no person"),
-                }),
             }
         }
-        raw.insert(e.dn.clone(), g);
-    }
-    // memberOf on people (e.g. AD, or OpenLDAP's memberof overlay) adds direct memberships.
-    for (id, groups) in member_of {
-        for gdn in groups {
-            let entry = raw.entry(gdn.clone()).or_insert_with(|| Raw {
-                name: gdn.first_value().to_owned(),
-                people: BTreeSet::new(),
-                nested: Vec::new(),
-            });
-            entry.people.insert(id.clone());
+        if !disabled.is_empty() {
+            for p in people.iter_mut().flatten() {
+                if p.disabled.is_none() && disabled.contains(&p.dn) {
+                    p.disabled = Some("matches source.disabled_filter".to_owned());
+                }
+            }
         }
-    }
 
-    // Transitive closure, cycle-safe: each group's members = its people + members of nested groups.
-    for (dn, g) in &raw {
-        let mut members = BTreeSet::new();
-        let mut stack = vec![dn.clone()];
-        let mut visited = BTreeSet::new();
-        while let Some(cur) = stack.pop() {
-            if !visited.insert(cur.clone()) {
+        // Groups: direct people and nested groups, by index.
+        struct Raw {
+            dn: Dn,
+            name: String,
+            people: Vec<usize>,
+            nested: Vec<usize>,
+        }
+        let mut raw: Vec<Raw> = Vec::with_capacity(groups.len());
+        let mut group_idx: HashMap<String, usize> = HashMap::with_capacity(groups.len());
+        for (i, e) in groups.iter().enumerate() {
+            group_idx.insert(e.dn.normalised().to_owned(), i);
+        }
+        for mut e in groups {
+            let mut g = Raw {
+                name: e
+                    .take_first(&a_group_name)
+                    .unwrap_or_else(|| e.dn.first_value().to_owned()),
+                people: Vec::new(),
+                nested: Vec::new(),
+                dn: Dn::new(""),
+            };
+            let mut members = e.take("member");
+            members.extend(e.take("uniquemember"));
+            for m in &members {
+                // groupOfUniqueNames may carry an optional `#'0101'B` UID suffix.
+                let m = m.split_once('#').map_or(m.as_str(), |(d, _)| d);
+                normalise_dn_into(m, &mut buf);
+                if let Some(&p) = by_dn.get(buf.as_str()) {
+                    if people[p].is_some() {
+                        g.people.push(p);
+                    }
+                } else if let Some(&n) = group_idx.get(buf.as_str()) {
+                    g.nested.push(n);
+                } else if !protected_dns.contains(buf.as_str()) {
+                    dir.issues.push(EntryIssue {
+                        dn: e.dn.to_string(),
+                        problem: format!("member {m} resolves to no person or group"),
+                    });
+                }
+            }
+            for uid in e.take("memberuid") {
+                match by_uid.get(&uid.to_lowercase()) {
+                    Some(&p) => {
+                        if people[p].is_some() {
+                            g.people.push(p);
+                        }
+                    }
+                    None => dir.issues.push(EntryIssue {
+                        dn: e.dn.to_string(),
+                        problem: format!("memberUid {uid} resolves to no person"),
+                    }),
+                }
+            }
+            g.dn = e.dn;
+            raw.push(g);
+        }
+        // memberOf on people (AD, or OpenLDAP's memberof overlay) adds direct memberships; a
+        // group only named there is created from its DN.
+        for (p, dns) in member_of {
+            if people[p].is_none() {
                 continue;
             }
-            if let Some(r) = raw.get(&cur) {
-                members.extend(r.people.iter().cloned());
-                stack.extend(r.nested.iter().cloned());
+            for gdn in dns {
+                normalise_dn_into(&gdn, &mut buf);
+                let g = match group_idx.get(buf.as_str()) {
+                    Some(&g) => g,
+                    None => {
+                        let dn = Dn::from_string(gdn);
+                        group_idx.insert(dn.normalised().to_owned(), raw.len());
+                        raw.push(Raw {
+                            name: dn.first_value().to_owned(),
+                            dn,
+                            people: Vec::new(),
+                            nested: Vec::new(),
+                        });
+                        raw.len() - 1
+                    }
+                };
+                raw[g].people.push(p);
             }
         }
-        dir.groups.insert(
-            dn.clone(),
-            Group {
-                dn: dn.clone(),
-                name: g.name.clone(),
-                members,
-            },
-        );
+
+        // Transitive closure, cycle-safe: a group's members are its people plus those of every
+        // group reachable through nesting. A stamp per group avoids clearing a visited set.
+        let mut stamp = vec![usize::MAX; raw.len()];
+        let mut stack = Vec::new();
+        let mut closure: Vec<Vec<usize>> = Vec::with_capacity(raw.len());
+        for start in 0..raw.len() {
+            let mut members: Vec<usize> = Vec::new();
+            stack.clear();
+            stack.push(start);
+            while let Some(cur) = stack.pop() {
+                if stamp[cur] == start {
+                    continue;
+                }
+                stamp[cur] = start;
+                members.extend_from_slice(&raw[cur].people);
+                stack.extend(
+                    raw[cur]
+                        .nested
+                        .iter()
+                        .copied()
+                        .filter(|n| stamp[*n] != start),
+                );
+            }
+            members.sort_unstable();
+            members.dedup();
+            closure.push(members);
+        }
+        for (g, members) in raw.into_iter().zip(closure) {
+            let members = members
+                .into_iter()
+                .filter_map(|p| people[p].as_ref().map(|x| x.account_id.clone()))
+                .collect();
+            dir.groups.insert(
+                g.dn.clone(),
+                Group {
+                    dn: g.dn,
+                    name: g.name,
+                    members,
+                },
+            );
+        }
+        dir.people = people
+            .into_iter()
+            .flatten()
+            .map(|p| (p.account_id.clone(), p))
+            .collect();
+        dir
     }
-    dir
 }
 
 /// A configured directory source.
@@ -450,15 +617,7 @@ impl Source {
     /// Reads the whole directory or fails; never returns a partial snapshot.
     pub async fn read(&self) -> Result<Directory, SourceError> {
         let (origin, text, schema) = match self {
-            Source::Ldap(l) => {
-                let entries = l.read().await?;
-                if entries.users.is_empty() {
-                    return Err(SourceError::Empty {
-                        origin: format!("{} under {}", l.url, l.users.base),
-                    });
-                }
-                return Ok(resolve(&entries, &l.schema));
-            }
+            Source::Ldap(l) => return l.read_directory().await,
             Source::LdifFile { path, schema } => {
                 let text =
                     tokio::fs::read_to_string(path)
@@ -475,7 +634,7 @@ impl Source {
         if entries.is_empty() {
             return Err(SourceError::Empty { origin });
         }
-        Ok(resolve(&Entries::split(entries, schema), schema))
+        Ok(resolve(Entries::split(entries, schema), schema))
     }
 
     pub fn schema(&self) -> &Schema {
@@ -504,7 +663,7 @@ mod tests {
             ..Schema::default()
         };
         resolve(
-            &Entries::split(ldif::parse(text, "t").expect("ldif"), &schema),
+            Entries::split(ldif::parse(text, "t").expect("ldif"), &schema),
             &schema,
         )
     }
