@@ -17,12 +17,21 @@ command -v ldapadd >/dev/null 2>&1 || need+=(ldap-utils)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if ((${#need[@]})); then
   echo "installing ${need[*]} for the LDAP tests" >&2
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "need ${need[*]} (Debian packages) and neither root nor sudo is available: install them first" >&2
+      exit 2
+    fi
+    sudo=(sudo)
+  fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
+# A test binary killed hard (a timeout) cannot stop its private slapd: clear leftovers.
+for pidfile in "${TMPDIR:-/tmp}"/bbsync-slapd-*/slapd.pid; do
+  [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+done
 
 # rustfmt and clippy come with rustup's default profile but not with every install.
 for component in rustfmt clippy; do

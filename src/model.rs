@@ -335,29 +335,93 @@ fn push_lower(out: &mut String, s: &str) {
     }
 }
 
+/// Trims spaces around a value, keeping an escaped trailing space (`cn=a\ `).
+fn trim_value(v: &str) -> &str {
+    let v = v.trim_start();
+    let t = v.trim_end();
+    if t.ends_with('\\') && t.len() < v.len() {
+        &v[..t.len() + 1]
+    } else {
+        t
+    }
+}
+
+/// Writes a value in one canonical form: escapes decoded (`\2C` and `\,` are the same comma),
+/// lower-cased, then the RFC 4514 specials re-escaped with a backslash.
+fn push_canonical_value(out: &mut String, v: &str) {
+    let v = trim_value(v);
+    if !v.contains(['\\', '=', '"', '<', '>', ';', '#']) {
+        push_lower(out, v);
+        return;
+    }
+    let bytes = v.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 1 < bytes.len() {
+            let hex = |b: u8| char::from(b).to_digit(16);
+            match (hex(bytes[i + 1]), bytes.get(i + 2).and_then(|b| hex(*b))) {
+                (Some(h), Some(l)) => {
+                    decoded.push((h * 16 + l) as u8);
+                    i += 3;
+                }
+                _ => {
+                    decoded.push(bytes[i + 1]);
+                    i += 2;
+                }
+            }
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let text = String::from_utf8_lossy(&decoded).to_lowercase();
+    let last = text.chars().count().saturating_sub(1);
+    for (n, c) in text.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=')
+            || (n == 0 && (c == '#' || c == ' '))
+            || (n == last && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+fn push_ava(out: &mut String, ava: &str) {
+    match ava.split_once('=') {
+        Some((t, v)) => {
+            push_lower(out, t.trim());
+            out.push('=');
+            push_canonical_value(out, v);
+        }
+        None => push_lower(out, ava.trim()),
+    }
+}
+
 /// Writes the normalised form of `dn` into `out` (cleared first): attribute types and values
-/// lower-cased, spaces around `,` `+` `=` removed. Used with a reused buffer to look DNs up
-/// without allocating.
+/// lower-cased, spaces around separators removed, escapes in one canonical form, and the parts
+/// of a multi-valued RDN (`cn=a+uid=b`) sorted. Used with a reused buffer to look DNs up without
+/// allocating.
 pub fn normalise_dn_into(dn: &str, out: &mut String) {
     out.clear();
     for (i, rdn) in split_unescaped(dn.trim(), b',').enumerate() {
         if i > 0 {
             out.push(',');
         }
-        // Multi-valued RDNs (`cn=a+uid=b`) are rare in user/group DNs; normalise each part.
-        for (j, ava) in split_unescaped(rdn, b'+').enumerate() {
-            if j > 0 {
-                out.push('+');
-            }
-            match ava.split_once('=') {
-                Some((t, v)) => {
-                    push_lower(out, t.trim());
-                    out.push('=');
-                    push_lower(out, v.trim());
-                }
-                None => push_lower(out, ava.trim()),
-            }
+        if !rdn.contains('+') {
+            push_ava(out, rdn);
+            continue;
         }
+        let mut parts: Vec<String> = split_unescaped(rdn, b'+')
+            .map(|ava| {
+                let mut s = String::new();
+                push_ava(&mut s, ava);
+                s
+            })
+            .collect();
+        parts.sort();
+        out.push_str(&parts.join("+"));
     }
 }
 
@@ -396,8 +460,24 @@ mod tests {
         assert!(d.norm.is_none());
         assert_eq!(d.normalised(), "uid=ann,ou=people,dc=x");
         let e = Dn::new("UID=Ann + CN=A, OU=People");
-        assert_eq!(e.normalised(), "uid=ann+cn=a,ou=people");
+        assert_eq!(e.normalised(), "cn=a+uid=ann,ou=people");
+        assert_eq!(e, Dn::new("cn=a+uid=ann,ou=people"));
         assert_eq!(e.as_str(), "UID=Ann + CN=A, OU=People");
+    }
+
+    #[test]
+    fn escapes_compare_in_one_canonical_form() {
+        assert_eq!(
+            Dn::new(r"cn=Lee\2C Ann,dc=x"),
+            Dn::new(r"cn=lee\, ann,dc=x")
+        );
+        assert_eq!(Dn::new(r"cn=C\23 Devs,dc=x"), Dn::new(r"cn=C# Devs,dc=x"));
+        assert_ne!(
+            Dn::new(r"cn=a\ ,dc=x"),
+            Dn::new("cn=a,dc=x"),
+            "an escaped trailing space is part of the value"
+        );
+        assert_eq!(Dn::new(r"cn=a=b,dc=x"), Dn::new(r"cn=a\=b,dc=x"));
     }
 
     #[test]

@@ -170,7 +170,8 @@ async fn each_kind_of_disabled_marker_is_detected() {
         person("flagged", "nsAccountLock: true\n"),
         person("adlocked", "userAccountControl: 514\n"),
         person("adactive", "userAccountControl: 512\n"),
-        person("pwlocked", "pwdAccountLockedTime: 20260101000000Z\n"),
+        person("pwlocked", "pwdAccountLockedTime: 000001010000Z\n"),
+        person("lockedout", "pwdAccountLockedTime: 20260101000000Z\n"),
         person("leaver", "employeeType: left\n"),
         group(
             "engineering",
@@ -200,6 +201,11 @@ async fn each_kind_of_disabled_marker_is_detected() {
     };
     assert_eq!(reason("active"), None);
     assert_eq!(reason("adactive"), None);
+    assert_eq!(
+        reason("lockedout"),
+        None,
+        "a timed lockout after failed logins is not off-boarding"
+    );
     assert!(reason("flagged").is_some_and(|r| r.contains("nsAccountLock")));
     assert!(reason("adlocked").is_some_and(|r| r.contains("ACCOUNTDISABLE")));
     assert!(reason("pwlocked").is_some_and(|r| r.contains("pwdAccountLockedTime")));
@@ -423,4 +429,96 @@ async fn a_whole_reconcile_from_ldap_removes_the_leaver() {
     assert!(report.ok(), "{:#?}", report.outcomes);
     let members = &emu.state().groups[0].members;
     assert_eq!(members, &vec![common::acc("ann")]);
+}
+
+#[tokio::test]
+async fn unique_member_and_posix_groups_resolve_against_a_live_server() {
+    let ldif = [
+        person("ann", ""),
+        person("bob", ""),
+        format!("dn: cn=unique,ou=groups,{BASE}\nobjectClass: groupOfUniqueNames\ncn: unique\nuniqueMember: uid=ann,ou=people,{BASE}#'0101'B\nuniqueMember: UID=Bob, OU=People, {BASE}\n\n"),
+        format!("dn: cn=posix,ou=groups,{BASE}\nobjectClass: posixGroup\ncn: posix\ngidNumber: 5000\nmemberUid: ann\nmemberUid: BOB\n\n"),
+    ]
+    .concat();
+    let slapd = Slapd::start(Options {
+        preload: Some(ldif),
+        ..Default::default()
+    })
+    .expect("slapd");
+    let dir = read(&config(&slapd.url(), "")).await.expect("read");
+    for g in ["unique", "posix"] {
+        assert_eq!(
+            dir.find_groups(g)[0].members.len(),
+            2,
+            "{g}: {:?}",
+            dir.issues
+        );
+    }
+    assert!(dir.issues.is_empty(), "{:?}", dir.issues);
+}
+
+#[tokio::test]
+async fn a_server_that_stops_answering_times_out_and_fails_the_read() {
+    let ldif: String = (0..500).map(|i| person(&format!("u{i:03}"), "")).collect();
+    let slapd = Slapd::start(Options {
+        preload: Some(ldif),
+        ..Default::default()
+    })
+    .expect("slapd");
+    let pid = slapd.pid().expect("pid").to_string();
+    let stop = pid.clone();
+    let mut cfg = config(&slapd.url(), "page_size = 50");
+    if let Source::Ldap(l) = &mut cfg.source {
+        l.op_timeout = std::time::Duration::from_secs(1);
+    }
+    let cfg = with_hook(cfg, move |name, pages, _| {
+        if name == "users" && pages == 2 {
+            let _ = std::process::Command::new("kill")
+                .args(["-STOP", &stop])
+                .status();
+        }
+    });
+    let started = std::time::Instant::now();
+    let err = read(&cfg).await.expect_err("must time out");
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status();
+    assert!(matches!(err, SourceError::Ldap { .. }), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn the_bind_password_can_come_from_a_file_and_a_misnamed_account_id_attribute_fails_the_read()
+{
+    let slapd = Slapd::start(Options {
+        preload: Some([person("ann", ""), group("engineering", &["ann"], &[])].concat()),
+        ..Default::default()
+    })
+    .expect("slapd");
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::write(tmp.path().join("pw"), format!("{READER_PW}\n")).expect("pw");
+    let text = format!(
+        "[bitbucket]\nworkspace = \"acme\"\n[credentials.a]\nkind = \"access_token\"\ntoken = \"x\"\n[source]\nkind = \"ldap\"\nurl = \"{}\"\nbind_dn = \"{READER_DN}\"\nbind_password_file = \"pw\"\nusers_base = \"ou=people,{BASE}\"\n[[groups]]\nname = \"d\"\nfrom = [\"engineering\"]\n",
+        slapd.url()
+    );
+    let cfg = Config::from_toml_str(&text, "t.toml", tmp.path()).expect("valid");
+    assert_eq!(read(&cfg).await.expect("read").people.len(), 1);
+
+    // Every person lacks the (misnamed) attribute: a broken read, not an empty company.
+    let bad = Config::from_toml_str(
+        &text.replace(
+            "[[groups]]",
+            "[directory]\naccount_id_attribute = \"atlassianId\"\n[[groups]]",
+        ),
+        "t.toml",
+        tmp.path(),
+    )
+    .expect("valid");
+    let err = read(&bad).await.expect_err("no usable person");
+    assert!(matches!(err, SourceError::Empty { .. }), "{err}");
+    assert!(err.to_string().contains("account_id_attribute"), "{err}");
 }

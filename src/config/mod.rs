@@ -872,8 +872,16 @@ fn validate_ldap(
                 ldap3::Scope::Subtree
             }
         };
+    // Filters are combined at run time (`(&users disabled)`), so a bare `a=b` is wrapped.
+    let wrap = |f: String| {
+        if f.starts_with('(') {
+            f
+        } else {
+            format!("({f})")
+        }
+    };
     let filter = |key: &str, v: Option<String>, default: &str, p: &mut Vec<String>| {
-        let f = non_empty(v).unwrap_or_else(|| default.to_owned());
+        let f = wrap(non_empty(v).unwrap_or_else(|| default.to_owned()));
         if ldap3::parse_filter(&f).is_err() {
             p.push(format!("source.{key}: {f:?} is not a valid LDAP filter"));
         }

@@ -116,8 +116,9 @@ pub fn parse_range(attr: &str) -> Option<(String, u64, Option<u64>)> {
 }
 
 /// What ranged retrieval still has to fetch for one entry: for every `attr;range=lo-hi` with a
-/// finite `hi`, the next request is `attr;range=(hi+1)-*`. Values are merged under `attr`.
-pub fn absorb_ranges(entry: &mut Entry) -> Vec<String> {
+/// finite `hi`, the next request is `attr;range=(hi+1)-*`. Values are merged under `attr`. A
+/// range option that cannot be read is an error: its values must not be dropped silently.
+pub fn absorb_ranges(entry: &mut Entry) -> Result<Vec<String>, String> {
     let ranged: Vec<String> = entry
         .attribute_names()
         .filter(|n| n.contains(";range="))
@@ -126,16 +127,20 @@ pub fn absorb_ranges(entry: &mut Entry) -> Vec<String> {
     let mut next = Vec::new();
     for name in ranged {
         let values = entry.take(&name);
-        if let Some((base, _, hi)) = parse_range(&name) {
-            for v in values {
-                entry.push(&base, v);
-            }
-            if let Some(hi) = hi {
-                next.push(format!("{base};range={}-*", hi + 1));
-            }
+        let Some((base, _, hi)) = parse_range(&name) else {
+            return Err(format!(
+                "{}: cannot read the range in attribute {name:?}",
+                entry.dn
+            ));
+        };
+        for v in values {
+            entry.push(&base, v);
+        }
+        if let Some(hi) = hi {
+            next.push(format!("{base};range={}-*", hi + 1));
         }
     }
-    next
+    Ok(next)
 }
 
 /// The AD in-chain filter: people who are members of `group_dn` directly or through nesting.
@@ -332,8 +337,15 @@ impl LdapSource {
             });
             match next {
                 Some(c) if !c.is_empty() => cookie = c,
-                // No control on a successful first page: the server answered in one go.
-                _ => break,
+                Some(_) => break,
+                // The control was critical: a page without it means the server did not page as
+                // asked, and nothing says the result set is complete.
+                None => {
+                    return Err(self.err(
+                        &stage,
+                        format!("page {pages} came back without the paged-results control; the result set may be incomplete"),
+                    ))
+                }
             }
         }
         for re in pending.drain(..) {
@@ -349,6 +361,35 @@ impl LdapSource {
         Ok(count)
     }
 
+    async fn require_active_directory(&self, ldap: &mut Ldap) -> Result<(), SourceError> {
+        const AD_CAPABILITY: &str = "1.2.840.113556.1.4.800";
+        let (res, _) = ldap
+            .with_timeout(self.op_timeout)
+            .search(
+                "",
+                Scope::Base,
+                "(objectClass=*)",
+                vec!["supportedCapabilities"],
+            )
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| self.err("rootDSE", e.to_string()))?;
+        let is_ad = res.into_iter().any(|e| {
+            SearchEntry::construct(e).attrs.iter().any(|(k, vs)| {
+                k.eq_ignore_ascii_case("supportedCapabilities")
+                    && vs.iter().any(|v| v == AD_CAPABILITY)
+            })
+        });
+        if is_ad {
+            Ok(())
+        } else {
+            Err(self.err(
+                "rootDSE",
+                "source.ad_in_chain needs Active Directory (supportedCapabilities lacks 1.2.840.113556.1.4.800); elsewhere the in-chain rule matches nobody",
+            ))
+        }
+    }
+
     /// Fetches the rest of ranged attributes (AD returns at most 1500 values per request).
     async fn complete_ranges(
         &self,
@@ -356,7 +397,7 @@ impl LdapSource {
         entries: &mut [Entry],
     ) -> Result<(), SourceError> {
         for e in entries.iter_mut() {
-            let mut next = absorb_ranges(e);
+            let mut next = absorb_ranges(e).map_err(|m| self.err("ranged retrieval", m))?;
             let mut rounds = 0;
             while !next.is_empty() {
                 rounds += 1;
@@ -379,7 +420,8 @@ impl LdapSource {
                     )
                 })?;
                 let mut more = to_entry(SearchEntry::construct(one));
-                let follow = absorb_ranges(&mut more);
+                let follow =
+                    absorb_ranges(&mut more).map_err(|m| self.err("ranged retrieval", m))?;
                 for name in more
                     .attribute_names()
                     .map(str::to_owned)
@@ -420,8 +462,19 @@ impl LdapSource {
         .await?;
         if self.ad_range_retrieval {
             self.complete_ranges(&mut ldap, &mut groups).await?;
+        } else if let Some(g) = groups
+            .iter()
+            .find(|g| g.attribute_names().any(|n| n.contains(";range=")))
+        {
+            return Err(self.err(
+                "search groups",
+                format!("{} has ranged attributes (a group over 1500 members) but source.ad_range_retrieval is false", g.dn),
+            ));
         }
         if self.ad_in_chain {
+            // A server without the matching rule evaluates the filter as Undefined and answers
+            // every group with nobody (rc 0): refuse unless it says it is Active Directory.
+            self.require_active_directory(&mut ldap).await?;
             // The server resolves nesting: each group's members are the people in its chain.
             for g in groups.iter_mut() {
                 let filter = in_chain_filter(&self.users.filter, g.dn.as_str());
@@ -547,7 +600,10 @@ mod tests {
                 format!("CN=u{i},OU=People,DC=corp,DC=test"),
             );
         }
-        assert_eq!(absorb_ranges(&mut e), ["member;range=1500-*"]);
+        assert_eq!(
+            absorb_ranges(&mut e).expect("ranges"),
+            ["member;range=1500-*"]
+        );
         assert_eq!(e.get("member").len(), 1500);
 
         // The last answer: the range ends with `*`, nothing more to fetch.
@@ -558,8 +614,15 @@ mod tests {
                 format!("CN=u{i},OU=People,DC=corp,DC=test"),
             );
         }
-        assert!(absorb_ranges(&mut last).is_empty());
+        assert!(absorb_ranges(&mut last).expect("ranges").is_empty());
         assert_eq!(last.get("member").len(), 200);
+    }
+
+    #[test]
+    fn an_unreadable_range_is_an_error_not_a_loss() {
+        let mut e = Entry::new(Dn::new("CN=Big,DC=corp"));
+        e.push("member;range=0-x", "CN=a".into());
+        assert!(absorb_ranges(&mut e).is_err());
     }
 
     #[test]

@@ -141,7 +141,8 @@ pub struct Schema {
     pub disabled_attribute: Option<String>,
     /// Active Directory: `userAccountControl` bit 0x2 (ACCOUNTDISABLE) marks a person disabled.
     pub ad_user_account_control: bool,
-    /// OpenLDAP ppolicy: a present `pwdAccountLockedTime` marks a person disabled.
+    /// OpenLDAP ppolicy: `pwdAccountLockedTime: 000001010000Z` (locked by an administrator)
+    /// marks a person disabled; a timed lockout after failed logins does not.
     pub ppolicy_locked: bool,
     /// Immutable id attribute, kept for reports (`entryUUID`, AD `objectGUID`).
     pub stable_id_attribute: Option<String>,
@@ -242,6 +243,9 @@ fn truthy(v: &str) -> bool {
     )
 }
 
+/// ppolicy's value for an account locked until an administrator unlocks it.
+const PPOLICY_PERMANENT_LOCK: &str = "000001010000Z";
+
 fn disabled_reason(e: &Entry, s: &Schema, disabled_attr: Option<&str>) -> Option<String> {
     if let (Some(attr), Some(lower)) = (&s.disabled_attribute, disabled_attr) {
         if let Some(v) = e.get(lower).iter().find(|v| truthy(v)) {
@@ -260,8 +264,14 @@ fn disabled_reason(e: &Entry, s: &Schema, disabled_attr: Option<&str>) -> Option
         }
     }
     if s.ppolicy_locked {
+        // Only the administrative lock counts: a lockout after failed logins carries the time
+        // it happened and ends by itself; off-boarding someone for mistyping would be wrong.
         if let Some(v) = e.first("pwdaccountlockedtime") {
-            return Some(format!("pwdAccountLockedTime={v}"));
+            if v.trim() == PPOLICY_PERMANENT_LOCK {
+                return Some(format!(
+                    "pwdAccountLockedTime={v} (locked by an administrator)"
+                ));
+            }
         }
     }
     None
@@ -330,6 +340,7 @@ pub struct Resolver<'s> {
     by_id: HashMap<AccountId, usize>,
     member_of: Vec<(usize, Vec<String>)>,
     protected_dns: BTreeSet<String>,
+    ambiguous_uids: BTreeSet<String>,
     groups: Vec<Entry>,
     disabled: BTreeSet<Dn>,
     dir: Directory,
@@ -353,6 +364,7 @@ impl<'s> Resolver<'s> {
             by_id: HashMap::new(),
             member_of: Vec::new(),
             protected_dns: BTreeSet::new(),
+            ambiguous_uids: BTreeSet::new(),
             groups: Vec::new(),
             disabled: BTreeSet::new(),
             dir: Directory::default(),
@@ -403,9 +415,12 @@ impl<'s> Resolver<'s> {
         let idx = self.people.len();
         self.by_id.insert(id.clone(), idx);
         self.by_dn.insert(e.dn.normalised().to_owned(), idx);
-        if let Some(mut uid) = e.take_first(&self.a_uid) {
-            uid.make_ascii_lowercase();
-            self.by_uid.insert(uid, idx);
+        if let Some(uid) = e.take_first(&self.a_uid) {
+            let uid = uid.trim().to_lowercase();
+            if self.by_uid.insert(uid.clone(), idx).is_some() {
+                // Two people share a login: a memberUid naming it cannot be resolved.
+                self.ambiguous_uids.insert(uid);
+            }
         }
         let groups_of = e.take("memberof");
         if !groups_of.is_empty() {
@@ -443,6 +458,7 @@ impl<'s> Resolver<'s> {
             by_id,
             member_of,
             mut protected_dns,
+            ambiguous_uids,
             groups,
             disabled,
             mut dir,
@@ -487,11 +503,15 @@ impl<'s> Resolver<'s> {
                 nested: Vec::new(),
                 dn: Dn::new(""),
             };
-            let mut members = e.take("member");
-            members.extend(e.take("uniquemember"));
-            for m in &members {
-                // groupOfUniqueNames may carry an optional `#'0101'B` UID suffix.
-                let m = m.split_once('#').map_or(m.as_str(), |(d, _)| d);
+            let members = e.take("member");
+            let unique = e.take("uniquemember");
+            let plain = members.iter().map(String::as_str);
+            // groupOfUniqueNames values may end with an optional `#'0101'B` unique identifier.
+            let unique = unique.iter().map(|m| match m.rsplit_once("#'") {
+                Some((dn, uid)) if uid.ends_with("'B") => dn,
+                _ => m.as_str(),
+            });
+            for m in plain.chain(unique) {
                 normalise_dn_into(m, &mut buf);
                 if let Some(&p) = by_dn.get(buf.as_str()) {
                     if people[p].is_some() {
@@ -507,7 +527,17 @@ impl<'s> Resolver<'s> {
                 }
             }
             for uid in e.take("memberuid") {
-                match by_uid.get(&uid.to_lowercase()) {
+                let key = uid.trim().to_lowercase();
+                if ambiguous_uids.contains(&key) {
+                    dir.issues.push(EntryIssue {
+                        dn: e.dn.to_string(),
+                        problem: format!(
+                            "memberUid {uid} names more than one person; not resolved"
+                        ),
+                    });
+                    continue;
+                }
+                match by_uid.get(&key) {
                     Some(&p) => {
                         if people[p].is_some() {
                             g.people.push(p);
@@ -616,6 +646,22 @@ pub enum Source {
 impl Source {
     /// Reads the whole directory or fails; never returns a partial snapshot.
     pub async fn read(&self) -> Result<Directory, SourceError> {
+        let dir = self.read_unchecked().await?;
+        if dir.people.is_empty() {
+            // Every person entry was unusable (e.g. the account-id attribute is misnamed or
+            // hidden by access rules): that is a broken read, not a company with nobody in it.
+            return Err(SourceError::Empty {
+                origin: format!(
+                    "{}: no usable person, {} skipped entries (check [directory] account_id_attribute)",
+                    self.describe(),
+                    dir.issues.len()
+                ),
+            });
+        }
+        Ok(dir)
+    }
+
+    async fn read_unchecked(&self) -> Result<Directory, SourceError> {
         let (origin, text, schema) = match self {
             Source::Ldap(l) => return l.read_directory().await,
             Source::LdifFile { path, schema } => {
@@ -694,6 +740,13 @@ objectClass: inetOrgPerson
 uid: dee
 cn: Dee
 atlassianAccountId: acc-dee
+pwdAccountLockedTime: 000001010000Z
+
+dn: uid=eve,ou=people,dc=x
+objectClass: inetOrgPerson
+uid: eve
+cn: Eve
+atlassianAccountId: acc-eve
 pwdAccountLockedTime: 20260101000000Z
 ";
 
@@ -747,7 +800,11 @@ memberUid: cid
                 "{who} should be disabled"
             );
         }
-        assert_eq!(d.active_people(), 1);
+        assert!(
+            d.people[&id("acc-eve")].disabled.is_none(),
+            "a timed lockout is not off-boarding"
+        );
+        assert_eq!(d.active_people(), 2);
     }
 
     #[test]

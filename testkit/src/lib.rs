@@ -172,7 +172,20 @@ fn make_ca(dir: &Path) -> io::Result<()> {
 }
 
 impl Slapd {
+    /// Starts a server; retried a few times, since a free port can be taken between choosing
+    /// it and slapd binding it.
     pub fn start(opts: Options) -> io::Result<Slapd> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::start_once(opts.clone()) {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("slapd did not start")))
+    }
+
+    fn start_once(opts: Options) -> io::Result<Slapd> {
         let dir = tempfile::Builder::new().prefix("bbsync-slapd-").tempdir()?;
         let p = |f: &str| dir.path().join(f);
         std::fs::create_dir_all(p("db"))?;
@@ -329,7 +342,8 @@ overlay ppolicy
         let mut child = Command::new("ldapadd")
             .args(["-x", "-H", &self.url(), "-D", ADMIN_DN, "-w", ADMIN_PW])
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
+            // Not piped: ldapadd prints a line per entry and would block on a full pipe.
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()?;
         if let Some(mut stdin) = child.stdin.take() {
