@@ -242,7 +242,7 @@ impl Client {
         a.ok().map(|_| true)
     }
 
-    // ---- 2.0 repository permissions-config -------------------------------------------------
+    // ---- 2.0 permissions-config (repositories and projects) -------------------------------
 
     fn repo_perm_url(&self, repo: &RepoSlug, kind: &str, id: Option<&str>) -> String {
         let mut s = vec![
@@ -257,18 +257,52 @@ impl Client {
         self.url(&s)
     }
 
-    /// Explicit group grants on one repository (paged; no BBQL on this collection).
+    fn project_perm_url(&self, key: &ProjectKey, kind: &str, id: Option<&str>) -> String {
+        let mut s = vec![
+            "2.0",
+            "workspaces",
+            self.ws(),
+            "projects",
+            key.as_str(),
+            "permissions-config",
+            kind,
+        ];
+        s.extend(id);
+        self.url(&s)
+    }
+
+    /// A permissions-config listing (paged; no BBQL on these collections).
+    async fn list_permissions<T: serde::de::DeserializeOwned>(
+        &self,
+        url: String,
+    ) -> Result<Vec<T>, ApiError> {
+        self.get_all(&Self::with_query(url, &[("pagelen", PAGELEN)]))
+            .await
+    }
+
+    /// PUT body exactly `{"permission": "..."}`: creates or updates.
+    async fn put_permission(&self, url: String, permission: &str) -> Result<Written, ApiError> {
+        let body = serde_json::json!({ "permission": permission });
+        self.send(Method::PUT, &url, Body::Json(&body))
+            .await?
+            .ok()
+            .map(|_| Written::Done)
+    }
+
+    async fn delete_permission(&self, url: String) -> Result<Written, ApiError> {
+        delete_outcome(self.send(Method::DELETE, &url, Body::None).await?)
+    }
+
+    /// Explicit group grants on one repository.
     pub async fn repo_group_permissions(
         &self,
         repo: &RepoSlug,
     ) -> Result<Vec<V2GroupPermission>, ApiError> {
-        self.get_all(&Self::with_query(
-            self.repo_perm_url(repo, "groups", None),
-            &[("pagelen", PAGELEN)],
-        ))
-        .await
+        self.list_permissions(self.repo_perm_url(repo, "groups", None))
+            .await
     }
 
+    /// A group's explicit grant on one repository; `None` when there is none (404).
     pub async fn repo_group_permission(
         &self,
         repo: &RepoSlug,
@@ -294,15 +328,11 @@ impl Client {
         group: &GroupSlug,
         p: Permission,
     ) -> Result<Written, ApiError> {
-        let body = serde_json::json!({ "permission": p.as_str() });
-        self.send(
-            Method::PUT,
-            &self.repo_perm_url(repo, "groups", Some(group.as_str())),
-            Body::Json(&body),
+        self.put_permission(
+            self.repo_perm_url(repo, "groups", Some(group.as_str())),
+            p.as_str(),
         )
-        .await?
-        .ok()
-        .map(|_| Written::Done)
+        .await
     }
 
     pub async fn delete_repo_group_permission(
@@ -310,14 +340,8 @@ impl Client {
         repo: &RepoSlug,
         group: &GroupSlug,
     ) -> Result<Written, ApiError> {
-        delete_outcome(
-            self.send(
-                Method::DELETE,
-                &self.repo_perm_url(repo, "groups", Some(group.as_str())),
-                Body::None,
-            )
-            .await?,
-        )
+        self.delete_permission(self.repo_perm_url(repo, "groups", Some(group.as_str())))
+            .await
     }
 
     /// Explicit user grants on one repository.
@@ -325,11 +349,8 @@ impl Client {
         &self,
         repo: &RepoSlug,
     ) -> Result<Vec<V2UserPermission>, ApiError> {
-        self.get_all(&Self::with_query(
-            self.repo_perm_url(repo, "users", None),
-            &[("pagelen", PAGELEN)],
-        ))
-        .await
+        self.list_permissions(self.repo_perm_url(repo, "users", None))
+            .await
     }
 
     /// `user` is an account id or a braced UUID.
@@ -339,15 +360,8 @@ impl Client {
         user: &str,
         p: Permission,
     ) -> Result<Written, ApiError> {
-        let body = serde_json::json!({ "permission": p.as_str() });
-        self.send(
-            Method::PUT,
-            &self.repo_perm_url(repo, "users", Some(user)),
-            Body::Json(&body),
-        )
-        .await?
-        .ok()
-        .map(|_| Written::Done)
+        self.put_permission(self.repo_perm_url(repo, "users", Some(user)), p.as_str())
+            .await
     }
 
     pub async fn delete_repo_user_permission(
@@ -355,41 +369,16 @@ impl Client {
         repo: &RepoSlug,
         user: &str,
     ) -> Result<Written, ApiError> {
-        delete_outcome(
-            self.send(
-                Method::DELETE,
-                &self.repo_perm_url(repo, "users", Some(user)),
-                Body::None,
-            )
-            .await?,
-        )
-    }
-
-    // ---- 2.0 project permissions-config ----------------------------------------------------
-
-    fn project_perm_url(&self, key: &ProjectKey, kind: &str, id: Option<&str>) -> String {
-        let mut s = vec![
-            "2.0",
-            "workspaces",
-            self.ws(),
-            "projects",
-            key.as_str(),
-            "permissions-config",
-            kind,
-        ];
-        s.extend(id);
-        self.url(&s)
+        self.delete_permission(self.repo_perm_url(repo, "users", Some(user)))
+            .await
     }
 
     pub async fn project_group_permissions(
         &self,
         key: &ProjectKey,
     ) -> Result<Vec<V2GroupPermission>, ApiError> {
-        self.get_all(&Self::with_query(
-            self.project_perm_url(key, "groups", None),
-            &[("pagelen", PAGELEN)],
-        ))
-        .await
+        self.list_permissions(self.project_perm_url(key, "groups", None))
+            .await
     }
 
     pub async fn put_project_group_permission(
@@ -398,15 +387,11 @@ impl Client {
         group: &GroupSlug,
         p: ProjectPermission,
     ) -> Result<Written, ApiError> {
-        let body = serde_json::json!({ "permission": p.as_str() });
-        self.send(
-            Method::PUT,
-            &self.project_perm_url(key, "groups", Some(group.as_str())),
-            Body::Json(&body),
+        self.put_permission(
+            self.project_perm_url(key, "groups", Some(group.as_str())),
+            p.as_str(),
         )
-        .await?
-        .ok()
-        .map(|_| Written::Done)
+        .await
     }
 
     pub async fn delete_project_group_permission(
@@ -414,25 +399,16 @@ impl Client {
         key: &ProjectKey,
         group: &GroupSlug,
     ) -> Result<Written, ApiError> {
-        delete_outcome(
-            self.send(
-                Method::DELETE,
-                &self.project_perm_url(key, "groups", Some(group.as_str())),
-                Body::None,
-            )
-            .await?,
-        )
+        self.delete_permission(self.project_perm_url(key, "groups", Some(group.as_str())))
+            .await
     }
 
     pub async fn project_user_permissions(
         &self,
         key: &ProjectKey,
     ) -> Result<Vec<V2UserPermission>, ApiError> {
-        self.get_all(&Self::with_query(
-            self.project_perm_url(key, "users", None),
-            &[("pagelen", PAGELEN)],
-        ))
-        .await
+        self.list_permissions(self.project_perm_url(key, "users", None))
+            .await
     }
 
     pub async fn put_project_user_permission(
@@ -441,15 +417,8 @@ impl Client {
         user: &str,
         p: ProjectPermission,
     ) -> Result<Written, ApiError> {
-        let body = serde_json::json!({ "permission": p.as_str() });
-        self.send(
-            Method::PUT,
-            &self.project_perm_url(key, "users", Some(user)),
-            Body::Json(&body),
-        )
-        .await?
-        .ok()
-        .map(|_| Written::Done)
+        self.put_permission(self.project_perm_url(key, "users", Some(user)), p.as_str())
+            .await
     }
 
     pub async fn delete_project_user_permission(
@@ -457,14 +426,8 @@ impl Client {
         key: &ProjectKey,
         user: &str,
     ) -> Result<Written, ApiError> {
-        delete_outcome(
-            self.send(
-                Method::DELETE,
-                &self.project_perm_url(key, "users", Some(user)),
-                Body::None,
-            )
-            .await?,
-        )
+        self.delete_permission(self.project_perm_url(key, "users", Some(user)))
+            .await
     }
 }
 

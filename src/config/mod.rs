@@ -348,38 +348,13 @@ fn validate(raw: RawConfig, origin: String, base: &Path) -> Result<Config, Confi
     };
 
     // Secrets: inline (or env) value, or a file; never both.
-    let secret = |key: &str,
-                  inline: Option<String>,
-                  file: Option<PathBuf>,
-                  p: &mut Vec<String>|
-     -> Option<Secret> {
-        match (non_empty(inline), file) {
-            (Some(_), Some(_)) => {
-                p.push(format!("{key} and {key}_file are both set: keep one"));
-                None
-            }
-            (Some(v), None) => Some(Secret::new(v)),
-            (None, Some(f)) => {
-                let f = resolve(f);
-                match std::fs::read_to_string(&f) {
-                    Ok(s) if !s.trim().is_empty() => {
-                        Some(Secret::new(s.trim_end_matches(['\r', '\n']).to_owned()))
-                    }
-                    Ok(_) => {
-                        p.push(format!("{key}_file: {} is empty", f.display()));
-                        None
-                    }
-                    Err(e) => {
-                        p.push(format!("{key}_file: cannot read {}: {e}", f.display()));
-                        None
-                    }
-                }
-            }
-            (None, None) => {
-                p.push(format!("{key} (or {key}_file) is required"));
-                None
-            }
+    let secret = |key: &str, inline: Option<String>, file: Option<PathBuf>, p: &mut Vec<String>| {
+        let before = p.len();
+        let v = read_secret(key, inline, file, &resolve, p);
+        if v.is_none() && p.len() == before {
+            p.push(format!("{key} (or {key}_file) is required"));
         }
+        v
     };
 
     let mut credentials = BTreeMap::new();
@@ -787,6 +762,42 @@ fn validate(raw: RawConfig, origin: String, base: &Path) -> Result<Config, Confi
     })
 }
 
+/// A secret given inline (or by the environment) as `key`, or in the file `key_file` (container
+/// and systemd credentials; one trailing newline dropped). `None` when neither is set; both set,
+/// an unreadable or an empty file are problems naming the key.
+fn read_secret(
+    key: &str,
+    inline: Option<String>,
+    file: Option<PathBuf>,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    p: &mut Vec<String>,
+) -> Option<Secret> {
+    match (non_empty(inline), file) {
+        (Some(_), Some(_)) => {
+            p.push(format!("{key} and {key}_file are both set: keep one"));
+            None
+        }
+        (Some(v), None) => Some(Secret::new(v)),
+        (None, Some(f)) => {
+            let f = resolve(f);
+            match std::fs::read_to_string(&f) {
+                Ok(s) if !s.trim().is_empty() => {
+                    Some(Secret::new(s.trim_end_matches(['\r', '\n']).to_owned()))
+                }
+                Ok(_) => {
+                    p.push(format!("{key}_file: {} is empty", f.display()));
+                    None
+                }
+                Err(e) => {
+                    p.push(format!("{key}_file: cannot read {}: {e}", f.display()));
+                    None
+                }
+            }
+        }
+        (None, None) => None,
+    }
+}
+
 fn validate_ldap(
     src: RawSource,
     schema: Schema,
@@ -814,52 +825,21 @@ fn validate_ldap(
         }
     }
     let bind_dn = non_empty(src.bind_dn);
-    let bind_password = match (
-        &bind_dn,
-        non_empty(src.bind_password),
+    let given = src.bind_password.is_some() || src.bind_password_file.is_some();
+    let bind_password = read_secret(
+        "source.bind_password",
+        src.bind_password,
         src.bind_password_file,
-    ) {
-        (_, Some(_), Some(_)) => {
-            p.push(
-                "source.bind_password and source.bind_password_file are both set: keep one".into(),
-            );
-            None
-        }
-        (None, Some(_), _) | (None, _, Some(_)) => {
-            p.push("source.bind_password is set but source.bind_dn is not".into());
-            None
-        }
-        (Some(_), Some(v), None) => Some(Secret::new(v)),
-        (Some(_), None, Some(f)) => {
-            let f = resolve(f);
-            match std::fs::read_to_string(&f) {
-                Ok(s) if !s.trim().is_empty() => {
-                    Some(Secret::new(s.trim_end_matches(['\r', '\n']).to_owned()))
-                }
-                Ok(_) => {
-                    p.push(format!(
-                        "source.bind_password_file: {} is empty",
-                        f.display()
-                    ));
-                    None
-                }
-                Err(e) => {
-                    p.push(format!(
-                        "source.bind_password_file: cannot read {}: {e}",
-                        f.display()
-                    ));
-                    None
-                }
-            }
-        }
-        (Some(dn), None, None) => {
-            p.push(format!(
-                "source.bind_password (or bind_password_file) is required to bind as {dn}"
-            ));
-            None
-        }
-        (None, None, None) => None,
-    };
+        resolve,
+        p,
+    );
+    match (&bind_dn, given) {
+        (None, true) => p.push("source.bind_password is set but source.bind_dn is not".into()),
+        (Some(dn), false) => p.push(format!(
+            "source.bind_password (or bind_password_file) is required to bind as {dn}"
+        )),
+        _ => {}
+    }
     let scope =
         |key: &str, v: Option<String>, p: &mut Vec<String>| match v.as_deref().map(str::trim) {
             None | Some("sub") => ldap3::Scope::Subtree,
