@@ -31,32 +31,6 @@ fn admin() -> Credential {
     }
 }
 
-fn with_other_credentials(mut s: bbsync_emulator::Seed, ttl: u64) -> bbsync_emulator::Seed {
-    s.credentials.push(SeedCredential {
-        id: "ws-token".into(),
-        kind: CredentialKind::AccessToken,
-        token: Some("access-token-1".into()),
-        scopes: vec!["repository".into(), "account".into()],
-        ..Default::default()
-    });
-    s.credentials.push(SeedCredential {
-        id: "consumer".into(),
-        kind: CredentialKind::OauthConsumer,
-        key: Some("consumer-key".into()),
-        secret: Some("consumer-secret".into()),
-        account_id: Some(acc("admin")),
-        scopes: vec![
-            "account".into(),
-            "account:write".into(),
-            "repository".into(),
-            "repository:admin".into(),
-        ],
-        token_ttl_secs: Some(ttl),
-        ..Default::default()
-    });
-    s
-}
-
 fn status(e: &ApiError) -> Option<u16> {
     e.status()
 }

@@ -10,34 +10,16 @@ use bbsync::reconcile::{clients_for, Reconciler};
 use bbsync_emulator::{CredentialKind, Emulator, Seed, SeedCredential, SeedGroupGrant};
 use common::*;
 
-const OAUTH_SCOPES: [&str; 4] = ["account", "account:write", "repository", "repository:admin"];
-
 /// acme with ann and bob, Developers = [ann], two PROJ repos, developers read on proj-000, and
 /// credentials of every kind.
 fn world() -> Seed {
-    let mut s = seed(&["ann", "bob"]);
+    let mut s = with_other_credentials(seed(&["ann", "bob"]), 7200);
     add_repos(&mut s, "PROJ", "proj", 2);
     s.groups.push(group("Developers", &["ann"]));
     s.group_grants.push(SeedGroupGrant {
         repo: "proj-000".into(),
         group: "developers".into(),
         permission: "read".into(),
-    });
-    s.credentials.push(SeedCredential {
-        id: "ws-token".into(),
-        kind: CredentialKind::AccessToken,
-        token: Some("access-token-1".into()),
-        scopes: vec!["repository".into(), "account".into()],
-        ..Default::default()
-    });
-    s.credentials.push(SeedCredential {
-        id: "consumer".into(),
-        kind: CredentialKind::OauthConsumer,
-        key: Some("consumer-key".into()),
-        secret: Some("consumer-secret".into()),
-        account_id: Some(acc("admin")),
-        scopes: OAUTH_SCOPES.map(String::from).to_vec(),
-        ..Default::default()
     });
     s.credentials.push(SeedCredential {
         id: "no-delete".into(),

@@ -67,6 +67,32 @@ pub fn seed(people: &[&str]) -> Seed {
     }
 }
 
+/// Adds a workspace access token (`ws-token` / `access-token-1`) and an OAuth consumer of the
+/// admin (`consumer` / `consumer-key` : `consumer-secret`, account + account:write + repository
+/// + repository:admin) whose tokens live `ttl` seconds.
+pub fn with_other_credentials(mut s: Seed, ttl: u64) -> Seed {
+    s.credentials.push(SeedCredential {
+        id: "ws-token".into(),
+        kind: CredentialKind::AccessToken,
+        token: Some("access-token-1".into()),
+        scopes: vec!["repository".into(), "account".into()],
+        ..Default::default()
+    });
+    s.credentials.push(SeedCredential {
+        id: "consumer".into(),
+        kind: CredentialKind::OauthConsumer,
+        key: Some("consumer-key".into()),
+        secret: Some("consumer-secret".into()),
+        account_id: Some(acc("admin")),
+        scopes: ["account", "account:write", "repository", "repository:admin"]
+            .map(String::from)
+            .to_vec(),
+        token_ttl_secs: Some(ttl),
+        ..Default::default()
+    });
+    s
+}
+
 pub fn add_repos(seed: &mut Seed, project: &str, prefix: &str, n: usize) {
     if !seed.projects.iter().any(|p| p.key == project) {
         seed.projects.push(bbsync_emulator::SeedProject {
