@@ -184,9 +184,24 @@ pub fn desired(
     grant_rules: &[GrantRule],
     repos: &[Repo],
 ) -> Result<Desired, MappingError> {
-    let groups = desired_groups(dir, group_rules)?;
+    Ok(desired_with_groups(
+        desired_groups(dir, group_rules)?,
+        dir,
+        grant_rules,
+        repos,
+    ))
+}
+
+/// The desired state from group memberships already mapped (the reconcile maps them before it
+/// reads Bitbucket, so a mapping error costs no API call).
+pub fn desired_with_groups(
+    groups: BTreeMap<GroupSlug, DesiredGroup>,
+    dir: &Directory,
+    grant_rules: &[GrantRule],
+    repos: &[Repo],
+) -> Desired {
     let (grants, repo_scope) = desired_grants(grant_rules, repos);
-    Ok(Desired {
+    Desired {
         groups,
         grant_groups: grant_rules.iter().map(|r| r.group.clone()).collect(),
         repo_scope,
@@ -207,7 +222,7 @@ pub fn desired(
             })
             .collect(),
         protected: dir.protected.clone(),
-    })
+    }
 }
 
 #[cfg(test)]

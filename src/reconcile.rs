@@ -343,11 +343,11 @@ impl Reconciler {
             issues: dir.issues.clone(),
         };
         // Map before reading Bitbucket: a mapping error costs no API calls.
-        mapping::desired_groups(&dir, &self.cfg.groups)?;
+        let groups = mapping::desired_groups(&dir, &self.cfg.groups)?;
         let (actual, repos) = read_actual(&self.clients, &self.cfg)
             .await
             .map_err(|e| RunError::Read(Box::new(e)))?;
-        let desired = mapping::desired(&dir, &self.cfg.groups, &self.cfg.grants, &repos)?;
+        let desired = mapping::desired_with_groups(groups, &dir, &self.cfg.grants, &repos);
         let mut plan = plan::plan(
             &desired,
             &actual,
