@@ -155,7 +155,7 @@ fn main() -> ExitCode {
             } else {
                 EXIT_FAILED
             };
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             ExitCode::from(code)
         }
     }
@@ -210,6 +210,20 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: our error messages already quote
+/// their direct cause, so a plain `{:#}` would repeat it.
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
 }
 
 fn print_report(r: &bbsync::reconcile::RunReport, output: Output) {
