@@ -17,6 +17,30 @@ async fn bbsync(args: &[&str], env: &[(&str, &str)]) -> Output {
     c.output().await.expect("run bbsync")
 }
 
+/// A config file (no token: it comes from the environment) for workspace `workspace` on the
+/// emulator, mapping directory group `eng` (ann) to Developers.
+fn write_config(
+    emu: &bbsync_emulator::Emulator,
+    dir: &std::path::Path,
+    workspace: &str,
+) -> std::path::PathBuf {
+    std::fs::write(
+        dir.join("dir.ldif"),
+        ldif(&[("ann", false)], &[("eng", &["ann"])]),
+    )
+    .expect("ldif");
+    let cfg = dir.join("bbsync.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[bitbucket]\nworkspace = \"{workspace}\"\napi_url = \"{}\"\n[credentials.admin]\nkind = \"api_token\"\nemail = \"{ADMIN_EMAIL}\"\n[source]\nkind = \"ldif\"\npath = \"dir.ldif\"\n[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n",
+            emu.base_url()
+        ),
+    )
+    .expect("config");
+    cfg
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -71,20 +95,7 @@ async fn plan_check_exits_3_on_drift_and_0_once_applied_with_the_token_from_the_
     s.groups.push(group("Developers", &[]));
     let emu = start(s).await;
     let tmp = tempfile::tempdir().expect("tmp");
-    std::fs::write(
-        tmp.path().join("dir.ldif"),
-        ldif(&[("ann", false)], &[("eng", &["ann"])]),
-    )
-    .expect("ldif");
-    let cfg = tmp.path().join("bbsync.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[bitbucket]\nworkspace = \"acme\"\napi_url = \"{}\"\n[credentials.admin]\nkind = \"api_token\"\nemail = \"{ADMIN_EMAIL}\"\n[source]\nkind = \"ldif\"\npath = \"dir.ldif\"\n[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n",
-            emu.base_url()
-        ),
-    )
-    .expect("config");
+    let cfg = write_config(&emu, tmp.path(), "acme");
     let cfg = cfg.to_str().expect("utf8");
     let env = [("BBSYNC__CREDENTIALS__ADMIN__TOKEN", ADMIN_TOKEN)];
 
@@ -148,20 +159,7 @@ async fn environment_overrides_keep_secrets_verbatim_and_still_convert_numbers()
     s.credentials[0].token = Some("00123".into());
     let emu = start(s).await;
     let tmp = tempfile::tempdir().expect("tmp");
-    std::fs::write(
-        tmp.path().join("dir.ldif"),
-        ldif(&[("ann", false)], &[("eng", &["ann"])]),
-    )
-    .expect("ldif");
-    let cfg = tmp.path().join("bbsync.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[bitbucket]\nworkspace = \"wrong\"\napi_url = \"{}\"\n[credentials.admin]\nkind = \"api_token\"\nemail = \"{ADMIN_EMAIL}\"\n[source]\nkind = \"ldif\"\npath = \"dir.ldif\"\n[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n",
-            emu.base_url()
-        ),
-    )
-    .expect("config");
+    let cfg = write_config(&emu, tmp.path(), "wrong");
     let env = [
         ("BBSYNC__CREDENTIALS__ADMIN__TOKEN", "00123"),
         ("BBSYNC__BITBUCKET__WORKSPACE", "acme"),

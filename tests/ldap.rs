@@ -70,6 +70,15 @@ fn with_hook(mut cfg: Config, hook: impl Fn(&str, usize, usize) + Send + Sync + 
     cfg
 }
 
+/// A private slapd preloaded with `ldif` (no TLS).
+fn slapd_with(ldif: String) -> Slapd {
+    Slapd::start(Options {
+        preload: Some(ldif),
+        ..Default::default()
+    })
+    .expect("slapd")
+}
+
 async fn read(cfg: &Config) -> Result<Directory, SourceError> {
     cfg.source.read().await
 }
@@ -82,11 +91,7 @@ async fn paging_across_many_pages_reads_every_person_and_group() {
         let refs: Vec<&str> = members.iter().map(String::as_str).collect();
         ldif.push_str(&group(&format!("team{g:02}"), &refs, &[]));
     }
-    let slapd = Slapd::start(Options {
-        preload: Some(ldif),
-        ..Default::default()
-    })
-    .expect("slapd");
+    let slapd = slapd_with(ldif);
     let pages = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&pages);
     let cfg = with_hook(config(&slapd.url(), "page_size = 37"), move |name, _, _| {
@@ -123,11 +128,7 @@ async fn nested_groups_with_a_cycle_map_exactly_as_the_same_entries_from_ldif() 
         group("platform", &["cid"], &["engineering"]), // cycle: engineering > backend > platform > engineering
     ]
     .concat();
-    let slapd = Slapd::start(Options {
-        preload: Some(ldif.clone()),
-        ..Default::default()
-    })
-    .expect("slapd");
+    let slapd = slapd_with(ldif.clone());
     let cfg = config(&slapd.url(), "");
     let live = read(&cfg).await.expect("read");
 
@@ -182,11 +183,7 @@ async fn each_kind_of_disabled_marker_is_detected() {
         ),
     ]
     .concat();
-    let slapd = Slapd::start(Options {
-        preload: Some(ldif),
-        ..Default::default()
-    })
-    .expect("slapd");
+    let slapd = slapd_with(ldif);
     let dir = read(&config(
         &slapd.url(),
         "disabled_filter = \"(employeeType=left)\"",
@@ -214,11 +211,7 @@ async fn each_kind_of_disabled_marker_is_detected() {
 
 #[tokio::test]
 async fn member_of_maintained_by_the_overlay_is_read_from_people() {
-    let slapd = Slapd::start(Options {
-        preload: Some([person("ann", ""), person("bob", "")].concat()),
-        ..Default::default()
-    })
-    .expect("slapd");
+    let slapd = slapd_with([person("ann", ""), person("bob", "")].concat());
     // Added through the server, so the memberof overlay writes memberOf on ann.
     slapd
         .ldapadd(&group("engineering", &["ann"], &[]))
@@ -289,11 +282,7 @@ async fn starttls_and_ldaps_work_with_a_test_ca_and_an_untrusted_certificate_is_
 #[tokio::test]
 async fn a_size_limited_account_fails_the_read_instead_of_returning_fewer_people() {
     let ldif: String = (0..100).map(|i| person(&format!("u{i:03}"), "")).collect();
-    let slapd = Slapd::start(Options {
-        preload: Some(ldif),
-        ..Default::default()
-    })
-    .expect("slapd");
+    let slapd = slapd_with(ldif);
     let mut cfg = config(&slapd.url(), "page_size = 10");
     if let Source::Ldap(l) = &mut cfg.source {
         l.bind_dn = Some(LIMITED_DN.into());
@@ -315,11 +304,7 @@ async fn a_size_limited_account_fails_the_read_instead_of_returning_fewer_people
 #[tokio::test]
 async fn a_server_killed_in_the_middle_of_a_read_fails_the_read() {
     let ldif: String = (0..2000).map(|i| person(&format!("u{i:04}"), "")).collect();
-    let slapd = Slapd::start(Options {
-        preload: Some(ldif),
-        ..Default::default()
-    })
-    .expect("slapd");
+    let slapd = slapd_with(ldif);
     let pid = slapd.pid().expect("pid");
     let cfg = with_hook(
         config(&slapd.url(), "page_size = 50"),
@@ -347,11 +332,7 @@ async fn bad_entries_are_skipped_and_named_and_nobody_else_is_affected() {
         format!("dn: cn=engineering,ou=groups,{BASE}\nobjectClass: groupOfNames\ncn: engineering\nmember: uid=ok,ou=people,{BASE}\nmember: uid=ghost,ou=people,{BASE}\n\n"),
     ]
     .concat();
-    let slapd = Slapd::start(Options {
-        preload: Some(ldif),
-        ..Default::default()
-    })
-    .expect("slapd");
+    let slapd = slapd_with(ldif);
     let dir = read(&config(&slapd.url(), "")).await.expect("read");
     let dns: Vec<String> = dir.issues.iter().map(|i| i.dn.to_lowercase()).collect();
     for dn in ["uid=noid", "uid=bad", "uid=twin", "cn=engineering"] {
@@ -368,11 +349,7 @@ async fn bad_entries_are_skipped_and_named_and_nobody_else_is_affected() {
 
 #[tokio::test]
 async fn a_wrong_password_or_a_dead_server_fails_with_a_clear_error() {
-    let slapd = Slapd::start(Options {
-        preload: Some(person("ann", "")),
-        ..Default::default()
-    })
-    .expect("slapd");
+    let slapd = slapd_with(person("ann", ""));
     let mut cfg = config(&slapd.url(), "");
     if let Source::Ldap(l) = &mut cfg.source {
         l.bind_password = Some(bbsync::config::Secret::new("wrong"));
@@ -401,11 +378,7 @@ async fn a_whole_reconcile_from_ldap_removes_the_leaver() {
         group("engineering", &["ann", "bob"], &[]),
     ]
     .concat();
-    let slapd = Slapd::start(Options {
-        preload: Some(ldif),
-        ..Default::default()
-    })
-    .expect("slapd");
+    let slapd = slapd_with(ldif);
     let mut s = common::seed(&["ann", "bob"]);
     s.groups.push(common::group("Developers", &["bob"]));
     let emu = common::start(s).await;
@@ -440,11 +413,7 @@ async fn unique_member_and_posix_groups_resolve_against_a_live_server() {
         format!("dn: cn=posix,ou=groups,{BASE}\nobjectClass: posixGroup\ncn: posix\ngidNumber: 5000\nmemberUid: ann\nmemberUid: BOB\n\n"),
     ]
     .concat();
-    let slapd = Slapd::start(Options {
-        preload: Some(ldif),
-        ..Default::default()
-    })
-    .expect("slapd");
+    let slapd = slapd_with(ldif);
     let dir = read(&config(&slapd.url(), "")).await.expect("read");
     for g in ["unique", "posix"] {
         assert_eq!(
@@ -460,11 +429,7 @@ async fn unique_member_and_posix_groups_resolve_against_a_live_server() {
 #[tokio::test]
 async fn a_server_that_stops_answering_times_out_and_fails_the_read() {
     let ldif: String = (0..500).map(|i| person(&format!("u{i:03}"), "")).collect();
-    let slapd = Slapd::start(Options {
-        preload: Some(ldif),
-        ..Default::default()
-    })
-    .expect("slapd");
+    let slapd = slapd_with(ldif);
     let pid = slapd.pid().expect("pid").to_string();
     let stop = pid.clone();
     let mut cfg = config(&slapd.url(), "page_size = 50");
@@ -494,11 +459,7 @@ async fn a_server_that_stops_answering_times_out_and_fails_the_read() {
 #[tokio::test]
 async fn the_bind_password_can_come_from_a_file_and_a_misnamed_account_id_attribute_fails_the_read()
 {
-    let slapd = Slapd::start(Options {
-        preload: Some([person("ann", ""), group("engineering", &["ann"], &[])].concat()),
-        ..Default::default()
-    })
-    .expect("slapd");
+    let slapd = slapd_with([person("ann", ""), group("engineering", &["ann"], &[])].concat());
     let tmp = tempfile::tempdir().expect("tmp");
     std::fs::write(tmp.path().join("pw"), format!("{READER_PW}\n")).expect("pw");
     let text = format!(

@@ -91,26 +91,25 @@ fn slapadd_binary() -> PathBuf {
     PathBuf::from("slapadd")
 }
 
+/// `NAME.key` and the self-signed CA certificate `NAME.pem` in `dir`.
+fn self_signed_ca(dir: &Path, name: &str, cn: &str) -> io::Result<()> {
+    let key = dir.join(format!("{name}.key")).display().to_string();
+    let pem = dir.join(format!("{name}.pem")).display().to_string();
+    let subject = format!("/CN={cn}");
+    let args = [
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+    ];
+    run(
+        Command::new("openssl")
+            .args(args)
+            .args(["-subj", &subject, "-keyout", &key, "-out", &pem]),
+        "openssl (CA)",
+    )
+}
+
 fn make_ca(dir: &Path) -> io::Result<()> {
     let d = |f: &str| dir.join(f).display().to_string();
-    run(
-        Command::new("openssl").args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=bbsync test CA",
-            "-keyout",
-            &d("ca.key"),
-            "-out",
-            &d("ca.pem"),
-        ]),
-        "openssl (CA)",
-    )?;
+    self_signed_ca(dir, "ca", "bbsync test CA")?;
     run(
         Command::new("openssl").args([
             "req",
@@ -151,24 +150,7 @@ fn make_ca(dir: &Path) -> io::Result<()> {
         "openssl (sign)",
     )?;
     // A second CA nobody trusts, for "refuses an untrusted certificate" tests.
-    run(
-        Command::new("openssl").args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=other CA",
-            "-keyout",
-            &d("other-ca.key"),
-            "-out",
-            &d("other-ca.pem"),
-        ]),
-        "openssl (other CA)",
-    )
+    self_signed_ca(dir, "other-ca", "other CA")
 }
 
 impl Slapd {
