@@ -3,9 +3,9 @@
 //! a manual grant outside the managed scope); the bundled LDIF is the directory.
 
 use crate::config::Config;
+use crate::config::SourceSettings;
 use crate::reconcile::{Reconciler, RunReport};
 use crate::report;
-use crate::source::Source;
 use bbsync_emulator::{Emulator, Seed};
 use std::path::Path;
 
@@ -38,11 +38,9 @@ pub fn config(api_url: &str, audit: &Path) -> Result<Config, DemoError> {
     let mut cfg = Config::from_toml_str(CONFIG, "demo/bbsync.toml", Path::new("demo"))?;
     cfg.bitbucket.api_url = api_url.to_owned();
     cfg.audit_path = Some(audit.to_owned());
-    let schema = cfg.source.schema().clone();
-    cfg.source = Source::LdifText {
+    cfg.source = SourceSettings::LdifText {
         name: "demo/directory.ldif (bundled)".into(),
         text: LDIF.to_owned(),
-        schema,
     };
     Ok(cfg)
 }

@@ -1,31 +1,45 @@
 //! bbsync keeps Bitbucket Cloud group membership and repository access equal to what the
 //! company directory says.
 //!
-//! The map, in the order a reconcile runs:
-//! - [`config`]: TOML + environment -> validated [`config::Config`] (secrets redacted).
-//! - [`source`]: directory sources (LDIF today) -> [`source::Directory`], failing closed.
-//! - [`mapping`]: directory + rules -> [`mapping::Desired`] (pure).
-//! - [`bitbucket`]: the HTTP client for 1.0 groups / group-privileges and 2.0 endpoints.
-//! - [`plan`]: `plan(desired, actual, policy)` -> [`plan::Plan`] (pure, managed scope only).
-//! - [`apply`]: runs a plan, records every outcome in the audit trail.
-//! - [`reconcile`]: one whole run, glued together.
-//! - [`check`]: proves what the configured credentials can do, family by family.
-//! - [`report`]: human and JSON renderings of a run.
-//! - [`demo`]: the self-contained demo (embedded emulator + sample directory).
-//! - [`metrics`]: the Prometheus registry (kinds and outcomes as labels only).
-//! - [`model`]: the newtypes everything above shares.
+//! The modules form layers; a module uses only modules of its own layer or below, so the
+//! graph of `crate::` imports has no cycle and no edge is imported by the core. Bottom to top:
+//!
+//! 1. **Vocabulary**, shared by everything above, importing nothing of the crate:
+//!    - [`model`]: domain newtypes (account ids, slugs, keys, permissions, DNs).
+//!    - [`secret`]: [`secret::Secret`], a value that never prints.
+//!    - [`family`]: API families and credential kinds, with what the API sheet says of them.
+//!    - [`time`], [`tls`]: timestamps and the TLS set-up both network edges share.
+//! 2. **Settings**: [`config`]: TOML + environment -> validated, plain settings per section
+//!    (secrets redacted). It builds no runtime object and imports no edge.
+//! 3. **Core**, pure functions over plain data, no I/O:
+//!    - [`directory`]: the directory snapshot (people, groups, skipped entries).
+//!    - [`mapping`]: directory + rules -> [`mapping::Desired`].
+//!    - [`plan`]: `plan(desired, actual, policy)` -> [`plan::Plan`] (managed scope only).
+//! 4. **Edges**, each building its runtime objects from its settings:
+//!    - [`source`]: LDIF and LDAP readers -> [`directory::Directory`], failing closed.
+//!    - [`bitbucket`]: the HTTP client, its retry policy, and the membership and grant-state
+//!      seams with their Bitbucket implementations.
+//!    - [`apply`]: runs a plan through those seams; the audit trail.
+//! 5. **Orchestration**: [`reconcile`] (one whole run), [`check`] (what the credentials can
+//!    do), [`report`] (human and JSON renderings), [`metrics`] (the Prometheus registry),
+//!    [`demo`] (embedded emulator + sample directory).
+//!
+//! `main.rs` is the CLI only: it parses arguments and calls into the layers above.
 
 pub mod apply;
 pub mod bitbucket;
 pub mod check;
 pub mod config;
 pub mod demo;
+pub mod directory;
+pub mod family;
 pub mod mapping;
 pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod reconcile;
 pub mod report;
+pub mod secret;
 pub mod source;
 pub mod time;
 pub mod tls;

@@ -269,7 +269,8 @@ async fn run_demo(once: bool) -> anyhow::Result<u8> {
 async fn check(path: &std::path::Path, probe_writes: bool, output: Output) -> anyhow::Result<u8> {
     let cfg = Config::load(path)?;
     let clients = bbsync::reconcile::clients_for(&cfg)?;
-    let source = cfg.source.read().await;
+    let reader = bbsync::source::Source::new(&cfg.source, &cfg.directory);
+    let source = reader.read().await;
     let report = bbsync::check::check(&cfg, &clients, probe_writes).await;
     let ok = source.is_ok() && report.ok();
     match output {
@@ -298,13 +299,13 @@ async fn check(path: &std::path::Path, probe_writes: bool, output: Output) -> an
             match &source {
                 Ok(d) => println!(
                     "source {}: ok ({} people, {} disabled, {} groups, {} skipped entries)\n",
-                    cfg.source.describe(),
+                    reader.describe(),
                     d.people.len(),
                     d.people.len() - d.active_people(),
                     d.groups.len(),
                     d.issues.len()
                 ),
-                Err(e) => println!("source {}: FAILED: {e}\n", cfg.source.describe()),
+                Err(e) => println!("source {}: FAILED: {e}\n", reader.describe()),
             }
             print!("{}", bbsync::check::render(&report));
         }
@@ -321,15 +322,16 @@ fn peak_rss_kib() -> Option<u64> {
 
 async fn read_source(path: &std::path::Path, output: Output) -> anyhow::Result<u8> {
     let cfg = Config::load(path)?;
+    let reader = bbsync::source::Source::new(&cfg.source, &cfg.directory);
     let started = std::time::Instant::now();
-    let dir = cfg.source.read().await?;
+    let dir = reader.read().await?;
     let elapsed = started.elapsed();
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&dir)?),
         Output::Human => {
             println!(
                 "{}: {} people ({} disabled), {} groups, {} skipped entries",
-                cfg.source.describe(),
+                reader.describe(),
                 dir.people.len(),
                 dir.people.len() - dir.active_people(),
                 dir.groups.len(),

@@ -5,8 +5,8 @@
 //! renamed group as empty would remove everyone from the Bitbucket group.
 
 use crate::config::{GrantRule, GroupRule};
+use crate::directory::Directory;
 use crate::model::{AccountId, GroupSlug, Permission, Repo, RepoSlug};
-use crate::source::Directory;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -7,10 +7,11 @@ use crate::bitbucket::dto::V2Repository;
 use crate::bitbucket::{ApiError, ApiFamily, Client, Clients, CredentialKind};
 use crate::check::CredentialStatus;
 use crate::config::{Config, GrantRule};
+use crate::directory::EntryIssue;
 use crate::mapping::{self, MappingError};
 use crate::model::{AccountId, BbUuid, GroupSlug, Permission, ProjectKey, Repo, RepoSlug};
 use crate::plan::{self, Actual, ActualGroup, ActualMember, Plan, Policy};
-use crate::source::{EntryIssue, SourceError};
+use crate::source::{Source, SourceError};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
@@ -239,6 +240,7 @@ pub async fn read_actual(clients: &Clients, cfg: &Config) -> Result<(Actual, Vec
 /// Everything one reconcile needs.
 pub struct Reconciler {
     pub cfg: Config,
+    pub source: Source,
     pub clients: Clients,
     audit: Audit,
 }
@@ -254,6 +256,7 @@ impl Reconciler {
             None => Audit::to_log(),
         };
         Ok(Reconciler {
+            source: Source::new(&cfg.source, &cfg.directory),
             cfg,
             clients,
             audit,
@@ -326,7 +329,7 @@ impl Reconciler {
                 .collect()
         };
 
-        let dir = self.cfg.source.read().await?;
+        let dir = self.source.read().await?;
         for issue in &dir.issues {
             tracing::warn!(
                 dn = issue.dn,
@@ -335,7 +338,7 @@ impl Reconciler {
             );
         }
         let source = SourceSummary {
-            description: self.cfg.source.describe(),
+            description: self.source.describe(),
             people: dir.people.len(),
             active: dir.active_people(),
             leavers: dir.people.len() - dir.active_people(),

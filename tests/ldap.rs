@@ -3,7 +3,7 @@
 
 mod common;
 
-use bbsync::config::Config;
+use bbsync::config::{Config, SourceSettings};
 use bbsync::mapping;
 use bbsync::source::{Directory, Source, SourceError};
 use bbsync_testkit::{
@@ -63,11 +63,9 @@ from = ["engineering"]
     Config::from_toml_str(&text, "ldap-test.toml", std::path::Path::new(".")).expect("valid config")
 }
 
-fn with_hook(mut cfg: Config, hook: impl Fn(&str, usize, usize) + Send + Sync + 'static) -> Config {
-    if let Source::Ldap(l) = &mut cfg.source {
-        l.on_page = Some(Arc::new(hook));
-    }
-    cfg
+/// The configured reader, calling `hook` after each page.
+fn with_hook(cfg: &Config, hook: impl Fn(&str, usize, usize) + Send + Sync + 'static) -> Source {
+    Source::new(&cfg.source, &cfg.directory).with_page_hook(Arc::new(hook))
 }
 
 /// A private slapd preloaded with `ldif` (no TLS).
@@ -80,7 +78,7 @@ fn slapd_with(ldif: String) -> Slapd {
 }
 
 async fn read(cfg: &Config) -> Result<Directory, SourceError> {
-    cfg.source.read().await
+    Source::new(&cfg.source, &cfg.directory).read().await
 }
 
 #[tokio::test]
@@ -94,12 +92,15 @@ async fn paging_across_many_pages_reads_every_person_and_group() {
     let slapd = slapd_with(ldif);
     let pages = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&pages);
-    let cfg = with_hook(config(&slapd.url(), "page_size = 37"), move |name, _, _| {
-        if name == "users" {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-    });
-    let dir = read(&cfg).await.expect("read");
+    let src = with_hook(
+        &config(&slapd.url(), "page_size = 37"),
+        move |name, _, _| {
+            if name == "users" {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        },
+    );
+    let dir = src.read().await.expect("read");
     assert_eq!(dir.people.len(), 1000);
     assert_eq!(dir.groups.len(), 30);
     assert!(dir.groups.values().all(|g| g.members.len() == 20));
@@ -135,9 +136,8 @@ async fn nested_groups_with_a_cycle_map_exactly_as_the_same_entries_from_ldif() 
     let tmp = tempfile::tempdir().expect("tmp");
     std::fs::write(tmp.path().join("d.ldif"), &ldif).expect("write");
     let mut file_cfg = cfg.clone();
-    file_cfg.source = Source::LdifFile {
+    file_cfg.source = SourceSettings::LdifFile {
         path: tmp.path().join("d.ldif"),
-        schema: cfg.source.schema().clone(),
     };
     let file = read(&file_cfg).await.expect("ldif");
 
@@ -284,7 +284,7 @@ async fn a_size_limited_account_fails_the_read_instead_of_returning_fewer_people
     let ldif: String = (0..100).map(|i| person(&format!("u{i:03}"), "")).collect();
     let slapd = slapd_with(ldif);
     let mut cfg = config(&slapd.url(), "page_size = 10");
-    if let Source::Ldap(l) = &mut cfg.source {
+    if let SourceSettings::Ldap(l) = &mut cfg.source {
         l.bind_dn = Some(LIMITED_DN.into());
         l.bind_password = Some(bbsync::config::Secret::new(LIMITED_PW));
     }
@@ -294,7 +294,7 @@ async fn a_size_limited_account_fails_the_read_instead_of_returning_fewer_people
     assert!(msg.contains("search users"), "{msg}");
 
     // Unpaged reads are capped the same way; the admin reads everything.
-    if let Source::Ldap(l) = &mut cfg.source {
+    if let SourceSettings::Ldap(l) = &mut cfg.source {
         l.bind_dn = Some(ADMIN_DN.into());
         l.bind_password = Some(bbsync::config::Secret::new(ADMIN_PW));
     }
@@ -306,8 +306,8 @@ async fn a_server_killed_in_the_middle_of_a_read_fails_the_read() {
     let ldif: String = (0..2000).map(|i| person(&format!("u{i:04}"), "")).collect();
     let slapd = slapd_with(ldif);
     let pid = slapd.pid().expect("pid");
-    let cfg = with_hook(
-        config(&slapd.url(), "page_size = 50"),
+    let src = with_hook(
+        &config(&slapd.url(), "page_size = 50"),
         move |name, pages, _| {
             if name == "users" && pages == 3 {
                 let _ = std::process::Command::new("kill")
@@ -316,7 +316,7 @@ async fn a_server_killed_in_the_middle_of_a_read_fails_the_read() {
             }
         },
     );
-    let err = read(&cfg).await.expect_err("must fail");
+    let err = src.read().await.expect_err("must fail");
     assert!(matches!(err, SourceError::Ldap { .. }), "{err}");
     assert!(err.to_string().contains("search users"), "{err}");
 }
@@ -351,7 +351,7 @@ async fn bad_entries_are_skipped_and_named_and_nobody_else_is_affected() {
 async fn a_wrong_password_or_a_dead_server_fails_with_a_clear_error() {
     let slapd = slapd_with(person("ann", ""));
     let mut cfg = config(&slapd.url(), "");
-    if let Source::Ldap(l) = &mut cfg.source {
+    if let SourceSettings::Ldap(l) = &mut cfg.source {
         l.bind_password = Some(bbsync::config::Secret::new("wrong"));
     }
     let err = read(&cfg).await.expect_err("bad password");
@@ -433,10 +433,10 @@ async fn a_server_that_stops_answering_times_out_and_fails_the_read() {
     let pid = slapd.pid().expect("pid").to_string();
     let stop = pid.clone();
     let mut cfg = config(&slapd.url(), "page_size = 50");
-    if let Source::Ldap(l) = &mut cfg.source {
+    if let SourceSettings::Ldap(l) = &mut cfg.source {
         l.op_timeout = std::time::Duration::from_secs(1);
     }
-    let cfg = with_hook(cfg, move |name, pages, _| {
+    let src = with_hook(&cfg, move |name, pages, _| {
         if name == "users" && pages == 2 {
             let _ = std::process::Command::new("kill")
                 .args(["-STOP", &stop])
@@ -444,7 +444,7 @@ async fn a_server_that_stops_answering_times_out_and_fails_the_read() {
         }
     });
     let started = std::time::Instant::now();
-    let err = read(&cfg).await.expect_err("must time out");
+    let err = src.read().await.expect_err("must time out");
     let _ = std::process::Command::new("kill")
         .args(["-CONT", &pid])
         .status();

@@ -2,7 +2,8 @@
 //! `api.rs`; this file knows nothing about groups or repositories.
 
 use super::dto::{ErrorBody, Page, TokenAnswer};
-use crate::config::{Credential, Secret};
+use crate::config::Credential;
+use crate::secret::Secret;
 use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;

@@ -5,9 +5,8 @@ mod api;
 mod client;
 mod clients;
 pub mod dto;
-mod family;
 
+pub use crate::family::{ApiFamily, CredentialKind};
 pub use api::Written;
 pub use client::{backoff, Answer, ApiError, Body, Client, ClientOptions};
 pub use clients::Clients;
-pub use family::{ApiFamily, CredentialKind};

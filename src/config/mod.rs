@@ -3,13 +3,15 @@
 //! its key; secrets may come inline, from the environment, or from `*_file` (container and systemd
 //! credentials) and are wrapped in [`Secret`] so they never print.
 
-mod secret;
+mod source;
 
-pub use secret::Secret;
+pub use crate::secret::Secret;
+pub use source::{
+    is_valid_ldap_filter, LdapSettings, Schema, SearchScope, SearchSettings, SourceSettings,
+};
 
-use crate::bitbucket::{ApiFamily, CredentialKind};
+use crate::family::{ApiFamily, CredentialKind};
 use crate::model::{GroupSlug, Permission, ProjectKey, RepoSlug};
-use crate::source::{Schema, Source};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -128,7 +130,9 @@ pub struct Config {
     pub mode: Mode,
     pub bitbucket: BitbucketConfig,
     pub credentials: BTreeMap<String, Credential>,
-    pub source: Source,
+    pub source: SourceSettings,
+    /// How directory entries are read as people and groups (`[directory]`).
+    pub directory: Schema,
     pub groups: Vec<GroupRule>,
     pub grants: Vec<GrantRule>,
     pub safety: Safety,
@@ -188,29 +192,29 @@ struct RawCredential {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct RawSource {
-    kind: Option<String>,
-    path: Option<PathBuf>,
-    url: Option<String>,
-    bind_dn: Option<String>,
-    bind_password: Option<String>,
-    bind_password_file: Option<PathBuf>,
-    starttls: Option<bool>,
-    ca_file: Option<PathBuf>,
-    tls_verify: Option<bool>,
-    connect_timeout_secs: Option<u64>,
-    timeout_secs: Option<u64>,
-    read_timeout_secs: Option<u64>,
-    page_size: Option<u32>,
-    users_base: Option<String>,
-    users_filter: Option<String>,
-    users_scope: Option<String>,
-    groups_base: Option<String>,
-    groups_filter: Option<String>,
-    groups_scope: Option<String>,
-    disabled_filter: Option<String>,
-    ad_range_retrieval: Option<bool>,
-    ad_in_chain: Option<bool>,
+pub(crate) struct RawSource {
+    pub(crate) kind: Option<String>,
+    pub(crate) path: Option<PathBuf>,
+    pub(crate) url: Option<String>,
+    pub(crate) bind_dn: Option<String>,
+    pub(crate) bind_password: Option<String>,
+    pub(crate) bind_password_file: Option<PathBuf>,
+    pub(crate) starttls: Option<bool>,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) tls_verify: Option<bool>,
+    pub(crate) connect_timeout_secs: Option<u64>,
+    pub(crate) timeout_secs: Option<u64>,
+    pub(crate) read_timeout_secs: Option<u64>,
+    pub(crate) page_size: Option<u32>,
+    pub(crate) users_base: Option<String>,
+    pub(crate) users_filter: Option<String>,
+    pub(crate) users_scope: Option<String>,
+    pub(crate) groups_base: Option<String>,
+    pub(crate) groups_filter: Option<String>,
+    pub(crate) groups_scope: Option<String>,
+    pub(crate) disabled_filter: Option<String>,
+    pub(crate) ad_range_retrieval: Option<bool>,
+    pub(crate) ad_in_chain: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -322,7 +326,7 @@ impl Config {
     }
 }
 
-fn non_empty(v: Option<String>) -> Option<String> {
+pub(crate) fn non_empty(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
@@ -581,10 +585,9 @@ fn validate(raw: RawConfig, origin: String, base: &Path) -> Result<Config, Confi
         },
     };
     let src = raw.source.unwrap_or_default();
-    let placeholder = |schema: Schema| Source::LdifText {
+    let placeholder = || SourceSettings::LdifText {
         name: String::new(),
         text: String::new(),
-        schema,
     };
     let kind = non_empty(src.kind.clone());
     // Keys that belong to the other kind are mistakes worth naming.
@@ -618,13 +621,12 @@ fn validate(raw: RawConfig, origin: String, base: &Path) -> Result<Config, Confi
                 }
             }
             match src.path {
-                Some(path) => Source::LdifFile {
+                Some(path) => SourceSettings::LdifFile {
                     path: resolve(path),
-                    schema,
                 },
                 None => {
                     p.push("source.path is required for kind \"ldif\"".into());
-                    placeholder(schema)
+                    placeholder()
                 }
             }
         }
@@ -632,9 +634,9 @@ fn validate(raw: RawConfig, origin: String, base: &Path) -> Result<Config, Confi
             if src.path.is_some() {
                 p.push("source.path does not apply to kind \"ldap\" (it is for \"ldif\")".into());
             }
-            match validate_ldap(src, schema, &resolve, &mut p) {
-                Some(l) => Source::Ldap(Box::new(l)),
-                None => placeholder(Schema::default()),
+            match source::validate_ldap(src, &resolve, &mut p) {
+                Some(l) => SourceSettings::Ldap(Box::new(l)),
+                None => placeholder(),
             }
         }
         other => {
@@ -644,7 +646,7 @@ fn validate(raw: RawConfig, origin: String, base: &Path) -> Result<Config, Confi
                 }
                 None => "source.kind is required (\"ldif\" or \"ldap\")".into(),
             });
-            placeholder(schema)
+            placeholder()
         }
     };
 
@@ -752,6 +754,7 @@ fn validate(raw: RawConfig, origin: String, base: &Path) -> Result<Config, Confi
         },
         credentials,
         source,
+        directory: schema,
         groups,
         grants,
         safety: Safety {
@@ -765,7 +768,7 @@ fn validate(raw: RawConfig, origin: String, base: &Path) -> Result<Config, Confi
 /// A secret given inline (or by the environment) as `key`, or in the file `key_file` (container
 /// and systemd credentials; one trailing newline dropped). `None` when neither is set; both set,
 /// an unreadable or an empty file are problems naming the key.
-fn read_secret(
+pub(crate) fn read_secret(
     key: &str,
     inline: Option<String>,
     file: Option<PathBuf>,
@@ -796,150 +799,6 @@ fn read_secret(
         }
         (None, None) => None,
     }
-}
-
-fn validate_ldap(
-    src: RawSource,
-    schema: Schema,
-    resolve: &dyn Fn(PathBuf) -> PathBuf,
-    p: &mut Vec<String>,
-) -> Option<crate::source::ldap::LdapSource> {
-    use crate::source::ldap::{LdapSource, SearchSpec};
-    let before = p.len();
-    let url = non_empty(src.url).unwrap_or_else(|| {
-        p.push(
-            "source.url is required for kind \"ldap\" (ldap://host:389 or ldaps://host:636)".into(),
-        );
-        String::new()
-    });
-    let starttls = src.starttls.unwrap_or(false);
-    if !url.is_empty() {
-        match url::Url::parse(&url) {
-            Ok(u) if u.scheme() == "ldaps" && starttls => p.push(
-                "source.starttls: StartTLS is for ldap:// URLs; ldaps:// is already TLS".into(),
-            ),
-            Ok(u) if matches!(u.scheme(), "ldap" | "ldaps") && u.host_str().is_some() => {}
-            _ => p.push(format!(
-                "source.url: {url:?} is not an ldap:// or ldaps:// URL with a host"
-            )),
-        }
-    }
-    let bind_dn = non_empty(src.bind_dn);
-    let given = src.bind_password.is_some() || src.bind_password_file.is_some();
-    let bind_password = read_secret(
-        "source.bind_password",
-        src.bind_password,
-        src.bind_password_file,
-        resolve,
-        p,
-    );
-    match (&bind_dn, given) {
-        (None, true) => p.push("source.bind_password is set but source.bind_dn is not".into()),
-        (Some(dn), false) => p.push(format!(
-            "source.bind_password (or bind_password_file) is required to bind as {dn}"
-        )),
-        _ => {}
-    }
-    let scope =
-        |key: &str, v: Option<String>, p: &mut Vec<String>| match v.as_deref().map(str::trim) {
-            None | Some("sub") => ldap3::Scope::Subtree,
-            Some("one") => ldap3::Scope::OneLevel,
-            Some("base") => ldap3::Scope::Base,
-            Some(o) => {
-                p.push(format!(
-                    "source.{key}: {o:?} is not one of \"sub\", \"one\", \"base\""
-                ));
-                ldap3::Scope::Subtree
-            }
-        };
-    // Filters are combined at run time (`(&users disabled)`), so a bare `a=b` is wrapped.
-    let wrap = |f: String| {
-        if f.starts_with('(') {
-            f
-        } else {
-            format!("({f})")
-        }
-    };
-    let filter = |key: &str, v: Option<String>, default: &str, p: &mut Vec<String>| {
-        let f = wrap(non_empty(v).unwrap_or_else(|| default.to_owned()));
-        if ldap3::parse_filter(&f).is_err() {
-            p.push(format!("source.{key}: {f:?} is not a valid LDAP filter"));
-        }
-        f
-    };
-    let users_base = non_empty(src.users_base).unwrap_or_else(|| {
-        p.push("source.users_base is required (the DN under which people live)".into());
-        String::new()
-    });
-    let users = SearchSpec {
-        filter: filter(
-            "users_filter",
-            src.users_filter,
-            "(objectClass=inetOrgPerson)",
-            p,
-        ),
-        scope: scope("users_scope", src.users_scope, p),
-        base: users_base.clone(),
-    };
-    let groups = SearchSpec {
-        filter: filter(
-            "groups_filter",
-            src.groups_filter,
-            "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=posixGroup)(objectClass=group))",
-            p,
-        ),
-        scope: scope("groups_scope", src.groups_scope, p),
-        base: non_empty(src.groups_base).unwrap_or(users_base),
-    };
-    let disabled_filter = src.disabled_filter.and_then(|f| non_empty(Some(f)));
-    if let Some(f) = &disabled_filter {
-        if ldap3::parse_filter(f).is_err() {
-            p.push(format!(
-                "source.disabled_filter: {f:?} is not a valid LDAP filter"
-            ));
-        }
-    }
-    let page_size = src.page_size.unwrap_or(500);
-    if !(1..=100_000).contains(&page_size) {
-        p.push(format!(
-            "source.page_size: {page_size} is out of range 1..=100000"
-        ));
-    }
-    let secs = |key: &str, v: Option<u64>, default: u64, p: &mut Vec<String>| {
-        let v = v.unwrap_or(default);
-        if v == 0 {
-            p.push(format!("source.{key} must be at least 1"));
-        }
-        Duration::from_secs(v.max(1))
-    };
-    let connect_timeout = secs("connect_timeout_secs", src.connect_timeout_secs, 10, p);
-    let op_timeout = secs("timeout_secs", src.timeout_secs, 60, p);
-    let read_timeout = secs("read_timeout_secs", src.read_timeout_secs, 900, p);
-    let ca_file = src.ca_file.map(resolve);
-    if let Some(ca) = &ca_file {
-        if !ca.is_file() {
-            p.push(format!("source.ca_file: {} does not exist", ca.display()));
-        }
-    }
-    (p.len() == before).then(|| LdapSource {
-        url,
-        bind_dn,
-        bind_password,
-        starttls,
-        ca_file,
-        tls_verify: src.tls_verify.unwrap_or(true),
-        connect_timeout,
-        op_timeout,
-        read_timeout,
-        page_size,
-        users,
-        groups,
-        disabled_filter,
-        ad_range_retrieval: src.ad_range_retrieval.unwrap_or(true),
-        ad_in_chain: src.ad_in_chain.unwrap_or(false),
-        schema,
-        on_page: None,
-    })
 }
 
 #[cfg(test)]
@@ -980,7 +839,9 @@ projects = ["proj"]
         assert_eq!(c.grants[0].select.projects[0].as_str(), "PROJ");
         assert_eq!(c.bitbucket.grant_writes, GrantWrites::PermissionsConfig);
         match &c.source {
-            Source::LdifFile { path, .. } => assert_eq!(path, Path::new("/etc/bbsync/dir.ldif")),
+            SourceSettings::LdifFile { path } => {
+                assert_eq!(path, Path::new("/etc/bbsync/dir.ldif"))
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -1085,7 +946,7 @@ permission = "owner"
             "kind = \"ldap\"\nurl = \"ldap://127.0.0.1:3890\"\nusers_base = \"ou=people,dc=x\"",
         );
         match parse(&ok).expect("valid").source {
-            Source::Ldap(l) => {
+            SourceSettings::Ldap(l) => {
                 assert!(l.tls_verify, "verification is on by default");
                 assert_eq!(l.groups.base, "ou=people,dc=x");
                 assert_eq!(l.page_size, 500);

@@ -13,51 +13,21 @@
 //! tells, which is why each page's code is checked.
 
 use super::{Entry, Schema, SourceError};
-use crate::config::Secret;
+use crate::config::{LdapSettings, SearchScope, SearchSettings};
 use crate::model::Dn;
+use crate::secret::Secret;
 use ldap3::controls::{Control, ControlType, PagedResults, RawControl};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// One search: where, what and how deep.
-#[derive(Clone, Debug)]
-pub struct SearchSpec {
-    pub base: String,
-    pub filter: String,
-    pub scope: Scope,
-}
+use std::time::Instant;
 
 /// Called after each page: (search name, pages so far, entries so far).
 pub type PageHook = Arc<dyn Fn(&str, usize, usize) + Send + Sync>;
 
+/// The LDAP reader: its settings, the schema, and an optional progress hook.
 #[derive(Clone)]
 pub struct LdapSource {
-    /// `ldap://host:389` or `ldaps://host:636`.
-    pub url: String,
-    pub bind_dn: Option<String>,
-    pub bind_password: Option<Secret>,
-    /// Upgrade an `ldap://` connection with StartTLS before binding.
-    pub starttls: bool,
-    /// PEM bundle of the CAs to trust instead of the system store.
-    pub ca_file: Option<PathBuf>,
-    /// Certificate verification; turning it off is logged loudly on every connect.
-    pub tls_verify: bool,
-    pub connect_timeout: Duration,
-    /// Limit for each LDAP operation (bind, each page).
-    pub op_timeout: Duration,
-    /// Limit for the whole read.
-    pub read_timeout: Duration,
-    pub page_size: u32,
-    pub users: SearchSpec,
-    pub groups: SearchSpec,
-    /// People matching `(&users.filter disabled_filter)` are disabled.
-    pub disabled_filter: Option<String>,
-    /// Follow AD ranged attribute retrieval (`member;range=0-1499`) for very large groups.
-    pub ad_range_retrieval: bool,
-    /// Resolve each group's members with AD's in-chain matching rule (one query per group).
-    pub ad_in_chain: bool,
+    pub cfg: LdapSettings,
     pub schema: Schema,
     /// Progress callback (tests use it to kill the server mid-read).
     pub on_page: Option<PageHook>,
@@ -66,12 +36,8 @@ pub struct LdapSource {
 impl std::fmt::Debug for LdapSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LdapSource")
-            .field("url", &self.url)
-            .field("bind_dn", &self.bind_dn)
-            .field("bind_password", &self.bind_password)
-            .field("starttls", &self.starttls)
-            .field("tls_verify", &self.tls_verify)
-            .field("page_size", &self.page_size)
+            .field("cfg", &self.cfg)
+            .field("hook", &self.on_page.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -168,10 +134,26 @@ fn to_entry(se: SearchEntry) -> Entry {
     e
 }
 
+fn scope(s: SearchScope) -> Scope {
+    match s {
+        SearchScope::Base => Scope::Base,
+        SearchScope::One => Scope::OneLevel,
+        SearchScope::Sub => Scope::Subtree,
+    }
+}
+
 impl LdapSource {
+    pub fn new(cfg: LdapSettings, schema: Schema) -> LdapSource {
+        LdapSource {
+            cfg,
+            schema,
+            on_page: None,
+        }
+    }
+
     fn err(&self, stage: &str, message: impl Into<String>) -> SourceError {
         SourceError::Ldap {
-            url: self.url.clone(),
+            url: self.cfg.url.clone(),
             stage: stage.to_owned(),
             message: message.into(),
         }
@@ -214,17 +196,17 @@ impl LdapSource {
     async fn connect(&self) -> Result<Ldap, SourceError> {
         crate::tls::install_provider();
         let mut settings = LdapConnSettings::new()
-            .set_conn_timeout(self.connect_timeout)
-            .set_starttls(self.starttls);
-        if !self.tls_verify {
-            tracing::warn!(url = self.url, "LDAP TLS certificate verification is DISABLED (source.tls_verify = false): anyone on the path can read the directory and forge its answers");
+            .set_conn_timeout(self.cfg.connect_timeout)
+            .set_starttls(self.cfg.starttls);
+        if !self.cfg.tls_verify {
+            tracing::warn!(url = self.cfg.url, "LDAP TLS certificate verification is DISABLED (source.tls_verify = false): anyone on the path can read the directory and forge its answers");
             settings = settings.set_no_tls_verify(true);
-        } else if let Some(ca) = &self.ca_file {
+        } else if let Some(ca) = &self.cfg.ca_file {
             let config =
                 crate::tls::client_config_with_ca(ca).map_err(|m| self.err("TLS setup", m))?;
             settings = settings.set_config(Arc::new(config));
         }
-        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.url)
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.cfg.url)
             .await
             .map_err(|e| self.err("connect", e.to_string()))?;
         tokio::spawn(async move {
@@ -232,14 +214,15 @@ impl LdapSource {
                 tracing::debug!(error = %e, "LDAP connection ended");
             }
         });
-        if let Some(dn) = &self.bind_dn {
+        if let Some(dn) = &self.cfg.bind_dn {
             let pw = self
+                .cfg
                 .bind_password
                 .as_ref()
                 .map(Secret::expose)
                 .unwrap_or_default();
             let res = ldap
-                .with_timeout(self.op_timeout)
+                .with_timeout(self.cfg.op_timeout)
                 .simple_bind(dn, pw)
                 .await
                 .map_err(|e| self.err("bind", e.to_string()))?;
@@ -258,7 +241,7 @@ impl LdapSource {
         &self,
         ldap: &mut Ldap,
         name: &str,
-        spec: &SearchSpec,
+        spec: &SearchSettings,
         filter: &str,
         attrs: &[String],
         sink: &mut dyn FnMut(Entry),
@@ -270,7 +253,7 @@ impl LdapSource {
         let started = Instant::now();
         loop {
             let mut control: RawControl = PagedResults {
-                size: i32::try_from(self.page_size).unwrap_or(i32::MAX),
+                size: i32::try_from(self.cfg.page_size).unwrap_or(i32::MAX),
                 cookie: std::mem::take(&mut cookie),
             }
             .into();
@@ -278,8 +261,8 @@ impl LdapSource {
             control.crit = true;
             let mut stream = ldap
                 .with_controls(vec![control])
-                .with_timeout(self.op_timeout)
-                .streaming_search(&spec.base, spec.scope, filter, attrs.to_vec())
+                .with_timeout(self.cfg.op_timeout)
+                .streaming_search(&spec.base, scope(spec.scope), filter, attrs.to_vec())
                 .await
                 .map_err(|e| self.err(&stage, e.to_string()))?;
             // Let the connection task send the request, then decode the previous page.
@@ -364,7 +347,7 @@ impl LdapSource {
     async fn require_active_directory(&self, ldap: &mut Ldap) -> Result<(), SourceError> {
         const AD_CAPABILITY: &str = "1.2.840.113556.1.4.800";
         let (res, _) = ldap
-            .with_timeout(self.op_timeout)
+            .with_timeout(self.cfg.op_timeout)
             .search(
                 "",
                 Scope::Base,
@@ -407,7 +390,7 @@ impl LdapSource {
                     );
                 }
                 let (res, _) = ldap
-                    .with_timeout(self.op_timeout)
+                    .with_timeout(self.cfg.op_timeout)
                     .search(e.dn.as_str(), Scope::Base, "(objectClass=*)", next.clone())
                     .await
                     .map_err(|err| self.err("ranged retrieval", format!("{}: {err}", e.dn)))?
@@ -444,8 +427,8 @@ impl LdapSource {
             .paged_search(
                 &mut ldap,
                 "users",
-                &self.users,
-                &self.users.filter,
+                &self.cfg.users,
+                &self.cfg.users.filter,
                 &self.user_attributes(),
                 &mut |e| into.add_person(e),
             )
@@ -454,13 +437,13 @@ impl LdapSource {
         self.paged_search(
             &mut ldap,
             "groups",
-            &self.groups,
-            &self.groups.filter,
+            &self.cfg.groups,
+            &self.cfg.groups.filter,
             &self.group_attributes(),
             &mut |e| groups.push(e),
         )
         .await?;
-        if self.ad_range_retrieval {
+        if self.cfg.ad_range_retrieval {
             self.complete_ranges(&mut ldap, &mut groups).await?;
         } else if let Some(g) = groups
             .iter()
@@ -471,18 +454,18 @@ impl LdapSource {
                 format!("{} has ranged attributes (a group over 1500 members) but source.ad_range_retrieval is false", g.dn),
             ));
         }
-        if self.ad_in_chain {
+        if self.cfg.ad_in_chain {
             // A server without the matching rule evaluates the filter as Undefined and answers
             // every group with nobody (rc 0): refuse unless it says it is Active Directory.
             self.require_active_directory(&mut ldap).await?;
             // The server resolves nesting: each group's members are the people in its chain.
             for g in groups.iter_mut() {
-                let filter = in_chain_filter(&self.users.filter, g.dn.as_str());
+                let filter = in_chain_filter(&self.cfg.users.filter, g.dn.as_str());
                 let mut members = Vec::new();
                 self.paged_search(
                     &mut ldap,
                     "in-chain members",
-                    &self.users,
+                    &self.cfg.users,
                     &filter,
                     &["1.1".to_owned()],
                     &mut |m| members.push(m.dn),
@@ -498,12 +481,12 @@ impl LdapSource {
         for g in groups {
             into.add_group(g);
         }
-        if let Some(f) = &self.disabled_filter {
-            let filter = format!("(&{}{f})", self.users.filter);
+        if let Some(f) = &self.cfg.disabled_filter {
+            let filter = format!("(&{}{f})", self.cfg.users.filter);
             self.paged_search(
                 &mut ldap,
                 "disabled users",
-                &self.users,
+                &self.cfg.users,
                 &filter,
                 &["1.1".to_owned()],
                 &mut |e| into.add_disabled(e.dn),
@@ -522,7 +505,7 @@ impl LdapSource {
     /// even a panic inside the LDAP client becomes an error instead of a partial result.
     pub async fn read_directory(&self) -> Result<super::Directory, SourceError> {
         let me = self.clone();
-        let limit = self.read_timeout;
+        let limit = self.cfg.read_timeout;
         let task = tokio::task::spawn_blocking(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -545,7 +528,7 @@ impl LdapSource {
                 };
                 if users == 0 {
                     return Err(SourceError::Empty {
-                        origin: format!("{} under {}", me.url, me.users.base),
+                        origin: format!("{} under {}", me.cfg.url, me.cfg.users.base),
                     });
                 }
                 let read_ms = started.elapsed().as_millis() as u64;

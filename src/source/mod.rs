@@ -11,8 +11,11 @@
 pub mod ldap;
 pub mod ldif;
 
+pub use crate::config::Schema;
+pub use crate::directory::{Directory, EntryIssue, Group, Person};
+
+use crate::config::SourceSettings;
 use crate::model::{normalise_dn_into, AccountId, Dn};
-use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
@@ -121,118 +124,6 @@ impl Entry {
         self.get("objectclass")
             .iter()
             .any(|c| c.eq_ignore_ascii_case(class))
-    }
-}
-
-/// How entries are read as people and groups; shared by every LDAP-shaped source.
-#[derive(Clone, Debug, Serialize)]
-pub struct Schema {
-    /// Entries with any of these object classes are people.
-    pub user_object_classes: Vec<String>,
-    /// Entries with any of these object classes are groups.
-    pub group_object_classes: Vec<String>,
-    pub account_id_attribute: String,
-    pub email_attribute: String,
-    pub display_name_attribute: String,
-    /// Login name used by `posixGroup` `memberUid` values.
-    pub uid_attribute: String,
-    pub group_name_attribute: String,
-    /// Attribute that, when true-ish (`true`, `yes`, `1`, `locked`), marks a person disabled.
-    pub disabled_attribute: Option<String>,
-    /// Active Directory: `userAccountControl` bit 0x2 (ACCOUNTDISABLE) marks a person disabled.
-    pub ad_user_account_control: bool,
-    /// OpenLDAP ppolicy: `pwdAccountLockedTime: 000001010000Z` (locked by an administrator)
-    /// marks a person disabled; a timed lockout after failed logins does not.
-    pub ppolicy_locked: bool,
-    /// Immutable id attribute, kept for reports (`entryUUID`, AD `objectGUID`).
-    pub stable_id_attribute: Option<String>,
-}
-
-impl Default for Schema {
-    fn default() -> Self {
-        Self {
-            user_object_classes: vec!["inetOrgPerson".into(), "user".into()],
-            group_object_classes: vec![
-                "groupOfNames".into(),
-                "groupOfUniqueNames".into(),
-                "posixGroup".into(),
-                "group".into(),
-            ],
-            account_id_attribute: "atlassianAccountId".into(),
-            email_attribute: "mail".into(),
-            display_name_attribute: "cn".into(),
-            uid_attribute: "uid".into(),
-            group_name_attribute: "cn".into(),
-            disabled_attribute: None,
-            ad_user_account_control: true,
-            ppolicy_locked: true,
-            stable_id_attribute: Some("entryUUID".into()),
-        }
-    }
-}
-
-/// A person as the directory describes them.
-#[derive(Clone, Debug, Serialize)]
-pub struct Person {
-    pub dn: Dn,
-    pub account_id: AccountId,
-    pub display_name: String,
-    pub email: Option<String>,
-    /// Why the person is disabled (left the company), if they are.
-    pub disabled: Option<String>,
-    /// The directory's immutable id (`entryUUID`, AD `objectGUID`), when configured and present.
-    pub stable_id: Option<String>,
-}
-
-/// A directory group with its members resolved through nesting, by account id.
-#[derive(Clone, Debug, Serialize)]
-pub struct Group {
-    pub dn: Dn,
-    pub name: String,
-    pub members: BTreeSet<AccountId>,
-}
-
-/// An entry that was skipped, and why.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct EntryIssue {
-    pub dn: String,
-    pub problem: String,
-}
-
-/// The directory as one consistent snapshot.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Directory {
-    pub people: BTreeMap<AccountId, Person>,
-    #[serde(serialize_with = "groups_as_list")]
-    pub groups: BTreeMap<Dn, Group>,
-    /// Account ids whose entries were ambiguous (duplicates): never added or removed anywhere.
-    pub protected: BTreeSet<AccountId>,
-    pub issues: Vec<EntryIssue>,
-}
-
-/// JSON map keys must be strings; groups serialise as a list (each carries its DN).
-fn groups_as_list<S: serde::Serializer>(g: &BTreeMap<Dn, Group>, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(g.values())
-}
-
-impl Directory {
-    /// Groups whose name (case-insensitive) or DN equals `key`.
-    pub fn find_groups(&self, key: &str) -> Vec<&Group> {
-        if key.contains('=') {
-            let dn = Dn::new(key);
-            self.groups.get(&dn).into_iter().collect()
-        } else {
-            self.groups
-                .values()
-                .filter(|g| g.name.eq_ignore_ascii_case(key.trim()))
-                .collect()
-        }
-    }
-    pub fn active_people(&self) -> usize {
-        self.people
-            .values()
-            .filter(|p| p.disabled.is_none())
-            .count()
     }
 }
 
@@ -628,22 +519,48 @@ impl<'s> Resolver<'s> {
     }
 }
 
-/// A configured directory source.
+/// A directory reader built from its settings.
 #[derive(Clone, Debug)]
-pub enum Source {
-    /// An LDIF export on disk, re-read on every run.
-    LdifFile { path: PathBuf, schema: Schema },
-    /// LDIF text held in memory (the demo's bundled directory).
-    LdifText {
-        name: String,
-        text: String,
-        schema: Schema,
-    },
-    /// A live LDAP / Active Directory server.
+pub struct Source {
+    kind: Kind,
+    schema: Schema,
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
+    LdifFile(PathBuf),
+    LdifText { name: String, text: String },
     Ldap(Box<ldap::LdapSource>),
 }
 
 impl Source {
+    pub fn new(settings: &SourceSettings, schema: &Schema) -> Source {
+        let kind = match settings {
+            SourceSettings::LdifFile { path } => Kind::LdifFile(path.clone()),
+            SourceSettings::LdifText { name, text } => Kind::LdifText {
+                name: name.clone(),
+                text: text.clone(),
+            },
+            SourceSettings::Ldap(l) => Kind::Ldap(Box::new(ldap::LdapSource::new(
+                (**l).clone(),
+                schema.clone(),
+            ))),
+        };
+        Source {
+            kind,
+            schema: schema.clone(),
+        }
+    }
+
+    /// Calls `hook` after each LDAP page (tests use it to kill the server mid-read); no effect
+    /// on file sources.
+    pub fn with_page_hook(mut self, hook: ldap::PageHook) -> Source {
+        if let Kind::Ldap(l) = &mut self.kind {
+            l.on_page = Some(hook);
+        }
+        self
+    }
+
     /// Reads the whole directory or fails; never returns a partial snapshot.
     pub async fn read(&self) -> Result<Directory, SourceError> {
         let dir = self.read_unchecked().await?;
@@ -662,9 +579,9 @@ impl Source {
     }
 
     async fn read_unchecked(&self) -> Result<Directory, SourceError> {
-        let (origin, text, schema) = match self {
-            Source::Ldap(l) => return l.read_directory().await,
-            Source::LdifFile { path, schema } => {
+        let (origin, text) = match &self.kind {
+            Kind::Ldap(l) => return l.read_directory().await,
+            Kind::LdifFile(path) => {
                 let text =
                     tokio::fs::read_to_string(path)
                         .await
@@ -672,29 +589,26 @@ impl Source {
                             path: path.clone(),
                             source,
                         })?;
-                (path.display().to_string(), text, schema)
+                (path.display().to_string(), text)
             }
-            Source::LdifText { name, text, schema } => (name.clone(), text.clone(), schema),
+            Kind::LdifText { name, text } => (name.clone(), text.clone()),
         };
         let entries = ldif::parse(&text, &origin)?;
         if entries.is_empty() {
             return Err(SourceError::Empty { origin });
         }
-        Ok(resolve(Entries::split(entries, schema), schema))
+        Ok(resolve(Entries::split(entries, &self.schema), &self.schema))
     }
 
     pub fn schema(&self) -> &Schema {
-        match self {
-            Source::LdifFile { schema, .. } | Source::LdifText { schema, .. } => schema,
-            Source::Ldap(l) => &l.schema,
-        }
+        &self.schema
     }
 
     pub fn describe(&self) -> String {
-        match self {
-            Source::LdifFile { path, .. } => format!("LDIF file {}", path.display()),
-            Source::LdifText { name, .. } => format!("LDIF {name}"),
-            Source::Ldap(l) => format!("LDAP {}", l.url),
+        match &self.kind {
+            Kind::LdifFile(path) => format!("LDIF file {}", path.display()),
+            Kind::LdifText { name, .. } => format!("LDIF {name}"),
+            Kind::Ldap(l) => format!("LDAP {}", l.cfg.url),
         }
     }
 }

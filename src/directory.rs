@@ -1,0 +1,72 @@
+//! The directory as one consistent snapshot: people by account id, groups with their members
+//! resolved through nesting, and the entries that were skipped. Plain data: sources produce it,
+//! mapping reads it.
+
+use crate::model::{AccountId, Dn};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A person as the directory describes them.
+#[derive(Clone, Debug, Serialize)]
+pub struct Person {
+    pub dn: Dn,
+    pub account_id: AccountId,
+    pub display_name: String,
+    pub email: Option<String>,
+    /// Why the person is disabled (left the company), if they are.
+    pub disabled: Option<String>,
+    /// The directory's immutable id (`entryUUID`, AD `objectGUID`), when configured and present.
+    pub stable_id: Option<String>,
+}
+
+/// A directory group with its members resolved through nesting, by account id.
+#[derive(Clone, Debug, Serialize)]
+pub struct Group {
+    pub dn: Dn,
+    pub name: String,
+    pub members: BTreeSet<AccountId>,
+}
+
+/// An entry that was skipped, and why.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct EntryIssue {
+    pub dn: String,
+    pub problem: String,
+}
+
+/// The directory as one consistent snapshot.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Directory {
+    pub people: BTreeMap<AccountId, Person>,
+    #[serde(serialize_with = "groups_as_list")]
+    pub groups: BTreeMap<Dn, Group>,
+    /// Account ids whose entries were ambiguous (duplicates): never added or removed anywhere.
+    pub protected: BTreeSet<AccountId>,
+    pub issues: Vec<EntryIssue>,
+}
+
+/// JSON map keys must be strings; groups serialise as a list (each carries its DN).
+fn groups_as_list<S: serde::Serializer>(g: &BTreeMap<Dn, Group>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(g.values())
+}
+
+impl Directory {
+    /// Groups whose name (case-insensitive) or DN equals `key`.
+    pub fn find_groups(&self, key: &str) -> Vec<&Group> {
+        if key.contains('=') {
+            let dn = Dn::new(key);
+            self.groups.get(&dn).into_iter().collect()
+        } else {
+            self.groups
+                .values()
+                .filter(|g| g.name.eq_ignore_ascii_case(key.trim()))
+                .collect()
+        }
+    }
+    pub fn active_people(&self) -> usize {
+        self.people
+            .values()
+            .filter(|p| p.disabled.is_none())
+            .count()
+    }
+}
