@@ -68,10 +68,30 @@ impl RequestRecord {
     }
 }
 
+/// An answer the emulator gives instead of serving a request, for tests of failure paths
+/// (a 5xx, a 400 to a query, an HTML page answered with 200, a `Retry-After`...). The request
+/// is recorded as served with that status; nothing in the state changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    /// Only this method (`None`: any).
+    pub method: Option<String>,
+    /// Only requests whose path and query contain this text (`""`: any).
+    pub path_contains: String,
+    pub status: u16,
+    pub body: String,
+    /// `text/plain` when `None`.
+    pub content_type: Option<String>,
+    /// Extra response headers, e.g. `("retry-after", "120")`.
+    pub headers: Vec<(String, String)>,
+    /// Answer this many matching requests, then serve normally (`None`: every one).
+    pub times: Option<u32>,
+}
+
 struct Shared {
     store: Mutex<Store>,
     auth: Mutex<AuthState>,
     log: Mutex<Vec<RequestRecord>>,
+    faults: Mutex<Vec<Fault>>,
     clock: Clock,
     addr: SocketAddr,
 }
@@ -100,6 +120,7 @@ impl Emulator {
             store: Mutex::new(store),
             auth: Mutex::new(AuthState::default()),
             log: Mutex::new(Vec::new()),
+            faults: Mutex::new(Vec::new()),
             clock: Clock::default(),
             addr,
         });
@@ -174,6 +195,17 @@ impl Emulator {
     /// Forgets every rate-limit window (all credentials start from zero).
     pub fn reset_rate_limits(&self) {
         lock(&self.shared.auth).limiter.clear();
+    }
+
+    /// Answers matching requests with `fault` until it is used up (see [`Fault`]); the first
+    /// matching fault of those injected wins.
+    pub fn inject_fault(&self, fault: Fault) {
+        lock(&self.shared.faults).push(fault);
+    }
+
+    /// Removes every injected fault.
+    pub fn clear_faults(&self) {
+        lock(&self.shared.faults).clear();
     }
 
     /// Moves the emulator's clock forward (OAuth expiry, rate-limit windows) without sleeping.
@@ -278,6 +310,41 @@ async fn dispatch(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| raw_path.clone());
+    if let Some(fault) = shared.take_fault(method.as_str(), &path_and_query) {
+        let segments: Vec<String> = raw_path
+            .split('/')
+            .skip(1)
+            .map(|s| percent_decode(s, false))
+            .collect();
+        let route = match router::match_route(method.as_str(), &segments) {
+            Match::Found(d, _) => d.pattern,
+            Match::MethodNotAllowed(p) => p,
+            Match::NotFound => UNMATCHED_ROUTE,
+        };
+        lock(&shared.log).push(RequestRecord {
+            method: method.as_str().to_string(),
+            route: route.to_string(),
+            path: path_and_query,
+            status: fault.status,
+            credential: None,
+        });
+        let mut resp = Response::new(Body::from(fault.body));
+        *resp.status_mut() =
+            StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let ct = fault.content_type.as_deref().unwrap_or("text/plain");
+        if let Ok(v) = HeaderValue::from_str(ct) {
+            resp.headers_mut().insert(header::CONTENT_TYPE, v);
+        }
+        for (name, value) in fault.headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                resp.headers_mut().insert(n, v);
+            }
+        }
+        return resp;
+    }
     let (reply, caller, credential, route) =
         shared.serve(method.as_str(), &raw_path, uri.query(), &headers, &body);
     let record = RequestRecord {
@@ -378,6 +445,23 @@ fn refusal_reply(api: Api, r: Refusal) -> Reply {
 }
 
 impl Shared {
+    /// The injected fault for this request, if any (its use counted).
+    fn take_fault(&self, method: &str, path_and_query: &str) -> Option<Fault> {
+        let mut faults = lock(&self.faults);
+        let i = faults.iter().position(|f| {
+            f.method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && path_and_query.contains(&f.path_contains)
+                && f.times != Some(0)
+        })?;
+        let f = &mut faults[i];
+        if let Some(n) = &mut f.times {
+            *n -= 1;
+        }
+        Some(f.clone())
+    }
+
     /// Serves one Bitbucket API request: (reply, caller, credential id, route template).
     fn serve(
         &self,

@@ -262,7 +262,7 @@ async fn oauth_tokens_and_expiry() {
         403
     );
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    emu.advance_time(Duration::from_millis(1100));
     let (s, _, body) = status_text(c.get(&groups).bearer_auth(&token).send().await.unwrap()).await;
     assert_eq!(s, 401);
     assert_eq!(

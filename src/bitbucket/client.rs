@@ -2,13 +2,15 @@
 //! `api.rs`; this file knows nothing about groups or repositories.
 
 use super::dto::{ErrorBody, Page, TokenAnswer};
+use super::retry::{is_idempotent, parse_retry_after, Class, Classify, RetryPolicy};
 use crate::config::Credential;
 use crate::secret::Secret;
-use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
 
 /// A failed Bitbucket call. Every variant names the method and endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +118,8 @@ pub enum Body<'a> {
 pub struct Answer {
     pub status: StatusCode,
     pub text: String,
+    /// `Retry-After`, uncapped (the retry policy caps it).
+    pub retry_after: Option<Duration>,
     method: Method,
     endpoint: String,
     /// `x-accepted-oauth-scopes` and `x-oauth-scopes`: the scopes a refusal needed and the ones
@@ -248,7 +252,7 @@ pub struct ClientOptions {
     pub oauth_token_url: String,
     pub workspace: String,
     pub timeout: Duration,
-    pub max_retries: u32,
+    pub retry: RetryPolicy,
 }
 
 /// An authenticated Bitbucket client for one workspace and one credential.
@@ -407,9 +411,9 @@ impl Client {
         Ok(Some(tok))
     }
 
-    /// Sends one logical request: adds auth, retries 429/5xx/transport errors with full-jitter
-    /// backoff (0.5 s doubling to 30 s, or `Retry-After` when given), refreshes an OAuth token
-    /// once on 401. Returns the answer whatever its status.
+    /// Sends one logical request: each attempt goes through [`Client::attempt`], and the
+    /// client's [`RetryPolicy`] decides whether and when to send it again. Returns the answer
+    /// whatever its status.
     pub async fn send(
         &self,
         method: Method,
@@ -419,98 +423,96 @@ impl Client {
         let endpoint = url::Url::parse(url)
             .map(|u| u.path().to_owned())
             .unwrap_or_else(|_| url.to_owned());
-        let mut attempt = 0u32;
-        let mut refreshed = false;
-        // POST (group create) is not idempotent: a retry after an unknown outcome could fail
-        // with "exists" or create twice.
-        let idempotent = method != Method::POST;
+        let refreshed = AtomicBool::new(false);
+        let what = format!("{method} {endpoint}");
+        self.opts
+            .retry
+            .run(is_idempotent(&method), &what, || {
+                self.attempt(&method, url, &endpoint, &body, &refreshed)
+            })
+            .await
+    }
+
+    /// One attempt: adds auth and sends once. An OAuth token the service calls expired (401)
+    /// is refreshed and the request resent, once per logical request (`refreshed`).
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &str,
+        endpoint: &str,
+        body: &Body<'_>,
+        refreshed: &AtomicBool,
+    ) -> Result<Answer, ApiError> {
         loop {
-            let mut req = self.http.request(method.clone(), url);
-            match &self.auth {
-                Auth::Basic { email, token } => req = req.basic_auth(email, Some(token.expose())),
-                Auth::Bearer { token } => req = req.bearer_auth(token.expose()),
-                Auth::ClientCredentials { .. } => {
-                    if let Some(tok) = self.oauth_token(false).await? {
-                        req = req.bearer_auth(tok.expose());
-                    }
-                }
+            let answer = self.send_once(method, url, endpoint, body).await?;
+            if answer.status == StatusCode::UNAUTHORIZED
+                && matches!(self.auth, Auth::ClientCredentials { .. })
+                && !refreshed.swap(true, Ordering::Relaxed)
+            {
+                // An expired token answers 401 "Access token expired...": refresh once.
+                self.oauth_token(true).await?;
+                continue;
             }
-            req = match &body {
-                Body::None => req,
-                Body::Json(v) => req.json(v),
-                Body::Form(pairs) => req.form(pairs),
-                Body::Raw(ct, text) => req.header(CONTENT_TYPE, *ct).body(text.clone()),
-            };
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let started = Instant::now();
-            let result = req.send().await;
-            let (retry_after, outcome) = match result {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let retry_after = parse_retry_after(resp.headers());
-                    let header = |n: &str| {
-                        resp.headers()
-                            .get(n)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned)
-                    };
-                    let scope_headers =
-                        (header("x-accepted-oauth-scopes"), header("x-oauth-scopes"));
-                    if let Some(scopes) = resp
-                        .headers()
-                        .get("x-oauth-scopes")
-                        .and_then(|v| v.to_str().ok())
-                    {
-                        self.observe_scopes(scopes);
-                    }
-                    let text = resp.text().await.unwrap_or_default();
-                    tracing::debug!(%method, endpoint, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "bitbucket call");
-                    if status == StatusCode::UNAUTHORIZED
-                        && !refreshed
-                        && matches!(self.auth, Auth::ClientCredentials { .. })
-                    {
-                        // An expired token answers 401 "Access token expired...": refresh once.
-                        refreshed = true;
-                        self.oauth_token(true).await?;
-                        continue;
-                    }
-                    // A 429 was not processed, so even a POST may be resent; a 5xx may have been.
-                    let retriable = status == StatusCode::TOO_MANY_REQUESTS
-                        || (idempotent && status.is_server_error());
-                    let answer = Answer {
-                        status,
-                        text,
-                        method: method.clone(),
-                        endpoint: endpoint.clone(),
-                        scope_headers,
-                    };
-                    if !retriable {
-                        return Ok(answer);
-                    }
-                    (retry_after, Ok(answer))
-                }
-                Err(e) => {
-                    let retriable =
-                        e.is_connect() || (idempotent && (e.is_timeout() || e.is_request()));
-                    let err = ApiError::Transport {
-                        method: method.to_string(),
-                        endpoint: endpoint.clone(),
-                        source: e,
-                    };
-                    if !retriable {
-                        return Err(err);
-                    }
-                    (None, Err(err))
-                }
-            };
-            if attempt >= self.opts.max_retries {
-                return outcome;
-            }
-            let delay = retry_after.unwrap_or_else(|| backoff(attempt));
-            tracing::warn!(%method, endpoint, attempt = attempt + 1, delay_ms = delay.as_millis() as u64, "retrying Bitbucket call");
-            tokio::time::sleep(delay).await;
-            attempt += 1;
+            return Ok(answer);
         }
+    }
+
+    /// Exactly one HTTP request. A body that cannot be read completely is an error, never an
+    /// empty document.
+    async fn send_once(
+        &self,
+        method: &Method,
+        url: &str,
+        endpoint: &str,
+        body: &Body<'_>,
+    ) -> Result<Answer, ApiError> {
+        let transport = |source: reqwest::Error| ApiError::Transport {
+            method: method.to_string(),
+            endpoint: endpoint.to_owned(),
+            source,
+        };
+        let mut req = self.http.request(method.clone(), url);
+        match &self.auth {
+            Auth::Basic { email, token } => req = req.basic_auth(email, Some(token.expose())),
+            Auth::Bearer { token } => req = req.bearer_auth(token.expose()),
+            Auth::ClientCredentials { .. } => {
+                if let Some(tok) = self.oauth_token(false).await? {
+                    req = req.bearer_auth(tok.expose());
+                }
+            }
+        }
+        req = match body {
+            Body::None => req,
+            Body::Json(v) => req.json(v),
+            Body::Form(pairs) => req.form(pairs),
+            Body::Raw(ct, text) => req.header(CONTENT_TYPE, *ct).body(text.clone()),
+        };
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status();
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let retry_after =
+            header(RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(&v, SystemTime::now()));
+        let scope_headers = (header("x-accepted-oauth-scopes"), header("x-oauth-scopes"));
+        if let Some(scopes) = &scope_headers.1 {
+            self.observe_scopes(scopes);
+        }
+        let text = resp.text().await.map_err(transport)?;
+        tracing::debug!(%method, endpoint, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "bitbucket call");
+        Ok(Answer {
+            status,
+            text,
+            retry_after,
+            method: method.clone(),
+            endpoint: endpoint.to_owned(),
+            scope_headers,
+        })
     }
 
     /// GET a JSON document, failing on any non-2xx.
@@ -526,7 +528,10 @@ impl Client {
             .unwrap_or_default();
         let mut out = Vec::new();
         let mut url = first.to_owned();
-        let mut seen = std::collections::HashSet::new();
+        // Every page read so far, the first included: a `next` back to any of them is a loop.
+        let canonical =
+            |u: &str| url::Url::parse(u).map_or_else(|_| u.to_owned(), |u| u.to_string());
+        let mut seen = std::collections::HashSet::from([canonical(first)]);
         loop {
             let page: Page<T> = self.get_json(&url).await?;
             out.extend(page.values);
@@ -541,7 +546,7 @@ impl Client {
                     why: "is not on the configured API origin",
                 });
             }
-            if !seen.insert(next.clone()) {
+            if !seen.insert(canonical(&next)) {
                 return Err(ApiError::Paging {
                     endpoint,
                     next,
@@ -554,23 +559,30 @@ impl Client {
     }
 }
 
-/// Longest `Retry-After` honoured; a longer one is capped (the run stays responsive).
-const MAX_RETRY_AFTER_SECS: u64 = 60;
-
-fn parse_retry_after(h: &HeaderMap) -> Option<Duration> {
-    h.get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(|s| Duration::from_secs(s.min(MAX_RETRY_AFTER_SECS)))
-}
-
-/// Full-jitter exponential backoff: uniform in [0, min(30 s, 0.5 s * 2^attempt)].
-pub fn backoff(attempt: u32) -> Duration {
-    let cap = Duration::from_millis(500)
-        .saturating_mul(1u32 << attempt.min(6))
-        .min(Duration::from_secs(30));
-    cap.mul_f64(fastrand::f64())
+impl Classify for Result<Answer, ApiError> {
+    fn class(&self) -> Class {
+        match self {
+            // A 429 was not processed; a 5xx may have been.
+            Ok(a) if a.status == StatusCode::TOO_MANY_REQUESTS => Class::NotProcessed {
+                retry_after: a.retry_after,
+            },
+            Ok(a) if a.status.is_server_error() => Class::MaybeProcessed {
+                retry_after: a.retry_after,
+            },
+            Ok(_) => Class::Final,
+            Err(ApiError::Transport { source, .. }) if source.is_connect() => {
+                Class::NotProcessed { retry_after: None }
+            }
+            Err(ApiError::Transport { source, .. })
+                // `text()` reports a body cut short as a decode error wrapping the body error.
+                if source.is_timeout()
+                    || source.is_request()
+                    || source.is_body()
+                    || source.is_decode() =>
+            {
+                Class::MaybeProcessed { retry_after: None }
+            }
+            Err(_) => Class::Final,
+        }
+    }
 }

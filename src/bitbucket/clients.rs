@@ -2,7 +2,7 @@
 //! the same credential share its client, so request counts (and, with the worker pool, the
 //! rate budget) are per credential, as Bitbucket counts them.
 
-use super::{ApiError, ApiFamily, Client, ClientOptions, CredentialKind};
+use super::{ApiError, ApiFamily, Client, ClientOptions, CredentialKind, RetryPolicy};
 use crate::config::Config;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ impl Clients {
                     oauth_token_url: cfg.bitbucket.oauth_token_url.clone(),
                     workspace: cfg.bitbucket.workspace.clone(),
                     timeout: cfg.bitbucket.timeout,
-                    max_retries: cfg.bitbucket.max_retries,
+                    retry: RetryPolicy::with_retries(cfg.bitbucket.max_retries),
                 },
                 cred,
             )?;

@@ -5,8 +5,10 @@ mod api;
 mod client;
 mod clients;
 pub mod dto;
+pub mod retry;
 
 pub use crate::family::{ApiFamily, CredentialKind};
 pub use api::Written;
-pub use client::{backoff, Answer, ApiError, Body, Client, ClientOptions};
+pub use client::{Answer, ApiError, Body, Client, ClientOptions};
 pub use clients::Clients;
+pub use retry::RetryPolicy;

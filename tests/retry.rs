@@ -1,0 +1,190 @@
+//! Failure paths of one Bitbucket call over real HTTP: which answers are sent again, that a
+//! `Retry-After` is read from the answer, that a cut body is an error, and that paging cannot
+//! loop. The waiting itself is tested under paused time in `bitbucket::retry`.
+
+mod common;
+
+use bbsync::bitbucket::{ApiError, Client, ClientOptions, RetryPolicy};
+use bbsync::config::{Credential, Secret};
+use bbsync::model::{BbUuid, GroupSlug};
+use bbsync_emulator::{Emulator, Fault};
+use common::*;
+use std::time::Duration;
+
+fn client_with(base_url: &str, retry: RetryPolicy) -> Client {
+    Client::new(
+        ClientOptions {
+            api_url: base_url.to_owned(),
+            oauth_token_url: format!("{base_url}/site/oauth2/access_token"),
+            workspace: "acme".into(),
+            timeout: Duration::from_secs(10),
+            retry,
+        },
+        &Credential::ApiToken {
+            email: ADMIN_EMAIL.into(),
+            token: Secret::new(ADMIN_TOKEN),
+        },
+    )
+    .expect("client")
+}
+
+/// Three retries with no wait between them (the schedule is not what these tests count).
+fn three_quick_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 3,
+        base: Duration::ZERO,
+        ..RetryPolicy::default()
+    }
+}
+
+fn sent(emu: &Emulator, method: &str, path: &str) -> usize {
+    emu.requests()
+        .iter()
+        .filter(|r| r.method == method && r.path.starts_with(path))
+        .count()
+}
+
+fn fault(method: &str, path: &str, status: u16) -> Fault {
+    Fault {
+        method: Some(method.into()),
+        path_contains: path.into(),
+        status,
+        body: "Service Unavailable".into(),
+        ..Fault::default()
+    }
+}
+
+#[tokio::test]
+async fn a_group_create_answered_503_is_not_sent_again_but_a_member_add_is() {
+    let mut s = seed(&["ann"]);
+    s.groups.push(group("Developers", &[]));
+    let emu = start(s).await;
+    let c = client_with(&emu.base_url(), three_quick_retries());
+    emu.inject_fault(fault("POST", "/1.0/groups/acme", 503));
+    let e = c.create_group("Ops").await.expect_err("503");
+    assert_eq!(e.status(), Some(503));
+    assert_eq!(
+        sent(&emu, "POST", "/1.0/groups/acme"),
+        1,
+        "a POST that may have been processed is not resent"
+    );
+
+    let ann = emu
+        .state()
+        .users
+        .iter()
+        .find(|u| u.nickname == "ann")
+        .map(|u| BbUuid::braced(&u.uuid))
+        .expect("ann");
+    emu.inject_fault(fault("PUT", "/members/", 503));
+    let e = c
+        .add_member(&GroupSlug::from_name("developers"), &ann)
+        .await
+        .expect_err("503 every time");
+    assert_eq!(e.status(), Some(503));
+    assert_eq!(sent(&emu, "PUT", "/1.0/groups/acme/developers/members/"), 4);
+}
+
+#[tokio::test]
+async fn a_429_is_resent_even_for_a_post_and_then_succeeds() {
+    let emu = start(seed(&[])).await;
+    let c = client_with(&emu.base_url(), three_quick_retries());
+    emu.inject_fault(Fault {
+        times: Some(2),
+        ..fault("POST", "/1.0/groups/acme", 429)
+    });
+    let g = c
+        .create_group("Ops")
+        .await
+        .expect("created on the third try");
+    assert_eq!(g.slug, "ops");
+    assert_eq!(sent(&emu, "POST", "/1.0/groups/acme"), 3);
+}
+
+#[tokio::test]
+async fn the_retry_after_of_the_answer_is_what_the_client_waits() {
+    let emu = start(seed(&[])).await;
+    // Backoff alone would wait up to an hour; the answer says to retry at once.
+    let c = client_with(
+        &emu.base_url(),
+        RetryPolicy {
+            max_retries: 1,
+            base: Duration::from_secs(3600),
+            cap: Duration::from_secs(3600),
+            ..RetryPolicy::default()
+        },
+    );
+    emu.inject_fault(Fault {
+        times: Some(1),
+        headers: vec![("retry-after".into(), "0".into())],
+        ..fault("GET", "/1.0/groups/acme", 429)
+    });
+    let groups = tokio::time::timeout(Duration::from_secs(20), c.list_groups())
+        .await
+        .expect("Retry-After: 0 honoured, not an hour of backoff")
+        .expect("second attempt answers");
+    assert!(groups.is_empty());
+}
+
+/// A server that answers 200 with a body cut short of its Content-Length, `times` times.
+async fn cut_body_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let _ = sock
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n[{\"name\": \"Dev")
+                .await;
+            let _ = sock.shutdown().await;
+        }
+    });
+    (format!("http://{addr}"), hits)
+}
+
+#[tokio::test]
+async fn a_body_cut_short_is_an_error_never_an_empty_document() {
+    let (url, hits) = cut_body_server().await;
+    let c = client_with(&url, RetryPolicy::with_retries(0));
+    let e = c.list_groups().await.expect_err("a cut body");
+    assert!(matches!(e, ApiError::Transport { .. }), "{e}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // A GET may be read again.
+    let c = client_with(&url, three_quick_retries());
+    c.list_groups().await.expect_err("cut every time");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1 + 4);
+}
+
+#[tokio::test]
+async fn paging_refuses_a_next_link_back_to_the_first_page() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = axum::Router::new().route(
+        "/2.0/repositories/acme",
+        axum::routing::get(move |uri: axum::http::Uri| async move {
+            axum::Json(serde_json::json!({
+                "values": [{"slug": "a"}],
+                "next": format!("http://{addr}{uri}"),
+            }))
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let c = client_with(&format!("http://{addr}"), RetryPolicy::with_retries(0));
+    let e = tokio::time::timeout(Duration::from_secs(20), c.list_repositories(None))
+        .await
+        .expect("the loop ends")
+        .expect_err("next points at the first page");
+    assert!(matches!(e, ApiError::Paging { .. }), "{e}");
+    assert!(e.to_string().contains("repeats"), "{e}");
+}
