@@ -7,12 +7,12 @@
 //! an existing member, re-PUTting an existing grant with its current permission. A 1.0 write
 //! answering 405 reveals an organisation-managed workspace.
 
-use crate::apply::credential_block;
 use crate::bitbucket::dto::{V1Group, V1GroupPrivilege};
-use crate::bitbucket::{ApiError, ApiFamily, Clients, CredentialKind, Written};
+use crate::bitbucket::{
+    ApiError, ApiFamily, Clients, CredentialKind, Principal, PrincipalKind, Target, Written,
+};
 use crate::config::{Config, GrantWrites};
 use crate::model::{BbUuid, GroupSlug, Permission, RepoSlug};
-use crate::plan::Change;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -307,7 +307,7 @@ pub async fn check(cfg: &Config, clients: &Clients, probe_writes: bool) -> Check
             Some(r) => read_verdict(
                 &clients
                     .get(ApiFamily::PermissionsRead)
-                    .repo_group_permissions_first_page(r)
+                    .permissions_first_page(Target::Repo(r), PrincipalKind::Groups)
                     .await,
                 |_| format!("read group grants of {r}"),
             ),
@@ -417,26 +417,11 @@ fn judge_write(
     kind: CredentialKind,
     granted: Option<&[String]>,
 ) -> Option<Verdict> {
-    let sample = |delete: bool| match family {
-        ApiFamily::GroupsWrite => Change::CreateGroup {
-            group: GroupSlug::from_name("probe"),
-            name: "probe".into(),
-        },
-        _ if delete => Change::RemoveGrant {
-            repo: RepoSlug::new("probe"),
-            group: GroupSlug::from_name("probe"),
-            previous: Permission::Read,
-        },
-        _ => Change::SetGrant {
-            repo: RepoSlug::new("probe"),
-            group: GroupSlug::from_name("probe"),
-            permission: Permission::Read,
-            previous: None,
-        },
-    };
+    let who = format!("{family} with credential {credential:?} ({kind})");
     let reason = [false, true]
         .into_iter()
-        .find_map(|delete| credential_block(&sample(delete), family, credential, kind, granted))?;
+        .find_map(|delete| family.credential_gap(kind, granted, delete))
+        .map(|gap| format!("{who}: {gap}"))?;
     let required: Vec<String> = match kind {
         CredentialKind::ApiToken => family
             .api_token_scopes(false)
@@ -494,7 +479,9 @@ async fn probe_write(
     let group = GroupSlug::from_name(&p.group.slug);
     let perm = Permission::parse(&p.privilege)?;
     let r = if family == ApiFamily::PermissionsWrite {
-        client.put_repo_group_permission(&repo, &group, perm).await
+        client
+            .put_permission(Target::Repo(&repo), Principal::Group(&group), perm.as_str())
+            .await
     } else {
         client.put_group_privilege(&repo, &group, perm).await
     };
@@ -512,7 +499,7 @@ fn fix_for(p: &Probe, status: Option<&CredentialStatus>) -> String {
         status: code,
         required,
         granted,
-        reason,
+        ..
     } = &p.verdict
     else {
         return String::new();
@@ -527,7 +514,7 @@ fn fix_for(p: &Probe, status: Option<&CredentialStatus>) -> String {
         (Some(401), CredentialKind::ApiToken) => format!(
             "credential {cred:?} was rejected: check the token and that email is the Atlassian account email of its owner (API tokens are sent as Basic email:token)"
         ),
-        (Some(404), _) if reason.contains("does not see workspace") => {
+        _ if matches!(status, Some(CredentialStatus::WrongWorkspace { .. })) => {
             "check bitbucket.workspace: it must be the workspace slug (bitbucket.org/<slug>/), one the credential can see".into()
         }
         (Some(405), _) => "the workspace is organisation-managed: 1.0 group and group-privileges writes are off there. bbsync cannot manage group membership on it until its Atlassian Admin API backend lands; keep grant_writes = \"permissions-config\" for grants".into(),

@@ -173,6 +173,44 @@ impl ApiFamily {
     }
 }
 
+impl ApiFamily {
+    /// Why a credential of `kind` cannot perform this family's operation (a revocation when
+    /// `delete`), known before anything is sent: the sheet's rules for the kind, then the
+    /// scopes Bitbucket said it holds (when it said). `None` when nothing rules it out.
+    pub fn credential_gap(
+        self,
+        kind: CredentialKind,
+        granted: Option<&[String]>,
+        delete: bool,
+    ) -> Option<String> {
+        if let Some(reason) = self.known_refusal(kind) {
+            return Some(reason.to_owned());
+        }
+        let required = match kind {
+            CredentialKind::ApiToken => self.api_token_scopes(delete),
+            CredentialKind::OAuth => self.oauth_scopes(),
+            CredentialKind::AccessToken => None,
+        }?;
+        let granted = granted?;
+        let missing: Vec<&str> = required
+            .iter()
+            .copied()
+            .filter(|r| !granted.iter().any(|g| g == r))
+            .collect();
+        (!missing.is_empty()).then(|| {
+            format!(
+                "lacks scope(s) {} (granted: {})",
+                missing.join(", "),
+                if granted.is_empty() {
+                    "none".to_owned()
+                } else {
+                    granted.join(", ")
+                }
+            )
+        })
+    }
+}
+
 impl fmt::Display for ApiFamily {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.describe())
@@ -189,6 +227,30 @@ mod tests {
             assert_eq!(f.index(), i);
             assert_eq!(ApiFamily::from_key(f.key()), Some(f));
         }
+    }
+
+    #[test]
+    fn a_missing_scope_is_named_and_deletes_need_their_own() {
+        let put_only: Vec<String> = ["admin:repository:bitbucket", "write:permission:bitbucket"]
+            .map(String::from)
+            .to_vec();
+        let f = ApiFamily::PermissionsWrite;
+        assert_eq!(
+            f.credential_gap(CredentialKind::ApiToken, Some(&put_only), false),
+            None
+        );
+        let gap = f
+            .credential_gap(CredentialKind::ApiToken, Some(&put_only), true)
+            .expect("delete scope missing");
+        assert!(gap.contains("delete:permission:bitbucket"), "{gap}");
+        assert_eq!(
+            f.credential_gap(CredentialKind::ApiToken, None, true),
+            None,
+            "scopes unknown: not ruled out"
+        );
+        assert!(f
+            .credential_gap(CredentialKind::OAuth, None, false)
+            .is_some());
     }
 
     #[test]

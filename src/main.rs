@@ -2,6 +2,7 @@
 //! sets up logging, and turns results into exit codes.
 
 use anyhow::Context;
+use bbsync::apply::OutcomeKind;
 use bbsync::config::{Config, ConfigError, Mode};
 use bbsync::reconcile::{Reconciler, RunError};
 use bbsync::{demo, report};
@@ -385,9 +386,9 @@ async fn run_loop(path: &std::path::Path) -> anyhow::Result<u8> {
             Ok(r) => tracing::info!(
                 run_id = r.run_id,
                 changes = r.plan.changes.len(),
-                applied = r.count("applied"),
-                failed = r.count("failed"),
-                blocked = r.count("blocked"),
+                applied = r.count(OutcomeKind::Applied),
+                failed = r.count(OutcomeKind::Failed),
+                blocked = r.count(OutcomeKind::Blocked),
                 ok = r.ok(),
                 "reconcile finished"
             ),

@@ -155,6 +155,15 @@ fn selects(rule: &GrantRule, repo: &Repo) -> bool {
         || s.globs.iter().any(|g| glob_match(g, repo.slug.as_str()))
 }
 
+/// The repositories any grant rule selects (the managed repository scope).
+pub fn selected_repos(rules: &[GrantRule], repos: &[Repo]) -> Vec<RepoSlug> {
+    repos
+        .iter()
+        .filter(|repo| rules.iter().any(|r| selects(r, repo)))
+        .map(|r| r.slug.clone())
+        .collect()
+}
+
 /// Resolves grant rules against the workspace's repositories.
 pub fn desired_grants(
     rules: &[GrantRule],

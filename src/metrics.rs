@@ -65,7 +65,7 @@ impl Metrics {
             .inc();
         for o in &r.outcomes {
             self.changes
-                .with_label_values(&[o.change.kind(), o.outcome.label()])
+                .with_label_values(&[o.change.kind().label(), o.outcome.kind().label()])
                 .inc();
         }
         self.api_requests.set(api_requests_total as i64);

@@ -1,19 +1,21 @@
 //! One reconcile: read the directory (fail closed), read Bitbucket in bulk, map, plan, and,
 //! in apply mode, apply. Returns a [`RunReport`] that the CLI prints and the daemon keeps.
 
-use crate::apply::{audit::Audit, Applied, Applier, Outcome};
-use crate::apply::{credential_block, family_of};
+use crate::apply::{audit::Audit, family_of, Applier, ChangeResult, OutcomeKind};
 use crate::bitbucket::dto::V2Repository;
-use crate::bitbucket::{ApiError, ApiFamily, Client, Clients, CredentialKind};
+use crate::bitbucket::{
+    ApiError, ApiFamily, Client, Clients, CredentialKind, GrantState, MembershipBackend,
+    V1GroupPrivileges,
+};
 use crate::check::CredentialStatus;
 use crate::config::{Config, GrantRule};
 use crate::directory::EntryIssue;
 use crate::mapping::{self, MappingError};
-use crate::model::{AccountId, BbUuid, GroupSlug, Permission, ProjectKey, Repo, RepoSlug};
-use crate::plan::{self, Actual, ActualGroup, ActualMember, Plan, Policy};
+use crate::model::{ProjectKey, Repo, RepoSlug};
+use crate::plan::{self, Actual, BlockReason, Plan, Policy};
 use crate::source::{Source, SourceError};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 use tracing::Instrument;
 
@@ -78,7 +80,7 @@ pub struct RunReport {
     pub source: SourceSummary,
     pub repositories_in_scope: usize,
     pub plan: Plan,
-    pub outcomes: Vec<Applied>,
+    pub outcomes: Vec<ChangeResult>,
     pub api_requests: u64,
     /// Requests per credential name (each credential has its own rate budget).
     pub api_requests_by_credential: BTreeMap<String, u64>,
@@ -88,17 +90,16 @@ impl RunReport {
     /// A run succeeded when nothing failed and nothing was held back by a guard or a refusal.
     pub fn ok(&self) -> bool {
         if self.applied {
-            self.outcomes
-                .iter()
-                .all(|o| matches!(o.outcome, Outcome::Applied | Outcome::AlreadyDone))
+            self.outcomes.iter().all(|o| o.outcome.is_done())
         } else {
             self.plan.blocked().next().is_none()
         }
     }
-    pub fn count(&self, label: &str) -> usize {
+    /// How many changes ended as `kind`.
+    pub fn count(&self, kind: OutcomeKind) -> usize {
         self.outcomes
             .iter()
-            .filter(|o| o.outcome.label() == label)
+            .filter(|o| o.outcome.kind() == kind)
             .count()
     }
 }
@@ -166,64 +167,22 @@ async fn list_selectable_repos(
     client.list_repositories(None).await
 }
 
-/// Reads the actual state in bulk: 1 call for groups with members, 1 for all group privileges,
-/// and the repository listing pages (only what grant rules can select).
-pub async fn read_actual(clients: &Clients, cfg: &Config) -> Result<(Actual, Vec<Repo>), ApiError> {
+/// Reads the actual state in bulk through the seams: groups with members from the membership
+/// backend (1 call for 1.0), the repositories the grant rules can select (listing pages), and
+/// the group grants on them from the grant-state reader (1 call for 1.0 group-privileges).
+pub async fn read_actual(
+    cfg: &Config,
+    members: &dyn MembershipBackend,
+    grants: &dyn GrantState,
+    repositories: &Client,
+) -> Result<(Actual, Vec<Repo>), ApiError> {
     let mut actual = Actual::default();
     if !cfg.groups.is_empty() || !cfg.grants.is_empty() {
-        for g in clients.get(ApiFamily::GroupsRead).list_groups().await? {
-            let mut members = std::collections::BTreeMap::new();
-            for u in g.members {
-                match (u.account_id.as_deref().map(AccountId::parse), u.uuid) {
-                    (Some(Ok(id)), Some(uuid)) => {
-                        members.insert(
-                            id,
-                            ActualMember {
-                                uuid: BbUuid::braced(&uuid),
-                                display_name: u.display_name.unwrap_or_default(),
-                            },
-                        );
-                    }
-                    // Unknown identity: it cannot match anyone in the directory, so it is left alone.
-                    _ => {
-                        tracing::warn!(group = g.slug, member = ?u.display_name, "group member without a usable account id; left untouched")
-                    }
-                }
-            }
-            actual.groups.insert(
-                GroupSlug::from_name(&g.slug),
-                ActualGroup {
-                    name: g.name,
-                    members,
-                },
-            );
-        }
+        actual.groups = members.read_groups().await?;
     }
     let mut repos = Vec::new();
     if !cfg.grants.is_empty() {
-        for p in clients
-            .get(ApiFamily::GroupPrivilegesRead)
-            .list_group_privileges()
-            .await?
-        {
-            let slug = p.repo.rsplit_once('/').map_or(p.repo.as_str(), |(_, s)| s);
-            match Permission::parse(&p.privilege) {
-                Some(perm) => {
-                    actual.grants.insert(
-                        (RepoSlug::new(slug), GroupSlug::from_name(&p.group.slug)),
-                        perm,
-                    );
-                }
-                None => tracing::warn!(
-                    repo = p.repo,
-                    group = p.group.slug,
-                    privilege = p.privilege,
-                    "unknown privilege; left untouched"
-                ),
-            }
-        }
-        let listed =
-            list_selectable_repos(clients.get(ApiFamily::RepositoriesRead), &cfg.grants).await?;
+        let listed = list_selectable_repos(repositories, &cfg.grants).await?;
         repos = listed
             .into_iter()
             .map(|r| Repo {
@@ -233,6 +192,8 @@ pub async fn read_actual(clients: &Clients, cfg: &Config) -> Result<(Actual, Vec
             .collect();
         repos.sort();
         repos.dedup();
+        let in_scope = mapping::selected_repos(&cfg.grants, &repos);
+        actual.grants = grants.read(&in_scope).await?;
     }
     Ok((actual, repos))
 }
@@ -267,10 +228,11 @@ impl Reconciler {
     /// before anything is sent (the rest of the plan still applies). A write-only credential
     /// that has not made a call yet is introduced with one cheap call first, so its scopes (or
     /// its rejection) are known when planning.
-    async fn block_what_credentials_cannot_do(&self, plan: &mut Plan) {
+    async fn block_what_credentials_cannot_do(&self, plan: &mut Plan, membership: ApiFamily) {
+        let grant_writes = self.cfg.bitbucket.grant_writes;
         let families: BTreeSet<ApiFamily> = plan
             .runnable()
-            .map(|c| family_of(c, self.cfg.bitbucket.grant_writes))
+            .map(|c| family_of(c, membership, grant_writes))
             .collect();
         let mut rejected: BTreeMap<ApiFamily, String> = BTreeMap::new();
         for f in families {
@@ -293,17 +255,26 @@ impl Reconciler {
             }
         }
         for p in plan.changes.iter_mut().filter(|p| p.blocked.is_none()) {
-            let family = family_of(&p.change, self.cfg.bitbucket.grant_writes);
-            let client = self.clients.get(family);
-            p.blocked = rejected.get(&family).cloned().or_else(|| {
-                credential_block(
-                    &p.change,
+            let family = family_of(&p.change, membership, grant_writes);
+            let credential = self.clients.credential(family).to_owned();
+            p.blocked = match rejected.get(&family) {
+                Some(detail) => Some(BlockReason::CredentialRejected {
                     family,
-                    self.clients.credential(family),
-                    self.clients.kind(family),
-                    client.granted_scopes().as_deref(),
-                )
-            });
+                    credential,
+                    detail: detail.clone(),
+                }),
+                None => family
+                    .credential_gap(
+                        self.clients.kind(family),
+                        self.clients.get(family).granted_scopes().as_deref(),
+                        p.change.is_deletion(),
+                    )
+                    .map(|detail| BlockReason::CredentialCannot {
+                        family,
+                        credential,
+                        detail,
+                    }),
+            };
         }
     }
 
@@ -347,9 +318,17 @@ impl Reconciler {
         };
         // Map before reading Bitbucket: a mapping error costs no API calls.
         let groups = mapping::desired_groups(&dir, &self.cfg.groups)?;
-        let (actual, repos) = read_actual(&self.clients, &self.cfg)
-            .await
-            .map_err(|e| RunError::Read(Box::new(e)))?;
+        // One backend per run: what it learns of the workspace (who is who) is per run too.
+        let members = self.clients.v1_groups();
+        let grant_state = V1GroupPrivileges(self.clients.shared(ApiFamily::GroupPrivilegesRead));
+        let (actual, repos) = read_actual(
+            &self.cfg,
+            &members,
+            &grant_state,
+            self.clients.get(ApiFamily::RepositoriesRead),
+        )
+        .await
+        .map_err(|e| RunError::Read(Box::new(e)))?;
         let desired = mapping::desired_with_groups(groups, &dir, &self.cfg.grants, &repos);
         let mut plan = plan::plan(
             &desired,
@@ -358,7 +337,8 @@ impl Reconciler {
                 max_removals: self.cfg.safety.max_removals,
             },
         );
-        self.block_what_credentials_cannot_do(&mut plan).await;
+        self.block_what_credentials_cannot_do(&mut plan, members.write_family())
+            .await;
         for w in &plan.warnings {
             tracing::warn!("{w}");
         }
@@ -372,31 +352,10 @@ impl Reconciler {
 
         let mut outcomes = Vec::new();
         if apply {
-            // 1.0 member adds need UUIDs: read workspace members only when there is something to add.
-            let mut uuids = HashMap::new();
-            if plan
-                .runnable()
-                .any(|c| matches!(c, plan::Change::AddMember { .. }))
-            {
-                for m in self
-                    .clients
-                    .get(ApiFamily::MembersRead)
-                    .list_members()
-                    .await
-                    .map_err(|e| RunError::Read(Box::new(e)))?
-                {
-                    if let (Some(Ok(id)), Some(uuid)) = (
-                        m.user.account_id.as_deref().map(AccountId::parse),
-                        m.user.uuid,
-                    ) {
-                        uuids.insert(id, BbUuid::braced(&uuid));
-                    }
-                }
-            }
             outcomes = Applier {
                 clients: &self.clients,
+                members: &members,
                 grant_writes: self.cfg.bitbucket.grant_writes,
-                uuids: &uuids,
                 audit: &self.audit,
                 run_id: &run_id,
             }

@@ -1,6 +1,6 @@
 //! Renders a run for people (`--output human`) and machines (`--output json`).
 
-use crate::apply::Outcome;
+use crate::apply::{Outcome, OutcomeKind};
 use crate::plan::Change;
 use crate::reconcile::RunReport;
 use std::fmt::Write;
@@ -68,10 +68,10 @@ pub fn human(r: &RunReport) -> String {
         let _ = writeln!(
             s,
             "Applied: {} applied, {} already done, {} failed, {} blocked",
-            r.count("applied"),
-            r.count("already_done"),
-            r.count("failed"),
-            r.count("blocked")
+            r.count(OutcomeKind::Applied),
+            r.count(OutcomeKind::AlreadyDone),
+            r.count(OutcomeKind::Failed),
+            r.count(OutcomeKind::Blocked)
         );
         for o in &r.outcomes {
             match &o.outcome {

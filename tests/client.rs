@@ -3,7 +3,10 @@
 
 mod common;
 
-use bbsync::bitbucket::{ApiError, Client, ClientOptions, RetryPolicy, Written};
+use bbsync::bitbucket::dto::{V2GroupPermission, V2UserPermission};
+use bbsync::bitbucket::{
+    ApiError, Client, ClientOptions, Principal, PrincipalKind, RetryPolicy, Target, Written,
+};
 use bbsync::config::{Credential, Secret};
 use bbsync::model::{BbUuid, GroupSlug, Permission, ProjectKey, ProjectPermission, RepoSlug};
 use bbsync_emulator::{CredentialKind, Emulator, SeedCredential};
@@ -112,12 +115,14 @@ async fn an_api_token_is_sent_as_basic_and_can_do_everything_bbsync_needs() {
         Written::AlreadyDone
     );
 
-    c.put_repo_group_permission(&repo, &devs, Permission::Write)
+    let on_repo = Target::Repo(&repo);
+    let group = Principal::Group(&devs);
+    c.put_permission(on_repo, group, Permission::Write.as_str())
         .await
         .expect("put 2.0");
     assert_eq!(
-        c.repo_group_permission(&repo, &devs).await.expect("get"),
-        Some(Permission::Write)
+        c.permission(on_repo, group).await.expect("get").as_deref(),
+        Some("write")
     );
     // 1.0 and 2.0 are two views of one store.
     let privs = c.list_group_privileges().await.expect("1.0 privileges");
@@ -126,55 +131,57 @@ async fn an_api_token_is_sent_as_basic_and_can_do_everything_bbsync_needs() {
     c.put_group_privilege(&repo, &devs, Permission::Admin)
         .await
         .expect("put 1.0 raw body");
+    let listed: Vec<V2GroupPermission> = c
+        .permissions(on_repo, PrincipalKind::Groups)
+        .await
+        .expect("list");
+    assert_eq!(listed[0].permission, "admin");
     assert_eq!(
-        c.repo_group_permissions(&repo).await.expect("list")[0].permission,
-        "admin"
-    );
-    assert_eq!(
-        c.delete_repo_group_permission(&repo, &devs)
-            .await
-            .expect("delete"),
+        c.delete_permission(on_repo, group).await.expect("delete"),
         Written::Done
     );
     assert_eq!(
         c.delete_group_privilege(&repo, &devs).await.expect("gone"),
         Written::AlreadyDone
     );
-    assert_eq!(
-        c.repo_group_permission(&repo, &devs).await.expect("get"),
-        None
-    );
+    assert_eq!(c.permission(on_repo, group).await.expect("get"), None);
 
-    c.put_repo_user_permission(&repo, &acc("ann"), Permission::Read)
+    let ann_id = acc("ann");
+    let user = Principal::User(&ann_id);
+    c.put_permission(on_repo, user, Permission::Read.as_str())
         .await
         .expect("user grant");
-    assert_eq!(
-        c.repo_user_permissions(&repo).await.expect("users").len(),
-        1
-    );
-    c.delete_repo_user_permission(&repo, &acc("ann"))
+    let users: Vec<V2UserPermission> = c
+        .permissions(on_repo, PrincipalKind::Users)
+        .await
+        .expect("users");
+    assert_eq!(users.len(), 1);
+    c.delete_permission(on_repo, user)
         .await
         .expect("user revoke");
 
     let key = ProjectKey::new("PROJ");
-    c.put_project_group_permission(&key, &devs, ProjectPermission::CreateRepo)
+    let on_project = Target::Project(&key);
+    c.put_permission(on_project, group, ProjectPermission::CreateRepo.as_str())
         .await
         .expect("project grant");
-    assert_eq!(
-        c.project_group_permissions(&key).await.expect("list")[0].permission,
-        "create-repo"
-    );
-    c.delete_project_group_permission(&key, &devs)
+    let listed: Vec<V2GroupPermission> = c
+        .permissions(on_project, PrincipalKind::Groups)
+        .await
+        .expect("list");
+    assert_eq!(listed[0].permission, "create-repo");
+    c.delete_permission(on_project, group)
         .await
         .expect("project revoke");
-    c.put_project_user_permission(&key, &acc("ann"), ProjectPermission::Read)
+    c.put_permission(on_project, user, ProjectPermission::Read.as_str())
         .await
         .expect("project user grant");
-    assert_eq!(
-        c.project_user_permissions(&key).await.expect("list").len(),
-        1
-    );
-    c.delete_project_user_permission(&key, &acc("ann"))
+    let users: Vec<V2UserPermission> = c
+        .permissions(on_project, PrincipalKind::Users)
+        .await
+        .expect("list");
+    assert_eq!(users.len(), 1);
+    c.delete_permission(on_project, user)
         .await
         .expect("project user revoke");
 
@@ -228,7 +235,10 @@ async fn an_access_token_reads_repositories_but_is_refused_on_permissions() {
         "{e}"
     );
     let e = c
-        .repo_group_permissions(&RepoSlug::new("proj-000"))
+        .permissions::<V2GroupPermission>(
+            Target::Repo(&RepoSlug::new("proj-000")),
+            PrincipalKind::Groups,
+        )
         .await
         .expect_err("refused");
     assert_eq!(status(&e), Some(403), "{e}");
@@ -252,10 +262,10 @@ async fn an_oauth_consumer_fetches_a_token_refreshes_it_and_is_refused_permissio
         1
     );
     let e = c
-        .put_repo_group_permission(
-            &RepoSlug::new("proj-000"),
-            &GroupSlug::from_name("developers"),
-            Permission::Read,
+        .put_permission(
+            Target::Repo(&RepoSlug::new("proj-000")),
+            Principal::Group(&GroupSlug::from_name("developers")),
+            "read",
         )
         .await
         .expect_err("OAuth cannot write permissions-config");
@@ -315,10 +325,10 @@ async fn unknown_objects_answer_404_and_idempotent_deletes_count_as_done() {
     let emu = start(seed(&["ann"])).await;
     let c = client(&emu, admin());
     let e = c
-        .put_repo_group_permission(
-            &RepoSlug::new("no-such-repo"),
-            &GroupSlug::from_name("g"),
-            Permission::Read,
+        .put_permission(
+            Target::Repo(&RepoSlug::new("no-such-repo")),
+            Principal::Group(&GroupSlug::from_name("g")),
+            "read",
         )
         .await
         .expect_err("404");

@@ -3,6 +3,7 @@
 
 mod common;
 
+use bbsync::apply::OutcomeKind;
 use bbsync::bitbucket::ApiFamily;
 use bbsync::check::{check, render, Verdict, WorkspaceKind};
 use bbsync::config::Config;
@@ -254,9 +255,14 @@ async fn two_credentials_converge_where_one_alone_cannot() {
         .await
         .expect("run");
     assert!(!report.ok());
-    assert_eq!(report.count("failed"), 1, "{:#?}", report.outcomes);
     assert_eq!(
-        report.count("applied"),
+        report.count(OutcomeKind::Failed),
+        1,
+        "{:#?}",
+        report.outcomes
+    );
+    assert_eq!(
+        report.count(OutcomeKind::Applied),
         2,
         "two grants: {:#?}",
         report.outcomes
@@ -303,13 +309,13 @@ async fn changes_the_credentials_cannot_make_are_blocked_before_sending_and_the_
         .expect("run");
     assert!(!report.ok());
     assert_eq!(
-        report.count("applied"),
+        report.count(OutcomeKind::Applied),
         1,
         "bob added: {:#?}",
         report.outcomes
     );
     assert_eq!(
-        report.count("blocked"),
+        report.count(OutcomeKind::Blocked),
         2,
         "two grants: {:#?}",
         report.outcomes

@@ -2,6 +2,7 @@
 
 mod common;
 
+use bbsync::apply::OutcomeKind;
 use bbsync::reconcile::{Reconciler, RunError};
 use bbsync_emulator::SeedGroupGrant;
 use common::*;
@@ -32,7 +33,7 @@ async fn contractors_get_write_on_all_100_repositories_of_proj_and_a_second_appl
 
     let first = rec.run(true).await.expect("first run");
     assert!(first.ok(), "{:#?}", first.outcomes);
-    assert_eq!(first.count("applied"), 100);
+    assert_eq!(first.count(OutcomeKind::Applied), 100);
     let state = emu.state();
     let granted: Vec<_> = state
         .group_grants
@@ -338,7 +339,7 @@ async fn too_many_removals_hold_back_every_revocation_and_fail_the_run() {
         .await
         .expect("run");
     assert!(!report.ok());
-    assert_eq!(report.count("blocked"), 9);
+    assert_eq!(report.count(OutcomeKind::Blocked), 9);
     assert!(writes(&emu).is_empty(), "{:?}", writes(&emu));
     assert_eq!(emu.state().groups[0].members.len(), 10);
 }
@@ -364,9 +365,14 @@ async fn on_an_organisation_managed_workspace_group_writes_fail_once_and_the_res
         .expect("run");
     assert!(!report.ok());
     // One refused add (405), the two other adds blocked without being sent, grants applied via 2.0.
-    assert_eq!(report.count("failed"), 1, "{:#?}", report.outcomes);
-    assert_eq!(report.count("blocked"), 2);
-    assert_eq!(report.count("applied"), 2);
+    assert_eq!(
+        report.count(OutcomeKind::Failed),
+        1,
+        "{:#?}",
+        report.outcomes
+    );
+    assert_eq!(report.count(OutcomeKind::Blocked), 2);
+    assert_eq!(report.count(OutcomeKind::Applied), 2);
     let failed = report
         .outcomes
         .iter()
@@ -412,11 +418,10 @@ async fn creating_a_group_that_already_exists_counts_as_done() {
         warnings: vec![],
     };
     let audit = Audit::to_log();
-    let uuids = Default::default();
     let out = Applier {
         clients: &clients,
+        members: &clients.v1_groups(),
         grant_writes: GrantWrites::PermissionsConfig,
-        uuids: &uuids,
         audit: &audit,
         run_id: "t",
     }

@@ -1,23 +1,28 @@
 //! Applies a plan's changes, one at a time, and records every outcome in the audit trail.
 //!
-//! Sequential for now (the rate-limited worker pool is its own piece of work). Each change goes
-//! out with the credential of its API family. A refusal (401/403/405) marks that family
-//! unavailable for the rest of the run: its remaining changes are reported blocked instead of
-//! being sent to be refused again.
+//! Sequential for now (the rate-limited worker pool is its own piece of work). Memberships go
+//! through the [`MembershipBackend`] seam, grants through 2.0 permissions-config (or 1.0
+//! group-privileges); each change goes out with the credential of its API family. A refusal
+//! (401/403/405) marks that family unavailable for the rest of the run: its remaining changes
+//! are reported blocked instead of being sent to be refused again. A group that could not be
+//! created takes its member adds and grants with it.
 
 pub mod audit;
 
-use crate::bitbucket::{ApiError, ApiFamily, Client, Clients, CredentialKind, Written};
+use crate::bitbucket::{
+    ApiFamily, Clients, MembershipBackend, Principal, Target, WriteError, Written,
+};
 use crate::config::GrantWrites;
-use crate::model::{AccountId, BbUuid, GroupSlug};
-use crate::plan::{Change, Plan};
+use crate::model::GroupSlug;
+use crate::plan::{BlockReason, Change, Plan};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// What happened to one change.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Outcome {
+    /// Sent, and Bitbucket made the change.
     Applied,
     /// Bitbucket said it was already so.
     AlreadyDone,
@@ -25,166 +30,171 @@ pub enum Outcome {
         error: String,
         status: Option<u16>,
     },
+    /// Not sent, and why.
     Blocked {
-        reason: String,
+        reason: BlockReason,
     },
 }
 
-impl Outcome {
-    pub fn label(&self) -> &'static str {
+/// The kinds of [`Outcome`], for counts and metric labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    Applied,
+    AlreadyDone,
+    Failed,
+    Blocked,
+}
+
+impl OutcomeKind {
+    pub fn label(self) -> &'static str {
         match self {
-            Outcome::Applied => "applied",
-            Outcome::AlreadyDone => "already_done",
-            Outcome::Failed { .. } => "failed",
-            Outcome::Blocked { .. } => "blocked",
+            OutcomeKind::Applied => "applied",
+            OutcomeKind::AlreadyDone => "already_done",
+            OutcomeKind::Failed => "failed",
+            OutcomeKind::Blocked => "blocked",
         }
     }
 }
 
+impl Outcome {
+    pub fn kind(&self) -> OutcomeKind {
+        match self {
+            Outcome::Applied => OutcomeKind::Applied,
+            Outcome::AlreadyDone => OutcomeKind::AlreadyDone,
+            Outcome::Failed { .. } => OutcomeKind::Failed,
+            Outcome::Blocked { .. } => OutcomeKind::Blocked,
+        }
+    }
+
+    /// Applied or already so: Bitbucket now matches the change.
+    pub fn is_done(&self) -> bool {
+        matches!(self, Outcome::Applied | Outcome::AlreadyDone)
+    }
+}
+
+/// One change of the plan with what happened to it.
 #[derive(Clone, Debug, Serialize)]
-pub struct Applied {
+pub struct ChangeResult {
     #[serde(flatten)]
     pub change: Change,
     #[serde(flatten)]
     pub outcome: Outcome,
 }
 
-/// The API family that performs a change.
-pub fn family_of(change: &Change, grants: GrantWrites) -> ApiFamily {
+/// The API family that performs a change: memberships by the backend's write family, grants
+/// by the configured grant writes.
+pub fn family_of(change: &Change, membership: ApiFamily, grants: GrantWrites) -> ApiFamily {
     match change {
         Change::CreateGroup { .. } | Change::AddMember { .. } | Change::RemoveMember { .. } => {
-            ApiFamily::GroupsWrite
+            membership
         }
-        _ => match grants {
+        Change::SetGrant { .. } | Change::RemoveGrant { .. } => match grants {
             GrantWrites::PermissionsConfig => ApiFamily::PermissionsWrite,
             GrantWrites::GroupPrivileges => ApiFamily::GroupPrivilegesWrite,
         },
     }
 }
 
-/// Why the configured credential cannot perform `change`, known before anything is sent: the
-/// API sheet's rules for its kind, and the scopes Bitbucket said it holds (when it said).
-pub fn credential_block(
-    change: &Change,
-    family: ApiFamily,
-    credential: &str,
-    kind: CredentialKind,
-    granted: Option<&[String]>,
-) -> Option<String> {
-    let who = format!("{family} with credential {credential:?} ({kind})");
-    if let Some(reason) = family.known_refusal(kind) {
-        return Some(format!("{who}: {reason}"));
-    }
-    let required = match kind {
-        CredentialKind::ApiToken => {
-            family.api_token_scopes(matches!(change, Change::RemoveGrant { .. }))
-        }
-        CredentialKind::OAuth => family.oauth_scopes(),
-        CredentialKind::AccessToken => None,
-    }?;
-    let granted = granted?;
-    let missing: Vec<&str> = required
-        .iter()
-        .copied()
-        .filter(|r| !granted.iter().any(|g| g == r))
-        .collect();
-    (!missing.is_empty()).then(|| {
-        format!(
-            "{who} lacks scope(s) {} (granted: {})",
-            missing.join(", "),
-            if granted.is_empty() {
-                "none".to_owned()
-            } else {
-                granted.join(", ")
-            }
-        )
-    })
-}
-
 pub struct Applier<'a> {
     pub clients: &'a Clients,
+    pub members: &'a dyn MembershipBackend,
     pub grant_writes: GrantWrites,
-    /// account id -> UUID, for 1.0 member adds (read from workspace members when needed).
-    pub uuids: &'a HashMap<AccountId, BbUuid>,
     pub audit: &'a audit::Audit,
     pub run_id: &'a str,
 }
 
 impl Applier<'_> {
+    pub fn family(&self, change: &Change) -> ApiFamily {
+        family_of(change, self.members.write_family(), self.grant_writes)
+    }
+
     /// Runs every change of the plan in order; blocked ones are recorded, not sent.
-    pub async fn apply(&self, plan: &Plan) -> Vec<Applied> {
+    pub async fn apply(&self, plan: &Plan) -> Vec<ChangeResult> {
         let mut refused: BTreeMap<ApiFamily, String> = BTreeMap::new();
-        let mut failed_groups: BTreeMap<GroupSlug, String> = BTreeMap::new();
+        let mut not_created: BTreeMap<GroupSlug, String> = BTreeMap::new();
         let mut audit_broken: Option<String> = None;
         let mut out = Vec::with_capacity(plan.changes.len());
         let total = plan.runnable().count();
         let mut done = 0usize;
         for p in &plan.changes {
-            let family = family_of(&p.change, self.grant_writes);
-            let outcome = if let Some(reason) = &p.blocked {
-                Outcome::Blocked {
-                    reason: reason.clone(),
-                }
-            } else if let Some(why) = &audit_broken {
-                Outcome::Blocked {
-                    reason: format!(
-                        "the audit trail cannot be written ({why}); nothing more is applied"
-                    ),
-                }
-            } else if let Some(why) = member_group(&p.change).and_then(|g| failed_groups.get(g)) {
-                Outcome::Blocked {
-                    reason: format!("creating the group failed: {why}"),
-                }
-            } else if let Some(why) = refused.get(&family) {
-                Outcome::Blocked {
-                    reason: format!(
-                        "{family} (credential {:?}) was refused earlier in this run: {why}",
-                        self.clients.credential(family)
-                    ),
-                }
+            let family = self.family(&p.change);
+            let creates = matches!(p.change, Change::CreateGroup { .. });
+            let blocked = if let Some(reason) = &p.blocked {
+                Some(reason.clone())
+            } else if let Some(error) = &audit_broken {
+                Some(BlockReason::AuditUnavailable {
+                    error: error.clone(),
+                })
+            } else if let Some(why) = not_created.get(p.change.group()).filter(|_| !creates) {
+                Some(BlockReason::GroupNotCreated {
+                    group: p.change.group().clone(),
+                    why: why.clone(),
+                })
             } else {
-                done += 1;
-                let r = self.apply_one(&p.change, self.clients.get(family)).await;
-                let outcome = match r {
-                    Ok(Written::Done) => Outcome::Applied,
-                    Ok(Written::AlreadyDone) => Outcome::AlreadyDone,
-                    Err(ApplyError::NotInWorkspace) => Outcome::Blocked {
-                        reason: "not a member of the workspace: invite them first (1.0 groups only take workspace members)"
-                            .into(),
-                    },
-                    Err(ApplyError::Api(e)) => {
-                        if e.is_refusal() {
-                            refused.insert(family, e.to_string());
-                        }
-                        if let Change::CreateGroup { group, .. } = &p.change {
-                            failed_groups.insert(group.clone(), e.to_string());
-                        }
-                        Outcome::Failed {
-                            error: e.to_string(),
-                            status: e.status(),
-                        }
-                    }
-                };
-                if done % 50 == 0 || done == total {
-                    tracing::info!(done, total, "applying changes");
-                }
-                outcome
+                refused
+                    .get(&family)
+                    .map(|error| BlockReason::RefusedEarlier {
+                        family,
+                        credential: self.clients.credential(family).to_owned(),
+                        error: error.clone(),
+                    })
             };
+            let outcome = match blocked {
+                Some(reason) => Outcome::Blocked { reason },
+                None => {
+                    done += 1;
+                    let outcome = match self.apply_one(&p.change, family).await {
+                        Ok(Written::Done) => Outcome::Applied,
+                        Ok(Written::AlreadyDone) => Outcome::AlreadyDone,
+                        Err(WriteError::NotInWorkspace) => Outcome::Blocked {
+                            reason: BlockReason::NotWorkspaceMember,
+                        },
+                        Err(WriteError::MembersUnreadable(error)) => Outcome::Failed {
+                            error: format!(
+                                "cannot read the workspace members to find the person: {error}"
+                            ),
+                            status: None,
+                        },
+                        Err(WriteError::Api(e)) => {
+                            if e.is_refusal() {
+                                refused.insert(family, e.to_string());
+                            }
+                            Outcome::Failed {
+                                error: e.to_string(),
+                                status: e.status(),
+                            }
+                        }
+                    };
+                    if done % 50 == 0 || done == total {
+                        tracing::info!(done, total, "applying changes");
+                    }
+                    outcome
+                }
+            };
+            if creates && !outcome.is_done() {
+                let why = match &outcome {
+                    Outcome::Failed { error, .. } => error.clone(),
+                    Outcome::Blocked { reason } => reason.to_string(),
+                    _ => String::new(),
+                };
+                not_created.insert(p.change.group().clone(), why);
+            }
             match &outcome {
                 Outcome::Failed { error, .. } => {
                     tracing::error!(change = %p.change, error, "change failed")
                 }
                 Outcome::Blocked { reason } => {
-                    tracing::warn!(change = %p.change, reason, "change blocked")
+                    tracing::warn!(change = %p.change, reason = %reason, kind = reason.label(), "change blocked")
                 }
-                _ => tracing::info!(change = %p.change, outcome = outcome.label(), "change"),
+                _ => tracing::info!(change = %p.change, outcome = outcome.kind().label(), "change"),
             }
             if let Err(e) = self.audit.record(self.run_id, &p.change, &outcome) {
                 // Lose nothing: without an audit trail, stop changing things.
-                tracing::error!(error = %e, change = %p.change, outcome = outcome.label(), "cannot write the audit trail; stopping this apply");
+                tracing::error!(error = %e, change = %p.change, outcome = outcome.kind().label(), "cannot write the audit trail; stopping this apply");
                 audit_broken.get_or_insert(e.to_string());
             }
-            out.push(Applied {
+            out.push(ChangeResult {
                 change: p.change.clone(),
                 outcome,
             });
@@ -192,33 +202,17 @@ impl Applier<'_> {
         out
     }
 
-    async fn apply_one(&self, c: &Change, cl: &Client) -> Result<Written, ApplyError> {
+    async fn apply_one(&self, c: &Change, family: ApiFamily) -> Result<Written, WriteError> {
+        let cl = self.clients.get(family);
+        let grant_target = |repo| Target::Repo(repo);
         Ok(match c {
-            Change::RemoveMember { group, uuid, .. } => cl.remove_member(group, uuid).await?,
+            Change::RemoveMember {
+                group, account_id, ..
+            } => self.members.remove_member(group, account_id).await?,
             Change::AddMember {
                 group, account_id, ..
-            } => {
-                let uuid = self
-                    .uuids
-                    .get(account_id)
-                    .ok_or(ApplyError::NotInWorkspace)?;
-                cl.add_member(group, uuid).await?
-            }
-            Change::CreateGroup { name, group } => match cl.create_group(name).await {
-                Ok(g) => {
-                    if g.slug != group.as_str() {
-                        tracing::warn!(expected = %group, got = g.slug, "Bitbucket generated an unexpected group slug");
-                    }
-                    Written::Done
-                }
-                // "An existing name answers 400": a create that raced another one, or whose
-                // earlier answer was lost, is done if the group is there now.
-                Err(e) if e.status() == Some(400) => match cl.get_group(group).await? {
-                    Some(_) => Written::AlreadyDone,
-                    None => return Err(e.into()),
-                },
-                Err(e) => return Err(e.into()),
-            },
+            } => self.members.add_member(group, account_id).await?,
+            Change::CreateGroup { name, group } => self.members.create_group(group, name).await?,
             Change::SetGrant {
                 repo,
                 group,
@@ -226,8 +220,12 @@ impl Applier<'_> {
                 ..
             } => match self.grant_writes {
                 GrantWrites::PermissionsConfig => {
-                    cl.put_repo_group_permission(repo, group, *permission)
-                        .await?
+                    cl.put_permission(
+                        grant_target(repo),
+                        Principal::Group(group),
+                        permission.as_str(),
+                    )
+                    .await?
                 }
                 GrantWrites::GroupPrivileges => {
                     cl.put_group_privilege(repo, group, *permission).await?
@@ -235,29 +233,11 @@ impl Applier<'_> {
             },
             Change::RemoveGrant { repo, group, .. } => match self.grant_writes {
                 GrantWrites::PermissionsConfig => {
-                    cl.delete_repo_group_permission(repo, group).await?
+                    cl.delete_permission(grant_target(repo), Principal::Group(group))
+                        .await?
                 }
                 GrantWrites::GroupPrivileges => cl.delete_group_privilege(repo, group).await?,
             },
         })
-    }
-}
-
-/// The group a membership change targets.
-fn member_group(c: &Change) -> Option<&GroupSlug> {
-    match c {
-        Change::AddMember { group, .. } | Change::RemoveMember { group, .. } => Some(group),
-        _ => None,
-    }
-}
-
-enum ApplyError {
-    NotInWorkspace,
-    Api(ApiError),
-}
-
-impl From<ApiError> for ApplyError {
-    fn from(e: ApiError) -> Self {
-        ApplyError::Api(e)
     }
 }

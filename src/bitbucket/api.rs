@@ -3,7 +3,7 @@
 
 use super::client::{ApiError, Body, Client};
 use super::dto::*;
-use crate::model::{BbUuid, GroupSlug, Permission, ProjectKey, ProjectPermission, RepoSlug};
+use crate::model::{BbUuid, GroupSlug, Permission, ProjectKey, RepoSlug};
 use reqwest::{Method, StatusCode};
 
 /// Result of an idempotent write.
@@ -209,14 +209,6 @@ impl Client {
             .await
     }
 
-    pub async fn repo_group_permissions_first_page(
-        &self,
-        repo: &RepoSlug,
-    ) -> Result<Vec<V2GroupPermission>, ApiError> {
-        self.first_page(self.repo_perm_url(repo, "groups", None))
-            .await
-    }
-
     /// Workspaces the caller (a user: API token or OAuth consumer) can see, with whether they
     /// administer each.
     pub async fn user_workspaces(&self) -> Result<Vec<WorkspaceAccess>, ApiError> {
@@ -244,44 +236,62 @@ impl Client {
 
     // ---- 2.0 permissions-config (repositories and projects) -------------------------------
 
-    fn repo_perm_url(&self, repo: &RepoSlug, kind: &str, id: Option<&str>) -> String {
-        let mut s = vec![
-            "2.0",
-            "repositories",
-            self.ws(),
-            repo.as_str(),
-            "permissions-config",
-            kind,
-        ];
+    fn permission_url(&self, target: Target<'_>, kind: PrincipalKind, id: Option<&str>) -> String {
+        let mut s = match target {
+            Target::Repo(repo) => vec!["2.0", "repositories", self.ws(), repo.as_str()],
+            Target::Project(key) => vec!["2.0", "workspaces", self.ws(), "projects", key.as_str()],
+        };
+        s.extend(["permissions-config", kind.segment()]);
         s.extend(id);
         self.url(&s)
     }
 
-    fn project_perm_url(&self, key: &ProjectKey, kind: &str, id: Option<&str>) -> String {
-        let mut s = vec![
-            "2.0",
-            "workspaces",
-            self.ws(),
-            "projects",
-            key.as_str(),
-            "permissions-config",
-            kind,
-        ];
-        s.extend(id);
-        self.url(&s)
-    }
-
-    /// A permissions-config listing (paged; no BBQL on these collections).
-    async fn list_permissions<T: serde::de::DeserializeOwned>(
+    /// Explicit grants of groups or users on a repository or project (paged; no BBQL on
+    /// these collections): [`V2GroupPermission`] or [`V2UserPermission`] items.
+    pub async fn permissions<T: serde::de::DeserializeOwned>(
         &self,
-        url: String,
+        target: Target<'_>,
+        kind: PrincipalKind,
     ) -> Result<Vec<T>, ApiError> {
+        let url = self.permission_url(target, kind, None);
         self.get_all(&Self::with_query(url, &[("pagelen", PAGELEN)]))
             .await
     }
 
-    /// PUT body exactly `{"permission": "..."}`: creates or updates.
-    async fn put_permission(&self, url: String, permission: &str) -> Result<Written, ApiError> {
+    /// The first page only: the cheapest proof that a credential may read grants.
+    pub async fn permissions_first_page(
+        &self,
+        target: Target<'_>,
+        kind: PrincipalKind,
+    ) -> Result<Vec<serde_json::Value>, ApiError> {
+        self.first_page(self.permission_url(target, kind, None))
+            .await
+    }
+
+    /// One explicit grant's permission word; `None` when there is none (404).
+    pub async fn permission(
+        &self,
+        target: Target<'_>,
+        who: Principal<'_>,
+    ) -> Result<Option<String>, ApiError> {
+        let url = self.permission_url(target, who.kind(), Some(who.id()));
+        let a = self.send(Method::GET, &url, Body::None).await?;
+        if a.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let p: PermissionOnly = a.ok()?.json()?;
+        Ok(Some(p.permission))
+    }
+
+    /// Creates or updates a grant: PUT body exactly `{"permission": "..."}` (`read`, `write`,
+    /// `admin`; for projects also `create-repo`).
+    pub async fn put_permission(
+        &self,
+        target: Target<'_>,
+        who: Principal<'_>,
+        permission: &str,
+    ) -> Result<Written, ApiError> {
+        let url = self.permission_url(target, who.kind(), Some(who.id()));
         let body = serde_json::json!({ "permission": permission });
         self.send(Method::PUT, &url, Body::Json(&body))
             .await?
@@ -289,146 +299,65 @@ impl Client {
             .map(|_| Written::Done)
     }
 
-    async fn delete_permission(&self, url: String) -> Result<Written, ApiError> {
+    pub async fn delete_permission(
+        &self,
+        target: Target<'_>,
+        who: Principal<'_>,
+    ) -> Result<Written, ApiError> {
+        let url = self.permission_url(target, who.kind(), Some(who.id()));
         delete_outcome(self.send(Method::DELETE, &url, Body::None).await?)
     }
+}
 
-    /// Explicit group grants on one repository.
-    pub async fn repo_group_permissions(
-        &self,
-        repo: &RepoSlug,
-    ) -> Result<Vec<V2GroupPermission>, ApiError> {
-        self.list_permissions(self.repo_perm_url(repo, "groups", None))
-            .await
-    }
+/// What a permissions-config grant is on.
+#[derive(Clone, Copy, Debug)]
+pub enum Target<'a> {
+    Repo(&'a RepoSlug),
+    Project(&'a ProjectKey),
+}
 
-    /// A group's explicit grant on one repository; `None` when there is none (404).
-    pub async fn repo_group_permission(
-        &self,
-        repo: &RepoSlug,
-        group: &GroupSlug,
-    ) -> Result<Option<Permission>, ApiError> {
-        let a = self
-            .send(
-                Method::GET,
-                &self.repo_perm_url(repo, "groups", Some(group.as_str())),
-                Body::None,
-            )
-            .await?;
-        if a.status == StatusCode::NOT_FOUND {
-            return Ok(None);
+/// Who a permissions-config grant is for.
+#[derive(Clone, Copy, Debug)]
+pub enum Principal<'a> {
+    Group(&'a GroupSlug),
+    /// An account id or a braced UUID.
+    User(&'a str),
+}
+
+impl Principal<'_> {
+    fn kind(&self) -> PrincipalKind {
+        match self {
+            Principal::Group(_) => PrincipalKind::Groups,
+            Principal::User(_) => PrincipalKind::Users,
         }
-        let p: V2GroupPermission = a.ok()?.json()?;
-        Ok(Permission::parse(&p.permission))
     }
+    fn id(&self) -> &str {
+        match self {
+            Principal::Group(g) => g.as_str(),
+            Principal::User(u) => u,
+        }
+    }
+}
 
-    pub async fn put_repo_group_permission(
-        &self,
-        repo: &RepoSlug,
-        group: &GroupSlug,
-        p: Permission,
-    ) -> Result<Written, ApiError> {
-        self.put_permission(
-            self.repo_perm_url(repo, "groups", Some(group.as_str())),
-            p.as_str(),
-        )
-        .await
-    }
+/// The two permissions-config collections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrincipalKind {
+    Groups,
+    Users,
+}
 
-    pub async fn delete_repo_group_permission(
-        &self,
-        repo: &RepoSlug,
-        group: &GroupSlug,
-    ) -> Result<Written, ApiError> {
-        self.delete_permission(self.repo_perm_url(repo, "groups", Some(group.as_str())))
-            .await
+impl PrincipalKind {
+    fn segment(self) -> &'static str {
+        match self {
+            PrincipalKind::Groups => "groups",
+            PrincipalKind::Users => "users",
+        }
     }
+}
 
-    /// Explicit user grants on one repository.
-    pub async fn repo_user_permissions(
-        &self,
-        repo: &RepoSlug,
-    ) -> Result<Vec<V2UserPermission>, ApiError> {
-        self.list_permissions(self.repo_perm_url(repo, "users", None))
-            .await
-    }
-
-    /// `user` is an account id or a braced UUID.
-    pub async fn put_repo_user_permission(
-        &self,
-        repo: &RepoSlug,
-        user: &str,
-        p: Permission,
-    ) -> Result<Written, ApiError> {
-        self.put_permission(self.repo_perm_url(repo, "users", Some(user)), p.as_str())
-            .await
-    }
-
-    pub async fn delete_repo_user_permission(
-        &self,
-        repo: &RepoSlug,
-        user: &str,
-    ) -> Result<Written, ApiError> {
-        self.delete_permission(self.repo_perm_url(repo, "users", Some(user)))
-            .await
-    }
-
-    pub async fn project_group_permissions(
-        &self,
-        key: &ProjectKey,
-    ) -> Result<Vec<V2GroupPermission>, ApiError> {
-        self.list_permissions(self.project_perm_url(key, "groups", None))
-            .await
-    }
-
-    pub async fn put_project_group_permission(
-        &self,
-        key: &ProjectKey,
-        group: &GroupSlug,
-        p: ProjectPermission,
-    ) -> Result<Written, ApiError> {
-        self.put_permission(
-            self.project_perm_url(key, "groups", Some(group.as_str())),
-            p.as_str(),
-        )
-        .await
-    }
-
-    pub async fn delete_project_group_permission(
-        &self,
-        key: &ProjectKey,
-        group: &GroupSlug,
-    ) -> Result<Written, ApiError> {
-        self.delete_permission(self.project_perm_url(key, "groups", Some(group.as_str())))
-            .await
-    }
-
-    pub async fn project_user_permissions(
-        &self,
-        key: &ProjectKey,
-    ) -> Result<Vec<V2UserPermission>, ApiError> {
-        self.list_permissions(self.project_perm_url(key, "users", None))
-            .await
-    }
-
-    pub async fn put_project_user_permission(
-        &self,
-        key: &ProjectKey,
-        user: &str,
-        p: ProjectPermission,
-    ) -> Result<Written, ApiError> {
-        self.put_permission(self.project_perm_url(key, "users", Some(user)), p.as_str())
-            .await
-    }
-
-    pub async fn delete_project_user_permission(
-        &self,
-        key: &ProjectKey,
-        user: &str,
-    ) -> Result<Written, ApiError> {
-        self.delete_permission(self.project_perm_url(key, "users", Some(user)))
-            .await
-    }
+#[derive(serde::Deserialize)]
+struct PermissionOnly {
+    permission: String,
 }
 
 /// DELETE: 204/200 done, 404 already gone.

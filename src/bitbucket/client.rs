@@ -98,6 +98,13 @@ impl ApiError {
         }
     }
 
+    /// The request may have reached Bitbucket and been processed though no good answer came
+    /// back (a 5xx, a timeout, a cut answer): check the state before assuming it failed.
+    pub fn may_have_been_processed(&self) -> bool {
+        matches!(self.status(), Some(s) if s >= 500)
+            || matches!(self, ApiError::Transport { source, .. } if !source.is_connect())
+    }
+
     /// Refusals that will not change by retrying within this run.
     pub fn is_refusal(&self) -> bool {
         matches!(self.status(), Some(401 | 403 | 405))

@@ -53,6 +53,20 @@ impl Clients {
         &self.by_family[f.index()].2
     }
 
+    /// The shared client serving `f` (the seams hold their clients).
+    pub fn shared(&self, f: ApiFamily) -> Arc<Client> {
+        Arc::clone(&self.by_family[f.index()].2)
+    }
+
+    /// The 1.0 groups membership backend, with the credentials of its three families.
+    pub fn v1_groups(&self) -> super::V1Groups {
+        super::V1Groups::new(
+            self.shared(ApiFamily::GroupsRead),
+            self.shared(ApiFamily::GroupsWrite),
+            self.shared(ApiFamily::MembersRead),
+        )
+    }
+
     /// Name of the credential serving `f`.
     pub fn credential(&self, f: ApiFamily) -> &str {
         &self.by_family[f.index()].0

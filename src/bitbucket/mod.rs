@@ -5,10 +5,14 @@ mod api;
 mod client;
 mod clients;
 pub mod dto;
+pub mod grants;
+pub mod membership;
 pub mod retry;
 
 pub use crate::family::{ApiFamily, CredentialKind};
-pub use api::Written;
+pub use api::{Principal, PrincipalKind, Target, Written};
 pub use client::{Answer, ApiError, Body, Client, ClientOptions};
 pub use clients::Clients;
+pub use grants::{GrantState, GroupGrants, PermissionsConfigGrants, V1GroupPrivileges};
+pub use membership::{MembershipBackend, V1Groups, WriteError};
 pub use retry::RetryPolicy;

@@ -6,16 +6,17 @@
 //! workspace is invisible to it. Revocations come first so a leaver loses access before anything
 //! else is done.
 
+use crate::family::ApiFamily;
 use crate::mapping::Desired;
-use crate::model::{AccountId, BbUuid, GroupSlug, Permission, RepoSlug};
+use crate::model::{AccountId, GroupSlug, Permission, RepoSlug};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// A member of a Bitbucket group as read from Bitbucket.
+/// A member of a Bitbucket group as read from Bitbucket, by account id. How a backend names
+/// the member in its own API (1.0 wants the UUID) stays inside that backend.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ActualMember {
-    pub uuid: BbUuid,
     pub display_name: String,
 }
 
@@ -33,6 +34,34 @@ pub struct Actual {
     pub grants: BTreeMap<(RepoSlug, GroupSlug), Permission>,
 }
 
+/// Why a member is removed from a managed group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RemovalReason {
+    /// The directory says the person left; `fact` is what it says (`nsAccountLock=TRUE`).
+    Leaver { fact: String },
+    /// No mapped directory group (any more) contains the person.
+    NotWanted,
+}
+
+impl RemovalReason {
+    pub fn label(&self) -> &'static str {
+        match self {
+            RemovalReason::Leaver { .. } => "leaver",
+            RemovalReason::NotWanted => "not_wanted",
+        }
+    }
+}
+
+impl fmt::Display for RemovalReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemovalReason::Leaver { fact } => write!(f, "left the company ({fact})"),
+            RemovalReason::NotWanted => f.write_str("not in the mapped directory group(s)"),
+        }
+    }
+}
+
 /// One idempotent operation against Bitbucket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -40,9 +69,8 @@ pub enum Change {
     RemoveMember {
         group: GroupSlug,
         account_id: AccountId,
-        uuid: BbUuid,
         display_name: String,
-        reason: String,
+        reason: RemovalReason,
     },
     RemoveGrant {
         repo: RepoSlug,
@@ -66,6 +94,29 @@ pub enum Change {
     },
 }
 
+/// The kinds of [`Change`], for metric labels and summaries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    RemoveMember,
+    RemoveGrant,
+    CreateGroup,
+    AddMember,
+    SetGrant,
+}
+
+impl ChangeKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            ChangeKind::RemoveMember => "remove_member",
+            ChangeKind::RemoveGrant => "remove_grant",
+            ChangeKind::CreateGroup => "create_group",
+            ChangeKind::AddMember => "add_member",
+            ChangeKind::SetGrant => "set_grant",
+        }
+    }
+}
+
 impl Change {
     /// Takes access away (removal or downgrade): guarded, and applied first.
     pub fn is_revocation(&self) -> bool {
@@ -80,14 +131,33 @@ impl Change {
         }
     }
 
-    /// Low-cardinality kind for metrics and summaries.
-    pub fn kind(&self) -> &'static str {
+    /// Deletes something (as opposed to creating or changing it): credentials may hold the
+    /// right to one and not the other.
+    pub fn is_deletion(&self) -> bool {
+        matches!(
+            self,
+            Change::RemoveMember { .. } | Change::RemoveGrant { .. }
+        )
+    }
+
+    pub fn kind(&self) -> ChangeKind {
         match self {
-            Change::RemoveMember { .. } => "remove_member",
-            Change::RemoveGrant { .. } => "remove_grant",
-            Change::CreateGroup { .. } => "create_group",
-            Change::AddMember { .. } => "add_member",
-            Change::SetGrant { .. } => "set_grant",
+            Change::RemoveMember { .. } => ChangeKind::RemoveMember,
+            Change::RemoveGrant { .. } => ChangeKind::RemoveGrant,
+            Change::CreateGroup { .. } => ChangeKind::CreateGroup,
+            Change::AddMember { .. } => ChangeKind::AddMember,
+            Change::SetGrant { .. } => ChangeKind::SetGrant,
+        }
+    }
+
+    /// The group a change targets.
+    pub fn group(&self) -> &GroupSlug {
+        match self {
+            Change::RemoveMember { group, .. }
+            | Change::RemoveGrant { group, .. }
+            | Change::CreateGroup { group, .. }
+            | Change::AddMember { group, .. }
+            | Change::SetGrant { group, .. } => group,
         }
     }
 
@@ -111,7 +181,6 @@ impl fmt::Display for Change {
                 account_id,
                 display_name,
                 reason,
-                ..
             } => write!(
                 f,
                 "remove {display_name} ({account_id}) from group {group}: {reason}"
@@ -142,13 +211,117 @@ impl fmt::Display for Change {
     }
 }
 
+/// Why a change is not sent. Each is a decision, not a failure of the call itself; the label
+/// is a metric label, the message says what happened and what to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlockReason {
+    /// More revocations than `safety.max_removals`: every revocation is held back.
+    SafetyGuard { revocations: usize, limit: usize },
+    /// The credential serving the family cannot do this (its kind, or its scopes).
+    CredentialCannot {
+        family: ApiFamily,
+        credential: String,
+        detail: String,
+    },
+    /// The credential was rejected, or does not see the workspace, when it was introduced.
+    CredentialRejected {
+        family: ApiFamily,
+        credential: String,
+        detail: String,
+    },
+    /// The family was refused (401/403/405) earlier in this run.
+    RefusedEarlier {
+        family: ApiFamily,
+        credential: String,
+        error: String,
+    },
+    /// A grant to a group that does not exist in Bitbucket and is not a managed group.
+    MissingGroup { group: GroupSlug },
+    /// A membership or grant change for a group whose creation failed or was blocked.
+    GroupNotCreated { group: GroupSlug, why: String },
+    /// The person is not a member of the workspace (1.0 groups only take members).
+    NotWorkspaceMember,
+    /// The audit trail cannot be written: nothing more is applied.
+    AuditUnavailable { error: String },
+}
+
+impl BlockReason {
+    /// Low-cardinality label for metrics and summaries.
+    pub fn label(&self) -> &'static str {
+        match self {
+            BlockReason::SafetyGuard { .. } => "safety_guard",
+            BlockReason::CredentialCannot { .. } => "credential_cannot",
+            BlockReason::CredentialRejected { .. } => "credential_rejected",
+            BlockReason::RefusedEarlier { .. } => "refused_earlier",
+            BlockReason::MissingGroup { .. } => "missing_group",
+            BlockReason::GroupNotCreated { .. } => "group_not_created",
+            BlockReason::NotWorkspaceMember => "not_workspace_member",
+            BlockReason::AuditUnavailable { .. } => "audit_unavailable",
+        }
+    }
+}
+
+impl fmt::Display for BlockReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BlockReason::SafetyGuard { revocations, limit } => write!(
+                f,
+                "safety: {revocations} revocations exceed safety.max_removals = {limit}; none applied"
+            ),
+            BlockReason::CredentialCannot {
+                family,
+                credential,
+                detail,
+            }
+            | BlockReason::CredentialRejected {
+                family,
+                credential,
+                detail,
+            } => write!(f, "{family} with credential {credential:?}: {detail}"),
+            BlockReason::RefusedEarlier {
+                family,
+                credential,
+                error,
+            } => write!(
+                f,
+                "{family} (credential {credential:?}) was refused earlier in this run: {error}"
+            ),
+            BlockReason::MissingGroup { group } => write!(
+                f,
+                "group {group} does not exist in Bitbucket and is not a managed [[groups]] entry"
+            ),
+            BlockReason::GroupNotCreated { group, why } => {
+                write!(f, "group {group} was not created: {why}")
+            }
+            BlockReason::NotWorkspaceMember => f.write_str(
+                "not a member of the workspace: invite them first (1.0 groups only take workspace members)",
+            ),
+            BlockReason::AuditUnavailable { error } => write!(
+                f,
+                "the audit trail cannot be written ({error}); nothing more is applied"
+            ),
+        }
+    }
+}
+
+/// Serialised as `{"kind": label, "message": text}`.
+impl Serialize for BlockReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("BlockReason", 2)?;
+        st.serialize_field("kind", self.label())?;
+        st.serialize_field("message", &self.to_string())?;
+        st.end()
+    }
+}
+
 /// A change and, if it must not be applied, why.
 #[derive(Clone, Debug, Serialize)]
 pub struct Planned {
     #[serde(flatten)]
     pub change: Change,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub blocked: Option<String>,
+    pub blocked: Option<BlockReason>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -234,13 +407,14 @@ pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
                 continue;
             }
             let reason = match desired.leavers.get(id) {
-                Some(l) => format!("left the company ({})", l.reason),
-                None => "not in the mapped directory group(s)".to_owned(),
+                Some(l) => RemovalReason::Leaver {
+                    fact: l.reason.clone(),
+                },
+                None => RemovalReason::NotWanted,
             };
             changes.push(Change::RemoveMember {
                 group: slug.clone(),
                 account_id: id.clone(),
-                uuid: m.uuid.clone(),
                 display_name: m.display_name.clone(),
                 reason,
             });
@@ -293,14 +467,16 @@ pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
         .into_iter()
         .map(|change| {
             let blocked = if too_many && change.is_revocation() {
-                Some(format!(
-                    "safety: {revocations} revocations exceed safety.max_removals = {}; none applied",
-                    policy.max_removals
-                ))
+                Some(BlockReason::SafetyGuard {
+                    revocations,
+                    limit: policy.max_removals,
+                })
             } else if let Change::SetGrant { group, .. } = &change {
                 (!will_exist(group)).then(|| {
                     missing_groups.insert(group.clone());
-                    format!("group {group} does not exist in Bitbucket and is not a managed [[groups]] entry")
+                    BlockReason::MissingGroup {
+                        group: group.clone(),
+                    }
                 })
             } else {
                 None
@@ -332,7 +508,6 @@ mod tests {
     }
     fn member(name: &str) -> ActualMember {
         ActualMember {
-            uuid: BbUuid::braced(&format!("uuid-{name}")),
             display_name: name.into(),
         }
     }
@@ -408,7 +583,7 @@ mod tests {
     fn a_missing_group_is_created_before_members_are_added() {
         let p = plan(&desired_devs(&["ann"]), &Actual::default(), &POLICY);
         let kinds: Vec<_> = p.changes.iter().map(|c| c.change.kind()).collect();
-        assert_eq!(kinds, ["create_group", "add_member"]);
+        assert_eq!(kinds, [ChangeKind::CreateGroup, ChangeKind::AddMember]);
     }
 
     #[test]
@@ -462,7 +637,35 @@ mod tests {
         assert!(p.blocked().all(|b| b.change.is_revocation()));
         assert_eq!(
             p.runnable().map(Change::kind).collect::<Vec<_>>(),
-            ["add_member"]
+            [ChangeKind::AddMember]
+        );
+        assert!(p.blocked().all(|b| matches!(
+            b.blocked,
+            Some(BlockReason::SafetyGuard {
+                revocations: 5,
+                limit: 3
+            })
+        )));
+    }
+
+    #[test]
+    fn exactly_as_many_revocations_as_the_limit_go_ahead() {
+        let p = plan(
+            &desired_devs(&[]),
+            &actual_devs(&["p0", "p1", "p2"]),
+            &Policy { max_removals: 3 },
+        );
+        assert_eq!(p.blocked().count(), 0, "3 revocations, limit 3: {p:?}");
+        assert_eq!(p.runnable().count(), 3);
+        let none = plan(
+            &desired_devs(&[]),
+            &actual_devs(&["p0"]),
+            &Policy { max_removals: 0 },
+        );
+        assert_eq!(
+            none.blocked().count(),
+            1,
+            "a limit of 0 allows no revocation"
         );
     }
 
