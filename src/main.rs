@@ -11,6 +11,28 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Writes to stdout. A reader that went away (`bbsync check --output json | head -c 100`) is
+/// not worth a panic (`println!` panics on a closed pipe): the rest of the output is dropped
+/// and the command ends with its own exit code.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: cannot write to stdout: {e}");
+        }
+    }
+}
+
+macro_rules! out {
+    ($($t:tt)*) => { emit(&format!($($t)*)) };
+}
+
+macro_rules! outln {
+    () => { emit("\n") };
+    ($($t:tt)*) => { emit(&format!("{}\n", format_args!($($t)*))) };
+}
+
 /// Exit codes (also in the README).
 const EXIT_OK: u8 = 0;
 const EXIT_FAILED: u8 = 1;
@@ -119,8 +141,10 @@ fn init_logging(format: LogFormat, default: &str) {
         Ok(d) => filter.add_directive(d),
         Err(_) => filter,
     };
+    // Colour only for a person at a terminal: escape codes in a journal or a log file are noise.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
@@ -204,8 +228,8 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             let emu = bbsync_emulator::Emulator::start(seed, listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            println!("Bitbucket emulator listening on {}", emu.base_url());
-            println!("  1.0: {0}/1.0   2.0: {0}/2.0   OAuth: {0}/site/oauth2/access_token   state: {0}/_emulator/state", emu.base_url());
+            outln!("Bitbucket emulator listening on {}", emu.base_url());
+            outln!("  1.0: {0}/1.0   2.0: {0}/2.0   OAuth: {0}/site/oauth2/access_token   state: {0}/_emulator/state", emu.base_url());
             let _ = tokio::signal::ctrl_c().await;
             emu.shutdown().await;
             Ok(EXIT_OK)
@@ -229,8 +253,8 @@ fn describe(e: &anyhow::Error) -> String {
 
 fn print_report(r: &bbsync::reconcile::RunReport, output: Output) {
     match output {
-        Output::Human => print!("{}", report::human(r)),
-        Output::Json => println!("{}", report::json(r)),
+        Output::Human => out!("{}", report::human(r)),
+        Output::Json => outln!("{}", report::json(r)),
     }
 }
 
@@ -240,15 +264,15 @@ async fn run_demo(once: bool) -> anyhow::Result<u8> {
             .await?;
     let audit =
         std::env::temp_dir().join(format!("bbsync-demo-audit-{}.jsonl", std::process::id()));
-    println!(
+    outln!(
         "bbsync demo: embedded Bitbucket emulator at {} (workspace acme, 50 repositories)",
         emu.base_url()
     );
-    println!("Directory: bundled sample LDIF (Bob Stone has left the company)\n");
-    let result = demo::run_cycle(&emu, &audit, &mut |s| println!("{s}"))
+    outln!("Directory: bundled sample LDIF (Bob Stone has left the company)\n");
+    let result = demo::run_cycle(&emu, &audit, &mut |s| outln!("{s}"))
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
-    println!(
+    outln!(
         "\nAudit trail: {} ({} records)",
         audit.display(),
         std::fs::read_to_string(&audit)
@@ -260,8 +284,8 @@ async fn run_demo(once: bool) -> anyhow::Result<u8> {
         emu.shutdown().await;
         return Ok(code);
     }
-    println!("\nThe emulator keeps running at {} (try: curl -u admin@acme.test:demo-token {}/1.0/groups/acme).", emu.base_url(), emu.base_url());
-    println!("Metrics will be served at http://127.0.0.1:9184/metrics once the daemon lands. Ctrl-C to stop.");
+    outln!("\nThe emulator keeps running at {} (try: curl -u admin@acme.test:demo-token {}/1.0/groups/acme).", emu.base_url(), emu.base_url());
+    outln!("Metrics will be served at http://127.0.0.1:9184/metrics once the daemon lands. Ctrl-C to stop.");
     let _ = tokio::signal::ctrl_c().await;
     emu.shutdown().await;
     Ok(code)
@@ -275,7 +299,7 @@ async fn check(path: &std::path::Path, probe_writes: bool, output: Output) -> an
     let report = bbsync::check::check(&cfg, &clients, probe_writes).await;
     let ok = source.is_ok() && report.ok();
     match output {
-        Output::Json => println!(
+        Output::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "config": cfg.origin,
@@ -288,7 +312,7 @@ async fn check(path: &std::path::Path, probe_writes: bool, output: Output) -> an
             }))?
         ),
         Output::Human => {
-            println!(
+            outln!(
                 "config {}: ok (mode {}, workspace {})",
                 cfg.origin,
                 match cfg.mode {
@@ -298,7 +322,7 @@ async fn check(path: &std::path::Path, probe_writes: bool, output: Output) -> an
                 cfg.bitbucket.workspace
             );
             match &source {
-                Ok(d) => println!(
+                Ok(d) => outln!(
                     "source {}: ok ({} people, {} disabled, {} groups, {} skipped entries)\n",
                     reader.describe(),
                     d.people.len(),
@@ -306,9 +330,9 @@ async fn check(path: &std::path::Path, probe_writes: bool, output: Output) -> an
                     d.groups.len(),
                     d.issues.len()
                 ),
-                Err(e) => println!("source {}: FAILED: {e}\n", reader.describe()),
+                Err(e) => outln!("source {}: FAILED: {e}\n", reader.describe()),
             }
-            print!("{}", bbsync::check::render(&report));
+            out!("{}", bbsync::check::render(&report));
         }
     }
     Ok(if ok { EXIT_OK } else { EXIT_FAILED })
@@ -328,9 +352,9 @@ async fn read_source(path: &std::path::Path, output: Output) -> anyhow::Result<u
     let dir = reader.read().await?;
     let elapsed = started.elapsed();
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&dir)?),
+        Output::Json => outln!("{}", serde_json::to_string_pretty(&dir)?),
         Output::Human => {
-            println!(
+            outln!(
                 "{}: {} people ({} disabled), {} groups, {} skipped entries",
                 reader.describe(),
                 dir.people.len(),
@@ -344,7 +368,7 @@ async fn read_source(path: &std::path::Path, output: Output) -> anyhow::Result<u
                 .filter(|p| p.disabled.is_some())
                 .take(50)
             {
-                println!(
+                outln!(
                     "  disabled {} ({}): {}",
                     p.dn,
                     p.account_id,
@@ -352,12 +376,12 @@ async fn read_source(path: &std::path::Path, output: Output) -> anyhow::Result<u
                 );
             }
             for i in dir.issues.iter().take(50) {
-                println!("  skipped {}: {}", i.dn, i.problem);
+                outln!("  skipped {}: {}", i.dn, i.problem);
             }
             let mut biggest: Vec<_> = dir.groups.values().collect();
             biggest.sort_by_key(|g| std::cmp::Reverse(g.members.len()));
             for g in biggest.iter().take(10) {
-                println!("  group {} ({}): {} members", g.name, g.dn, g.members.len());
+                outln!("  group {} ({}): {} members", g.name, g.dn, g.members.len());
             }
         }
     }
@@ -380,7 +404,10 @@ async fn run_loop(path: &std::path::Path) -> anyhow::Result<u8> {
         let result = rec.run(apply).await;
         match &result {
             Ok(r) => metrics.observe(r, rec.clients.total_requests()),
-            Err(e) => metrics.observe_error(e),
+            Err(e) => {
+                metrics.observe_error(e);
+                metrics.observe_requests(rec.clients.total_requests());
+            }
         }
         match result {
             Ok(r) => tracing::info!(

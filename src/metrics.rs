@@ -1,7 +1,8 @@
 //! One Prometheus registry for the process. Labels are kinds and outcomes only, never people,
 //! groups or repositories (unbounded cardinality, and personal data).
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -11,8 +12,10 @@ pub struct Metrics {
     pub changes: IntCounterVec,
     /// Run errors by kind (parse, io, mapping, unauthorized, rate_limited, ...).
     pub run_errors: IntCounterVec,
-    /// Bitbucket API requests sent.
-    pub api_requests: IntGauge,
+    /// Bitbucket API requests sent since start (`bbsync_api_requests_total`).
+    pub api_requests: IntCounter,
+    /// The clients' request total when last observed (the counter advances by the difference).
+    api_requests_seen: AtomicU64,
     /// Unix time of the last reconcile that finished ok.
     pub last_success: IntGauge,
     /// Directory entries skipped as bad in the last run.
@@ -45,7 +48,15 @@ impl Metrics {
                 "Reconciles that produced no plan, by error kind",
                 &["kind"],
             )?,
-            api_requests: gauge("api_requests", "Bitbucket API requests sent since start")?,
+            api_requests: {
+                let c = IntCounter::new(
+                    "api_requests_total",
+                    "Bitbucket API requests sent since start",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            api_requests_seen: AtomicU64::new(0),
             last_success: gauge(
                 "last_success_timestamp_seconds",
                 "Unix time of the last successful reconcile",
@@ -58,6 +69,13 @@ impl Metrics {
         })
     }
 
+    /// Advances the request counter to the clients' running total (failed runs send
+    /// requests too, so this is fed from the clients, not from run reports).
+    pub fn observe_requests(&self, total: u64) {
+        let before = self.api_requests_seen.swap(total, Ordering::Relaxed);
+        self.api_requests.inc_by(total.saturating_sub(before));
+    }
+
     /// Records a finished run.
     pub fn observe(&self, r: &crate::reconcile::RunReport, api_requests_total: u64) {
         self.runs
@@ -68,7 +86,7 @@ impl Metrics {
                 .with_label_values(&[o.change.kind().label(), o.outcome.kind().label()])
                 .inc();
         }
-        self.api_requests.set(api_requests_total as i64);
+        self.observe_requests(api_requests_total);
         self.skipped_entries.set(r.source.issues.len() as i64);
         if r.ok() {
             let now = std::time::SystemTime::now()
@@ -112,5 +130,13 @@ mod tests {
             text.contains("bbsync_last_success_timestamp_seconds 0"),
             "{text}"
         );
+        m.observe_requests(5);
+        m.observe_requests(12);
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE bbsync_api_requests_total counter"),
+            "{text}"
+        );
+        assert!(text.contains("bbsync_api_requests_total 12"), "{text}");
     }
 }

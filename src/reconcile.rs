@@ -16,6 +16,7 @@ use crate::plan::{self, Actual, BlockReason, Plan, Policy};
 use crate::source::{Source, SourceError};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
@@ -203,25 +204,36 @@ pub struct Reconciler {
     pub cfg: Config,
     pub source: Source,
     pub clients: Clients,
-    audit: Audit,
+    /// Opened by the first run that applies; a plan never creates or opens the audit file.
+    audit: std::sync::Mutex<Option<Arc<Audit>>>,
 }
 
 impl Reconciler {
     pub fn new(cfg: Config) -> Result<Reconciler, RunError> {
         let clients = clients_for(&cfg)?;
-        let audit = match &cfg.audit_path {
+        Ok(Reconciler {
+            source: Source::new(&cfg.source, &cfg.directory),
+            cfg,
+            clients,
+            audit: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The audit trail, opened (its directory created) on first use.
+    fn audit(&self) -> Result<Arc<Audit>, RunError> {
+        let mut slot = self.audit.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = slot.as_ref() {
+            return Ok(Arc::clone(a));
+        }
+        let audit = Arc::new(match &self.cfg.audit_path {
             Some(p) => Audit::to_file(p).map_err(|source| RunError::Audit {
                 path: p.display().to_string(),
                 source,
             })?,
             None => Audit::to_log(),
-        };
-        Ok(Reconciler {
-            source: Source::new(&cfg.source, &cfg.directory),
-            cfg,
-            clients,
-            audit,
-        })
+        });
+        *slot = Some(Arc::clone(&audit));
+        Ok(audit)
     }
 
     /// Marks changes the configured credentials cannot perform as blocked, with the reason,
@@ -300,6 +312,8 @@ impl Reconciler {
                 .collect()
         };
 
+        // Before anything is read: an apply that could not audit must not start.
+        let audit = if apply { Some(self.audit()?) } else { None };
         let dir = self.source.read().await?;
         for issue in &dir.issues {
             tracing::warn!(
@@ -351,12 +365,12 @@ impl Reconciler {
         );
 
         let mut outcomes = Vec::new();
-        if apply {
+        if let Some(audit) = &audit {
             outcomes = Applier {
                 clients: &self.clients,
                 members: &members,
                 grant_writes: self.cfg.bitbucket.grant_writes,
-                audit: &self.audit,
+                audit,
                 run_id: &run_id,
             }
             .apply(&plan)

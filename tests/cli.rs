@@ -170,3 +170,33 @@ async fn environment_overrides_keep_secrets_verbatim_and_still_convert_numbers()
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("workspace acme"), "{}", text(&o));
 }
+
+#[tokio::test]
+async fn a_reader_that_goes_away_ends_the_output_quietly_not_with_a_panic() {
+    // Like `bbsync demo --once | head -c 100`: the pipe closes while bbsync still writes.
+    let mut child = Command::new(BIN)
+        .args(["demo", "--once"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 100];
+    tokio::io::AsyncReadExt::read_exact(&mut stdout, &mut first)
+        .await
+        .expect("some output");
+    drop(stdout);
+    let o = child.wait_with_output().await.expect("wait");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(o.status.code(), Some(0), "{err}");
+}
+
+#[tokio::test]
+async fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let o = bbsync(&["demo", "--once"], &[("RUST_LOG", "info")]).await;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("INFO"), "expected log lines: {err}");
+    assert!(!err.contains('\u{1b}'), "ANSI escape codes in: {err}");
+}

@@ -480,6 +480,6 @@ async fn the_bind_password_can_come_from_a_file_and_a_misnamed_account_id_attrib
     )
     .expect("valid");
     let err = read(&bad).await.expect_err("no usable person");
-    assert!(matches!(err, SourceError::Empty { .. }), "{err}");
+    assert!(matches!(err, SourceError::NoUsablePerson { .. }), "{err}");
     assert!(err.to_string().contains("account_id_attribute"), "{err}");
 }

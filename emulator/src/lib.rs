@@ -85,6 +85,10 @@ pub struct Fault {
     pub headers: Vec<(String, String)>,
     /// Answer this many matching requests, then serve normally (`None`: every one).
     pub times: Option<u32>,
+    /// Serve the request first (its effect happens), then answer with the fault instead of
+    /// the real answer: an answer lost on the way back (a proxy's 502, a timeout).
+    #[serde(default)]
+    pub after_serving: bool,
 }
 
 struct Shared {
@@ -311,6 +315,9 @@ async fn dispatch(
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| raw_path.clone());
     if let Some(fault) = shared.take_fault(method.as_str(), &path_and_query) {
+        if fault.after_serving {
+            let _ = shared.serve(method.as_str(), &raw_path, uri.query(), &headers, &body);
+        }
         let segments: Vec<String> = raw_path
             .split('/')
             .skip(1)

@@ -38,6 +38,8 @@ pub enum SourceError {
         "directory has no entries at all ({origin}); refusing to treat that as 'everyone left'"
     )]
     Empty { origin: String },
+    #[error("{origin}: entries were read but no person is usable ({skipped} entries skipped; check [directory] account_id_attribute); refusing to treat that as 'everyone left'")]
+    NoUsablePerson { origin: String, skipped: usize },
     #[error("LDAP {url}: {stage}: {message}")]
     Ldap {
         url: String,
@@ -53,6 +55,7 @@ impl SourceError {
             SourceError::Io { .. } => "io",
             SourceError::Ldif { .. } => "parse",
             SourceError::Empty { .. } => "empty",
+            SourceError::NoUsablePerson { .. } => "no_usable_person",
             SourceError::Ldap { .. } => "ldap",
         }
     }
@@ -231,6 +234,9 @@ pub struct Resolver<'s> {
     by_id: HashMap<AccountId, usize>,
     member_of: Vec<(usize, Vec<String>)>,
     protected_dns: BTreeSet<String>,
+    /// Person entries skipped for a missing or malformed account id: already reported with
+    /// their DN, so a group naming them is not reported again.
+    unusable_dns: BTreeSet<String>,
     ambiguous_uids: BTreeSet<String>,
     groups: Vec<Entry>,
     disabled: BTreeSet<Dn>,
@@ -255,6 +261,7 @@ impl<'s> Resolver<'s> {
             by_id: HashMap::new(),
             member_of: Vec::new(),
             protected_dns: BTreeSet::new(),
+            unusable_dns: BTreeSet::new(),
             ambiguous_uids: BTreeSet::new(),
             groups: Vec::new(),
             disabled: BTreeSet::new(),
@@ -279,6 +286,7 @@ impl<'s> Resolver<'s> {
                 "no {} attribute",
                 schema.account_id_attribute
             )));
+            self.unusable_dns.insert(e.dn.normalised().to_owned());
             return;
         };
         let id = match AccountId::parse(raw) {
@@ -288,6 +296,7 @@ impl<'s> Resolver<'s> {
                     "malformed {}: {m}",
                     schema.account_id_attribute
                 )));
+                self.unusable_dns.insert(e.dn.normalised().to_owned());
                 return;
             }
         };
@@ -349,6 +358,7 @@ impl<'s> Resolver<'s> {
             by_id,
             member_of,
             mut protected_dns,
+            unusable_dns,
             ambiguous_uids,
             groups,
             disabled,
@@ -410,7 +420,9 @@ impl<'s> Resolver<'s> {
                     }
                 } else if let Some(&n) = group_idx.get(buf.as_str()) {
                     g.nested.push(n);
-                } else if !protected_dns.contains(buf.as_str()) {
+                } else if !protected_dns.contains(buf.as_str())
+                    && !unusable_dns.contains(buf.as_str())
+                {
                     dir.issues.push(EntryIssue {
                         dn: e.dn.to_string(),
                         problem: format!("member {m} resolves to no person or group"),
@@ -567,12 +579,9 @@ impl Source {
         if dir.people.is_empty() {
             // Every person entry was unusable (e.g. the account-id attribute is misnamed or
             // hidden by access rules): that is a broken read, not a company with nobody in it.
-            return Err(SourceError::Empty {
-                origin: format!(
-                    "{}: no usable person, {} skipped entries (check [directory] account_id_attribute)",
-                    self.describe(),
-                    dir.issues.len()
-                ),
+            return Err(SourceError::NoUsablePerson {
+                origin: self.describe(),
+                skipped: dir.issues.len(),
             });
         }
         Ok(dir)
@@ -766,6 +775,32 @@ member: uid=twin1,dc=x
             d.find_groups("g")[0].members,
             [id("acc-ok")].into_iter().collect()
         );
+    }
+
+    #[test]
+    fn a_member_without_an_account_id_is_reported_once_as_that() {
+        let d = dir("\
+dn: uid=noid,dc=x
+objectClass: inetOrgPerson
+cn: No Id
+
+dn: uid=ok,dc=x
+objectClass: inetOrgPerson
+atlassianAccountId: acc-ok
+
+dn: cn=g1,dc=x
+objectClass: groupOfNames
+member: uid=noid,dc=x
+member: uid=ok,dc=x
+
+dn: cn=g2,dc=x
+objectClass: groupOfNames
+member: UID=NoId, DC=x
+");
+        assert_eq!(d.issues.len(), 1, "{:?}", d.issues);
+        assert_eq!(d.issues[0].dn, "uid=noid,dc=x");
+        assert!(d.issues[0].problem.contains("no atlassianAccountId"));
+        assert_eq!(d.find_groups("g1")[0].members.len(), 1);
     }
 
     #[test]
