@@ -10,6 +10,8 @@ pub struct Metrics {
     pub runs: IntCounterVec,
     /// Changes by kind (add_member, remove_grant, ...) and outcome (applied, failed, ...).
     pub changes: IntCounterVec,
+    /// Changes not sent, by why (safety_guard, credential_cannot, group_not_created, ...).
+    pub blocked: IntCounterVec,
     /// Run errors by kind (parse, io, mapping, unauthorized, rate_limited, ...).
     pub run_errors: IntCounterVec,
     /// Bitbucket API requests sent since start (`bbsync_api_requests_total`).
@@ -42,6 +44,11 @@ impl Metrics {
                 "changes_total",
                 "Changes by kind and outcome",
                 &["kind", "outcome"],
+            )?,
+            blocked: counter(
+                "blocked_changes_total",
+                "Changes not sent, by reason",
+                &["reason"],
             )?,
             run_errors: counter(
                 "reconcile_errors_total",
@@ -85,6 +92,16 @@ impl Metrics {
             self.changes
                 .with_label_values(&[o.change.kind().label(), o.outcome.kind().label()])
                 .inc();
+            if let crate::apply::Outcome::Blocked { reason } = &o.outcome {
+                self.blocked.with_label_values(&[reason.label()]).inc();
+            }
+        }
+        if !r.applied {
+            for p in r.plan.blocked() {
+                if let Some(reason) = &p.blocked {
+                    self.blocked.with_label_values(&[reason.label()]).inc();
+                }
+            }
         }
         self.observe_requests(api_requests_total);
         self.skipped_entries.set(r.source.issues.len() as i64);

@@ -430,3 +430,43 @@ async fn creating_a_group_that_already_exists_counts_as_done() {
     assert_eq!(out[0].outcome, Outcome::AlreadyDone);
     assert_eq!(emu.state().groups.len(), 1);
 }
+
+#[tokio::test]
+async fn both_grant_state_readers_see_the_same_group_grants() {
+    use bbsync::bitbucket::{ApiFamily, GrantState, PermissionsConfigGrants, V1GroupPrivileges};
+    use bbsync::model::RepoSlug;
+
+    let mut s = seed(&[]);
+    add_repos(&mut s, "PROJ", "proj", 4);
+    s.groups.push(group("Contractors", &[]));
+    s.groups.push(group("Release Bots", &[]));
+    s.group_grants = vec![
+        grant("proj-000", "contractors", "write"),
+        grant("proj-001", "contractors", "read"),
+        grant("proj-001", "release-bots", "admin"),
+        grant("proj-003", "release-bots", "read"),
+    ];
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = config(
+        &emu,
+        tmp.path(),
+        &ldif(&[], &[]),
+        "[[groups]]\nname = \"X\"\nfrom = [\"x\"]\n",
+    );
+    let clients = bbsync::reconcile::clients_for(&cfg).expect("clients");
+    let repos: Vec<RepoSlug> = (0..4)
+        .map(|i| RepoSlug::new(&format!("proj-{i:03}")))
+        .collect();
+
+    let v1 = V1GroupPrivileges(clients.shared(ApiFamily::GroupPrivilegesRead));
+    let v2 = PermissionsConfigGrants(clients.shared(ApiFamily::PermissionsRead));
+    emu.reset_requests();
+    let from_v1 = v1.read(&repos).await.expect("1.0");
+    assert_eq!(emu.requests().len(), 1, "one call for the whole workspace");
+    emu.reset_requests();
+    let from_v2 = v2.read(&repos).await.expect("2.0");
+    assert_eq!(emu.requests().len(), 4, "one listing per repository");
+    assert_eq!(from_v1.len(), 4);
+    assert_eq!(from_v1, from_v2);
+}
