@@ -275,17 +275,21 @@ impl Reconciler {
                     credential,
                     detail: detail.clone(),
                 }),
-                None => family
-                    .credential_gap(
-                        self.clients.kind(family),
-                        self.clients.get(family).granted_scopes().as_deref(),
-                        p.change.is_deletion(),
-                    )
-                    .map(|detail| BlockReason::CredentialCannot {
-                        family,
-                        credential,
-                        detail,
-                    }),
+                None => {
+                    let kind = self.clients.kind(family);
+                    family
+                        .credential_gap(
+                            kind,
+                            self.clients.get(family).granted_scopes().as_deref(),
+                            p.change.is_deletion(),
+                        )
+                        .map(|detail| BlockReason::CredentialCannot {
+                            family,
+                            credential,
+                            kind,
+                            detail,
+                        })
+                }
             };
         }
     }

@@ -6,7 +6,7 @@
 //! workspace is invisible to it. Revocations come first so a leaver loses access before anything
 //! else is done.
 
-use crate::family::ApiFamily;
+use crate::family::{ApiFamily, CredentialKind};
 use crate::mapping::Desired;
 use crate::model::{AccountId, GroupSlug, Permission, RepoSlug};
 use serde::Serialize;
@@ -221,6 +221,7 @@ pub enum BlockReason {
     CredentialCannot {
         family: ApiFamily,
         credential: String,
+        kind: CredentialKind,
         detail: String,
     },
     /// The credential was rejected, or does not see the workspace, when it was introduced.
@@ -271,9 +272,10 @@ impl fmt::Display for BlockReason {
             BlockReason::CredentialCannot {
                 family,
                 credential,
+                kind,
                 detail,
-            }
-            | BlockReason::CredentialRejected {
+            } => write!(f, "{family} with credential {credential:?} ({kind}): {detail}"),
+            BlockReason::CredentialRejected {
                 family,
                 credential,
                 detail,
