@@ -2,17 +2,19 @@
 //! [`Config`]. The merged value tree is read section by section, so every problem is reported at
 //! once, each naming its key: unknown keys, values of the wrong type, unknown words and semantic
 //! mistakes alike. Secrets may come inline, from the environment, or from `*_file` (container and
-//! systemd credentials); they are wrapped in [`Secret`] so they never print.
+//! systemd credentials); they are wrapped in [`Secret`] so they never print, and a syntax error
+//! never quotes them.
 //!
 //! One file per section: `bitbucket.rs`, `credentials.rs`, `source.rs` (`[source]` and
 //! `[directory]`), `rules.rs` (`[[groups]]`, `[[grants]]`); `raw.rs` reads the tree and collects
-//! the problems.
+//! the problems; `syntax.rs` describes TOML syntax errors.
 
 mod bitbucket;
 mod credentials;
 mod raw;
 mod rules;
 mod source;
+mod syntax;
 
 pub use crate::secret::Secret;
 pub use source::{
@@ -30,6 +32,20 @@ use std::time::Duration;
 /// Why the configuration could not be used. Exit code 2.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("cannot read configuration {origin}: {source}")]
+    Read {
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not TOML. The message never quotes the offending line: it may hold a secret.
+    #[error("cannot parse configuration {origin}{}: {message}", at(.line, .column))]
+    Syntax {
+        origin: String,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
     #[error("cannot load configuration {origin}: {source}")]
     Load {
         origin: String,
@@ -41,6 +57,15 @@ pub enum ConfigError {
         origin: String,
         problems: Vec<String>,
     },
+}
+
+/// ` at line L, column C` when the position is known.
+fn at(line: &Option<usize>, column: &Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(" at line {l}, column {c}"),
+        (Some(l), None) => format!(" at line {l}"),
+        _ => String::new(),
+    }
 }
 
 /// Dry-run (the default) only plans; apply writes.
@@ -227,12 +252,12 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            origin: origin.clone(),
+            source,
+        })?;
         let builder = config::Config::builder()
-            .add_source(
-                config::File::from(path)
-                    .format(config::FileFormat::Toml)
-                    .required(true),
-            )
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
             .add_source(
                 config::Environment::with_prefix("BBSYNC")
                     .prefix_separator("__")
@@ -242,18 +267,19 @@ impl Config {
                     .try_parsing(false)
                     .source(env),
             );
-        Self::build(builder, origin, &base)
+        Self::build(builder, &text, origin, &base)
     }
 
     /// Parses TOML text without environment overrides (the demo's embedded configuration).
     pub fn from_toml_str(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
         let builder = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml));
-        Self::build(builder, origin.to_owned(), base)
+        Self::build(builder, text, origin.to_owned(), base)
     }
 
     fn build(
         builder: config::ConfigBuilder<config::builder::DefaultState>,
+        text: &str,
         origin: String,
         base: &Path,
     ) -> Result<Config, ConfigError> {
@@ -262,9 +288,14 @@ impl Config {
             builder
                 .build()
                 .and_then(|c| c.try_deserialize())
-                .map_err(|source| ConfigError::Load {
-                    origin: origin.clone(),
-                    source,
+                .map_err(|source| match source {
+                    config::ConfigError::FileParse { cause, .. } => {
+                        syntax::error(origin.clone(), text, cause.as_ref())
+                    }
+                    source => ConfigError::Load {
+                        origin: origin.clone(),
+                        source,
+                    },
                 })?;
         validate(tree, origin, base)
     }
@@ -743,6 +774,28 @@ permission = "owner"
         let msg = err.to_string();
         assert!(msg.contains("safety.max_removals: invalid type"), "{msg}");
         assert!(msg.contains("source.page_size: invalid type"), "{msg}");
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_line_but_never_prints_an_inline_secret() {
+        for broken in [
+            "token = \"s3cr3t-value\n",     // no closing quote
+            "token = \"s3cr3t-value\" x\n", // stray text after the value
+            "token = s3cr3t-value\n",       // not quoted
+            "token = \"s3cr3t-value\" = \"s3cr3t-value\"\n",
+        ] {
+            let text = GOOD.replace("token = \"t0k3n\"\n", broken);
+            let line = text
+                .lines()
+                .position(|l| l.starts_with("token"))
+                .expect("token line")
+                + 1;
+            let err = parse(&text).expect_err("not TOML");
+            let msg = err.to_string();
+            assert!(matches!(err, ConfigError::Syntax { .. }), "{msg}");
+            assert!(!msg.contains("s3cr3t"), "secret in: {msg}");
+            assert!(msg.contains(&format!("line {line},")), "{msg}");
+        }
     }
 
     #[test]

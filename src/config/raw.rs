@@ -72,7 +72,7 @@ pub(super) fn join(prefix: &str, key: &str) -> String {
 }
 
 /// Whether the key holds a secret (or names its file): its value is never printed, not even in
-/// a type error.
+/// a type error or a syntax error.
 pub(super) fn looks_secret(key: &str) -> bool {
     let last = key
         .rsplit(['.', ']'])
