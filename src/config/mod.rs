@@ -1,9 +1,20 @@
 //! Configuration: a TOML file plus `BBSYNC__SECTION__KEY` environment overrides, validated into
-//! [`Config`]. Unknown keys are rejected; every semantic problem is reported at once, each naming
-//! its key; secrets may come inline, from the environment, or from `*_file` (container and systemd
-//! credentials) and are wrapped in [`Secret`] so they never print.
+//! [`Config`]. The merged value tree is read section by section, so every problem is reported at
+//! once, each naming its key: unknown keys, values of the wrong type, unknown words and semantic
+//! mistakes alike. Secrets may come inline, from the environment, or from `*_file` (container and
+//! systemd credentials); they are wrapped in [`Secret`] so they never print, and a syntax error
+//! never quotes them.
+//!
+//! One file per section: `bitbucket.rs`, `credentials.rs`, `source.rs` (`[source]` and
+//! `[directory]`), `rules.rs` (`[[groups]]`, `[[grants]]`); `raw.rs` reads the tree and collects
+//! the problems; `syntax.rs` describes TOML syntax errors.
 
+mod bitbucket;
+mod credentials;
+mod raw;
+mod rules;
 mod source;
+mod syntax;
 
 pub use crate::secret::Secret;
 pub use source::{
@@ -12,6 +23,7 @@ pub use source::{
 
 use crate::family::{ApiFamily, CredentialKind};
 use crate::model::{GroupSlug, Permission, ProjectKey, RepoSlug};
+use raw::{Field, Problems, RawTable, Table, Word};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +32,20 @@ use std::time::Duration;
 /// Why the configuration could not be used. Exit code 2.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("cannot read configuration {origin}: {source}")]
+    Read {
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not TOML. The message never quotes the offending line: it may hold a secret.
+    #[error("cannot parse configuration {origin}{}: {message}", at(.line, .column))]
+    Syntax {
+        origin: String,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
     #[error("cannot load configuration {origin}: {source}")]
     Load {
         origin: String,
@@ -33,8 +59,17 @@ pub enum ConfigError {
     },
 }
 
+/// ` at line L, column C` when the position is known.
+fn at(line: &Option<usize>, column: &Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(" at line {l}, column {c}"),
+        (Some(l), None) => format!(" at line {l}"),
+        _ => String::new(),
+    }
+}
+
 /// Dry-run (the default) only plans; apply writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     DryRun,
@@ -42,7 +77,7 @@ pub enum Mode {
 }
 
 /// Which API writes repository grants of groups.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GrantWrites {
     /// 2.0 `permissions-config` (works on classic and organisation-managed workspaces; needs an
@@ -143,180 +178,126 @@ pub struct Config {
 
 // ---- raw, as written -------------------------------------------------------------------------
 
+/// The top level as written; each section is read (and its problems reported) by its own
+/// `validate`.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(default)]
 struct RawConfig {
-    mode: Option<String>,
-    bitbucket: Option<RawBitbucket>,
-    #[serde(default)]
-    credentials: BTreeMap<String, RawCredential>,
-    source: Option<RawSource>,
-    #[serde(default)]
-    directory: RawDirectory,
-    #[serde(default)]
-    groups: Vec<RawGroupRule>,
-    #[serde(default)]
-    grants: Vec<RawGrantRule>,
-    #[serde(default)]
-    safety: RawSafety,
-    #[serde(default)]
-    audit: RawAudit,
-    #[serde(default)]
-    daemon: RawDaemon,
+    /// `"dry-run"` (the default) only plans; `"apply"` lets `bbsync run` write.
+    mode: Field<Word<Mode>>,
+    /// `[bitbucket]`: the workspace and how it is called.
+    bitbucket: Table<bitbucket::RawBitbucket>,
+    /// `[credentials.NAME]`: the credentials, by name.
+    credentials: Field<BTreeMap<String, Table<credentials::RawCredential>>>,
+    /// `[source]`: where people and groups are read from.
+    source: Table<source::RawSource>,
+    /// `[directory]`: how entries are read as people and groups.
+    directory: Table<source::RawDirectory>,
+    /// `[[groups]]`: Bitbucket groups fed from directory groups.
+    groups: Field<Vec<Table<rules::RawGroupRule>>>,
+    /// `[[grants]]`: repository grants of groups.
+    grants: Field<Vec<Table<rules::RawGrantRule>>>,
+    /// `[safety]`: limits on what one run may take away.
+    safety: Table<RawSafety>,
+    /// `[audit]`: where the audit records go.
+    audit: Table<RawAudit>,
+    /// `[daemon]`: `bbsync run` settings.
+    daemon: Table<RawDaemon>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawBitbucket {
-    workspace: Option<String>,
-    api_url: Option<String>,
-    oauth_token_url: Option<String>,
-    credential: Option<String>,
-    timeout_secs: Option<u64>,
-    max_retries: Option<u32>,
-    grant_writes: Option<String>,
-    families: Option<BTreeMap<String, String>>,
-}
+impl RawTable for RawConfig {}
 
+/// `[safety]` as written.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawCredential {
-    kind: Option<String>,
-    email: Option<String>,
-    token: Option<String>,
-    token_file: Option<PathBuf>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    client_secret_file: Option<PathBuf>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawSource {
-    pub(crate) kind: Option<String>,
-    pub(crate) path: Option<PathBuf>,
-    pub(crate) url: Option<String>,
-    pub(crate) bind_dn: Option<String>,
-    pub(crate) bind_password: Option<String>,
-    pub(crate) bind_password_file: Option<PathBuf>,
-    pub(crate) starttls: Option<bool>,
-    pub(crate) ca_file: Option<PathBuf>,
-    pub(crate) tls_verify: Option<bool>,
-    pub(crate) connect_timeout_secs: Option<u64>,
-    pub(crate) timeout_secs: Option<u64>,
-    pub(crate) read_timeout_secs: Option<u64>,
-    pub(crate) page_size: Option<u32>,
-    pub(crate) users_base: Option<String>,
-    pub(crate) users_filter: Option<String>,
-    pub(crate) users_scope: Option<String>,
-    pub(crate) groups_base: Option<String>,
-    pub(crate) groups_filter: Option<String>,
-    pub(crate) groups_scope: Option<String>,
-    pub(crate) disabled_filter: Option<String>,
-    pub(crate) ad_range_retrieval: Option<bool>,
-    pub(crate) ad_in_chain: Option<bool>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawDirectory {
-    user_object_classes: Option<Vec<String>>,
-    group_object_classes: Option<Vec<String>>,
-    account_id_attribute: Option<String>,
-    email_attribute: Option<String>,
-    display_name_attribute: Option<String>,
-    uid_attribute: Option<String>,
-    group_name_attribute: Option<String>,
-    disabled_attribute: Option<String>,
-    ad_user_account_control: Option<bool>,
-    ppolicy_locked: Option<bool>,
-    stable_id_attribute: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawGroupRule {
-    name: Option<String>,
-    from: Option<Vec<String>>,
-    create: Option<bool>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawGrantRule {
-    group: Option<String>,
-    permission: Option<String>,
-    #[serde(default)]
-    projects: Vec<String>,
-    #[serde(default)]
-    repos: Vec<String>,
-    #[serde(default)]
-    globs: Vec<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(default)]
 struct RawSafety {
-    max_removals: Option<usize>,
+    /// Most revoking changes one run may make; default 50, 0 allows none.
+    max_removals: Field<usize>,
 }
 
+impl RawTable for RawSafety {}
+
+/// `[audit]` as written.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(default)]
 struct RawAudit {
-    path: Option<PathBuf>,
+    /// JSON-lines audit file, relative to the configuration file; without it records go to the log.
+    path: Field<PathBuf>,
 }
 
+impl RawTable for RawAudit {}
+
+/// `[daemon]` as written.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(default)]
 struct RawDaemon {
-    interval_secs: Option<u64>,
+    /// Seconds between reconciles of `bbsync run`; default 300, at least 10.
+    interval_secs: Field<u64>,
 }
+
+impl RawTable for RawDaemon {}
 
 // ---- loading ---------------------------------------------------------------------------------
 
 impl Config {
     /// Loads `path` and applies `BBSYNC__SECTION__KEY` environment overrides.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, None)
+    }
+
+    /// [`Config::load`], with the environment given (`None`: the process's).
+    fn load_with_env(
+        path: &Path,
+        env: Option<config::Map<String, String>>,
+    ) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            origin: origin.clone(),
+            source,
+        })?;
         let builder = config::Config::builder()
-            .add_source(
-                config::File::from(path)
-                    .format(config::FileFormat::Toml)
-                    .required(true),
-            )
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
             .add_source(
                 config::Environment::with_prefix("BBSYNC")
                     .prefix_separator("__")
                     .separator("__")
                     // Values stay strings (numbers and booleans still convert on use): a parsed
                     // secret such as "0123" would lose its leading zero.
-                    .try_parsing(false),
+                    .try_parsing(false)
+                    .source(env),
             );
-        Self::build(builder, origin, &base)
+        Self::build(builder, &text, origin, &base)
     }
 
     /// Parses TOML text without environment overrides (the demo's embedded configuration).
     pub fn from_toml_str(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
         let builder = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml));
-        Self::build(builder, origin.to_owned(), base)
+        Self::build(builder, text, origin.to_owned(), base)
     }
 
     fn build(
         builder: config::ConfigBuilder<config::builder::DefaultState>,
+        text: &str,
         origin: String,
         base: &Path,
     ) -> Result<Config, ConfigError> {
-        let raw: RawConfig =
+        // The merged tree first; reading it never stops at a wrong type or an unknown key.
+        let tree: Table<RawConfig> =
             builder
                 .build()
                 .and_then(|c| c.try_deserialize())
-                .map_err(|source| ConfigError::Load {
-                    origin: origin.clone(),
-                    source,
+                .map_err(|source| match source {
+                    config::ConfigError::FileParse { cause, .. } => {
+                        syntax::error(origin.clone(), text, cause.as_ref())
+                    }
+                    source => ConfigError::Load {
+                        origin: origin.clone(),
+                        source,
+                    },
                 })?;
-        validate(raw, origin, base)
+        validate(tree, origin, base)
     }
 
     /// The credential name and credential serving `family`.
@@ -326,12 +307,10 @@ impl Config {
     }
 }
 
-pub(crate) fn non_empty(v: Option<String>) -> Option<String> {
-    v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
-}
+// ---- validation, section by section ----------------------------------------------------------
 
-fn validate(raw: RawConfig, origin: String, base: &Path) -> Result<Config, ConfigError> {
-    let mut p: Vec<String> = Vec::new();
+fn validate(tree: Table<RawConfig>, origin: String, base: &Path) -> Result<Config, ConfigError> {
+    let mut p = Problems::default();
     let resolve = |path: PathBuf| {
         if path.is_absolute() {
             path
@@ -339,466 +318,82 @@ fn validate(raw: RawConfig, origin: String, base: &Path) -> Result<Config, Confi
             base.join(path)
         }
     };
+    let RawConfig {
+        mode,
+        bitbucket,
+        credentials,
+        source,
+        directory,
+        groups,
+        grants,
+        safety,
+        audit,
+        daemon,
+    } = tree.read("", &mut p).unwrap_or_default();
 
-    let mode = match raw.mode.as_deref().map(str::trim) {
-        None | Some("dry-run") => Mode::DryRun,
-        Some("apply") => Mode::Apply,
-        Some(other) => {
-            p.push(format!(
-                "mode: {other:?} is not one of \"dry-run\", \"apply\""
-            ));
-            Mode::DryRun
-        }
-    };
-
-    // Secrets: inline (or env) value, or a file; never both.
-    let secret = |key: &str, inline: Option<String>, file: Option<PathBuf>, p: &mut Vec<String>| {
-        let before = p.len();
-        let v = read_secret(key, inline, file, &resolve, p);
-        if v.is_none() && p.len() == before {
-            p.push(format!("{key} (or {key}_file) is required"));
-        }
-        v
-    };
-
-    let mut credentials = BTreeMap::new();
-    for (name, c) in raw.credentials {
-        let key = format!("credentials.{name}");
-        let kind = non_empty(c.kind.clone());
-        let cred = match kind.as_deref() {
-            Some("api_token") => {
-                let email = non_empty(c.email.clone());
-                if email.as_deref().is_none_or(|e| !e.contains('@')) {
-                    p.push(format!(
-                        "{key}.email: an API token is sent as Basic auth with the Atlassian account email; set the admin's email"
-                    ));
-                }
-                let token = secret(
-                    &format!("{key}.token"),
-                    c.token.clone(),
-                    c.token_file.clone(),
-                    &mut p,
-                );
-                match (email, token) {
-                    (Some(email), Some(token)) => Some(Credential::ApiToken { email, token }),
-                    _ => None,
-                }
-            }
-            Some("access_token") => secret(
-                &format!("{key}.token"),
-                c.token.clone(),
-                c.token_file.clone(),
-                &mut p,
-            )
-            .map(|token| Credential::AccessToken { token }),
-            Some("oauth") => {
-                let id = non_empty(c.client_id.clone());
-                if id.is_none() {
-                    p.push(format!("{key}.client_id is required for an OAuth consumer"));
-                }
-                let s = secret(
-                    &format!("{key}.client_secret"),
-                    c.client_secret.clone(),
-                    c.client_secret_file.clone(),
-                    &mut p,
-                );
-                match (id, s) {
-                    (Some(client_id), Some(client_secret)) => Some(Credential::OAuth {
-                        client_id,
-                        client_secret,
-                    }),
-                    _ => None,
-                }
-            }
-            Some(other) => {
-                p.push(format!(
-                    "{key}.kind: {other:?} is not one of \"api_token\", \"access_token\", \"oauth\" (app passwords were removed by Atlassian on 2026-07-28)"
-                ));
-                None
-            }
-            None => {
-                p.push(format!(
-                    "{key}.kind is required (\"api_token\", \"access_token\" or \"oauth\")"
-                ));
-                None
-            }
-        };
-        // Keys that do not belong to the kind are mistakes worth naming.
-        let stray: &[(&str, bool)] = match kind.as_deref() {
-            Some("api_token") => &[
-                ("client_id", c.client_id.is_some()),
-                ("client_secret", c.client_secret.is_some()),
-            ],
-            Some("access_token") => &[
-                ("email", c.email.is_some()),
-                ("client_id", c.client_id.is_some()),
-                ("client_secret", c.client_secret.is_some()),
-            ],
-            Some("oauth") => &[
-                ("email", c.email.is_some()),
-                ("token", c.token.is_some() || c.token_file.is_some()),
-            ],
-            _ => &[],
-        };
-        for (k, set) in stray {
-            if *set {
-                p.push(format!(
-                    "{key}.{k} does not apply to kind {:?}",
-                    kind.as_deref().unwrap_or("")
-                ));
-            }
-        }
-        if let Some(cred) = cred {
-            credentials.insert(name, cred);
-        }
-    }
-
-    let bb = raw.bitbucket.unwrap_or_default();
-    let workspace = non_empty(bb.workspace).unwrap_or_else(|| {
-        p.push("bitbucket.workspace is required (the workspace slug)".into());
-        String::new()
-    });
-    if workspace.starts_with('{') {
-        p.push("bitbucket.workspace: use the workspace slug, not its UUID (1.0 endpoints refuse UUIDs)".into());
-    } else if workspace.contains(['/', '?', '#', ' ']) {
-        p.push(format!("bitbucket.workspace: {workspace:?} is not a slug"));
-    }
-    let url = |key: &str, v: Option<String>, default: &str, p: &mut Vec<String>| {
-        let v = non_empty(v).unwrap_or_else(|| default.to_owned());
-        match url::Url::parse(&v) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => v.trim_end_matches('/').to_owned(),
-            _ => {
-                p.push(format!("{key}: {v:?} is not an http(s) URL"));
-                v
-            }
-        }
-    };
-    let api_url = url(
-        "bitbucket.api_url",
-        bb.api_url,
-        "https://api.bitbucket.org",
-        &mut p,
-    );
-    let oauth_token_url = url(
-        "bitbucket.oauth_token_url",
-        bb.oauth_token_url,
-        "https://bitbucket.org/site/oauth2/access_token",
-        &mut p,
-    );
-    // Which credential serves each API family: [bitbucket.families] overrides, else the
-    // default credential (bitbucket.credential, or the only one defined).
-    let broken_credential = |c: &str, p: &[String]| {
-        p.iter()
-            .any(|m| m.starts_with(&format!("credentials.{c}.")))
-    };
-    let default_credential = match non_empty(bb.credential) {
-        Some(c) => {
-            if !credentials.contains_key(&c) && !broken_credential(&c, &p) {
-                p.push(format!(
-                    "bitbucket.credential: no [credentials.{c}] is defined"
-                ));
-            }
-            Some(c)
-        }
-        None if credentials.len() == 1 => credentials.keys().next().cloned(),
-        None => None,
-    };
-    let overrides = bb.families.unwrap_or_default();
-    for (key, name) in &overrides {
-        if ApiFamily::from_key(key).is_none() {
-            p.push(format!(
-                "bitbucket.families.{key}: unknown API family (known: {})",
-                ApiFamily::ALL.map(ApiFamily::key).join(", ")
-            ));
-        } else if !credentials.contains_key(name.trim()) && !broken_credential(name.trim(), &p) {
-            p.push(format!(
-                "bitbucket.families.{key}: no [credentials.{}] is defined",
-                name.trim()
-            ));
-        }
-    }
-    let mut families = BTreeMap::new();
-    let mut unserved = Vec::new();
-    for f in ApiFamily::ALL {
-        match overrides
-            .get(f.key())
-            .map(|s| s.trim().to_owned())
-            .or_else(|| default_credential.clone())
-        {
-            Some(name) => {
-                families.insert(f, name);
-            }
-            None => unserved.push(f.key()),
-        }
-    }
-    if !unserved.is_empty() {
-        if credentials.is_empty() && !p.iter().any(|m| m.starts_with("credentials.")) {
-            p.push(
-                "credentials: define at least one, e.g. [credentials.admin] kind = \"api_token\""
-                    .into(),
-            );
-        } else if !credentials.is_empty() {
-            p.push(format!(
-                "bitbucket.credential: several credentials are defined; name the default one, or give every family under [bitbucket.families] (missing: {})",
-                unserved.join(", ")
-            ));
-        }
-    }
-    let grant_writes = match bb.grant_writes.as_deref().map(str::trim) {
-        None | Some("permissions-config") => GrantWrites::PermissionsConfig,
-        Some("group-privileges") => GrantWrites::GroupPrivileges,
-        Some(o) => {
-            p.push(format!(
-                "bitbucket.grant_writes: {o:?} is not one of \"permissions-config\", \"group-privileges\""
-            ));
-            GrantWrites::PermissionsConfig
-        }
-    };
-    let timeout_secs = bb.timeout_secs.unwrap_or(30);
-    if timeout_secs == 0 {
-        p.push("bitbucket.timeout_secs must be at least 1".into());
-    }
-
-    let d = raw.directory;
-    let defaults = Schema::default();
-    let schema = Schema {
-        user_object_classes: d
-            .user_object_classes
-            .unwrap_or(defaults.user_object_classes),
-        group_object_classes: d
-            .group_object_classes
-            .unwrap_or(defaults.group_object_classes),
-        account_id_attribute: non_empty(d.account_id_attribute)
-            .unwrap_or(defaults.account_id_attribute),
-        email_attribute: non_empty(d.email_attribute).unwrap_or(defaults.email_attribute),
-        display_name_attribute: non_empty(d.display_name_attribute)
-            .unwrap_or(defaults.display_name_attribute),
-        uid_attribute: non_empty(d.uid_attribute).unwrap_or(defaults.uid_attribute),
-        group_name_attribute: non_empty(d.group_name_attribute)
-            .unwrap_or(defaults.group_name_attribute),
-        disabled_attribute: non_empty(d.disabled_attribute),
-        ad_user_account_control: d.ad_user_account_control.unwrap_or(true),
-        ppolicy_locked: d.ppolicy_locked.unwrap_or(true),
-        stable_id_attribute: match d.stable_id_attribute {
-            Some(a) => non_empty(Some(a)),
-            None => defaults.stable_id_attribute,
-        },
-    };
-    let src = raw.source.unwrap_or_default();
-    let placeholder = || SourceSettings::LdifText {
-        name: String::new(),
-        text: String::new(),
-    };
-    let kind = non_empty(src.kind.clone());
-    // Keys that belong to the other kind are mistakes worth naming.
-    let ldap_keys: [(&str, bool); 20] = [
-        ("url", src.url.is_some()),
-        ("bind_dn", src.bind_dn.is_some()),
-        ("bind_password", src.bind_password.is_some()),
-        ("bind_password_file", src.bind_password_file.is_some()),
-        ("starttls", src.starttls.is_some()),
-        ("ca_file", src.ca_file.is_some()),
-        ("tls_verify", src.tls_verify.is_some()),
-        ("connect_timeout_secs", src.connect_timeout_secs.is_some()),
-        ("timeout_secs", src.timeout_secs.is_some()),
-        ("read_timeout_secs", src.read_timeout_secs.is_some()),
-        ("page_size", src.page_size.is_some()),
-        ("users_base", src.users_base.is_some()),
-        ("users_filter", src.users_filter.is_some()),
-        ("users_scope", src.users_scope.is_some()),
-        ("groups_base", src.groups_base.is_some()),
-        ("groups_filter", src.groups_filter.is_some()),
-        ("groups_scope", src.groups_scope.is_some()),
-        ("disabled_filter", src.disabled_filter.is_some()),
-        ("ad_range_retrieval", src.ad_range_retrieval.is_some()),
-        ("ad_in_chain", src.ad_in_chain.is_some()),
-    ];
-    let source = match kind.as_deref() {
-        Some("ldif") => {
-            for (k, set) in ldap_keys {
-                if set {
-                    p.push(format!("source.{k} does not apply to kind \"ldif\""));
-                }
-            }
-            match src.path {
-                Some(path) => SourceSettings::LdifFile {
-                    path: resolve(path),
-                },
-                None => {
-                    p.push("source.path is required for kind \"ldif\"".into());
-                    placeholder()
-                }
-            }
-        }
-        Some("ldap") => {
-            if src.path.is_some() {
-                p.push("source.path does not apply to kind \"ldap\" (it is for \"ldif\")".into());
-            }
-            match source::validate_ldap(src, &resolve, &mut p) {
-                Some(l) => SourceSettings::Ldap(Box::new(l)),
-                None => placeholder(),
-            }
-        }
-        other => {
-            p.push(match other {
-                Some(k) => {
-                    format!("source.kind: {k:?} is not supported (supported: \"ldif\", \"ldap\")")
-                }
-                None => "source.kind is required (\"ldif\" or \"ldap\")".into(),
-            });
-            placeholder()
-        }
-    };
-
-    let mut groups = Vec::new();
-    for (i, g) in raw.groups.into_iter().enumerate() {
-        let key = format!("groups[{i}]");
-        let Some(name) = non_empty(g.name) else {
-            p.push(format!("{key}.name is required (the Bitbucket group name)"));
-            continue;
-        };
-        let from: Vec<String> = g
-            .from
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|s| non_empty(Some(s)))
-            .collect();
-        if from.is_empty() {
-            p.push(format!("{key}.from: list the directory group(s) (cn or DN) that feed Bitbucket group {name:?}"));
-        }
-        let slug = GroupSlug::from_name(&name);
-        if groups.iter().any(|x: &GroupRule| x.slug == slug) {
-            p.push(format!(
-                "{key}.name: Bitbucket group {name:?} is configured twice"
-            ));
-        }
-        groups.push(GroupRule {
-            name,
-            slug,
-            from,
-            create: g.create.unwrap_or(true),
-        });
-    }
-
-    let mut grants = Vec::new();
-    for (i, g) in raw.grants.into_iter().enumerate() {
-        let key = format!("grants[{i}]");
-        let group = non_empty(g.group);
-        if group.is_none() {
-            p.push(format!("{key}.group is required"));
-        }
-        let permission = match g.permission.as_deref().map(Permission::parse) {
-            Some(Some(perm)) => Some(perm),
-            Some(None) => {
-                p.push(format!(
-                    "{key}.permission: {:?} is not one of read, write, admin",
-                    g.permission.unwrap_or_default()
-                ));
-                None
-            }
-            None => {
-                p.push(format!(
-                    "{key}.permission is required (read, write or admin)"
-                ));
-                None
-            }
-        };
-        if g.projects.is_empty() && g.repos.is_empty() && g.globs.is_empty() {
-            p.push(format!(
-                "{key}: select repositories with projects, repos or globs"
-            ));
-        }
-        for glob in &g.globs {
-            if glob.trim().is_empty() {
-                p.push(format!("{key}.globs: empty pattern"));
-            }
-        }
-        if let (Some(group), Some(permission)) = (group, permission) {
-            grants.push(GrantRule {
-                group: GroupSlug::from_name(&group),
-                permission,
-                select: RepoSelector {
-                    projects: g.projects.iter().map(|k| ProjectKey::new(k)).collect(),
-                    repos: g.repos.iter().map(|r| RepoSlug::new(r)).collect(),
-                    globs: g.globs.iter().map(|s| s.trim().to_lowercase()).collect(),
-                },
-            });
-        }
-    }
+    let mode = mode.word("mode", &mut p).unwrap_or(Mode::DryRun);
+    let credentials = credentials::validate(credentials, &resolve, &mut p);
+    let bitbucket = bitbucket::validate(bitbucket, &credentials, &mut p);
+    let directory = source::validate_directory(directory, &mut p);
+    let source = source::validate_source(source, &resolve, &mut p);
+    let groups = rules::validate_groups(groups, &mut p);
+    let grants = rules::validate_grants(grants, &mut p);
     if groups.is_empty() && grants.is_empty() {
-        p.push("nothing to manage: add [[groups]] and/or [[grants]]".into());
+        p.say(
+            "groups",
+            "nothing to manage: add [[groups]] and/or [[grants]]",
+        );
     }
-
-    let interval_secs = raw.daemon.interval_secs.unwrap_or(300);
-    if interval_secs < 10 {
-        p.push("daemon.interval_secs must be at least 10".into());
-    }
+    let safety = validate_safety(safety, &mut p);
+    let audit_path = validate_audit(audit, &mut p).map(resolve);
+    let interval = validate_daemon(daemon, &mut p);
 
     if !p.is_empty() {
         return Err(ConfigError::Invalid {
             origin,
-            problems: p,
+            problems: p.into_messages(),
         });
     }
     Ok(Config {
         origin,
         mode,
-        bitbucket: BitbucketConfig {
-            workspace,
-            api_url,
-            oauth_token_url,
-            timeout: Duration::from_secs(timeout_secs),
-            max_retries: bb.max_retries.unwrap_or(3),
-            grant_writes,
-            families,
-        },
+        bitbucket,
         credentials,
         source,
-        directory: schema,
+        directory,
         groups,
         grants,
-        safety: Safety {
-            max_removals: raw.safety.max_removals.unwrap_or(50),
-        },
-        audit_path: raw.audit.path.map(resolve),
-        interval: Duration::from_secs(interval_secs),
+        safety,
+        audit_path,
+        interval,
     })
 }
 
-/// A secret given inline (or by the environment) as `key`, or in the file `key_file` (container
-/// and systemd credentials; one trailing newline dropped). `None` when neither is set; both set,
-/// an unreadable or an empty file are problems naming the key.
-pub(crate) fn read_secret(
-    key: &str,
-    inline: Option<String>,
-    file: Option<PathBuf>,
-    resolve: &dyn Fn(PathBuf) -> PathBuf,
-    p: &mut Vec<String>,
-) -> Option<Secret> {
-    match (non_empty(inline), file) {
-        (Some(_), Some(_)) => {
-            p.push(format!("{key} and {key}_file are both set: keep one"));
-            None
-        }
-        (Some(v), None) => Some(Secret::new(v)),
-        (None, Some(f)) => {
-            let f = resolve(f);
-            match std::fs::read_to_string(&f) {
-                Ok(s) if !s.trim().is_empty() => {
-                    Some(Secret::new(s.trim_end_matches(['\r', '\n']).to_owned()))
-                }
-                Ok(_) => {
-                    p.push(format!("{key}_file: {} is empty", f.display()));
-                    None
-                }
-                Err(e) => {
-                    p.push(format!("{key}_file: cannot read {}: {e}", f.display()));
-                    None
-                }
-            }
-        }
-        (None, None) => None,
+/// `[safety]`.
+fn validate_safety(raw: Table<RawSafety>, p: &mut Problems) -> Safety {
+    let RawSafety { max_removals } = raw.read("safety", p).unwrap_or_default();
+    Safety {
+        max_removals: max_removals.get("safety.max_removals", p).unwrap_or(50),
     }
+}
+
+/// `[audit]`: the audit file, if any (not yet resolved against the configuration's directory).
+fn validate_audit(raw: Table<RawAudit>, p: &mut Problems) -> Option<PathBuf> {
+    let RawAudit { path } = raw.read("audit", p).unwrap_or_default();
+    path.get("audit.path", p)
+}
+
+/// `[daemon]`: the time between reconciles.
+fn validate_daemon(raw: Table<RawDaemon>, p: &mut Problems) -> Duration {
+    let RawDaemon { interval_secs } = raw.read("daemon", p).unwrap_or_default();
+    let secs = interval_secs.get("daemon.interval_secs", p).unwrap_or(300);
+    if secs < 10 {
+        p.say(
+            "daemon.interval_secs",
+            "daemon.interval_secs must be at least 10",
+        );
+    }
+    Duration::from_secs(secs)
 }
 
 #[cfg(test)]
@@ -997,6 +592,220 @@ permission = "owner"
         assert!(
             err.to_string()
                 .contains("credentials.admin.token_file: cannot read"),
+            "{err}"
+        );
+    }
+
+    fn problems_of(text: &str) -> Vec<String> {
+        match parse(text) {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("expected Invalid, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn three_mistakes_in_three_sections_are_reported_at_once() {
+        let text = GOOD
+            .replace(
+                "workspace = \"acme\"",
+                "workspace = \"acme\"\ntimeout_secs = \"x\"",
+            )
+            .replace("permission = \"write\"", "permission = \"owner\"")
+            + "[safety]\nmax_removal = 3\n";
+        let problems = problems_of(&text);
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        for key in [
+            "safety.max_removal: unknown key",
+            "bitbucket.timeout_secs: invalid type",
+            "grants[0].permission: \"owner\" is not one of \"read\", \"write\", \"admin\"",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(key)),
+                "missing {key} in {problems:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_type_error_and_an_unknown_key_in_one_section_are_both_reported() {
+        let text = GOOD.replace(
+            "kind = \"ldif\"\npath = \"dir.ldif\"",
+            "kind = \"ldap\"\nurl = \"ldap://x\"\nusers_base = \"dc=x\"\npage_size = \"many\"\nusres_filter = \"(a=b)\"\nstarttls = \"perhaps\"",
+        );
+        let problems = problems_of(&text);
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        for key in [
+            "source.page_size: invalid type: string \"many\"",
+            "source.usres_filter: unknown key (known here: kind, url,",
+            "source.starttls: invalid type: string \"perhaps\", expected a boolean",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(key)),
+                "missing {key} in {problems:#?}"
+            );
+        }
+        let problems = problems_of(&GOOD.replace(
+            "workspace = \"acme\"",
+            "workspace = \"acme\"\nmax_retries = -1\nretries = 3",
+        ));
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0].starts_with("bitbucket.retries: unknown key"));
+        assert!(problems[1].starts_with("bitbucket.max_retries: invalid type"));
+    }
+
+    #[test]
+    fn a_section_of_the_wrong_shape_does_not_hide_the_others() {
+        let problems = problems_of(&format!("safety = 3\n{GOOD}\n[[audit]]\npath = \"a\"\n"));
+        assert_eq!(
+            problems,
+            [
+                "safety: expected a table, found an integer",
+                "audit: expected a table, found an array"
+            ]
+        );
+        let problems = problems_of(&GOOD.replace("[[groups]]", "[groups]"));
+        assert!(
+            problems[0].starts_with("groups: invalid type"),
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn fixed_words_are_read_trimmed_and_in_any_case() {
+        let c = parse(&format!(
+            "mode = \" Apply \"\n{}",
+            GOOD.replace("\"write\"", "\" Write \"")
+                .replace("kind = \"ldif\"", "kind = \"LDIF \"")
+                .replace(
+                    "workspace = \"acme\"",
+                    "workspace = \"acme\"\ngrant_writes = \"group-privileges\""
+                )
+        ))
+        .expect("valid");
+        assert_eq!(c.mode, Mode::Apply);
+        assert_eq!(c.grants[0].permission, Permission::Write);
+        assert_eq!(c.bitbucket.grant_writes, GrantWrites::GroupPrivileges);
+        let problems = problems_of(&GOOD.replace("kind = \"ldif\"", "kind = \"csv\""));
+        assert_eq!(
+            problems,
+            ["source.kind: \"csv\" is not one of \"ldif\", \"ldap\""]
+        );
+    }
+
+    #[test]
+    fn every_listed_kind_is_a_kind_serde_accepts() {
+        fn check<T: RawTable>(section: &str) {
+            for (kind, _) in T::kinds() {
+                let mut p = Problems::default();
+                let table: Table<T> = config::Value::new(
+                    None,
+                    config::Map::from([("kind".to_owned(), config::Value::new(None, kind))]),
+                )
+                .try_deserialize()
+                .expect("a table");
+                assert!(
+                    table.read(section, &mut p).is_some(),
+                    "{section} kind {kind}"
+                );
+                assert!(
+                    p.is_empty(),
+                    "{section} kind {kind}: {:?}",
+                    p.into_messages()
+                );
+            }
+        }
+        check::<source::RawSource>("source");
+        check::<credentials::RawCredential>("credentials.x");
+    }
+
+    #[test]
+    fn environment_overrides_convert_numbers_and_booleans_and_keep_secrets_verbatim() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("bbsync.toml");
+        std::fs::write(
+            &path,
+            GOOD.replace(
+                "kind = \"ldif\"\npath = \"dir.ldif\"",
+                "kind = \"ldap\"\nurl = \"ldap://x\"\nusers_base = \"dc=x\"",
+            ),
+        )
+        .expect("write");
+        let env = |pairs: &[(&str, &str)]| {
+            Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )
+        };
+        let c = Config::load_with_env(
+            &path,
+            env(&[
+                ("BBSYNC__BITBUCKET__TIMEOUT_SECS", "5"),
+                ("BBSYNC__SAFETY__MAX_REMOVALS", "0"),
+                // Inside the tagged [source] table, whose content serde buffers.
+                ("BBSYNC__SOURCE__PAGE_SIZE", "7"),
+                ("BBSYNC__SOURCE__TLS_VERIFY", "false"),
+                ("BBSYNC__CREDENTIALS__ADMIN__TOKEN", "00123"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.bitbucket.timeout, Duration::from_secs(5));
+        assert_eq!(c.safety.max_removals, 0);
+        match &c.source {
+            SourceSettings::Ldap(l) => {
+                assert_eq!(l.page_size, 7);
+                assert!(!l.tls_verify);
+            }
+            other => panic!("{other:?}"),
+        }
+        match c.credential_for(ApiFamily::PermissionsWrite) {
+            Some((_, Credential::ApiToken { token, .. })) => assert_eq!(token.expose(), "00123"),
+            other => panic!("{other:?}"),
+        }
+        let err = Config::load_with_env(
+            &path,
+            env(&[
+                ("BBSYNC__SAFETY__MAX_REMOVALS", "lots"),
+                ("BBSYNC__SOURCE__PAGE_SIZE", "many"),
+            ]),
+        )
+        .expect_err("not numbers");
+        let msg = err.to_string();
+        assert!(msg.contains("safety.max_removals: invalid type"), "{msg}");
+        assert!(msg.contains("source.page_size: invalid type"), "{msg}");
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_line_but_never_prints_an_inline_secret() {
+        for broken in [
+            "token = \"s3cr3t-value\n",     // no closing quote
+            "token = \"s3cr3t-value\" x\n", // stray text after the value
+            "token = s3cr3t-value\n",       // not quoted
+            "token = \"s3cr3t-value\" = \"s3cr3t-value\"\n",
+        ] {
+            let text = GOOD.replace("token = \"t0k3n\"\n", broken);
+            let line = text
+                .lines()
+                .position(|l| l.starts_with("token"))
+                .expect("token line")
+                + 1;
+            let err = parse(&text).expect_err("not TOML");
+            let msg = err.to_string();
+            assert!(matches!(err, ConfigError::Syntax { .. }), "{msg}");
+            assert!(!msg.contains("s3cr3t"), "secret in: {msg}");
+            assert!(msg.contains(&format!("line {line},")), "{msg}");
+        }
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_is_not_printed() {
+        let err = parse(&GOOD.replace("token = \"t0k3n\"", "token = { value = \"s3cr3t-value\" }"))
+            .expect_err("a table");
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("credentials.admin.token: invalid type: a table, expected a string"),
             "{err}"
         );
     }

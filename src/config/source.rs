@@ -1,9 +1,10 @@
 //! `[source]` and `[directory]`: where people and groups are read from, and how entries are
 //! read as people and groups. Plain settings; the `source` module builds the readers from them.
 
-use super::{non_empty, read_secret, RawSource};
+use super::credentials::read_secret;
+use super::raw::{keys, Field, Problems, RawTable, Table, Word};
 use crate::secret::Secret;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -66,7 +67,7 @@ pub enum SourceSettings {
 }
 
 /// Search depth below a base DN.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SearchScope {
     Base,
@@ -190,134 +191,301 @@ pub fn is_valid_ldap_filter(f: &str) -> bool {
     filter(b, &mut i) && i == b.len()
 }
 
-pub(super) fn validate_ldap(
-    src: RawSource,
+// ---- raw, as written -------------------------------------------------------------------------
+
+/// `[source]` as written: `kind` picks the variant, and with it the keys that apply.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub(super) enum RawSource {
+    /// An LDIF export on disk.
+    Ldif(RawLdif),
+    /// A live LDAP / Active Directory server.
+    Ldap(Box<RawLdap>),
+}
+
+impl RawTable for RawSource {
+    fn kinds() -> Vec<(&'static str, &'static [&'static str])> {
+        vec![("ldif", keys::<RawLdif>()), ("ldap", keys::<RawLdap>())]
+    }
+}
+
+/// `kind = "ldif"`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawLdif {
+    /// The LDIF file, relative to the configuration file; re-read on every run.
+    path: Field<PathBuf>,
+}
+
+/// `kind = "ldap"`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawLdap {
+    /// `ldap://host:389` or `ldaps://host:636`.
+    url: Field<String>,
+    /// DN to bind as; without it (and a password) the bind is anonymous.
+    bind_dn: Field<String>,
+    /// The bind password itself (inline or from the environment).
+    bind_password: Field<String>,
+    /// A file holding the bind password.
+    bind_password_file: Field<PathBuf>,
+    /// Upgrade an `ldap://` connection with StartTLS before binding; default false.
+    starttls: Field<bool>,
+    /// PEM bundle of the CAs to trust instead of the system store.
+    ca_file: Field<PathBuf>,
+    /// Certificate verification; default true.
+    tls_verify: Field<bool>,
+    /// Seconds to connect; default 10.
+    connect_timeout_secs: Field<u64>,
+    /// Seconds for each LDAP operation (bind, each page); default 60.
+    timeout_secs: Field<u64>,
+    /// Seconds for the whole read; default 900.
+    read_timeout_secs: Field<u64>,
+    /// Entries per page of paged results (RFC 2696); default 500.
+    page_size: Field<u32>,
+    /// DN under which people live.
+    users_base: Field<String>,
+    /// Filter matching people; default `(objectClass=inetOrgPerson)`.
+    users_filter: Field<String>,
+    /// `sub` (default), `one` or `base`.
+    users_scope: Field<Word<SearchScope>>,
+    /// DN under which groups live; default `users_base`.
+    groups_base: Field<String>,
+    /// Filter matching groups; default: the four group object classes.
+    groups_filter: Field<String>,
+    /// `sub` (default), `one` or `base`.
+    groups_scope: Field<Word<SearchScope>>,
+    /// People matching `(&users_filter disabled_filter)` are disabled.
+    disabled_filter: Field<String>,
+    /// Follow AD ranged attribute retrieval for very large groups; default true.
+    ad_range_retrieval: Field<bool>,
+    /// Resolve group members with AD's in-chain matching rule; default false.
+    ad_in_chain: Field<bool>,
+}
+
+/// `[directory]` as written; every key has a default ([`Schema::default`]).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawDirectory {
+    /// Entries with any of these object classes are people.
+    user_object_classes: Field<Vec<String>>,
+    /// Entries with any of these object classes are groups.
+    group_object_classes: Field<Vec<String>>,
+    /// The attribute holding each person's Atlassian account id.
+    account_id_attribute: Field<String>,
+    /// The attribute holding each person's email.
+    email_attribute: Field<String>,
+    /// The attribute holding each person's display name.
+    display_name_attribute: Field<String>,
+    /// The login name `posixGroup` `memberUid` values are matched against.
+    uid_attribute: Field<String>,
+    /// The attribute naming a group (matched by `[[groups]] from`).
+    group_name_attribute: Field<String>,
+    /// An attribute that, when true-ish, marks a person disabled.
+    disabled_attribute: Field<String>,
+    /// Active Directory `userAccountControl` bit 0x2 marks a person disabled; default true.
+    ad_user_account_control: Field<bool>,
+    /// An OpenLDAP ppolicy administrative lock marks a person disabled; default true.
+    ppolicy_locked: Field<bool>,
+    /// Immutable id attribute kept for reports; `""` for none.
+    stable_id_attribute: Field<String>,
+}
+
+impl RawTable for RawDirectory {}
+
+// ---- validation ------------------------------------------------------------------------------
+
+/// `[source]`. A placeholder stands in when it has problems (they are reported).
+pub(super) fn validate_source(
+    raw: Table<RawSource>,
     resolve: &dyn Fn(PathBuf) -> PathBuf,
-    p: &mut Vec<String>,
+    p: &mut Problems,
+) -> SourceSettings {
+    let placeholder = || SourceSettings::LdifText {
+        name: String::new(),
+        text: String::new(),
+    };
+    // Without a [source] table the problem is the same as without its `kind`.
+    match raw.or_empty().read("source", p) {
+        Some(RawSource::Ldif(RawLdif { path })) => match path.get("source.path", p) {
+            Some(path) => SourceSettings::LdifFile {
+                path: resolve(path),
+            },
+            None => {
+                if !p.any_under("source.path") {
+                    p.required("source.path", "for kind \"ldif\"");
+                }
+                placeholder()
+            }
+        },
+        Some(RawSource::Ldap(l)) => match validate_ldap(*l, resolve, p) {
+            Some(l) => SourceSettings::Ldap(Box::new(l)),
+            None => placeholder(),
+        },
+        None => placeholder(),
+    }
+}
+
+fn validate_ldap(
+    src: RawLdap,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    p: &mut Problems,
 ) -> Option<LdapSettings> {
+    let RawLdap {
+        url,
+        bind_dn,
+        bind_password,
+        bind_password_file,
+        starttls,
+        ca_file,
+        tls_verify,
+        connect_timeout_secs,
+        timeout_secs,
+        read_timeout_secs,
+        page_size,
+        users_base,
+        users_filter,
+        users_scope,
+        groups_base,
+        groups_filter,
+        groups_scope,
+        disabled_filter,
+        ad_range_retrieval,
+        ad_in_chain,
+    } = src;
     let before = p.len();
-    let url = non_empty(src.url).unwrap_or_else(|| {
-        p.push(
-            "source.url is required for kind \"ldap\" (ldap://host:389 or ldaps://host:636)".into(),
-        );
+    let url = url.text("source.url", p).unwrap_or_else(|| {
+        if !p.any_under("source.url") {
+            p.required(
+                "source.url",
+                "for kind \"ldap\" (ldap://host:389 or ldaps://host:636)",
+            );
+        }
         String::new()
     });
-    let starttls = src.starttls.unwrap_or(false);
+    let starttls = starttls.get("source.starttls", p).unwrap_or(false);
     if !url.is_empty() {
         match url::Url::parse(&url) {
             Ok(u) if u.scheme() == "ldaps" && starttls => p.push(
-                "source.starttls: StartTLS is for ldap:// URLs; ldaps:// is already TLS".into(),
+                "source.starttls",
+                "StartTLS is for ldap:// URLs; ldaps:// is already TLS",
             ),
             Ok(u) if matches!(u.scheme(), "ldap" | "ldaps") && u.host_str().is_some() => {}
-            _ => p.push(format!(
-                "source.url: {url:?} is not an ldap:// or ldaps:// URL with a host"
-            )),
+            _ => p.push(
+                "source.url",
+                format!("{url:?} is not an ldap:// or ldaps:// URL with a host"),
+            ),
         }
     }
-    let bind_dn = non_empty(src.bind_dn);
-    let given = src.bind_password.is_some() || src.bind_password_file.is_some();
+    let bind_dn = bind_dn.text("source.bind_dn", p);
+    let given = bind_password.is_written() || bind_password_file.is_written();
     let bind_password = read_secret(
         "source.bind_password",
-        src.bind_password,
-        src.bind_password_file,
+        bind_password,
+        bind_password_file,
         resolve,
         p,
     );
     match (&bind_dn, given) {
-        (None, true) => p.push("source.bind_password is set but source.bind_dn is not".into()),
-        (Some(dn), false) => p.push(format!(
-            "source.bind_password (or bind_password_file) is required to bind as {dn}"
-        )),
+        (None, true) if !p.any_under("source.bind_dn") => p.say(
+            "source.bind_password",
+            "source.bind_password is set but source.bind_dn is not",
+        ),
+        (Some(dn), false) => p.say(
+            "source.bind_password",
+            format!("source.bind_password (or bind_password_file) is required to bind as {dn}"),
+        ),
         _ => {}
     }
-    let scope =
-        |key: &str, v: Option<String>, p: &mut Vec<String>| match v.as_deref().map(str::trim) {
-            None | Some("sub") => SearchScope::Sub,
-            Some("one") => SearchScope::One,
-            Some("base") => SearchScope::Base,
-            Some(o) => {
-                p.push(format!(
-                    "source.{key}: {o:?} is not one of \"sub\", \"one\", \"base\""
-                ));
-                SearchScope::Sub
-            }
-        };
     // Filters are combined at run time (`(&users disabled)`), so a bare `a=b` is wrapped.
-    let wrap = |f: String| {
-        if f.starts_with('(') {
+    let mut filter = |key: &str, v: Field<String>, default: &str| {
+        let f = v.text(key, p).unwrap_or_else(|| default.to_owned());
+        let f = if f.starts_with('(') {
             f
         } else {
             format!("({f})")
-        }
-    };
-    let filter = |key: &str, v: Option<String>, default: &str, p: &mut Vec<String>| {
-        let f = wrap(non_empty(v).unwrap_or_else(|| default.to_owned()));
+        };
         if !is_valid_ldap_filter(&f) {
-            p.push(format!("source.{key}: {f:?} is not a valid LDAP filter"));
+            p.push(key, format!("{f:?} is not a valid LDAP filter"));
         }
         f
     };
-    let users_base = non_empty(src.users_base).unwrap_or_else(|| {
-        p.push("source.users_base is required (the DN under which people live)".into());
+    let users_filter = filter(
+        "source.users_filter",
+        users_filter,
+        "(objectClass=inetOrgPerson)",
+    );
+    let groups_filter = filter(
+        "source.groups_filter",
+        groups_filter,
+        "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=posixGroup)(objectClass=group))",
+    );
+    let users_base = users_base.text("source.users_base", p).unwrap_or_else(|| {
+        if !p.any_under("source.users_base") {
+            p.required("source.users_base", "(the DN under which people live)");
+        }
         String::new()
     });
     let users = SearchSettings {
-        filter: filter(
-            "users_filter",
-            src.users_filter,
-            "(objectClass=inetOrgPerson)",
-            p,
-        ),
-        scope: scope("users_scope", src.users_scope, p),
+        filter: users_filter,
+        scope: users_scope
+            .word("source.users_scope", p)
+            .unwrap_or(SearchScope::Sub),
         base: users_base.clone(),
     };
     let groups = SearchSettings {
-        filter: filter(
-            "groups_filter",
-            src.groups_filter,
-            "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=posixGroup)(objectClass=group))",
-            p,
-        ),
-        scope: scope("groups_scope", src.groups_scope, p),
-        base: non_empty(src.groups_base).unwrap_or(users_base),
+        filter: groups_filter,
+        scope: groups_scope
+            .word("source.groups_scope", p)
+            .unwrap_or(SearchScope::Sub),
+        base: groups_base
+            .text("source.groups_base", p)
+            .unwrap_or(users_base),
     };
-    let disabled_filter = src.disabled_filter.and_then(|f| non_empty(Some(f)));
+    let disabled_filter = disabled_filter.text("source.disabled_filter", p);
     if let Some(f) = &disabled_filter {
         if !is_valid_ldap_filter(f) {
-            p.push(format!(
-                "source.disabled_filter: {f:?} is not a valid LDAP filter"
-            ));
+            p.push(
+                "source.disabled_filter",
+                format!("{f:?} is not a valid LDAP filter"),
+            );
         }
     }
-    let page_size = src.page_size.unwrap_or(500);
+    let page_size = page_size.get("source.page_size", p).unwrap_or(500);
     if !(1..=100_000).contains(&page_size) {
-        p.push(format!(
-            "source.page_size: {page_size} is out of range 1..=100000"
-        ));
+        p.push(
+            "source.page_size",
+            format!("{page_size} is out of range 1..=100000"),
+        );
     }
-    let secs = |key: &str, v: Option<u64>, default: u64, p: &mut Vec<String>| {
-        let v = v.unwrap_or(default);
+    let mut secs = |key: &str, v: Field<u64>, default: u64| {
+        let v = v.get(key, p).unwrap_or(default);
         if v == 0 {
-            p.push(format!("source.{key} must be at least 1"));
+            p.say(key, format!("{key} must be at least 1"));
         }
         Duration::from_secs(v.max(1))
     };
-    let connect_timeout = secs("connect_timeout_secs", src.connect_timeout_secs, 10, p);
-    let op_timeout = secs("timeout_secs", src.timeout_secs, 60, p);
-    let read_timeout = secs("read_timeout_secs", src.read_timeout_secs, 900, p);
-    let ca_file = src.ca_file.map(resolve);
+    let connect_timeout = secs("source.connect_timeout_secs", connect_timeout_secs, 10);
+    let op_timeout = secs("source.timeout_secs", timeout_secs, 60);
+    let read_timeout = secs("source.read_timeout_secs", read_timeout_secs, 900);
+    let ca_file = ca_file.get("source.ca_file", p).map(resolve);
     if let Some(ca) = &ca_file {
         if !ca.is_file() {
-            p.push(format!("source.ca_file: {} does not exist", ca.display()));
+            p.push("source.ca_file", format!("{} does not exist", ca.display()));
         }
     }
-    (p.len() == before).then(|| LdapSettings {
+    let tls_verify = tls_verify.get("source.tls_verify", p).unwrap_or(true);
+    let ad_range_retrieval = ad_range_retrieval
+        .get("source.ad_range_retrieval", p)
+        .unwrap_or(true);
+    let ad_in_chain = ad_in_chain.get("source.ad_in_chain", p).unwrap_or(false);
+    (p.len() == before).then_some(LdapSettings {
         url,
         bind_dn,
         bind_password,
         starttls,
         ca_file,
-        tls_verify: src.tls_verify.unwrap_or(true),
+        tls_verify,
         connect_timeout,
         op_timeout,
         read_timeout,
@@ -325,9 +493,73 @@ pub(super) fn validate_ldap(
         users,
         groups,
         disabled_filter,
-        ad_range_retrieval: src.ad_range_retrieval.unwrap_or(true),
-        ad_in_chain: src.ad_in_chain.unwrap_or(false),
+        ad_range_retrieval,
+        ad_in_chain,
     })
+}
+
+/// `[directory]`: how entries are read as people and groups.
+pub(super) fn validate_directory(raw: Table<RawDirectory>, p: &mut Problems) -> Schema {
+    let RawDirectory {
+        user_object_classes,
+        group_object_classes,
+        account_id_attribute,
+        email_attribute,
+        display_name_attribute,
+        uid_attribute,
+        group_name_attribute,
+        disabled_attribute,
+        ad_user_account_control,
+        ppolicy_locked,
+        stable_id_attribute,
+    } = raw.read("directory", p).unwrap_or_default();
+    let defaults = Schema::default();
+    let mut attribute = |key: &str, v: Field<String>, default: String| {
+        v.text(&format!("directory.{key}"), p).unwrap_or(default)
+    };
+    let account_id_attribute = attribute(
+        "account_id_attribute",
+        account_id_attribute,
+        defaults.account_id_attribute,
+    );
+    let email_attribute = attribute("email_attribute", email_attribute, defaults.email_attribute);
+    let display_name_attribute = attribute(
+        "display_name_attribute",
+        display_name_attribute,
+        defaults.display_name_attribute,
+    );
+    let uid_attribute = attribute("uid_attribute", uid_attribute, defaults.uid_attribute);
+    let group_name_attribute = attribute(
+        "group_name_attribute",
+        group_name_attribute,
+        defaults.group_name_attribute,
+    );
+    // Written as "" turns the stable id off; not written keeps the default.
+    let stable_id_attribute = match stable_id_attribute.get("directory.stable_id_attribute", p) {
+        Some(a) => super::raw::non_empty(Some(a)),
+        None => defaults.stable_id_attribute,
+    };
+    Schema {
+        user_object_classes: user_object_classes
+            .get("directory.user_object_classes", p)
+            .unwrap_or(defaults.user_object_classes),
+        group_object_classes: group_object_classes
+            .get("directory.group_object_classes", p)
+            .unwrap_or(defaults.group_object_classes),
+        account_id_attribute,
+        email_attribute,
+        display_name_attribute,
+        uid_attribute,
+        group_name_attribute,
+        disabled_attribute: disabled_attribute.text("directory.disabled_attribute", p),
+        ad_user_account_control: ad_user_account_control
+            .get("directory.ad_user_account_control", p)
+            .unwrap_or(true),
+        ppolicy_locked: ppolicy_locked
+            .get("directory.ppolicy_locked", p)
+            .unwrap_or(true),
+        stable_id_attribute,
+    }
 }
 
 #[cfg(test)]
