@@ -226,3 +226,64 @@ async fn when_bbql_is_refused_the_full_repository_listing_is_read_instead() {
         .collect();
     assert_eq!(listings, ["400 true", "200 false"]);
 }
+
+#[tokio::test]
+async fn a_blocked_group_create_blocks_its_member_adds_with_the_reason() {
+    use bbsync::apply::{audit::Audit, Applier};
+    use bbsync::config::GrantWrites;
+    use bbsync::model::{AccountId, GroupSlug};
+    use bbsync::plan::{Change, Plan, Planned};
+
+    let emu = start(seed(&["ann"])).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = config(
+        &emu,
+        tmp.path(),
+        &ldif(&[], &[]),
+        "[[groups]]\nname = \"Ops\"\nfrom = [\"x\"]\n",
+    );
+    let clients = bbsync::reconcile::clients_for(&cfg).expect("clients");
+    let ops = GroupSlug::from_name("ops");
+    let plan = Plan {
+        changes: vec![
+            Planned {
+                change: Change::CreateGroup {
+                    group: ops.clone(),
+                    name: "Ops".into(),
+                },
+                blocked: Some(BlockReason::SafetyGuard {
+                    revocations: 9,
+                    limit: 1,
+                }),
+            },
+            Planned {
+                change: Change::AddMember {
+                    group: ops.clone(),
+                    account_id: AccountId::parse(&acc("ann")).expect("id"),
+                    display_name: "Ann".into(),
+                },
+                blocked: None,
+            },
+        ],
+        warnings: vec![],
+    };
+    let out = Applier {
+        clients: &clients,
+        members: &clients.v1_groups(),
+        grant_writes: GrantWrites::PermissionsConfig,
+        audit: &Audit::to_log(),
+        run_id: "t",
+    }
+    .apply(&plan)
+    .await;
+    match &out[1].outcome {
+        Outcome::Blocked {
+            reason: BlockReason::GroupNotCreated { group, why },
+        } => {
+            assert_eq!(group, &ops);
+            assert!(why.contains("safety.max_removals"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(writes(&emu).is_empty(), "{:?}", writes(&emu));
+}

@@ -241,3 +241,40 @@ impl Applier<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_labels_are_the_results_the_audit_trail_records() {
+        for (o, kind) in [
+            (Outcome::Applied, OutcomeKind::Applied),
+            (Outcome::AlreadyDone, OutcomeKind::AlreadyDone),
+            (
+                Outcome::Failed {
+                    error: "e".into(),
+                    status: None,
+                },
+                OutcomeKind::Failed,
+            ),
+            (
+                Outcome::Blocked {
+                    reason: BlockReason::NotWorkspaceMember,
+                },
+                OutcomeKind::Blocked,
+            ),
+        ] {
+            assert_eq!(o.kind(), kind);
+            assert_eq!(
+                serde_json::to_value(&o).expect("json")["result"],
+                kind.label()
+            );
+            assert_eq!(serde_json::to_value(kind).expect("json"), kind.label());
+            assert_eq!(
+                o.is_done(),
+                matches!(kind, OutcomeKind::Applied | OutcomeKind::AlreadyDone)
+            );
+        }
+    }
+}

@@ -44,15 +44,6 @@ pub enum RemovalReason {
     NotWanted,
 }
 
-impl RemovalReason {
-    pub fn label(&self) -> &'static str {
-        match self {
-            RemovalReason::Leaver { .. } => "leaver",
-            RemovalReason::NotWanted => "not_wanted",
-        }
-    }
-}
-
 impl fmt::Display for RemovalReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -548,6 +539,32 @@ mod tests {
             },
         );
         a
+    }
+
+    #[test]
+    fn metric_labels_are_the_names_the_json_report_uses() {
+        for k in [
+            ChangeKind::RemoveMember,
+            ChangeKind::RemoveGrant,
+            ChangeKind::CreateGroup,
+            ChangeKind::AddMember,
+            ChangeKind::SetGrant,
+        ] {
+            assert_eq!(serde_json::to_value(k).expect("json"), k.label());
+        }
+        let c = Change::CreateGroup {
+            group: g("ops"),
+            name: "Ops".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&c).expect("json")["op"],
+            c.kind().label()
+        );
+        let b = BlockReason::MissingGroup { group: g("ops") };
+        assert_eq!(
+            serde_json::to_value(&b).expect("json"),
+            serde_json::json!({"kind": "missing_group", "message": b.to_string()})
+        );
     }
 
     #[test]
