@@ -470,3 +470,56 @@ async fn both_grant_state_readers_see_the_same_group_grants() {
     assert_eq!(from_v1.len(), 4);
     assert_eq!(from_v1, from_v2);
 }
+
+#[tokio::test]
+async fn a_token_that_may_grant_but_not_delete_applies_the_grant_and_holds_the_removal() {
+    let mut s = seed(&["ann"]);
+    add_repos(&mut s, "PROJ", "proj", 2);
+    s.groups.push(group("Contractors", &[]));
+    s.groups.push(group("Auditors", &[]));
+    s.group_grants = vec![grant("proj-001", "auditors", "read")];
+    s.credentials[0]
+        .scopes
+        .retain(|sc| sc != "delete:permission:bitbucket");
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = config(
+        &emu,
+        tmp.path(),
+        &ldif(&[("ann", false)], &[]),
+        "[[grants]]\ngroup = \"contractors\"\npermission = \"write\"\nprojects = [\"PROJ\"]\n[[grants]]\ngroup = \"auditors\"\npermission = \"read\"\nrepos = [\"proj-000\"]\n",
+    );
+    let report = Reconciler::new(cfg)
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("run");
+    let blocked: Vec<String> = report
+        .outcomes
+        .iter()
+        .filter_map(|o| match &o.outcome {
+            bbsync::apply::Outcome::Blocked { reason } => Some(format!(
+                "{} {}: {reason}",
+                o.change.kind().label(),
+                reason.label()
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(blocked.len(), 1, "{blocked:?}");
+    assert!(
+        blocked[0].starts_with("remove_grant credential_cannot")
+            && blocked[0].contains("delete:permission:bitbucket"),
+        "{blocked:?}"
+    );
+    assert_eq!(
+        report.count(OutcomeKind::Applied),
+        3,
+        "{:#?}",
+        report.outcomes
+    );
+    assert!(
+        !emu.requests().iter().any(|r| r.method == "DELETE"),
+        "the removal was sent"
+    );
+}

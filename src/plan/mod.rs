@@ -568,6 +568,36 @@ mod tests {
     }
 
     #[test]
+    fn deletions_are_removals_while_a_downgrade_is_a_put() {
+        let remove = Change::RemoveGrant {
+            repo: r("api"),
+            group: g("devs"),
+            previous: Permission::Read,
+        };
+        let lower = Change::SetGrant {
+            repo: r("api"),
+            group: g("devs"),
+            permission: Permission::Read,
+            previous: Some(Permission::Admin),
+        };
+        let leave = Change::RemoveMember {
+            group: g("devs"),
+            account_id: id("bob"),
+            display_name: "Bob".into(),
+            reason: RemovalReason::NotWanted,
+        };
+        assert!(remove.is_deletion() && leave.is_deletion());
+        assert!(!lower.is_deletion(), "a downgrade is written with PUT");
+        assert!(lower.is_revocation());
+        let add = Change::AddMember {
+            group: g("devs"),
+            account_id: id("ann"),
+            display_name: "Ann".into(),
+        };
+        assert!(!add.is_deletion() && !add.is_revocation());
+    }
+
+    #[test]
     fn in_sync_means_no_changes() {
         let p = plan(
             &desired_devs(&["ann", "bob"]),
