@@ -598,6 +598,28 @@ mod tests {
     }
 
     #[test]
+    fn a_downgrade_goes_before_every_addition() {
+        let mut d = desired_devs(&["ann"]);
+        d.grant_groups.insert(g("developers"));
+        d.repo_scope.insert(r("api"));
+        d.grants
+            .insert((r("api"), g("developers")), Permission::Read);
+        let mut a = Actual::default();
+        a.grants
+            .insert((r("api"), g("developers")), Permission::Admin);
+        let p = plan(&d, &a, &POLICY);
+        let ops: Vec<String> = p.changes.iter().map(|c| c.change.to_string()).collect();
+        assert_eq!(
+            ops,
+            [
+                "change group developers on api: admin -> read",
+                "create group \"Developers\"",
+                "add ann (ann) to group developers",
+            ]
+        );
+    }
+
+    #[test]
     fn in_sync_means_no_changes() {
         let p = plan(
             &desired_devs(&["ann", "bob"]),
