@@ -7,26 +7,47 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// Atlassian account id (`557058:6e8f...` or a 24-hex-digit legacy id). Opaque and case-sensitive.
+/// Atlassian account id. Opaque and case-sensitive; two forms are issued: 24 lower-case hex
+/// digits (older accounts, `5b10ac8d82e05b22cc7d4ef5`) and digits, `:` and a lower-case UUID
+/// (`557058:6e8f1c2a-0000-4bcd-9f00-123456789abc`). Anything else is malformed: a value that
+/// only looks like an id (`abc123`, a username) must never become someone to add or remove.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct AccountId(String);
 
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn is_lower_uuid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && is_lower_hex(p))
+}
+
 impl AccountId {
-    /// Accepts what Atlassian issues: 1..=128 characters of `[A-Za-z0-9:_-]`.
     pub fn parse(raw: &str) -> Result<Self, String> {
         let s = raw.trim();
         if s.is_empty() {
             return Err("account id is empty".into());
         }
-        if s.len() > 128 {
-            return Err(format!("account id {s:?} is longer than 128 characters"));
-        }
-        if let Some(c) = s
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_')))
-        {
-            return Err(format!("account id {s:?} contains {c:?}"));
+        let ok = match s.split_once(':') {
+            Some((prefix, uuid)) => {
+                !prefix.is_empty()
+                    && prefix.bytes().all(|b| b.is_ascii_digit())
+                    && is_lower_uuid(uuid)
+            }
+            None => s.len() == 24 && is_lower_hex(s),
+        };
+        if !ok {
+            let shown: String = s.chars().take(80).collect();
+            return Err(format!(
+                "account id {shown:?} is neither 24 lower-case hex digits nor digits:lower-case-uuid"
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -34,6 +55,46 @@ impl AccountId {
         &self.0
     }
 }
+/// A well-formed account id derived from `name` (`557058:` and a UUID from a hash of the name),
+/// for tests and fixtures that name people rather than spell out ids.
+#[doc(hidden)]
+pub fn synthetic_account_id(name: &str) -> String {
+    // FNV-1a, twice with different seeds: 128 deterministic bits.
+    let fnv = |seed: u64| {
+        name.bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    let (a, b) = (fnv(0xcbf2_9ce4_8422_2325), fnv(0x8422_2325_cbf2_9ce4));
+    format!(
+        "557058:{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        b >> 52,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// Replaces every `acc-NAME` in `text` with [`synthetic_account_id`] of `acc-NAME` (unit-test
+/// LDIF fixtures).
+#[cfg(test)]
+pub(crate) fn with_synthetic_ids(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("acc-") {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i + 4..];
+        let n = tail
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(tail.len());
+        out.push_str(&synthetic_account_id(&rest[i..i + 4 + n]));
+        rest = &tail[n..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl TryFrom<String> for AccountId {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
@@ -488,11 +549,44 @@ mod tests {
     }
 
     #[test]
+    fn synthetic_ids_are_well_formed_and_distinct() {
+        let a = synthetic_account_id("ann");
+        assert!(AccountId::parse(&a).is_ok(), "{a}");
+        assert_ne!(a, synthetic_account_id("bob"));
+        assert_eq!(a, synthetic_account_id("ann"));
+        let t = with_synthetic_ids("x: acc-ann\ny: acc-bob.");
+        assert_eq!(
+            t,
+            format!(
+                "x: {}\ny: {}.",
+                synthetic_account_id("acc-ann"),
+                synthetic_account_id("acc-bob")
+            )
+        );
+    }
+
+    #[test]
     fn account_ids_are_validated() {
         assert!(AccountId::parse("557058:6e8f1c2a-0000-4bcd-9f00-123456789abc").is_ok());
-        assert!(AccountId::parse("5b10ac8d82e05b22cc7d4ef5").is_ok());
-        assert!(AccountId::parse("").is_err());
-        assert!(AccountId::parse("ann lee").is_err());
-        assert!(AccountId::parse("x/../y").is_err());
+        assert!(AccountId::parse("712020:6e8f1c2a-0000-4bcd-9f00-123456789abc").is_ok());
+        assert!(AccountId::parse(" 5b10ac8d82e05b22cc7d4ef5 ").is_ok());
+        for bad in [
+            "",
+            "ann lee",
+            "x/../y",
+            "abc123",
+            "5b10ac8d82e05b22cc7d4ef",
+            "5B10AC8D82E05B22CC7D4EF5",
+            "557058:6E8F1C2A-0000-4BCD-9F00-123456789ABC",
+            "557058:ann",
+            ":6e8f1c2a-0000-4bcd-9f00-123456789abc",
+            "55a058:6e8f1c2a-0000-4bcd-9f00-123456789abc",
+            "557058:6e8f1c2a00004bcd9f00123456789abc",
+        ] {
+            assert!(
+                AccountId::parse(bad).is_err(),
+                "{bad:?} should be malformed"
+            );
+        }
     }
 }

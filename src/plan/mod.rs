@@ -491,7 +491,7 @@ mod tests {
     use crate::mapping::{DesiredGroup, Leaver, Wanted};
 
     fn id(s: &str) -> AccountId {
-        AccountId::parse(s).expect("id")
+        AccountId::parse(&crate::model::synthetic_account_id(s)).expect("id")
     }
     fn g(s: &str) -> GroupSlug {
         GroupSlug::from_name(s)
@@ -614,7 +614,7 @@ mod tests {
             [
                 "change group developers on api: admin -> read",
                 "create group \"Developers\"",
-                "add ann (ann) to group developers",
+                format!("add ann ({}) to group developers", id("ann")).as_str(),
             ]
         );
     }
@@ -644,8 +644,11 @@ mod tests {
         assert_eq!(
             ops,
             [
-                "remove bob (bob) from group developers: left the company (nsAccountLock=TRUE)",
-                "add cid (cid) to group developers"
+                format!(
+                    "remove bob ({}) from group developers: left the company (nsAccountLock=TRUE)",
+                    id("bob")
+                ),
+                format!("add cid ({}) to group developers", id("cid"))
             ]
         );
     }

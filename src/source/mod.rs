@@ -632,7 +632,10 @@ mod tests {
             ..Schema::default()
         };
         resolve(
-            Entries::split(ldif::parse(text, "t").expect("ldif"), &schema),
+            Entries::split(
+                ldif::parse(&crate::model::with_synthetic_ids(text), "t").expect("ldif"),
+                &schema,
+            ),
             &schema,
         )
     }
@@ -674,7 +677,7 @@ pwdAccountLockedTime: 20260101000000Z
 ";
 
     fn id(s: &str) -> AccountId {
-        AccountId::parse(s).expect("id")
+        AccountId::parse(&crate::model::synthetic_account_id(s)).expect("id")
     }
 
     #[test]

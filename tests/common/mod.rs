@@ -12,8 +12,9 @@ use std::path::Path;
 pub const ADMIN_EMAIL: &str = "admin@acme.test";
 pub const ADMIN_TOKEN: &str = "admin-token";
 
+/// A well-formed account id for the person called `name` (stable across calls).
 pub fn acc(name: &str) -> String {
-    format!("557058:{name}")
+    bbsync::model::synthetic_account_id(name)
 }
 
 pub fn all_scopes() -> Vec<String> {
