@@ -40,8 +40,14 @@ pub struct Directory {
     pub people: BTreeMap<AccountId, Person>,
     #[serde(serialize_with = "groups_as_list")]
     pub groups: BTreeMap<Dn, Group>,
-    /// Account ids whose entries were ambiguous (duplicates): never added or removed anywhere.
-    pub protected: BTreeSet<AccountId>,
+    /// Account ids the directory cannot speak for: carried by several entries, by an entry
+    /// whose DN another entry has too, or (filled in by the reconcile) linked by email to an
+    /// unusable entry. Such an account keeps exactly what it has: nothing is added or removed.
+    pub frozen: BTreeSet<AccountId>,
+    /// Emails of person entries that could not be used (no or malformed account id, a DN held
+    /// by two entries): the workspace members with these emails are frozen, never taken for
+    /// people who left.
+    pub unusable_emails: Vec<String>,
     pub issues: Vec<EntryIssue>,
 }
 

@@ -59,8 +59,9 @@ pub struct Desired {
     /// Wanted grants: (repo, group) -> permission, the highest of all matching rules.
     pub grants: BTreeMap<(RepoSlug, GroupSlug), Permission>,
     pub leavers: BTreeMap<AccountId, Leaver>,
-    /// Ambiguous identities: never added or removed.
-    pub protected: BTreeSet<AccountId>,
+    /// Accounts the directory cannot speak for (see [`Directory::frozen`]): never added or
+    /// removed.
+    pub frozen: BTreeSet<AccountId>,
 }
 
 /// Builds the desired membership of every configured group from the directory.
@@ -230,7 +231,7 @@ pub fn desired_with_groups(
                 })
             })
             .collect(),
-        protected: dir.protected.clone(),
+        frozen: dir.frozen.clone(),
     }
 }
 

@@ -294,6 +294,34 @@ impl Reconciler {
         }
     }
 
+    /// An entry that could not be used (no or malformed account id, a DN held twice) must not
+    /// make its person look gone: the workspace members with its email keep exactly what they
+    /// have. Fails closed when the lookup fails.
+    async fn freeze_accounts_of_unusable_entries(
+        &self,
+        dir: &mut crate::directory::Directory,
+    ) -> Result<(), RunError> {
+        if dir.unusable_emails.is_empty() {
+            return Ok(());
+        }
+        let found = self
+            .clients
+            .get(ApiFamily::MembersRead)
+            .members_by_email(&dir.unusable_emails)
+            .await
+            .map_err(|e| RunError::Read(Box::new(e)))?;
+        for (email, id) in found {
+            match crate::model::AccountId::parse(&id) {
+                Ok(id) => {
+                    tracing::warn!(email, account_id = %id, "an unusable directory entry has this member's email: their access is left as it is");
+                    dir.frozen.insert(id);
+                }
+                Err(e) => tracing::warn!(email, error = e, "member with a malformed account id"),
+            }
+        }
+        Ok(())
+    }
+
     /// Reads, plans and (when `apply`) applies.
     pub async fn run(&self, apply: bool) -> Result<RunReport, RunError> {
         let run_id = format!("{:x}", fastrand::u64(..));
@@ -318,7 +346,8 @@ impl Reconciler {
 
         // Before anything is read: an apply that could not audit must not start.
         let audit = if apply { Some(self.audit()?) } else { None };
-        let dir = self.source.read().await?;
+        let mut dir = self.source.read().await?;
+        self.freeze_accounts_of_unusable_entries(&mut dir).await?;
         for issue in &dir.issues {
             tracing::warn!(
                 dn = issue.dn,

@@ -523,3 +523,52 @@ async fn a_token_that_may_grant_but_not_delete_applies_the_grant_and_holds_the_r
         "the removal was sent"
     );
 }
+
+#[tokio::test]
+async fn an_entry_with_a_malformed_id_never_makes_its_member_look_gone() {
+    let mut s = seed(&["ann", "bob", "cid"]);
+    s.groups.push(group("Developers", &["ann", "bob", "cid"]));
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    // bob's entry carries a mistyped id; cid has no entry at all (vanished).
+    let text = format!(
+        "{}dn: uid=bob,ou=people,dc=acme,dc=test\nobjectClass: inetOrgPerson\nuid: bob\ncn: Bob\nmail: BOB@acme.test\natlassianAccountId: 557058:bob\n\ndn: cn=eng,ou=groups,dc=acme,dc=test\nobjectClass: groupOfNames\ncn: eng\nmember: uid=ann,ou=people,dc=acme,dc=test\nmember: uid=bob,ou=people,dc=acme,dc=test\n",
+        ldif(&[("ann", false)], &[])
+    );
+    let cfg = config(
+        &emu,
+        tmp.path(),
+        &text,
+        "[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n",
+    );
+    let report = Reconciler::new(cfg)
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("run");
+    let state = emu.state();
+    let devs = &state
+        .groups
+        .iter()
+        .find(|g| g.name == "Developers")
+        .expect("group")
+        .members;
+    assert!(
+        devs.contains(&acc("bob")),
+        "bob was taken for gone: {devs:?}"
+    );
+    assert!(!devs.contains(&acc("cid")), "cid has no entry: removed");
+    assert_eq!(report.plan.changes.len(), 1, "{:#?}", report.plan);
+    assert!(report
+        .source
+        .issues
+        .iter()
+        .any(|i| i.dn.starts_with("uid=bob") && i.problem.contains("malformed")));
+    let lookups: Vec<String> = emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("user.email"))
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(lookups.len(), 1, "{lookups:?}");
+}

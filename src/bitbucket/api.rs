@@ -19,6 +19,9 @@ pub enum Written {
 /// Largest page 2.0 allows.
 const PAGELEN: &str = "100";
 
+/// Most addresses one members email query may carry (more answers 400).
+const MAX_EMAILS_PER_QUERY: usize = 90;
+
 impl Client {
     fn ws(&self) -> &str {
         &self.opts.workspace
@@ -188,6 +191,43 @@ impl Client {
             &pairs,
         ))
         .await
+    }
+
+    /// The workspace members with these emails (the members email query: `q=user.email IN
+    /// (...)`, at most 90 addresses a request, `fields=+values.user.email`): (email, account id)
+    /// pairs, emails as Bitbucket has them (they compare case-insensitively).
+    pub async fn members_by_email(
+        &self,
+        emails: &[String],
+    ) -> Result<Vec<(String, String)>, ApiError> {
+        let mut out = Vec::new();
+        for chunk in emails.chunks(MAX_EMAILS_PER_QUERY) {
+            let q = format!(
+                "user.email IN ({})",
+                chunk
+                    .iter()
+                    .map(|e| format!("\"{}\"", e.trim().replace(['"', '\\'], "")))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            let pairs = [
+                ("pagelen", PAGELEN),
+                ("q", q.as_str()),
+                ("fields", "+values.user.email"),
+            ];
+            let members: Vec<V2Membership> = self
+                .get_all(&Self::with_query(
+                    self.url(&["2.0", "workspaces", self.ws(), "members"]),
+                    &pairs,
+                ))
+                .await?;
+            out.extend(
+                members
+                    .into_iter()
+                    .filter_map(|m| Some((m.user.email?, m.user.account_id?))),
+            );
+        }
+        Ok(out)
     }
 
     /// One small page of a 2.0 collection: the cheapest proof that a credential may read it.

@@ -18,6 +18,8 @@ pub struct User {
     pub uuid: Option<String>,
     pub display_name: Option<String>,
     pub nickname: Option<String>,
+    /// Only in the members email query, with `fields=+values.user.email`.
+    pub email: Option<String>,
 }
 
 /// 1.0 group object with embedded members.

@@ -384,7 +384,7 @@ pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
             }
         }
         for (id, w) in &want.members {
-            if desired.protected.contains(id) {
+            if desired.frozen.contains(id) {
                 continue;
             }
             if have.is_none_or(|g| !g.members.contains_key(id)) {
@@ -396,7 +396,7 @@ pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
             }
         }
         for (id, m) in have.map(|g| &g.members).into_iter().flatten() {
-            if want.members.contains_key(id) || desired.protected.contains(id) {
+            if want.members.contains_key(id) || desired.frozen.contains(id) {
                 continue;
             }
             let reason = match desired.leavers.get(id) {
@@ -663,7 +663,7 @@ mod tests {
     #[test]
     fn protected_identities_are_neither_added_nor_removed() {
         let mut d = desired_devs(&["ann"]);
-        d.protected.insert(id("twin"));
+        d.frozen.insert(id("twin"));
         let p = plan(&d, &actual_devs(&["ann", "twin"]), &POLICY);
         assert!(p.is_empty(), "{p:?}");
     }

@@ -233,7 +233,7 @@ pub struct Resolver<'s> {
     by_uid: HashMap<String, usize>,
     by_id: HashMap<AccountId, usize>,
     member_of: Vec<(usize, Vec<String>)>,
-    protected_dns: BTreeSet<String>,
+    frozen_dns: BTreeSet<String>,
     /// Person entries skipped for a missing or malformed account id: already reported with
     /// their DN, so a group naming them is not reported again.
     unusable_dns: BTreeSet<String>,
@@ -260,7 +260,7 @@ impl<'s> Resolver<'s> {
             by_uid: HashMap::new(),
             by_id: HashMap::new(),
             member_of: Vec::new(),
-            protected_dns: BTreeSet::new(),
+            frozen_dns: BTreeSet::new(),
             unusable_dns: BTreeSet::new(),
             ambiguous_uids: BTreeSet::new(),
             groups: Vec::new(),
@@ -281,12 +281,14 @@ impl<'s> Resolver<'s> {
             dn: e.dn.to_string(),
             problem: p,
         };
+        let email = e.first(&self.a_mail).map(str::to_owned);
         let Some(raw) = e.first(&self.a_id) else {
             dir.issues.push(issue(format!(
                 "no {} attribute",
                 schema.account_id_attribute
             )));
             self.unusable_dns.insert(e.dn.normalised().to_owned());
+            dir.unusable_emails.extend(email);
             return;
         };
         let id = match AccountId::parse(raw) {
@@ -297,9 +299,29 @@ impl<'s> Resolver<'s> {
                     schema.account_id_attribute
                 )));
                 self.unusable_dns.insert(e.dn.normalised().to_owned());
+                dir.unusable_emails.extend(email);
                 return;
             }
         };
+        if let Some(&first) = self.by_dn.get(e.dn.normalised()) {
+            // Two entries with one DN: neither can be trusted to say who this is or whether
+            // they left, so both accounts keep exactly what they have.
+            let first_id = self.people[first].as_ref().map(|p| p.account_id.clone());
+            dir.issues.push(issue(format!(
+                "another entry has the same DN; both are ignored and their access left as it is ({} {})",
+                schema.account_id_attribute,
+                first_id
+                    .iter()
+                    .chain([&id])
+                    .map(AccountId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+            dir.frozen.extend(first_id);
+            dir.frozen.insert(id);
+            dir.unusable_emails.extend(email);
+            return;
+        }
         if let Some(&first) = self.by_id.get(&id) {
             let first_dn = self.people[first]
                 .as_ref()
@@ -308,8 +330,8 @@ impl<'s> Resolver<'s> {
             dir.issues.push(issue(format!(
                 "account id {id} is also used by {first_dn}; both entries are ignored and their access left as it is"
             )));
-            self.protected_dns.insert(e.dn.normalised().to_owned());
-            dir.protected.insert(id);
+            self.frozen_dns.insert(e.dn.normalised().to_owned());
+            dir.frozen.insert(id);
             return;
         }
         let idx = self.people.len();
@@ -357,7 +379,7 @@ impl<'s> Resolver<'s> {
             by_uid,
             by_id,
             member_of,
-            mut protected_dns,
+            mut frozen_dns,
             unusable_dns,
             ambiguous_uids,
             groups,
@@ -368,10 +390,10 @@ impl<'s> Resolver<'s> {
         } = self;
         let mut buf = String::new();
         // Duplicated ids are ambiguous: drop every entry that used them.
-        for id in &dir.protected {
+        for id in &dir.frozen {
             if let Some(&i) = by_id.get(id) {
                 if let Some(p) = people[i].take() {
-                    protected_dns.insert(p.dn.normalised().to_owned());
+                    frozen_dns.insert(p.dn.normalised().to_owned());
                 }
             }
         }
@@ -420,8 +442,7 @@ impl<'s> Resolver<'s> {
                     }
                 } else if let Some(&n) = group_idx.get(buf.as_str()) {
                     g.nested.push(n);
-                } else if !protected_dns.contains(buf.as_str())
-                    && !unusable_dns.contains(buf.as_str())
+                } else if !frozen_dns.contains(buf.as_str()) && !unusable_dns.contains(buf.as_str())
                 {
                     dir.issues.push(EntryIssue {
                         dn: e.dn.to_string(),
@@ -773,7 +794,45 @@ member: uid=twin1,dc=x
             ]
         );
         assert!(d.issues[3].problem.contains("uid=ghost,dc=x"));
-        assert!(d.protected.contains(&id("acc-twin")));
+        assert!(d.frozen.contains(&id("acc-twin")));
+        assert_eq!(
+            d.find_groups("g")[0].members,
+            [id("acc-ok")].into_iter().collect()
+        );
+    }
+
+    #[test]
+    fn two_entries_with_one_dn_freeze_both_accounts() {
+        let d = dir("\
+dn: uid=ann,dc=x
+objectClass: inetOrgPerson
+atlassianAccountId: acc-ann
+mail: ann@x.test
+
+dn: UID=Ann,DC=x
+objectClass: inetOrgPerson
+atlassianAccountId: acc-imposter
+mail: imposter@x.test
+nsAccountLock: TRUE
+
+dn: uid=ok,dc=x
+objectClass: inetOrgPerson
+atlassianAccountId: acc-ok
+
+dn: cn=g,dc=x
+objectClass: groupOfNames
+member: uid=ann,dc=x
+member: uid=ok,dc=x
+");
+        assert_eq!(d.issues.len(), 1, "{:?}", d.issues);
+        assert!(d.issues[0].problem.contains("same DN"), "{:?}", d.issues);
+        assert!(d.frozen.contains(&id("acc-ann")) && d.frozen.contains(&id("acc-imposter")));
+        assert!(
+            !d.people.contains_key(&id("acc-ann")),
+            "neither entry is a person"
+        );
+        assert!(!d.people.contains_key(&id("acc-imposter")));
+        assert_eq!(d.unusable_emails, ["imposter@x.test"]);
         assert_eq!(
             d.find_groups("g")[0].members,
             [id("acc-ok")].into_iter().collect()
