@@ -20,6 +20,7 @@
 //!    - [`bitbucket`]: the HTTP client, its retry policy, and the membership and grant-state
 //!      seams with their Bitbucket implementations.
 //!    - [`apply`]: runs a plan through those seams; the audit trail.
+//!    - [`state`]: what must survive a restart (when people went missing), written atomically.
 //! 5. **Orchestration**: [`reconcile`] (one whole run), [`check`] (what the credentials can
 //!    do), [`report`] (human and JSON renderings), [`metrics`] (the Prometheus registry),
 //!    [`demo`] (embedded emulator + sample directory).
@@ -41,5 +42,6 @@ pub mod reconcile;
 pub mod report;
 pub mod secret;
 pub mod source;
+pub mod state;
 pub mod time;
 pub mod tls;

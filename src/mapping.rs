@@ -4,11 +4,14 @@
 //! named by a rule that does not exist (or is ambiguous) is an error, never "nobody": reading a
 //! renamed group as empty would remove everyone from the Bitbucket group.
 
-use crate::config::{GrantRule, GroupRule};
+use crate::config::{Config, GrantRule, GroupRule, ProjectGrantRule, RepoSelector, Scope};
 use crate::directory::Directory;
-use crate::model::{AccountId, GroupSlug, Permission, Repo, RepoSlug};
+use crate::model::{
+    AccountId, GroupSlug, Permission, ProjectKey, ProjectPermission, Repo, RepoSlug,
+};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MappingError {
@@ -31,12 +34,16 @@ pub enum MappingError {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Wanted {
     pub display_name: String,
+    /// The directory group (as the rule names it) that brings them in.
+    pub via: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct DesiredGroup {
     pub name: String,
     pub create: bool,
+    /// Index of the rule in `[[groups]]`.
+    pub rule: usize,
     pub members: BTreeMap<AccountId, Wanted>,
 }
 
@@ -52,16 +59,29 @@ pub struct Leaver {
 pub struct Desired {
     /// Managed groups and their exact membership.
     pub groups: BTreeMap<GroupSlug, DesiredGroup>,
-    /// Groups whose repository grants are managed (those named by a grant rule).
+    /// Groups whose grants are managed: the `[[groups]]` and every group a grant rule names.
     pub grant_groups: BTreeSet<GroupSlug>,
-    /// Repositories whose grants are managed (selected by any grant rule).
+    /// Repositories whose grants are managed (`[scope]`, or every repository a rule selects).
     pub repo_scope: BTreeSet<RepoSlug>,
-    /// Wanted grants: (repo, group) -> permission, the highest of all matching rules.
-    pub grants: BTreeMap<(RepoSlug, GroupSlug), Permission>,
+    /// Wanted repository grants: (repo, group) -> the highest permission of the rules, and
+    /// the rule that gives it.
+    pub grants: RepoGrants,
+    /// Projects whose project-level grants are managed.
+    pub project_scope: BTreeSet<ProjectKey>,
+    pub project_grants: ProjectGrants,
+    /// What the operator should know about the rules (nothing selected, outside the scope...).
+    pub notes: Vec<RuleNote>,
     pub leavers: BTreeMap<AccountId, Leaver>,
+    /// Every account id with exactly one usable directory entry, active or disabled; a member
+    /// of a managed group who is none of these (and not frozen) has vanished.
+    pub known: BTreeSet<AccountId>,
     /// Accounts the directory cannot speak for (see [`Directory::frozen`]): never added or
     /// removed.
     pub frozen: BTreeSet<AccountId>,
+    /// Accounts never removed from a group nor stripped of a direct grant.
+    pub protected: BTreeSet<AccountId>,
+    /// When each vanished member was first seen missing.
+    pub first_missing: BTreeMap<AccountId, SystemTime>,
 }
 
 /// Builds the desired membership of every configured group from the directory.
@@ -99,12 +119,10 @@ pub fn desired_groups(
             for id in &group.members {
                 match dir.people.get(id) {
                     Some(p) if p.disabled.is_none() => {
-                        members.insert(
-                            id.clone(),
-                            Wanted {
-                                display_name: p.display_name.clone(),
-                            },
-                        );
+                        members.entry(id.clone()).or_insert_with(|| Wanted {
+                            display_name: p.display_name.clone(),
+                            via: from.clone(),
+                        });
                     }
                     _ => {}
                 }
@@ -115,6 +133,7 @@ pub fn desired_groups(
             DesiredGroup {
                 name: rule.name.clone(),
                 create: rule.create,
+                rule: i,
                 members,
             },
         );
@@ -122,19 +141,50 @@ pub fn desired_groups(
     Ok(out)
 }
 
-/// Shell-style glob over a repository slug: `*` any run, `?` one character. Case-insensitive.
+/// Shell glob over a whole repository slug, case-sensitive: `*` any run, `?` one character,
+/// `[abc]`, `[a-z]` and `[!abc]` one character of (or not of) a set.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.to_lowercase().chars().collect();
-    let t: Vec<char> = text.to_lowercase().chars().collect();
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    // One pattern element at `pi` against `c`: Some(length of the element) when it matches.
+    let one = |pi: usize, c: char| -> Option<usize> {
+        match p[pi] {
+            '?' => Some(1),
+            '[' => {
+                let mut i = pi + 1;
+                let negate = matches!(p.get(i), Some('!' | '^'));
+                if negate {
+                    i += 1;
+                }
+                let start = i;
+                let mut hit = false;
+                while i < p.len() && (p[i] != ']' || i == start) {
+                    if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
+                        hit |= p[i] <= c && c <= p[i + 2];
+                        i += 3;
+                    } else {
+                        hit |= p[i] == c;
+                        i += 1;
+                    }
+                }
+                if i >= p.len() {
+                    // No closing bracket: a literal '['.
+                    return (c == '[').then_some(1);
+                }
+                (hit != negate).then_some(i + 1 - pi)
+            }
+            ch => (ch == c).then_some(1),
+        }
+    };
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        if pi < p.len() && p[pi] == '*' {
             star = Some((pi, ti));
             pi += 1;
+        } else if let Some(n) = (pi < p.len()).then(|| one(pi, t[ti])).flatten() {
+            pi += n;
+            ti += 1;
         } else if let Some((sp, st)) = star {
             pi = sp + 1;
             ti = st + 1;
@@ -146,60 +196,219 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
-fn selects(rule: &GrantRule, repo: &Repo) -> bool {
-    let s = &rule.select;
-    s.repos.contains(&repo.slug)
+/// Whether `select` picks `repo`.
+pub fn selects(select: &RepoSelector, repo: &Repo) -> bool {
+    select.repos.contains(&repo.slug)
         || repo
             .project
             .as_ref()
-            .is_some_and(|k| s.projects.contains(k))
-        || s.globs.iter().any(|g| glob_match(g, repo.slug.as_str()))
+            .is_some_and(|k| select.projects.contains(k))
+        || select
+            .globs
+            .iter()
+            .any(|g| glob_match(g, repo.slug.as_str()))
 }
 
-/// The repositories any grant rule selects (the managed repository scope).
-pub fn selected_repos(rules: &[GrantRule], repos: &[Repo]) -> Vec<RepoSlug> {
+/// The repositories whose grants are managed: `[scope]` include minus exclude, or, without a
+/// `[scope]`, every repository a grant rule selects.
+pub fn repo_scope(rules: &[GrantRule], scope: Option<&Scope>, repos: &[Repo]) -> Vec<RepoSlug> {
     repos
         .iter()
-        .filter(|repo| rules.iter().any(|r| selects(r, repo)))
+        .filter(|repo| match scope {
+            Some(s) => selects(&s.include, repo) && !selects(&s.exclude, repo),
+            None => rules.iter().any(|r| selects(&r.select, repo)),
+        })
         .map(|r| r.slug.clone())
         .collect()
 }
 
-/// Resolves grant rules against the workspace's repositories.
-pub fn desired_grants(
-    rules: &[GrantRule],
-    repos: &[Repo],
-) -> (
-    BTreeMap<(RepoSlug, GroupSlug), Permission>,
-    BTreeSet<RepoSlug>,
-) {
-    let mut grants: BTreeMap<(RepoSlug, GroupSlug), Permission> = BTreeMap::new();
-    let mut scope = BTreeSet::new();
-    for repo in repos {
-        for rule in rules.iter().filter(|r| selects(r, repo)) {
-            scope.insert(repo.slug.clone());
-            let e = grants
-                .entry((repo.slug.clone(), rule.group.clone()))
-                .or_insert(rule.permission);
-            *e = (*e).max(rule.permission);
-        }
+/// The projects whose project-level grants are managed: `[scope] projects`, or, without a
+/// `[scope]`, every project a project grant rule names.
+pub fn project_scope(rules: &[ProjectGrantRule], scope: Option<&Scope>) -> BTreeSet<ProjectKey> {
+    match scope {
+        Some(s) => s.projects.iter().cloned().collect(),
+        None => rules
+            .iter()
+            .flat_map(|r| r.projects.iter().cloned())
+            .collect(),
     }
-    (grants, scope)
 }
 
-/// The whole desired state.
-pub fn desired(
-    dir: &Directory,
-    group_rules: &[GroupRule],
-    grant_rules: &[GrantRule],
+/// Something about a rule the operator should know: a warning in `plan`, a failure in `check`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RuleNote {
+    /// The rule selects no repository (or project) at all.
+    SelectsNothing { rule: String },
+    /// The rule names a project no listed repository belongs to (or that does not exist).
+    UnknownProject { rule: String, project: ProjectKey },
+    /// The rule names a repository that does not exist.
+    UnknownRepo { rule: String, repo: RepoSlug },
+    /// The rule selects repositories (or projects) outside the managed scope: skipped.
+    OutsideScope { rule: String, skipped: Vec<String> },
+}
+
+impl std::fmt::Display for RuleNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuleNote::SelectsNothing { rule } => write!(f, "{rule} selects nothing"),
+            RuleNote::UnknownProject { rule, project } => {
+                write!(
+                    f,
+                    "{rule} names project {project}, which does not exist or has no repository"
+                )
+            }
+            RuleNote::UnknownRepo { rule, repo } => {
+                write!(f, "{rule} names repository {repo}, which does not exist")
+            }
+            RuleNote::OutsideScope { rule, skipped } => {
+                let shown: Vec<&str> = skipped.iter().take(10).map(String::as_str).collect();
+                write!(
+                    f,
+                    "{rule} selects {} outside the managed scope, skipped: {}{}",
+                    skipped.len(),
+                    shown.join(", "),
+                    if skipped.len() > shown.len() {
+                        ", ..."
+                    } else {
+                        ""
+                    }
+                )
+            }
+        }
+    }
+}
+
+/// A grant a rule wants, with the rule that gives the highest permission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct WantedGrant<P> {
+    pub permission: P,
+    /// Index of the rule in `[[grants]]` (or `[[project_grants]]`).
+    pub rule: usize,
+}
+
+/// Wanted repository grants of groups: (repo, group) -> the highest permission and its rule.
+pub type RepoGrants = BTreeMap<(RepoSlug, GroupSlug), WantedGrant<Permission>>;
+/// Wanted project grants of groups: (project, group) -> the highest permission and its rule.
+pub type ProjectGrants = BTreeMap<(ProjectKey, GroupSlug), WantedGrant<ProjectPermission>>;
+
+/// Resolves grant rules against the workspace's repositories, inside `scope`: the wanted
+/// grants (highest permission wins), and what to tell the operator.
+pub fn desired_grants(
+    rules: &[GrantRule],
+    scope: &BTreeSet<RepoSlug>,
     repos: &[Repo],
-) -> Result<Desired, MappingError> {
-    Ok(desired_with_groups(
-        desired_groups(dir, group_rules)?,
-        dir,
-        grant_rules,
-        repos,
-    ))
+) -> (RepoGrants, Vec<RuleNote>) {
+    let mut grants = RepoGrants::new();
+    let mut notes = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let name = format!("grants[{i}]");
+        let mut selected = 0usize;
+        let mut outside = Vec::new();
+        for repo in repos.iter().filter(|r| selects(&rule.select, r)) {
+            selected += 1;
+            if !scope.contains(&repo.slug) {
+                outside.push(repo.slug.to_string());
+                continue;
+            }
+            let want = WantedGrant {
+                permission: rule.permission,
+                rule: i,
+            };
+            grants
+                .entry((repo.slug.clone(), rule.group.clone()))
+                .and_modify(|w| {
+                    if want.permission > w.permission {
+                        *w = want;
+                    }
+                })
+                .or_insert(want);
+        }
+        for key in &rule.select.projects {
+            if !repos.iter().any(|r| r.project.as_ref() == Some(key)) {
+                notes.push(RuleNote::UnknownProject {
+                    rule: name.clone(),
+                    project: key.clone(),
+                });
+            }
+        }
+        for slug in &rule.select.repos {
+            if !repos.iter().any(|r| &r.slug == slug) {
+                notes.push(RuleNote::UnknownRepo {
+                    rule: name.clone(),
+                    repo: slug.clone(),
+                });
+            }
+        }
+        if selected == 0 {
+            notes.push(RuleNote::SelectsNothing { rule: name.clone() });
+        }
+        if !outside.is_empty() {
+            notes.push(RuleNote::OutsideScope {
+                rule: name,
+                skipped: outside,
+            });
+        }
+    }
+    (grants, notes)
+}
+
+/// Resolves project grant rules inside the project scope; `projects` are the workspace's
+/// project keys.
+pub fn desired_project_grants(
+    rules: &[ProjectGrantRule],
+    scope: &BTreeSet<ProjectKey>,
+    projects: &BTreeSet<ProjectKey>,
+) -> (ProjectGrants, Vec<RuleNote>) {
+    let mut grants = BTreeMap::new();
+    let mut notes = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let name = format!("project_grants[{i}]");
+        let mut outside = Vec::new();
+        for key in &rule.projects {
+            if !projects.contains(key) {
+                notes.push(RuleNote::UnknownProject {
+                    rule: name.clone(),
+                    project: key.clone(),
+                });
+                continue;
+            }
+            if !scope.contains(key) {
+                outside.push(key.to_string());
+                continue;
+            }
+            let want = WantedGrant {
+                permission: rule.permission,
+                rule: i,
+            };
+            grants
+                .entry((key.clone(), rule.group.clone()))
+                .and_modify(|w: &mut WantedGrant<ProjectPermission>| {
+                    if want.permission > w.permission {
+                        *w = want;
+                    }
+                })
+                .or_insert(want);
+        }
+        if !outside.is_empty() {
+            notes.push(RuleNote::OutsideScope {
+                rule: name,
+                skipped: outside,
+            });
+        }
+    }
+    (grants, notes)
+}
+
+/// What the reconcile read besides the directory, that the desired state depends on.
+pub struct Workspace<'a> {
+    pub repos: &'a [Repo],
+    /// Every project key of the workspace (read only when project grants are managed).
+    pub projects: &'a BTreeSet<ProjectKey>,
+    /// Accounts never taken anything from: configured, plus the workspace owner.
+    pub protected: BTreeSet<AccountId>,
+    /// When members without a directory entry were first seen missing (from the state file).
+    pub first_missing: BTreeMap<AccountId, SystemTime>,
 }
 
 /// The desired state from group memberships already mapped (the reconcile maps them before it
@@ -207,15 +416,33 @@ pub fn desired(
 pub fn desired_with_groups(
     groups: BTreeMap<GroupSlug, DesiredGroup>,
     dir: &Directory,
-    grant_rules: &[GrantRule],
-    repos: &[Repo],
+    cfg: &Config,
+    ws: Workspace<'_>,
 ) -> Desired {
-    let (grants, repo_scope) = desired_grants(grant_rules, repos);
+    let repo_scope: BTreeSet<RepoSlug> = repo_scope(&cfg.grants, cfg.scope.as_ref(), ws.repos)
+        .into_iter()
+        .collect();
+    let (grants, mut notes) = desired_grants(&cfg.grants, &repo_scope, ws.repos);
+    let project_scope = project_scope(&cfg.project_grants, cfg.scope.as_ref());
+    let (project_grants, project_notes) =
+        desired_project_grants(&cfg.project_grants, &project_scope, ws.projects);
+    notes.extend(project_notes);
+    // Grants are exact for every group bbsync manages: the [[groups]] and those rules name.
+    let grant_groups = cfg
+        .groups
+        .iter()
+        .map(|g| g.slug.clone())
+        .chain(cfg.grants.iter().map(|r| r.group.clone()))
+        .chain(cfg.project_grants.iter().map(|r| r.group.clone()))
+        .collect();
     Desired {
         groups,
-        grant_groups: grant_rules.iter().map(|r| r.group.clone()).collect(),
+        grant_groups,
         repo_scope,
         grants,
+        project_scope,
+        project_grants,
+        notes,
         leavers: dir
             .people
             .iter()
@@ -231,7 +458,10 @@ pub fn desired_with_groups(
                 })
             })
             .collect(),
+        known: dir.people.keys().cloned().collect(),
         frozen: dir.frozen.clone(),
+        protected: ws.protected,
+        first_missing: ws.first_missing,
     }
 }
 
@@ -258,13 +488,126 @@ mod tests {
     }
 
     #[test]
-    fn globs_match_like_a_shell() {
+    fn globs_match_the_whole_slug_like_a_shell_and_case_sensitively() {
         assert!(glob_match("svc-*", "svc-billing"));
-        assert!(glob_match("*-api", "Orders-API"));
+        assert!(glob_match("*-api", "orders-api"));
+        assert!(!glob_match("*-API", "orders-api"), "case-sensitive");
         assert!(glob_match("a?c*", "abcdef"));
         assert!(!glob_match("svc-*", "web-svc"));
+        assert!(!glob_match("svc", "svc-billing"), "the whole slug");
         assert!(glob_match("*", ""));
         assert!(!glob_match("a*b", "aaa"));
+        assert!(glob_match("web-[0-9]*", "web-2024"));
+        assert!(!glob_match("web-[0-9]*", "web-x"));
+        assert!(glob_match("web-[!x]", "web-y"));
+        assert!(!glob_match("web-[!x]", "web-x"));
+        assert!(glob_match("[ab]pi", "api"));
+        assert!(glob_match("odd[", "odd["), "an unclosed bracket is literal");
+    }
+
+    fn all(repos: &[Repo]) -> BTreeSet<RepoSlug> {
+        repos.iter().map(|r| r.slug.clone()).collect()
+    }
+
+    #[test]
+    fn the_scope_is_include_minus_exclude_and_rules_outside_it_are_skipped_and_reported() {
+        let repos = [
+            repo("web-app", "WEB"),
+            repo("web-legacy", "WEB"),
+            repo("web-hand", "OPS"),
+            repo("api", "PROJ"),
+        ];
+        let scope = Scope {
+            include: RepoSelector {
+                projects: vec![ProjectKey::new("WEB")],
+                repos: vec![RepoSlug::new("api")],
+                ..Default::default()
+            },
+            exclude: RepoSelector {
+                repos: vec![RepoSlug::new("web-legacy")],
+                ..Default::default()
+            },
+            projects: vec![],
+        };
+        let managed: BTreeSet<RepoSlug> =
+            repo_scope(&[], Some(&scope), &repos).into_iter().collect();
+        assert_eq!(
+            managed,
+            [RepoSlug::new("api"), RepoSlug::new("web-app")]
+                .into_iter()
+                .collect()
+        );
+        let rules = [
+            rule(
+                "web",
+                Permission::Write,
+                RepoSelector {
+                    globs: vec!["web-*".into()],
+                    ..Default::default()
+                },
+            ),
+            rule(
+                "ghost",
+                Permission::Read,
+                RepoSelector {
+                    projects: vec![ProjectKey::new("NOPE")],
+                    repos: vec![RepoSlug::new("gone")],
+                    ..Default::default()
+                },
+            ),
+        ];
+        let (grants, notes) = desired_grants(&rules, &managed, &repos);
+        assert_eq!(grants.len(), 1, "only web-app is in scope: {grants:?}");
+        assert!(
+            notes.contains(&RuleNote::OutsideScope {
+                rule: "grants[0]".into(),
+                skipped: vec!["web-legacy".into(), "web-hand".into()],
+            }),
+            "{notes:?}"
+        );
+        assert!(notes.contains(&RuleNote::SelectsNothing {
+            rule: "grants[1]".into()
+        }));
+        assert!(notes.contains(&RuleNote::UnknownProject {
+            rule: "grants[1]".into(),
+            project: ProjectKey::new("NOPE")
+        }));
+        assert!(notes.contains(&RuleNote::UnknownRepo {
+            rule: "grants[1]".into(),
+            repo: RepoSlug::new("gone")
+        }));
+        // Without a [scope], what the rules select is the scope.
+        let legacy: BTreeSet<RepoSlug> = repo_scope(&rules, None, &repos).into_iter().collect();
+        assert_eq!(legacy.len(), 3);
+    }
+
+    #[test]
+    fn project_grants_apply_inside_the_project_scope_with_the_highest_permission() {
+        let rules = [
+            ProjectGrantRule {
+                group: GroupSlug::from_name("leads"),
+                permission: ProjectPermission::Write,
+                projects: vec![ProjectKey::new("PROJ"), ProjectKey::new("OPS")],
+            },
+            ProjectGrantRule {
+                group: GroupSlug::from_name("leads"),
+                permission: ProjectPermission::CreateRepo,
+                projects: vec![ProjectKey::new("PROJ"), ProjectKey::new("NOPE")],
+            },
+        ];
+        let scope: BTreeSet<ProjectKey> = [ProjectKey::new("PROJ")].into_iter().collect();
+        let exists: BTreeSet<ProjectKey> =
+            ["PROJ", "OPS"].iter().map(|k| ProjectKey::new(k)).collect();
+        let (grants, notes) = desired_project_grants(&rules, &scope, &exists);
+        assert_eq!(grants.len(), 1);
+        let w = grants[&(ProjectKey::new("PROJ"), GroupSlug::from_name("leads"))];
+        assert_eq!((w.permission, w.rule), (ProjectPermission::CreateRepo, 1));
+        assert!(notes.iter().any(
+            |n| matches!(n, RuleNote::OutsideScope { rule, .. } if rule == "project_grants[0]")
+        ));
+        assert!(notes.iter().any(
+            |n| matches!(n, RuleNote::UnknownProject { project, .. } if project.as_str() == "NOPE")
+        ));
     }
 
     #[test]
@@ -281,10 +624,12 @@ mod tests {
                 ..Default::default()
             },
         )];
-        let (grants, scope) = desired_grants(&rules, &repos);
+        let scope: BTreeSet<RepoSlug> = repo_scope(&rules, None, &repos).into_iter().collect();
+        let (grants, notes) = desired_grants(&rules, &scope, &repos);
         assert_eq!(grants.len(), 100);
-        assert!(grants.values().all(|p| *p == Permission::Write));
+        assert!(grants.values().all(|p| p.permission == Permission::Write));
         assert!(!scope.contains(&RepoSlug::new("secret")));
+        assert!(notes.is_empty(), "{notes:?}");
     }
 
     #[test]
@@ -308,13 +653,19 @@ mod tests {
                 },
             ),
         ];
-        let (grants, _) = desired_grants(&rules, &repos);
+        let (grants, _) = desired_grants(&rules, &all(&repos), &repos);
         let devs = GroupSlug::from_name("devs");
         assert_eq!(
             grants[&(RepoSlug::new("api"), devs.clone())],
-            Permission::Admin
+            WantedGrant {
+                permission: Permission::Admin,
+                rule: 1
+            }
         );
-        assert_eq!(grants[&(RepoSlug::new("web"), devs)], Permission::Read);
+        assert_eq!(
+            grants[&(RepoSlug::new("web"), devs)].permission,
+            Permission::Read
+        );
     }
 
     const DIR: &str = "\
@@ -357,7 +708,24 @@ member: uid=ann,dc=x
             ),
             &Schema::default(),
         );
-        let d = desired(&dir, &[group_rule("cn=devs,dc=x")], &[], &[]).expect("maps");
+        let groups = desired_groups(&dir, &[group_rule("cn=devs,dc=x")]).expect("maps");
+        let cfg = crate::config::Config::from_toml_str(
+            "[bitbucket]\nworkspace = \"acme\"\n[credentials.a]\nkind = \"access_token\"\ntoken = \"t\"\n[source]\nkind = \"ldif\"\npath = \"d\"\n[[groups]]\nname = \"Developers\"\nfrom = [\"cn=devs,dc=x\"]\n",
+            "t",
+            std::path::Path::new("."),
+        )
+        .expect("config");
+        let d = desired_with_groups(
+            groups,
+            &dir,
+            &cfg,
+            Workspace {
+                repos: &[],
+                projects: &BTreeSet::new(),
+                protected: BTreeSet::new(),
+                first_missing: BTreeMap::new(),
+            },
+        );
         let members: Vec<_> = d.groups[&GroupSlug::from_name("developers")]
             .members
             .keys()

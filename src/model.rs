@@ -273,6 +273,29 @@ impl ProjectPermission {
     }
 }
 
+/// What a permissions-config grant is on.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "key", rename_all = "snake_case")]
+pub enum GrantTarget {
+    Repo(RepoSlug),
+    Project(ProjectKey),
+}
+
+impl fmt::Display for GrantTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GrantTarget::Repo(r) => write!(f, "repository {r}"),
+            GrantTarget::Project(p) => write!(f, "project {p}"),
+        }
+    }
+}
+
+impl fmt::Display for ProjectPermission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A repository as listed by Bitbucket: its slug and project.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Repo {

@@ -4,20 +4,22 @@
 use crate::apply::{audit::Audit, family_of, Applier, ChangeResult, OutcomeKind};
 use crate::bitbucket::dto::V2Repository;
 use crate::bitbucket::{
-    ApiError, ApiFamily, Client, Clients, CredentialKind, GrantState, MembershipBackend,
-    V1GroupPrivileges,
+    ApiError, ApiFamily, Client, Clients, CredentialKind, GrantState, MembershipBackend, Principal,
+    PrincipalKind, Target, V1GroupPrivileges,
 };
 use crate::check::CredentialStatus;
-use crate::config::{Config, GrantRule};
+use crate::config::{Config, RepoSelector};
 use crate::directory::EntryIssue;
 use crate::mapping::{self, MappingError};
-use crate::model::{ProjectKey, Repo, RepoSlug};
+use crate::model::{
+    AccountId, GrantTarget, GroupSlug, ProjectKey, ProjectPermission, Repo, RepoSlug,
+};
 use crate::plan::{self, Actual, BlockReason, Plan, Policy};
 use crate::source::{Source, SourceError};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 use tracing::Instrument;
 
 /// Why a run produced no plan. Nothing is written when any of these happens.
@@ -90,8 +92,18 @@ pub struct RunReport {
 impl RunReport {
     /// A run succeeded when nothing failed and nothing was held back by a guard or a refusal.
     pub fn ok(&self) -> bool {
+        // Someone who cannot be added (not a workspace member) is reported, not a failure.
+        let fine = |o: &crate::apply::Outcome| {
+            o.is_done()
+                || matches!(
+                    o,
+                    crate::apply::Outcome::Blocked {
+                        reason: BlockReason::NotWorkspaceMember
+                    }
+                )
+        };
         if self.applied {
-            self.outcomes.iter().all(|o| o.outcome.is_done())
+            self.outcomes.iter().all(|o| fine(&o.outcome))
         } else {
             self.plan.blocked().next().is_none()
         }
@@ -113,19 +125,20 @@ pub fn clients_for(cfg: &Config) -> Result<Clients, RunError> {
     })
 }
 
-/// BBQL for the repositories grant rules can select, or `None` when the full listing is needed.
-/// Only `project.key` filters are used (the one BBQL field the API sheet promises), OR-ed in
-/// chunks to keep URLs short; explicit slugs and globs are matched locally on the full listing.
-fn repo_queries(rules: &[GrantRule]) -> Option<Vec<String>> {
-    if rules
+/// BBQL for the repositories the selectors can pick, or `None` when the full listing is
+/// needed. Only `project.key` filters are used (the one BBQL field the API sheet promises),
+/// OR-ed in chunks to keep URLs short; explicit slugs and globs are matched locally on the full
+/// listing.
+fn repo_queries(selectors: &[&RepoSelector]) -> Option<Vec<String>> {
+    if selectors
         .iter()
-        .any(|r| !r.select.globs.is_empty() || !r.select.repos.is_empty())
+        .any(|s| !s.globs.is_empty() || !s.repos.is_empty())
     {
         return None;
     }
-    let mut keys: Vec<&str> = rules
+    let mut keys: Vec<&str> = selectors
         .iter()
-        .flat_map(|r| r.select.projects.iter().map(|k| k.as_str()))
+        .flat_map(|s| s.projects.iter().map(|k| k.as_str()))
         .collect();
     keys.sort_unstable();
     keys.dedup();
@@ -141,13 +154,13 @@ fn repo_queries(rules: &[GrantRule]) -> Option<Vec<String>> {
     )
 }
 
-/// Repositories grant rules can select: BBQL by project when possible, else (or when the filter
+/// Repositories the selectors can pick: BBQL by project when possible, else (or when the filter
 /// is refused with 400) the full trimmed listing.
 async fn list_selectable_repos(
     client: &Client,
-    rules: &[GrantRule],
+    selectors: &[&RepoSelector],
 ) -> Result<Vec<V2Repository>, ApiError> {
-    if let Some(queries) = repo_queries(rules) {
+    if let Some(queries) = repo_queries(selectors) {
         let mut all = Vec::new();
         let mut refused = false;
         for q in &queries {
@@ -168,22 +181,37 @@ async fn list_selectable_repos(
     client.list_repositories(None).await
 }
 
+/// What was read of Bitbucket besides the actual state the plan diffs.
+pub struct Read {
+    pub actual: Actual,
+    pub repos: Vec<Repo>,
+    pub projects: BTreeSet<ProjectKey>,
+}
+
 /// Reads the actual state in bulk through the seams: groups with members from the membership
-/// backend (1 call for 1.0), the repositories the grant rules can select (listing pages), and
-/// the group grants on them from the grant-state reader (1 call for 1.0 group-privileges).
+/// backend (1 call for 1.0), the repositories the grant rules and the scope can select
+/// (listing pages), the group grants on them from the grant-state reader (1 call for 1.0
+/// group-privileges), and, when project grants are managed, the projects and their group
+/// grants (1 listing, then 1 call per managed project).
 pub async fn read_actual(
     cfg: &Config,
     members: &dyn MembershipBackend,
     grants: &dyn GrantState,
-    repositories: &Client,
-) -> Result<(Actual, Vec<Repo>), ApiError> {
+    clients: &Clients,
+) -> Result<Read, ApiError> {
     let mut actual = Actual::default();
-    if !cfg.groups.is_empty() || !cfg.grants.is_empty() {
+    let manages_grants = !cfg.grants.is_empty() || cfg.scope.is_some();
+    if !cfg.groups.is_empty() || manages_grants || !cfg.project_grants.is_empty() {
         actual.groups = members.read_groups().await?;
     }
     let mut repos = Vec::new();
-    if !cfg.grants.is_empty() {
-        let listed = list_selectable_repos(repositories, &cfg.grants).await?;
+    if manages_grants {
+        let mut selectors: Vec<&RepoSelector> = cfg.grants.iter().map(|r| &r.select).collect();
+        if let Some(scope) = &cfg.scope {
+            selectors.push(&scope.include);
+        }
+        let listed =
+            list_selectable_repos(clients.get(ApiFamily::RepositoriesRead), &selectors).await?;
         repos = listed
             .into_iter()
             .map(|r| Repo {
@@ -193,10 +221,120 @@ pub async fn read_actual(
             .collect();
         repos.sort();
         repos.dedup();
-        let in_scope = mapping::selected_repos(&cfg.grants, &repos);
+        let in_scope = mapping::repo_scope(&cfg.grants, cfg.scope.as_ref(), &repos);
         actual.grants = grants.read(&in_scope).await?;
     }
-    Ok((actual, repos))
+    let mut projects = BTreeSet::new();
+    let project_scope = mapping::project_scope(&cfg.project_grants, cfg.scope.as_ref());
+    if !project_scope.is_empty() || !cfg.project_grants.is_empty() {
+        let reader = clients.get(ApiFamily::RepositoriesRead);
+        projects = reader
+            .project_keys()
+            .await?
+            .iter()
+            .map(|k| ProjectKey::new(k))
+            .collect();
+        let perms = clients.get(ApiFamily::PermissionsRead);
+        for key in project_scope.iter().filter(|k| projects.contains(*k)) {
+            let listed: Vec<crate::bitbucket::dto::V2GroupPermission> = perms
+                .permissions(Target::Project(key), PrincipalKind::Groups)
+                .await?;
+            for g in listed {
+                match ProjectPermission::parse(&g.permission) {
+                    Some(p) => {
+                        actual
+                            .project_grants
+                            .insert((key.clone(), GroupSlug::from_name(&g.group.slug)), p);
+                    }
+                    None => tracing::warn!(
+                        project = %key,
+                        group = g.group.slug,
+                        permission = g.permission,
+                        "unknown project permission; left untouched"
+                    ),
+                }
+            }
+        }
+    }
+    Ok(Read {
+        actual,
+        repos,
+        projects,
+    })
+}
+
+/// The direct (per-user) grants of `people` on the managed repositories and projects, read
+/// before anything is deleted (a DELETE answering 404 is still a write). Per person, the
+/// workspace listing of effective permissions filtered on them names the repositories they
+/// reach, and each managed one is asked whether the grant is direct (200) or not (404): the
+/// cost grows with the people and their access, not with repositories x people. When the
+/// filter is refused (400), each managed repository's user grants are listed once for all.
+/// Managed projects: each one's user grants, listed once.
+pub async fn read_direct_grants(
+    clients: &Clients,
+    people: &BTreeSet<AccountId>,
+    repo_scope: &BTreeSet<RepoSlug>,
+    project_scope: &BTreeSet<ProjectKey>,
+) -> Result<BTreeMap<(GrantTarget, AccountId), String>, ApiError> {
+    let mut out = BTreeMap::new();
+    if people.is_empty() {
+        return Ok(out);
+    }
+    let perms = clients.get(ApiFamily::PermissionsRead);
+    let user_grants = |listed: Vec<crate::bitbucket::dto::V2UserPermission>,
+                       target: GrantTarget,
+                       out: &mut BTreeMap<(GrantTarget, AccountId), String>| {
+        for u in listed {
+            if let Some(id) = u
+                .user
+                .account_id
+                .as_deref()
+                .and_then(|a| AccountId::parse(a).ok())
+            {
+                if people.contains(&id) {
+                    out.insert((target.clone(), id), u.permission);
+                }
+            }
+        }
+    };
+    let mut per_repo_listing = false;
+    'people: for id in people {
+        match perms.repositories_of(id.as_str()).await {
+            Ok(slugs) => {
+                for slug in slugs.iter().map(|s| RepoSlug::new(s)) {
+                    if !repo_scope.contains(&slug) {
+                        continue;
+                    }
+                    let who = Principal::User(id.as_str());
+                    if let Some(p) = perms.permission(Target::Repo(&slug), who).await? {
+                        out.insert((GrantTarget::Repo(slug), id.clone()), p);
+                    }
+                }
+            }
+            Err(e) if e.status() == Some(400) => {
+                tracing::info!(error = %e, "the effective-permissions listing refused a filter on the user; listing each managed repository's user grants instead");
+                per_repo_listing = true;
+                break 'people;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if per_repo_listing {
+        out.retain(|(t, _), _| !matches!(t, GrantTarget::Repo(_)));
+        for repo in repo_scope {
+            let listed = perms
+                .permissions(Target::Repo(repo), PrincipalKind::Users)
+                .await?;
+            user_grants(listed, GrantTarget::Repo(repo.clone()), &mut out);
+        }
+    }
+    for key in project_scope {
+        let listed = perms
+            .permissions(Target::Project(key), PrincipalKind::Users)
+            .await?;
+        user_grants(listed, GrantTarget::Project(key.clone()), &mut out);
+    }
+    Ok(out)
 }
 
 /// Everything one reconcile needs.
@@ -204,6 +342,8 @@ pub struct Reconciler {
     pub cfg: Config,
     pub source: Source,
     pub clients: Clients,
+    /// `offboarding.state_dir`'s state file (written by applying runs only).
+    state: Option<crate::state::StateFile>,
     /// Opened by the first run that applies; a plan never creates or opens the audit file.
     audit: std::sync::Mutex<Option<Arc<Audit>>>,
 }
@@ -213,6 +353,11 @@ impl Reconciler {
         let clients = clients_for(&cfg)?;
         Ok(Reconciler {
             source: Source::new(&cfg.source, &cfg.directory),
+            state: cfg
+                .offboarding
+                .state_dir
+                .as_deref()
+                .map(crate::state::StateFile::in_dir),
             cfg,
             clients,
             audit: std::sync::Mutex::new(None),
@@ -322,6 +467,29 @@ impl Reconciler {
         Ok(())
     }
 
+    /// The persisted state, and whether when people went missing is unknown (the file is
+    /// unreadable: no vanished removal until it is re-established).
+    fn load_state(&self) -> (crate::state::State, bool) {
+        let Some(file) = &self.state else {
+            return (crate::state::State::default(), false);
+        };
+        match file.load() {
+            Ok(s) => (s.unwrap_or_default(), false),
+            Err(e) => {
+                tracing::error!(error = %e, "state unavailable: no one without a directory entry is removed this run");
+                (crate::state::State::default(), true)
+            }
+        }
+    }
+
+    fn save_state(&self, state: &crate::state::State) {
+        if let Some(file) = &self.state {
+            if let Err(e) = file.save(state) {
+                tracing::error!(error = %e, "cannot save the state: a restart forgets when people went missing");
+            }
+        }
+    }
+
     /// Reads, plans and (when `apply`) applies.
     pub async fn run(&self, apply: bool) -> Result<RunReport, RunError> {
         let run_id = format!("{:x}", fastrand::u64(..));
@@ -368,32 +536,125 @@ impl Reconciler {
         // One backend per run: what it learns of the workspace (who is who) is per run too.
         let members = self.clients.v1_groups();
         let grant_state = V1GroupPrivileges(self.clients.shared(ApiFamily::GroupPrivilegesRead));
-        let (actual, repos) = read_actual(
+        let read = read_actual(&self.cfg, &members, &grant_state, &self.clients)
+            .await
+            .map_err(|e| RunError::Read(Box::new(e)))?;
+        let Read {
+            mut actual,
+            repos,
+            projects,
+        } = read;
+
+        let now = SystemTime::now();
+        let (mut state, vanished_unknown) = self.load_state();
+        let mut desired = mapping::desired_with_groups(
+            groups,
+            &dir,
             &self.cfg,
-            &members,
-            &grant_state,
-            self.clients.get(ApiFamily::RepositoriesRead),
-        )
-        .await
-        .map_err(|e| RunError::Read(Box::new(e)))?;
-        let desired = mapping::desired_with_groups(groups, &dir, &self.cfg.grants, &repos);
-        let mut plan = plan::plan(
-            &desired,
-            &actual,
-            &Policy {
-                max_removals: self.cfg.safety.max_removals,
+            mapping::Workspace {
+                repos: &repos,
+                projects: &projects,
+                protected: self.cfg.protected.iter().cloned().collect(),
+                first_missing: BTreeMap::new(),
             },
         );
+        // Vanished members: first seen missing now, unless the state remembers earlier.
+        let missing: BTreeSet<AccountId> = desired
+            .groups
+            .keys()
+            .filter_map(|g| actual.groups.get(g))
+            .flat_map(|g| g.members.keys())
+            .filter(|id| !desired.known.contains(*id) && !desired.frozen.contains(*id))
+            .cloned()
+            .collect();
+        state.first_missing.retain(|id, _| missing.contains(id));
+        for id in &missing {
+            state
+                .first_missing
+                .entry(id.clone())
+                .or_insert(crate::state::to_unix(now));
+        }
+        desired.first_missing = state
+            .first_missing
+            .iter()
+            .map(|(id, t)| (id.clone(), crate::state::from_unix(*t)))
+            .collect();
+        state
+            .offboarded_clean
+            .retain(|id, _| desired.leavers.contains_key(id));
+        let policy = Policy {
+            max_removals: self.cfg.safety.max_removals,
+            now,
+            missing_grace: self.cfg.offboarding.missing_grace,
+            vanished_unknown,
+        };
+
+        // The workspace owner (and whoever Bitbucket lists as owner) is never taken anything
+        // from: asked for only when something would be taken away from someone.
+        let mut gone = plan::offboarded(&desired, &actual, &policy);
+        let removes_people = plan::plan(&desired, &actual, &policy)
+            .changes
+            .iter()
+            .any(|p| matches!(p.change, plan::Change::RemoveMember { .. }));
+        if removes_people || !gone.is_empty() {
+            let owners = self
+                .clients
+                .get(ApiFamily::GroupsRead)
+                .workspace_owners()
+                .await
+                .map_err(|e| RunError::Read(Box::new(e)))?;
+            desired
+                .protected
+                .extend(owners.iter().filter_map(|o| AccountId::parse(o).ok()));
+            gone = plan::offboarded(&desired, &actual, &policy);
+        }
+        // Direct grants of people who left: read for those not already found clean.
+        let check: BTreeSet<AccountId> = gone
+            .keys()
+            .filter(|id| !state.offboarded_clean.contains_key(*id))
+            .cloned()
+            .collect();
+        if self.cfg.offboarding.direct_grants && !check.is_empty() {
+            actual.direct_grants = read_direct_grants(
+                &self.clients,
+                &check,
+                &desired.repo_scope,
+                &desired.project_scope,
+            )
+            .await
+            .map_err(|e| RunError::Read(Box::new(e)))?;
+        }
+        let mut plan = plan::plan(&desired, &actual, &policy);
+        // People a rule wants in a group who cannot be added are reported, not failed.
+        let adds: Vec<AccountId> = plan
+            .changes
+            .iter()
+            .filter_map(|p| match &p.change {
+                plan::Change::AddMember { account_id, .. } => Some(account_id.clone()),
+                _ => None,
+            })
+            .collect();
+        if !adds.is_empty() {
+            let not_members = members
+                .not_members(&adds)
+                .await
+                .map_err(|e| RunError::Read(Box::new(e)))?;
+            plan.unresolve(&not_members);
+        }
         self.block_what_credentials_cannot_do(&mut plan, members.write_family())
             .await;
         for w in &plan.warnings {
             tracing::warn!("{w}");
+        }
+        for n in &plan.notes {
+            tracing::warn!("{n}");
         }
         tracing::info!(
             people = source.people,
             leavers = source.leavers,
             repos = repos.len(),
             changes = plan.changes.len(),
+            skipped = plan.skipped.len(),
             "planned"
         );
 
@@ -408,6 +669,20 @@ impl Reconciler {
             }
             .apply(&plan)
             .await;
+            // Whose direct grants are now clean: everyone checked whose removals all went
+            // through (their next runs need not read again).
+            for id in &check {
+                let pending = outcomes.iter().any(|o| {
+                    matches!(&o.change, plan::Change::RemoveUserGrant { account_id, .. } if account_id == id)
+                        && !o.outcome.is_done()
+                });
+                if !pending && self.cfg.offboarding.direct_grants {
+                    state
+                        .offboarded_clean
+                        .insert(id.clone(), crate::state::to_unix(now));
+                }
+            }
+            self.save_state(&state);
         }
 
         let api_requests_by_credential = requests_since(&self.clients);

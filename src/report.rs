@@ -53,13 +53,22 @@ pub fn human(r: &RunReport) -> String {
         for p in &r.plan.changes {
             match &p.blocked {
                 None => {
-                    let _ = writeln!(s, "  {} {}", sign(&p.change), p.change);
+                    let _ = writeln!(s, "  {} {}: {}", sign(&p.change), p.change, p.reason);
                 }
                 Some(why) => {
-                    let _ = writeln!(s, "  ! {} [blocked: {why}]", p.change);
+                    let _ = writeln!(s, "  ! {}: {} [blocked: {why}]", p.change, p.reason);
                 }
             }
         }
+    }
+    if !r.plan.skipped.is_empty() {
+        let _ = writeln!(s, "Skipped on purpose: {}", r.plan.skipped.len());
+        for k in &r.plan.skipped {
+            let _ = writeln!(s, "  = {} [{}]", k.subject, k.reason);
+        }
+    }
+    for n in &r.plan.notes {
+        let _ = writeln!(s, "Rule: {n}");
     }
     for w in &r.plan.warnings {
         let _ = writeln!(s, "Warning: {w}");

@@ -29,7 +29,7 @@ async fn a_plan_never_creates_or_opens_the_audit_file() {
         &emu,
         tmp.path(),
         &ldif(&[("ann", false)], &[("eng", &["ann"])]),
-        "[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n",
+        "[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\ncreate = true\n",
     );
     let trail = tmp.path().join("audit").join("trail.jsonl");
     cfg.audit_path = Some(trail.clone());
@@ -93,7 +93,7 @@ async fn a_group_that_could_not_be_created_takes_its_member_adds_and_grants_with
         &emu,
         tmp.path(),
         &ldif(&[("ann", false), ("bob", false)], &[("data", &["ann", "bob"])]),
-        "[[groups]]\nname = \"Data Team\"\nfrom = [\"data\"]\n[[grants]]\ngroup = \"data-team\"\npermission = \"write\"\nprojects = [\"DATA\"]\n",
+        "[[groups]]\nname = \"Data Team\"\nfrom = [\"data\"]\ncreate = true\n[[grants]]\ngroup = \"data-team\"\npermission = \"write\"\nprojects = [\"DATA\"]\n",
     );
     emu.inject_fault(Fault {
         method: Some("POST".into()),
@@ -153,7 +153,7 @@ async fn a_group_create_whose_answer_was_lost_is_found_and_its_members_added() {
         &emu,
         tmp.path(),
         &ldif(&[("ann", false)], &[("data", &["ann"])]),
-        "[[groups]]\nname = \"Data Team\"\nfrom = [\"data\"]\n",
+        "[[groups]]\nname = \"Data Team\"\nfrom = [\"data\"]\ncreate = true\n",
     );
     // The create happens, but the answer is a gateway error.
     emu.inject_fault(Fault {
@@ -232,7 +232,7 @@ async fn a_blocked_group_create_blocks_its_member_adds_with_the_reason() {
     use bbsync::apply::{audit::Audit, Applier};
     use bbsync::config::GrantWrites;
     use bbsync::model::{AccountId, GroupSlug};
-    use bbsync::plan::{Change, Plan, Planned};
+    use bbsync::plan::{Change, Plan, Planned, Reason};
 
     let emu = start(seed(&["ann"])).await;
     let tmp = tempfile::tempdir().expect("tmp");
@@ -251,6 +251,10 @@ async fn a_blocked_group_create_blocks_its_member_adds_with_the_reason() {
                     group: ops.clone(),
                     name: "Ops".into(),
                 },
+                reason: Reason::Rule {
+                    rule: "groups[0]".into(),
+                    detail: "t".into(),
+                },
                 blocked: Some(BlockReason::SafetyGuard {
                     revocations: 9,
                     limit: 1,
@@ -262,10 +266,14 @@ async fn a_blocked_group_create_blocks_its_member_adds_with_the_reason() {
                     account_id: AccountId::parse(&acc("ann")).expect("id"),
                     display_name: "Ann".into(),
                 },
+                reason: Reason::Rule {
+                    rule: "groups[0]".into(),
+                    detail: "t".into(),
+                },
                 blocked: None,
             },
         ],
-        warnings: vec![],
+        ..Plan::default()
     };
     let out = Applier {
         clients: &clients,

@@ -93,7 +93,7 @@ async fn a_leaver_loses_every_managed_group_and_a_new_hire_is_added_by_uuid() {
         .plan
         .changes
         .iter()
-        .map(|c| c.change.to_string())
+        .map(|c| format!("{}: {}", c.change, c.reason))
         .collect();
     assert_eq!(ops.len(), 3, "{ops:?}");
     assert!(
@@ -394,7 +394,7 @@ async fn creating_a_group_that_already_exists_counts_as_done() {
     use bbsync::apply::{audit::Audit, Applier, Outcome};
     use bbsync::config::GrantWrites;
     use bbsync::model::GroupSlug;
-    use bbsync::plan::{Change, Plan, Planned};
+    use bbsync::plan::{Change, Plan, Planned, Reason};
 
     let mut s = seed(&[]);
     s.groups.push(group("Developers", &[]));
@@ -413,9 +413,13 @@ async fn creating_a_group_that_already_exists_counts_as_done() {
                 group: GroupSlug::from_name("developers"),
                 name: "Developers".into(),
             },
+            reason: Reason::Rule {
+                rule: "groups[0]".into(),
+                detail: "t".into(),
+            },
             blocked: None,
         }],
-        warnings: vec![],
+        ..Plan::default()
     };
     let audit = Audit::to_log();
     let out = Applier {

@@ -4,7 +4,7 @@
 //! cannot be written, the applier stops: no change goes unaudited.
 
 use super::Outcome;
-use crate::plan::Change;
+use crate::plan::{Change, Reason};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -32,12 +32,19 @@ impl Audit {
     }
 
     /// Writes one record. An error means the record could not be kept anywhere durable.
-    pub fn record(&self, run_id: &str, change: &Change, outcome: &Outcome) -> std::io::Result<()> {
+    pub fn record(
+        &self,
+        run_id: &str,
+        change: &Change,
+        reason: &Reason,
+        outcome: &Outcome,
+    ) -> std::io::Result<()> {
         let line = serde_json::json!({
             "ts": crate::time::now_rfc3339(),
             "run_id": run_id,
             "change": change,
-            "description": change.to_string(),
+            "reason": reason,
+            "description": format!("{change}: {reason}"),
             "outcome": outcome,
         });
         match &self.file {

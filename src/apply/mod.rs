@@ -13,8 +13,8 @@ use crate::bitbucket::{
     ApiFamily, Clients, MembershipBackend, Principal, Target, WriteError, Written,
 };
 use crate::config::GrantWrites;
-use crate::model::GroupSlug;
-use crate::plan::{BlockReason, Change, Plan};
+use crate::model::{GrantTarget, GroupSlug};
+use crate::plan::{BlockReason, Change, Plan, Reason};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -73,17 +73,19 @@ impl Outcome {
     }
 }
 
-/// One change of the plan with what happened to it.
+/// One change of the plan, why it was made, and what happened to it.
 #[derive(Clone, Debug, Serialize)]
 pub struct ChangeResult {
     #[serde(flatten)]
     pub change: Change,
+    pub reason: Reason,
     #[serde(flatten)]
     pub outcome: Outcome,
 }
 
-/// The API family that performs a change: memberships by the backend's write family, grants
-/// by the configured grant writes.
+/// The API family that performs a change: memberships by the backend's write family,
+/// repository grants of groups by the configured grant writes, project and direct user grants
+/// by 2.0 permissions-config (1.0 has no calls for them).
 pub fn family_of(change: &Change, membership: ApiFamily, grants: GrantWrites) -> ApiFamily {
     match change {
         Change::CreateGroup { .. } | Change::AddMember { .. } | Change::RemoveMember { .. } => {
@@ -93,6 +95,9 @@ pub fn family_of(change: &Change, membership: ApiFamily, grants: GrantWrites) ->
             GrantWrites::PermissionsConfig => ApiFamily::PermissionsWrite,
             GrantWrites::GroupPrivileges => ApiFamily::GroupPrivilegesWrite,
         },
+        Change::SetProjectGrant { .. }
+        | Change::RemoveProjectGrant { .. }
+        | Change::RemoveUserGrant { .. } => ApiFamily::PermissionsWrite,
     }
 }
 
@@ -126,9 +131,14 @@ impl Applier<'_> {
                 Some(BlockReason::AuditUnavailable {
                     error: error.clone(),
                 })
-            } else if let Some(why) = not_created.get(p.change.group()).filter(|_| !creates) {
+            } else if let Some((group, why)) = p
+                .change
+                .group()
+                .and_then(|g| not_created.get_key_value(g))
+                .filter(|_| !creates)
+            {
                 Some(BlockReason::GroupNotCreated {
-                    group: p.change.group().clone(),
+                    group: group.clone(),
                     why: why.clone(),
                 })
             } else {
@@ -178,7 +188,9 @@ impl Applier<'_> {
                     Outcome::Blocked { reason } => reason.to_string(),
                     _ => String::new(),
                 };
-                not_created.insert(p.change.group().clone(), why);
+                if let Some(g) = p.change.group() {
+                    not_created.insert(g.clone(), why);
+                }
             }
             match &outcome {
                 Outcome::Failed { error, .. } => {
@@ -189,13 +201,17 @@ impl Applier<'_> {
                 }
                 _ => tracing::info!(change = %p.change, outcome = outcome.kind().label(), "change"),
             }
-            if let Err(e) = self.audit.record(self.run_id, &p.change, &outcome) {
+            if let Err(e) = self
+                .audit
+                .record(self.run_id, &p.change, &p.reason, &outcome)
+            {
                 // Lose nothing: without an audit trail, stop changing things.
                 tracing::error!(error = %e, change = %p.change, outcome = outcome.kind().label(), "cannot write the audit trail; stopping this apply");
                 audit_broken.get_or_insert(e.to_string());
             }
             out.push(ChangeResult {
                 change: p.change.clone(),
+                reason: p.reason.clone(),
                 outcome,
             });
         }
@@ -238,6 +254,33 @@ impl Applier<'_> {
                 }
                 GrantWrites::GroupPrivileges => cl.delete_group_privilege(repo, group).await?,
             },
+            Change::SetProjectGrant {
+                project,
+                group,
+                permission,
+                ..
+            } => {
+                cl.put_permission(
+                    Target::Project(project),
+                    Principal::Group(group),
+                    permission.as_str(),
+                )
+                .await?
+            }
+            Change::RemoveProjectGrant { project, group, .. } => {
+                cl.delete_permission(Target::Project(project), Principal::Group(group))
+                    .await?
+            }
+            Change::RemoveUserGrant {
+                target, account_id, ..
+            } => {
+                let on = match target {
+                    GrantTarget::Repo(r) => Target::Repo(r),
+                    GrantTarget::Project(p) => Target::Project(p),
+                };
+                cl.delete_permission(on, Principal::User(account_id.as_str()))
+                    .await?
+            }
         })
     }
 }

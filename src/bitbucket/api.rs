@@ -230,6 +230,91 @@ impl Client {
         Ok(out)
     }
 
+    /// Every project key of the workspace.
+    pub async fn project_keys(&self) -> Result<Vec<String>, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct Key {
+            key: String,
+        }
+        let pairs = [("pagelen", PAGELEN), ("fields", "next,values.key")];
+        let listed: Vec<Key> = self
+            .get_all(&Self::with_query(
+                self.url(&["2.0", "workspaces", self.ws(), "projects"]),
+                &pairs,
+            ))
+            .await?;
+        Ok(listed.into_iter().map(|k| k.key).collect())
+    }
+
+    /// Account ids Bitbucket lists with the workspace permission `owner` (the owner and the
+    /// workspace administrators).
+    pub async fn workspace_owners(&self) -> Result<Vec<String>, ApiError> {
+        let pairs = [
+            ("pagelen", PAGELEN),
+            ("q", "permission=\"owner\""),
+            ("fields", "next,values.user.account_id"),
+        ];
+        let listed: Vec<V2Membership> = self
+            .get_all(&Self::with_query(
+                self.url(&["2.0", "workspaces", self.ws(), "permissions"]),
+                &pairs,
+            ))
+            .await?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|m| m.user.account_id)
+            .collect())
+    }
+
+    /// The repositories (slugs) one person has any effective permission on, from the
+    /// workspace listing of effective repository permissions filtered on the person. The
+    /// filter on `user` is not documented: a 400 means "read the grants another way".
+    pub async fn repositories_of(&self, account_id: &str) -> Result<Vec<String>, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct Row {
+            repository: RepoName,
+        }
+        #[derive(serde::Deserialize)]
+        struct RepoName {
+            slug: Option<String>,
+            full_name: Option<String>,
+        }
+        let q = format!(
+            "user.account_id=\"{}\"",
+            account_id.replace(['"', '\\'], "")
+        );
+        let pairs = [
+            ("pagelen", PAGELEN),
+            ("q", q.as_str()),
+            (
+                "fields",
+                "next,values.repository.slug,values.repository.full_name",
+            ),
+        ];
+        let rows: Vec<Row> = self
+            .get_all(&Self::with_query(
+                self.url(&[
+                    "2.0",
+                    "workspaces",
+                    self.ws(),
+                    "permissions",
+                    "repositories",
+                ]),
+                &pairs,
+            ))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                r.repository.slug.or_else(|| {
+                    r.repository
+                        .full_name
+                        .and_then(|f| f.rsplit_once('/').map(|(_, s)| s.to_owned()))
+                })
+            })
+            .collect())
+    }
+
     /// One small page of a 2.0 collection: the cheapest proof that a credential may read it.
     async fn first_page<T: serde::de::DeserializeOwned>(
         &self,

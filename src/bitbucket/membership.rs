@@ -7,7 +7,7 @@
 use super::{ApiError, ApiFamily, Client, Written};
 use crate::model::{AccountId, BbUuid, GroupSlug};
 use crate::plan::{ActualGroup, ActualMember};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -55,6 +55,11 @@ pub trait MembershipBackend: Send + Sync {
         group: &'a GroupSlug,
         who: &'a AccountId,
     ) -> BoxFuture<'a, Result<Written, WriteError>>;
+    /// Which of `ids` cannot be added because they are not members of the workspace.
+    fn not_members<'a>(
+        &'a self,
+        ids: &'a [AccountId],
+    ) -> BoxFuture<'a, Result<BTreeSet<AccountId>, ApiError>>;
 }
 
 /// Bitbucket's 1.0 groups API (classic workspaces).
@@ -98,6 +103,16 @@ impl V1Groups {
         if let Some(u) = self.known_uuid(who) {
             return Ok(u);
         }
+        match self.load_listing().await {
+            Err(e) => Err(WriteError::MembersUnreadable(e)),
+            Ok(()) => self.known_uuid(who).ok_or(WriteError::NotInWorkspace),
+        }
+    }
+}
+
+impl V1Groups {
+    /// Reads the workspace members once (for names 1.0 needs); the outcome is kept.
+    async fn load_listing(&self) -> Result<(), String> {
         let mut listing = self.listing.lock().await;
         if listing.is_none() {
             *listing = Some(match self.members.list_members().await {
@@ -111,10 +126,7 @@ impl V1Groups {
                 Err(e) => Err(e.to_string()),
             });
         }
-        match listing.as_ref() {
-            Some(Err(e)) => Err(WriteError::MembersUnreadable(e.clone())),
-            _ => self.known_uuid(who).ok_or(WriteError::NotInWorkspace),
-        }
+        listing.clone().unwrap_or(Ok(()))
     }
 }
 
@@ -217,6 +229,33 @@ impl MembershipBackend for V1Groups {
         Box::pin(async move {
             let uuid = self.uuid(who).await?;
             Ok(self.write.remove_member(group, &uuid).await?)
+        })
+    }
+
+    fn not_members<'a>(
+        &'a self,
+        ids: &'a [AccountId],
+    ) -> BoxFuture<'a, Result<BTreeSet<AccountId>, ApiError>> {
+        Box::pin(async move {
+            let unknown: Vec<&AccountId> = ids
+                .iter()
+                .filter(|id| self.known_uuid(id).is_none())
+                .collect();
+            if unknown.is_empty() {
+                return Ok(BTreeSet::new());
+            }
+            if let Err(e) = self.load_listing().await {
+                return Err(ApiError::Decode {
+                    method: "GET".into(),
+                    endpoint: "/2.0/workspaces/{ws}/members".into(),
+                    detail: format!("cannot read the workspace members: {e}"),
+                });
+            }
+            Ok(unknown
+                .into_iter()
+                .filter(|id| self.known_uuid(id).is_none())
+                .cloned()
+                .collect())
         })
     }
 }

@@ -13,16 +13,18 @@ mod bitbucket;
 mod credentials;
 mod raw;
 mod rules;
+mod scope;
 mod source;
 mod syntax;
 
 pub use crate::secret::Secret;
+pub use scope::{Offboarding, Scope};
 pub use source::{
     is_valid_ldap_filter, LdapSettings, Schema, SearchScope, SearchSettings, SourceSettings,
 };
 
 use crate::family::{ApiFamily, CredentialKind};
-use crate::model::{GroupSlug, Permission, ProjectKey, RepoSlug};
+use crate::model::{AccountId, GroupSlug, Permission, ProjectKey, ProjectPermission, RepoSlug};
 use raw::{Field, Problems, RawTable, Table, Word};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -133,7 +135,7 @@ pub struct GroupRule {
     pub slug: GroupSlug,
     /// Directory groups (by `cn` or full DN) whose members, together, make up this group.
     pub from: Vec<String>,
-    /// Create the Bitbucket group when it does not exist.
+    /// Create the Bitbucket group when it does not exist (default false).
     pub create: bool,
 }
 
@@ -145,11 +147,26 @@ pub struct RepoSelector {
     pub globs: Vec<String>,
 }
 
+impl RepoSelector {
+    pub fn is_empty(&self) -> bool {
+        self.projects.is_empty() && self.repos.is_empty() && self.globs.is_empty()
+    }
+}
+
+/// A repository grant of a group on the repositories it selects.
 #[derive(Clone, Debug)]
 pub struct GrantRule {
     pub group: GroupSlug,
     pub permission: Permission,
     pub select: RepoSelector,
+}
+
+/// A project-level grant of a group.
+#[derive(Clone, Debug)]
+pub struct ProjectGrantRule {
+    pub group: GroupSlug,
+    pub permission: ProjectPermission,
+    pub projects: Vec<ProjectKey>,
 }
 
 #[derive(Clone, Debug)]
@@ -170,6 +187,14 @@ pub struct Config {
     pub directory: Schema,
     pub groups: Vec<GroupRule>,
     pub grants: Vec<GrantRule>,
+    pub project_grants: Vec<ProjectGrantRule>,
+    /// `[scope]`; `None`: every repository a grant rule selects and every project a project
+    /// grant rule names is managed.
+    pub scope: Option<Scope>,
+    /// Accounts never removed from a group nor stripped of a direct grant (plus, at run time,
+    /// the workspace owner).
+    pub protected: Vec<AccountId>,
+    pub offboarding: Offboarding,
     pub safety: Safety,
     /// JSON-lines audit file; `None` sends audit records to the log (target `bbsync::audit`).
     pub audit_path: Option<PathBuf>,
@@ -197,6 +222,14 @@ struct RawConfig {
     groups: Field<Vec<Table<rules::RawGroupRule>>>,
     /// `[[grants]]`: repository grants of groups.
     grants: Field<Vec<Table<rules::RawGrantRule>>>,
+    /// `[[project_grants]]`: project-level grants of groups.
+    project_grants: Field<Vec<Table<rules::RawProjectGrantRule>>>,
+    /// `[scope]`: the repositories and projects whose grants bbsync manages.
+    scope: Table<scope::RawScope>,
+    /// `[protected]`: accounts bbsync never takes anything from.
+    protected: Table<scope::RawProtected>,
+    /// `[offboarding]`: how people who left are treated.
+    offboarding: Table<scope::RawOffboarding>,
     /// `[safety]`: limits on what one run may take away.
     safety: Table<RawSafety>,
     /// `[audit]`: where the audit records go.
@@ -326,6 +359,10 @@ fn validate(tree: Table<RawConfig>, origin: String, base: &Path) -> Result<Confi
         directory,
         groups,
         grants,
+        project_grants,
+        scope,
+        protected,
+        offboarding,
         safety,
         audit,
         daemon,
@@ -338,12 +375,16 @@ fn validate(tree: Table<RawConfig>, origin: String, base: &Path) -> Result<Confi
     let source = source::validate_source(source, &resolve, &mut p);
     let groups = rules::validate_groups(groups, &mut p);
     let grants = rules::validate_grants(grants, &mut p);
-    if groups.is_empty() && grants.is_empty() {
+    let project_grants = rules::validate_project_grants(project_grants, &mut p);
+    if groups.is_empty() && grants.is_empty() && project_grants.is_empty() {
         p.say(
             "groups",
-            "nothing to manage: add [[groups]] and/or [[grants]]",
+            "nothing to manage: add [[groups]], [[grants]] and/or [[project_grants]]",
         );
     }
+    let scope = scope::validate_scope(scope, &mut p);
+    let protected = scope::validate_protected(protected, &mut p);
+    let offboarding = scope::validate_offboarding(offboarding, &resolve, &mut p);
     let safety = validate_safety(safety, &mut p);
     let audit_path = validate_audit(audit, &mut p).map(resolve);
     let interval = validate_daemon(daemon, &mut p);
@@ -363,6 +404,10 @@ fn validate(tree: Table<RawConfig>, origin: String, base: &Path) -> Result<Confi
         directory,
         groups,
         grants,
+        project_grants,
+        scope,
+        protected,
+        offboarding,
         safety,
         audit_path,
         interval,
@@ -438,6 +483,92 @@ projects = ["proj"]
                 assert_eq!(path, Path::new("/etc/bbsync/dir.ldif"))
             }
             other => panic!("{other:?}"),
+        }
+        assert!(
+            !c.groups[0].create,
+            "a group is created only when configured"
+        );
+        assert!(c.scope.is_none() && c.protected.is_empty());
+        assert_eq!(c.offboarding.missing_grace, Duration::ZERO);
+        assert!(c.offboarding.direct_grants);
+    }
+
+    #[test]
+    fn scope_project_grants_protected_accounts_and_offboarding_are_read() {
+        let owner = crate::model::synthetic_account_id("owner");
+        let text = format!(
+            r#"{GOOD}
+[[project_grants]]
+group = "Leads"
+permission = "create-repo"
+projects = ["proj"]
+[scope]
+projects = ["PROJ"]
+[scope.include]
+projects = ["PROJ"]
+globs = ["Web-*"]
+[scope.exclude]
+repos = ["Legacy"]
+[protected]
+accounts = ["{owner}"]
+[offboarding]
+missing_grace_secs = 86400
+state_dir = "state"
+"#
+        );
+        let c = parse(&text).expect("valid");
+        let scope = c.scope.expect("scope");
+        assert_eq!(scope.include.projects[0].as_str(), "PROJ");
+        assert_eq!(scope.include.globs, ["Web-*"], "globs stay case-sensitive");
+        assert_eq!(scope.exclude.repos[0].as_str(), "legacy");
+        assert_eq!(scope.projects[0].as_str(), "PROJ");
+        assert_eq!(
+            c.project_grants[0].permission,
+            ProjectPermission::CreateRepo
+        );
+        assert_eq!(c.project_grants[0].group.as_str(), "leads");
+        assert_eq!(c.protected[0].as_str(), owner);
+        assert_eq!(c.offboarding.missing_grace, Duration::from_secs(86400));
+        assert_eq!(
+            c.offboarding.state_dir.as_deref(),
+            Some(Path::new("/etc/bbsync/state"))
+        );
+
+        let bad = format!(
+            "{GOOD}\n[[project_grants]]\ngroup = \"x\"\npermission = \"owner\"\n[protected]\naccounts = [\"abc123\"]\n[offboarding]\nmissing_grace_secs = 60\n"
+        );
+        let msg = parse(&bad).expect_err("invalid").to_string();
+        for key in [
+            "project_grants[0].permission",
+            "project_grants[0].projects",
+            "protected.accounts[0]",
+            "offboarding.state_dir is required",
+        ] {
+            assert!(msg.contains(key), "missing {key} in:\n{msg}");
+        }
+    }
+
+    #[test]
+    fn a_password_bind_over_plain_ldap_is_refused_off_loopback_unless_allowed() {
+        let ldap = |url: &str, extra: &str| {
+            GOOD.replace(
+                "kind = \"ldif\"\npath = \"dir.ldif\"",
+                &format!("kind = \"ldap\"\nurl = \"{url}\"\nusers_base = \"dc=x\"\nbind_dn = \"cn=r\"\nbind_password = \"pw\"\n{extra}"),
+            )
+        };
+        let msg = parse(&ldap("ldap://dc1.corp.test", ""))
+            .expect_err("plaintext")
+            .to_string();
+        assert!(msg.contains("allow_plaintext_bind"), "{msg}");
+        assert!(!msg.contains("pw"), "{msg}");
+        for ok in [
+            ldap("ldap://dc1.corp.test", "starttls = true"),
+            ldap("ldaps://dc1.corp.test", ""),
+            ldap("ldap://dc1.corp.test", "allow_plaintext_bind = true"),
+            ldap("ldap://127.0.0.1:3890", ""),
+            ldap("ldap://[::1]:3890", ""),
+        ] {
+            parse(&ok).expect("allowed");
         }
     }
 

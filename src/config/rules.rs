@@ -1,8 +1,8 @@
 //! `[[groups]]` and `[[grants]]`: what bbsync manages.
 
 use super::raw::{Field, Problems, RawTable, Table, Word};
-use super::{GrantRule, GroupRule, RepoSelector};
-use crate::model::{GroupSlug, Permission, ProjectKey, RepoSlug};
+use super::{GrantRule, GroupRule, ProjectGrantRule};
+use crate::model::{GroupSlug, Permission, ProjectKey, ProjectPermission};
 use serde::Deserialize;
 
 /// One `[[groups]]` entry as written.
@@ -13,7 +13,8 @@ pub(super) struct RawGroupRule {
     name: Field<String>,
     /// Directory groups (by `cn` or full DN) whose members, together, make up the group.
     from: Field<Vec<String>>,
-    /// Create the Bitbucket group when it does not exist; default true.
+    /// Create the Bitbucket group when it does not exist; default false (a typo in a name
+    /// must not create a group).
     create: Field<bool>,
 }
 
@@ -31,11 +32,25 @@ pub(super) struct RawGrantRule {
     projects: Field<Vec<String>>,
     /// These repository slugs.
     repos: Field<Vec<String>>,
-    /// Repository slugs matching these shell-style patterns (`*`, `?`).
+    /// Repository slugs matching these shell patterns (`*`, `?`, `[...]`), case-sensitive.
     globs: Field<Vec<String>>,
 }
 
 impl RawTable for RawGrantRule {}
+
+/// One `[[project_grants]]` entry as written.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawProjectGrantRule {
+    /// The group (slug or name) the grant is for.
+    group: Field<String>,
+    /// `read`, `write`, `create-repo` or `admin`.
+    permission: Field<Word<ProjectPermission>>,
+    /// The project keys it is granted on.
+    projects: Field<Vec<String>>,
+}
+
+impl RawTable for RawProjectGrantRule {}
 
 /// `[[groups]]`: the Bitbucket groups whose membership bbsync owns.
 pub(super) fn validate_groups(
@@ -62,7 +77,7 @@ pub(super) fn validate_groups(
             .into_iter()
             .filter_map(|s| super::raw::non_empty(Some(s)))
             .collect();
-        let create = create.get(&format!("{key}.create"), p).unwrap_or(true);
+        let create = create.get(&format!("{key}.create"), p).unwrap_or(false);
         let Some(name) = name else {
             if !p.any_under(&name_key) {
                 p.required(name_key, "(the Bitbucket group name)");
@@ -128,33 +143,73 @@ pub(super) fn validate_grants(
             p.required(permission_key, "(read, write or admin)");
         }
         let before = p.len();
-        let projects = projects
-            .get(&format!("{key}.projects"), p)
-            .unwrap_or_default();
-        let repos = repos.get(&format!("{key}.repos"), p).unwrap_or_default();
-        let globs = globs.get(&format!("{key}.globs"), p).unwrap_or_default();
-        if projects.is_empty() && repos.is_empty() && globs.is_empty() && p.len() == before {
+        let select = super::scope::selector(&key, projects, repos, globs, p);
+        if select.is_empty() && p.len() == before {
             p.push(
                 key.as_str(),
                 "select repositories with projects, repos or globs",
             );
         }
-        for glob in &globs {
-            if glob.trim().is_empty() {
-                p.push(format!("{key}.globs"), "empty pattern");
-            }
-        }
         if let (Some(group), Some(permission)) = (group, permission) {
             grants.push(GrantRule {
                 group: GroupSlug::from_name(&group),
                 permission,
-                select: RepoSelector {
-                    projects: projects.iter().map(|k| ProjectKey::new(k)).collect(),
-                    repos: repos.iter().map(|r| RepoSlug::new(r)).collect(),
-                    globs: globs.iter().map(|s| s.trim().to_lowercase()).collect(),
-                },
+                select,
             });
         }
     }
     grants
+}
+
+/// `[[project_grants]]`: the project-level grants bbsync owns.
+pub(super) fn validate_project_grants(
+    raw: Field<Vec<Table<RawProjectGrantRule>>>,
+    p: &mut Problems,
+) -> Vec<ProjectGrantRule> {
+    let mut out = Vec::new();
+    for (i, table) in raw
+        .get("project_grants", p)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let key = format!("project_grants[{i}]");
+        let Some(RawProjectGrantRule {
+            group,
+            permission,
+            projects,
+        }) = table.read(&key, p)
+        else {
+            continue;
+        };
+        let group_key = format!("{key}.group");
+        let group = group.text(&group_key, p);
+        if group.is_none() && !p.any_under(&group_key) {
+            p.required(group_key, "");
+        }
+        let permission_key = format!("{key}.permission");
+        let permission = permission.word(&permission_key, p);
+        if permission.is_none() && !p.any_under(&permission_key) {
+            p.required(permission_key, "(read, write, create-repo or admin)");
+        }
+        let projects_key = format!("{key}.projects");
+        let projects: Vec<ProjectKey> = projects
+            .get(&projects_key, p)
+            .unwrap_or_default()
+            .iter()
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| ProjectKey::new(k))
+            .collect();
+        if projects.is_empty() && !p.any_under(&projects_key) {
+            p.push(projects_key, "list the project keys it is granted on");
+        }
+        if let (Some(group), Some(permission)) = (group, permission) {
+            out.push(ProjectGrantRule {
+                group: GroupSlug::from_name(&group),
+                permission,
+                projects,
+            });
+        }
+    }
+    out
 }

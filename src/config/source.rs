@@ -261,6 +261,9 @@ pub(super) struct RawLdap {
     ad_range_retrieval: Field<bool>,
     /// Resolve group members with AD's in-chain matching rule; default false.
     ad_in_chain: Field<bool>,
+    /// Allow a password bind over plain `ldap://` without StartTLS to a host that is not on
+    /// loopback (the password crosses the network in clear); default false.
+    allow_plaintext_bind: Field<bool>,
 }
 
 /// `[directory]` as written; every key has a default ([`Schema::default`]).
@@ -352,6 +355,7 @@ fn validate_ldap(
         disabled_filter,
         ad_range_retrieval,
         ad_in_chain,
+        allow_plaintext_bind,
     } = src;
     let before = p.len();
     let url = url.text("source.url", p).unwrap_or_else(|| {
@@ -386,6 +390,30 @@ fn validate_ldap(
         resolve,
         p,
     );
+    let allow_plaintext_bind = allow_plaintext_bind
+        .get("source.allow_plaintext_bind", p)
+        .unwrap_or(false);
+    if let (Some(dn), Ok(u)) = (&bind_dn, url::Url::parse(&url)) {
+        let loopback = match u.host() {
+            Some(url::Host::Ipv4(a)) => a.is_loopback(),
+            Some(url::Host::Ipv6(a)) => a.is_loopback(),
+            // ldap:// is not a special scheme: its host stays text, addresses included.
+            Some(url::Host::Domain(d)) => {
+                d.eq_ignore_ascii_case("localhost")
+                    || d.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|a| a.is_loopback())
+            }
+            None => false,
+        };
+        if u.scheme() == "ldap" && !starttls && !loopback && !allow_plaintext_bind {
+            p.say(
+                "source.url",
+                format!("source.url: binding as {dn} over plain ldap:// would send the password in clear; use ldaps://, set source.starttls = true, or (if the network is trusted) source.allow_plaintext_bind = true"),
+            );
+        }
+    }
     match (&bind_dn, given) {
         (None, true) if !p.any_under("source.bind_dn") => p.say(
             "source.bind_password",

@@ -1,17 +1,21 @@
 //! The planner: `plan(desired, actual, policy) -> Plan`. Pure, no I/O.
 //!
 //! It diffs three sets like ldap2pg does (wanted, actual, managed): it adds what is missing,
-//! changes what drifted and removes only what it manages: members of configured groups, and
-//! grants of grant-rule groups on repositories the rules select. Everything else in the
-//! workspace is invisible to it. Revocations come first so a leaver loses access before anything
-//! else is done.
+//! changes what drifted and removes only what it manages: members of the managed groups, their
+//! grants on the managed repositories and projects, and the direct grants of people who left
+//! on those. Everything else in the workspace is invisible to it. Every change carries its
+//! reason; what it leaves alone on purpose is listed as skipped, with why. Revocations come
+//! first, leavers' first of all, so someone who left loses access before anything else is done.
 
 use crate::family::{ApiFamily, CredentialKind};
-use crate::mapping::Desired;
-use crate::model::{AccountId, GroupSlug, Permission, RepoSlug};
+use crate::mapping::{Desired, RuleNote};
+use crate::model::{
+    AccountId, GrantTarget, GroupSlug, Permission, ProjectKey, ProjectPermission, RepoSlug,
+};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::time::{Duration, SystemTime};
 
 /// A member of a Bitbucket group as read from Bitbucket, by account id. How a backend names
 /// the member in its own API (1.0 wants the UUID) stays inside that backend.
@@ -32,23 +36,55 @@ pub struct Actual {
     pub groups: BTreeMap<GroupSlug, ActualGroup>,
     /// Repository grants of groups: (repo, group) -> permission.
     pub grants: BTreeMap<(RepoSlug, GroupSlug), Permission>,
+    /// Project grants of groups on the managed projects.
+    pub project_grants: BTreeMap<(ProjectKey, GroupSlug), ProjectPermission>,
+    /// Direct (per-user) grants of offboarded people on managed repositories and projects:
+    /// (target, account) -> the permission word.
+    pub direct_grants: BTreeMap<(GrantTarget, AccountId), String>,
 }
 
-/// Why a member is removed from a managed group.
+/// Why a change is made.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum RemovalReason {
+pub enum Reason {
+    /// A rule wants it: `rule` names it (`groups[0]`, `grants[2]`), `detail` says how.
+    Rule { rule: String, detail: String },
     /// The directory says the person left; `fact` is what it says (`nsAccountLock=TRUE`).
     Leaver { fact: String },
-    /// No mapped directory group (any more) contains the person.
-    NotWanted,
+    /// No directory entry has this account id any more, since `since` (RFC 3339).
+    Vanished { since: String },
+    /// Bitbucket has more than the rules give.
+    Drift { detail: String },
 }
 
-impl fmt::Display for RemovalReason {
+impl Reason {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Reason::Rule { .. } => "rule",
+            Reason::Leaver { .. } => "leaver",
+            Reason::Vanished { .. } => "vanished",
+            Reason::Drift { .. } => "drift",
+        }
+    }
+
+    /// Off-boarding (a leaver, or someone vanished): applied before anything else.
+    pub fn is_offboarding(&self) -> bool {
+        matches!(self, Reason::Leaver { .. } | Reason::Vanished { .. })
+    }
+}
+
+impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RemovalReason::Leaver { fact } => write!(f, "left the company ({fact})"),
-            RemovalReason::NotWanted => f.write_str("not in the mapped directory group(s)"),
+            Reason::Rule { rule, detail } => write!(f, "{rule}: {detail}"),
+            Reason::Leaver { fact } => write!(f, "left the company ({fact})"),
+            Reason::Vanished { since } => {
+                write!(
+                    f,
+                    "no directory entry has this account id (missing since {since})"
+                )
+            }
+            Reason::Drift { detail } => write!(f, "drift: {detail}"),
         }
     }
 }
@@ -61,12 +97,23 @@ pub enum Change {
         group: GroupSlug,
         account_id: AccountId,
         display_name: String,
-        reason: RemovalReason,
+    },
+    /// A direct (per-user) grant of someone who left.
+    RemoveUserGrant {
+        target: GrantTarget,
+        account_id: AccountId,
+        display_name: String,
+        previous: String,
     },
     RemoveGrant {
         repo: RepoSlug,
         group: GroupSlug,
         previous: Permission,
+    },
+    RemoveProjectGrant {
+        project: ProjectKey,
+        group: GroupSlug,
+        previous: ProjectPermission,
     },
     CreateGroup {
         group: GroupSlug,
@@ -83,6 +130,12 @@ pub enum Change {
         permission: Permission,
         previous: Option<Permission>,
     },
+    SetProjectGrant {
+        project: ProjectKey,
+        group: GroupSlug,
+        permission: ProjectPermission,
+        previous: Option<ProjectPermission>,
+    },
 }
 
 /// The kinds of [`Change`], for metric labels and summaries.
@@ -90,20 +143,26 @@ pub enum Change {
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
     RemoveMember,
+    RemoveUserGrant,
     RemoveGrant,
+    RemoveProjectGrant,
     CreateGroup,
     AddMember,
     SetGrant,
+    SetProjectGrant,
 }
 
 impl ChangeKind {
     pub fn label(self) -> &'static str {
         match self {
             ChangeKind::RemoveMember => "remove_member",
+            ChangeKind::RemoveUserGrant => "remove_user_grant",
             ChangeKind::RemoveGrant => "remove_grant",
+            ChangeKind::RemoveProjectGrant => "remove_project_grant",
             ChangeKind::CreateGroup => "create_group",
             ChangeKind::AddMember => "add_member",
             ChangeKind::SetGrant => "set_grant",
+            ChangeKind::SetProjectGrant => "set_project_grant",
         }
     }
 }
@@ -112,8 +171,16 @@ impl Change {
     /// Takes access away (removal or downgrade): guarded, and applied first.
     pub fn is_revocation(&self) -> bool {
         match self {
-            Change::RemoveMember { .. } | Change::RemoveGrant { .. } => true,
+            Change::RemoveMember { .. }
+            | Change::RemoveUserGrant { .. }
+            | Change::RemoveGrant { .. }
+            | Change::RemoveProjectGrant { .. } => true,
             Change::SetGrant {
+                permission,
+                previous: Some(prev),
+                ..
+            } => permission < prev,
+            Change::SetProjectGrant {
                 permission,
                 previous: Some(prev),
                 ..
@@ -127,39 +194,62 @@ impl Change {
     pub fn is_deletion(&self) -> bool {
         matches!(
             self,
-            Change::RemoveMember { .. } | Change::RemoveGrant { .. }
+            Change::RemoveMember { .. }
+                | Change::RemoveUserGrant { .. }
+                | Change::RemoveGrant { .. }
+                | Change::RemoveProjectGrant { .. }
         )
     }
 
     pub fn kind(&self) -> ChangeKind {
         match self {
             Change::RemoveMember { .. } => ChangeKind::RemoveMember,
+            Change::RemoveUserGrant { .. } => ChangeKind::RemoveUserGrant,
             Change::RemoveGrant { .. } => ChangeKind::RemoveGrant,
+            Change::RemoveProjectGrant { .. } => ChangeKind::RemoveProjectGrant,
             Change::CreateGroup { .. } => ChangeKind::CreateGroup,
             Change::AddMember { .. } => ChangeKind::AddMember,
             Change::SetGrant { .. } => ChangeKind::SetGrant,
+            Change::SetProjectGrant { .. } => ChangeKind::SetProjectGrant,
         }
     }
 
-    /// The group a change targets.
-    pub fn group(&self) -> &GroupSlug {
+    /// The group a change targets (a direct user grant has none).
+    pub fn group(&self) -> Option<&GroupSlug> {
         match self {
             Change::RemoveMember { group, .. }
             | Change::RemoveGrant { group, .. }
+            | Change::RemoveProjectGrant { group, .. }
             | Change::CreateGroup { group, .. }
             | Change::AddMember { group, .. }
-            | Change::SetGrant { group, .. } => group,
+            | Change::SetGrant { group, .. }
+            | Change::SetProjectGrant { group, .. } => Some(group),
+            Change::RemoveUserGrant { .. } => None,
         }
     }
 
-    fn order(&self) -> u8 {
+    /// Whether this is a membership change (served by the membership backend).
+    pub fn is_membership(&self) -> bool {
+        matches!(
+            self,
+            Change::RemoveMember { .. } | Change::CreateGroup { .. } | Change::AddMember { .. }
+        )
+    }
+
+    /// Apply order: off-boarding first, then other revocations, then additions.
+    fn order(&self, reason: &Reason) -> u8 {
         match self {
-            Change::RemoveMember { .. } => 0,
-            Change::RemoveGrant { .. } => 1,
-            c if c.is_revocation() => 2,
-            Change::CreateGroup { .. } => 3,
-            Change::AddMember { .. } => 4,
-            Change::SetGrant { .. } => 5,
+            Change::RemoveMember { .. } | Change::RemoveUserGrant { .. }
+                if reason.is_offboarding() =>
+            {
+                0
+            }
+            Change::RemoveMember { .. } | Change::RemoveUserGrant { .. } => 1,
+            Change::RemoveGrant { .. } | Change::RemoveProjectGrant { .. } => 2,
+            c if c.is_revocation() => 3,
+            Change::CreateGroup { .. } => 4,
+            Change::AddMember { .. } => 5,
+            _ => 6,
         }
     }
 }
@@ -171,18 +261,29 @@ impl fmt::Display for Change {
                 group,
                 account_id,
                 display_name,
-                reason,
+            } => write!(f, "remove {display_name} ({account_id}) from group {group}"),
+            Change::RemoveUserGrant {
+                target,
+                account_id,
+                display_name,
+                previous,
             } => write!(
                 f,
-                "remove {display_name} ({account_id}) from group {group}: {reason}"
+                "revoke direct {previous} on {target} from {display_name} ({account_id})"
             ),
             Change::RemoveGrant {
                 repo,
                 group,
                 previous,
-            } => {
-                write!(f, "revoke {previous} on {repo} from group {group}")
-            }
+            } => write!(f, "revoke {previous} on {repo} from group {group}"),
+            Change::RemoveProjectGrant {
+                project,
+                group,
+                previous,
+            } => write!(
+                f,
+                "revoke {previous} on project {project} from group {group}"
+            ),
             Change::CreateGroup { name, .. } => write!(f, "create group {name:?}"),
             Change::AddMember {
                 group,
@@ -197,6 +298,21 @@ impl fmt::Display for Change {
             } => match previous {
                 Some(p) => write!(f, "change group {group} on {repo}: {p} -> {permission}"),
                 None => write!(f, "grant {permission} on {repo} to group {group}"),
+            },
+            Change::SetProjectGrant {
+                project,
+                group,
+                permission,
+                previous,
+            } => match previous {
+                Some(p) => write!(
+                    f,
+                    "change group {group} on project {project}: {p} -> {permission}"
+                ),
+                None => write!(
+                    f,
+                    "grant {permission} on project {project} to group {group}"
+                ),
             },
         }
     }
@@ -308,19 +424,83 @@ impl Serialize for BlockReason {
     }
 }
 
-/// A change and, if it must not be applied, why.
+/// A change, why it is made, and, if it must not be applied, why not.
 #[derive(Clone, Debug, Serialize)]
 pub struct Planned {
     #[serde(flatten)]
     pub change: Change,
+    pub reason: Reason,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocked: Option<BlockReason>,
+}
+
+/// Why something the rules or the directory would change is left alone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SkipReason {
+    /// A protected account (configured, or the workspace owner) keeps what it has.
+    Protected,
+    /// The directory cannot speak for this account (duplicate id or DN, an unusable entry
+    /// with its email): it keeps exactly what it has.
+    Frozen,
+    /// No directory entry has this account id, but the grace has not run out.
+    VanishedInGrace { since: String, until: String },
+    /// When this person went missing is not known (the state file is unreadable).
+    StateUnavailable,
+    /// Not a member of the workspace: cannot be added (invite them first).
+    NotWorkspaceMember,
+}
+
+impl SkipReason {
+    pub fn label(&self) -> &'static str {
+        match self {
+            SkipReason::Protected => "protected",
+            SkipReason::Frozen => "frozen",
+            SkipReason::VanishedInGrace { .. } => "vanished_in_grace",
+            SkipReason::StateUnavailable => "state_unavailable",
+            SkipReason::NotWorkspaceMember => "not_workspace_member",
+        }
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::Protected => f.write_str("protected account: keeps what it has"),
+            SkipReason::Frozen => f.write_str(
+                "the directory cannot speak for this account (a duplicate or unusable entry): it keeps what it has",
+            ),
+            SkipReason::VanishedInGrace { since, until } => write!(
+                f,
+                "no directory entry since {since}; removed after offboarding.missing_grace_secs, at {until}"
+            ),
+            SkipReason::StateUnavailable => f.write_str(
+                "no directory entry, but since when is unknown (the state file could not be read): held until it is re-established",
+            ),
+            SkipReason::NotWorkspaceMember => {
+                f.write_str("not a member of the workspace: cannot be added (invite them first)")
+            }
+        }
+    }
+}
+
+/// Something left alone on purpose.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// What would have been done (`remove Ann (...) from group developers`).
+    pub subject: String,
+    pub account_id: Option<AccountId>,
+    pub reason: SkipReason,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Plan {
     pub changes: Vec<Planned>,
-    /// Things the operator should know that are not changes (skipped people, unknown groups).
+    /// What is left alone on purpose, with why.
+    pub skipped: Vec<Skipped>,
+    /// What the operator should know about the rules.
+    pub notes: Vec<RuleNote>,
+    /// Other things the operator should know that are not changes (unknown groups).
     pub warnings: Vec<String>,
 }
 
@@ -337,17 +517,134 @@ impl Plan {
     pub fn blocked(&self) -> impl Iterator<Item = &Planned> {
         self.changes.iter().filter(|p| p.blocked.is_some())
     }
+
+    /// Takes the member adds of people who cannot be added (not workspace members) out of the
+    /// plan: they are reported as skipped, not as changes that fail.
+    pub fn unresolve(&mut self, not_members: &BTreeSet<AccountId>) {
+        let mut kept = Vec::with_capacity(self.changes.len());
+        for p in std::mem::take(&mut self.changes) {
+            match &p.change {
+                Change::AddMember { account_id, .. } if not_members.contains(account_id) => {
+                    self.skipped.push(Skipped {
+                        subject: p.change.to_string(),
+                        account_id: Some(account_id.clone()),
+                        reason: SkipReason::NotWorkspaceMember,
+                    })
+                }
+                _ => kept.push(p),
+            }
+        }
+        self.changes = kept;
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct Policy {
     /// Most revocations one run may apply (0: none).
     pub max_removals: usize,
+    /// The time of this run (vanished people's grace is measured against it).
+    pub now: SystemTime,
+    /// How long someone with no directory entry keeps their access (0: at once).
+    pub missing_grace: Duration,
+    /// When people went missing is unknown (unreadable state): no vanished removal this run.
+    pub vanished_unknown: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_removals: 50,
+            now: SystemTime::UNIX_EPOCH,
+            missing_grace: Duration::ZERO,
+            vanished_unknown: false,
+        }
+    }
+}
+
+/// How a member of a managed group who is not wanted there is treated.
+enum Unwanted {
+    Remove(Reason),
+    Skip(SkipReason),
+}
+
+/// Why a member who is not wanted in a managed group would go, or why they stay.
+fn unwanted(id: &AccountId, desired: &Desired, policy: &Policy) -> Unwanted {
+    if desired.frozen.contains(id) {
+        return Unwanted::Skip(SkipReason::Frozen);
+    }
+    if desired.protected.contains(id) {
+        return Unwanted::Skip(SkipReason::Protected);
+    }
+    if let Some(l) = desired.leavers.get(id) {
+        return Unwanted::Remove(Reason::Leaver {
+            fact: l.reason.clone(),
+        });
+    }
+    if desired.known.contains(id) {
+        return Unwanted::Remove(Reason::Drift {
+            detail: "not in the mapped directory group(s)".into(),
+        });
+    }
+    // No directory entry at all: vanished.
+    if policy.vanished_unknown {
+        return Unwanted::Skip(SkipReason::StateUnavailable);
+    }
+    let since = desired.first_missing.get(id).copied().unwrap_or(policy.now);
+    let until = since + policy.missing_grace;
+    if policy.now >= until {
+        Unwanted::Remove(Reason::Vanished {
+            since: crate::time::format_rfc3339(since),
+        })
+    } else {
+        Unwanted::Skip(SkipReason::VanishedInGrace {
+            since: crate::time::format_rfc3339(since),
+            until: crate::time::format_rfc3339(until),
+        })
+    }
+}
+
+/// The people who are offboarded this run, with why: leavers, and members of managed groups
+/// without a directory entry whose grace ran out; never protected or frozen accounts. Their
+/// direct grants on managed repositories and projects are to be read and removed.
+pub fn offboarded(
+    desired: &Desired,
+    actual: &Actual,
+    policy: &Policy,
+) -> BTreeMap<AccountId, Reason> {
+    let mut out = BTreeMap::new();
+    for (id, l) in &desired.leavers {
+        if !desired.protected.contains(id) && !desired.frozen.contains(id) {
+            out.insert(
+                id.clone(),
+                Reason::Leaver {
+                    fact: l.reason.clone(),
+                },
+            );
+        }
+    }
+    for slug in desired.groups.keys() {
+        for id in actual
+            .groups
+            .get(slug)
+            .map(|g| g.members.keys())
+            .into_iter()
+            .flatten()
+        {
+            if desired.known.contains(id) {
+                continue;
+            }
+            if let Unwanted::Remove(r @ Reason::Vanished { .. }) = unwanted(id, desired, policy) {
+                out.insert(id.clone(), r);
+            }
+        }
+    }
+    out
 }
 
 /// Computes the changes that make `actual` equal `desired` within the managed scope.
 pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
-    let mut changes: Vec<Change> = Vec::new();
+    let mut changes: Vec<(Change, Reason)> = Vec::new();
+    let mut skipped = Vec::new();
     let mut warnings = Vec::new();
 
     // Bitbucket generates slugs itself; a group whose slug differs from the one derived from its
@@ -372,13 +669,20 @@ pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
         let have = actual.groups.get(slug);
         if have.is_none() {
             if want.create {
-                changes.push(Change::CreateGroup {
-                    group: slug.clone(),
-                    name: want.name.clone(),
-                });
+                changes.push((
+                    Change::CreateGroup {
+                        group: slug.clone(),
+                        name: want.name.clone(),
+                    },
+                    Reason::Rule {
+                        rule: format!("groups[{}]", want.rule),
+                        detail: "the group does not exist and create = true".into(),
+                    },
+                ));
             } else {
                 warnings.push(format!(
-                    "Bitbucket group {slug} does not exist and groups.create is false: its members are not synced"
+                    "Bitbucket group {slug} does not exist and groups[{}].create is false: its members are not synced",
+                    want.rule
                 ));
                 continue;
             }
@@ -388,29 +692,36 @@ pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
                 continue;
             }
             if have.is_none_or(|g| !g.members.contains_key(id)) {
-                changes.push(Change::AddMember {
-                    group: slug.clone(),
-                    account_id: id.clone(),
-                    display_name: w.display_name.clone(),
-                });
+                changes.push((
+                    Change::AddMember {
+                        group: slug.clone(),
+                        account_id: id.clone(),
+                        display_name: w.display_name.clone(),
+                    },
+                    Reason::Rule {
+                        rule: format!("groups[{}]", want.rule),
+                        detail: format!("member of directory group {}", w.via),
+                    },
+                ));
             }
         }
         for (id, m) in have.map(|g| &g.members).into_iter().flatten() {
-            if want.members.contains_key(id) || desired.frozen.contains(id) {
+            if want.members.contains_key(id) {
                 continue;
             }
-            let reason = match desired.leavers.get(id) {
-                Some(l) => RemovalReason::Leaver {
-                    fact: l.reason.clone(),
-                },
-                None => RemovalReason::NotWanted,
-            };
-            changes.push(Change::RemoveMember {
+            let change = Change::RemoveMember {
                 group: slug.clone(),
                 account_id: id.clone(),
                 display_name: m.display_name.clone(),
-                reason,
-            });
+            };
+            match unwanted(id, desired, policy) {
+                Unwanted::Remove(reason) => changes.push((change, reason)),
+                Unwanted::Skip(reason) => skipped.push(Skipped {
+                    subject: change.to_string(),
+                    account_id: Some(id.clone()),
+                    reason,
+                }),
+            }
         }
     }
 
@@ -422,59 +733,161 @@ pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
         .iter()
         .map(|g| (resolve(g), g.clone()))
         .collect();
-    for ((repo, wanted_group), perm) in &desired.grants {
+    for ((repo, wanted_group), want) in &desired.grants {
         let group = resolve(wanted_group);
         let previous = actual.grants.get(&(repo.clone(), group.clone())).copied();
-        if previous != Some(*perm) {
-            changes.push(Change::SetGrant {
+        if previous == Some(want.permission) {
+            continue;
+        }
+        let rule = format!("grants[{}]", want.rule);
+        let reason = match previous {
+            Some(p) if p > want.permission => Reason::Drift {
+                detail: format!("{p} exceeds the {} that {rule} gives", want.permission),
+            },
+            _ => Reason::Rule {
+                rule,
+                detail: format!("{} on the repositories it selects", want.permission),
+            },
+        };
+        changes.push((
+            Change::SetGrant {
                 repo: repo.clone(),
                 group,
-                permission: *perm,
+                permission: want.permission,
                 previous,
-            });
-        }
+            },
+            reason,
+        ));
     }
     for ((repo, group), prev) in &actual.grants {
         let Some(wanted_group) = grant_groups.get(group) else {
             continue;
         };
-        let managed = desired.repo_scope.contains(repo);
-        if managed
+        if desired.repo_scope.contains(repo)
             && !desired
                 .grants
                 .contains_key(&(repo.clone(), wanted_group.clone()))
         {
-            changes.push(Change::RemoveGrant {
-                repo: repo.clone(),
-                group: group.clone(),
-                previous: *prev,
-            });
+            changes.push((
+                Change::RemoveGrant {
+                    repo: repo.clone(),
+                    group: group.clone(),
+                    previous: *prev,
+                },
+                Reason::Drift {
+                    detail: "no grant rule gives this group access to this repository".into(),
+                },
+            ));
+        }
+    }
+    for ((project, wanted_group), want) in &desired.project_grants {
+        let group = resolve(wanted_group);
+        let previous = actual
+            .project_grants
+            .get(&(project.clone(), group.clone()))
+            .copied();
+        if previous == Some(want.permission) {
+            continue;
+        }
+        let rule = format!("project_grants[{}]", want.rule);
+        let reason = match previous {
+            Some(p) if p > want.permission => Reason::Drift {
+                detail: format!("{p} exceeds the {} that {rule} gives", want.permission),
+            },
+            _ => Reason::Rule {
+                rule,
+                detail: format!("{} on project {project}", want.permission),
+            },
+        };
+        changes.push((
+            Change::SetProjectGrant {
+                project: project.clone(),
+                group,
+                permission: want.permission,
+                previous,
+            },
+            reason,
+        ));
+    }
+    for ((project, group), prev) in &actual.project_grants {
+        let Some(wanted_group) = grant_groups.get(group) else {
+            continue;
+        };
+        if desired.project_scope.contains(project)
+            && !desired
+                .project_grants
+                .contains_key(&(project.clone(), wanted_group.clone()))
+        {
+            changes.push((
+                Change::RemoveProjectGrant {
+                    project: project.clone(),
+                    group: group.clone(),
+                    previous: *prev,
+                },
+                Reason::Drift {
+                    detail: "no project grant rule gives this group access to this project".into(),
+                },
+            ));
         }
     }
 
-    changes.sort_by_key(Change::order);
-    let revocations = changes.iter().filter(|c| c.is_revocation()).count();
+    // Direct grants of people who left, on what is managed.
+    let gone = offboarded(desired, actual, policy);
+    for ((target, id), previous) in &actual.direct_grants {
+        let managed = match target {
+            GrantTarget::Repo(r) => desired.repo_scope.contains(r),
+            GrantTarget::Project(p) => desired.project_scope.contains(p),
+        };
+        let Some(reason) = gone.get(id).filter(|_| managed) else {
+            continue;
+        };
+        let display_name = actual
+            .groups
+            .values()
+            .find_map(|g| g.members.get(id).map(|m| m.display_name.clone()))
+            .or_else(|| desired.leavers.get(id).map(|l| l.display_name.clone()))
+            .unwrap_or_default();
+        changes.push((
+            Change::RemoveUserGrant {
+                target: target.clone(),
+                account_id: id.clone(),
+                display_name,
+                previous: previous.clone(),
+            },
+            reason.clone(),
+        ));
+    }
+
+    changes.sort_by_key(|(c, r)| c.order(r));
+    let revocations = changes.iter().filter(|(c, _)| c.is_revocation()).count();
     let too_many = revocations > policy.max_removals;
-    let mut missing_groups = std::collections::BTreeSet::new();
+    let mut missing_groups = BTreeSet::new();
     let changes = changes
         .into_iter()
-        .map(|change| {
+        .map(|(change, reason)| {
             let blocked = if too_many && change.is_revocation() {
                 Some(BlockReason::SafetyGuard {
                     revocations,
                     limit: policy.max_removals,
                 })
-            } else if let Change::SetGrant { group, .. } = &change {
-                (!will_exist(group)).then(|| {
-                    missing_groups.insert(group.clone());
-                    BlockReason::MissingGroup {
-                        group: group.clone(),
-                    }
-                })
             } else {
-                None
+                match &change {
+                    Change::SetGrant { group, .. } | Change::SetProjectGrant { group, .. }
+                        if !will_exist(group) =>
+                    {
+                        missing_groups.insert(group.clone());
+                        Some(BlockReason::MissingGroup {
+                            group: group.clone(),
+                        })
+                    }
+                    _ => None,
+                }
             };
-            Planned { change, blocked }
+            Planned {
+                change,
+                reason,
+                blocked,
+            }
         })
         .collect();
     for g in missing_groups {
@@ -482,13 +895,18 @@ pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
             "grant rules name group {g}, which does not exist in Bitbucket"
         ));
     }
-    Plan { changes, warnings }
+    Plan {
+        changes,
+        skipped,
+        notes: desired.notes.clone(),
+        warnings,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::{DesiredGroup, Leaver, Wanted};
+    use crate::mapping::{DesiredGroup, Leaver, Wanted, WantedGrant};
 
     fn id(s: &str) -> AccountId {
         AccountId::parse(&crate::model::synthetic_account_id(s)).expect("id")
@@ -504,7 +922,12 @@ mod tests {
             display_name: name.into(),
         }
     }
-    const POLICY: Policy = Policy { max_removals: 50 };
+    const POLICY: Policy = Policy {
+        max_removals: 50,
+        now: SystemTime::UNIX_EPOCH,
+        missing_grace: Duration::ZERO,
+        vanished_unknown: false,
+    };
 
     fn desired_devs(members: &[&str]) -> Desired {
         let mut d = Desired::default();
@@ -513,6 +936,7 @@ mod tests {
             DesiredGroup {
                 name: "Developers".into(),
                 create: true,
+                rule: 0,
                 members: members
                     .iter()
                     .map(|m| {
@@ -520,6 +944,7 @@ mod tests {
                             id(m),
                             Wanted {
                                 display_name: m.to_string(),
+                                via: "devs".into(),
                             },
                         )
                     })
@@ -584,7 +1009,6 @@ mod tests {
             group: g("devs"),
             account_id: id("bob"),
             display_name: "Bob".into(),
-            reason: RemovalReason::NotWanted,
         };
         assert!(remove.is_deletion() && leave.is_deletion());
         assert!(!lower.is_deletion(), "a downgrade is written with PUT");
@@ -602,8 +1026,13 @@ mod tests {
         let mut d = desired_devs(&["ann"]);
         d.grant_groups.insert(g("developers"));
         d.repo_scope.insert(r("api"));
-        d.grants
-            .insert((r("api"), g("developers")), Permission::Read);
+        d.grants.insert(
+            (r("api"), g("developers")),
+            WantedGrant {
+                permission: Permission::Read,
+                rule: 0,
+            },
+        );
         let mut a = Actual::default();
         a.grants
             .insert((r("api"), g("developers")), Permission::Admin);
@@ -640,7 +1069,11 @@ mod tests {
             },
         );
         let p = plan(&d, &actual_devs(&["ann", "bob"]), &POLICY);
-        let ops: Vec<String> = p.changes.iter().map(|c| c.change.to_string()).collect();
+        let ops: Vec<String> = p
+            .changes
+            .iter()
+            .map(|c| format!("{}: {}", c.change, c.reason))
+            .collect();
         assert_eq!(
             ops,
             [
@@ -648,7 +1081,10 @@ mod tests {
                     "remove bob ({}) from group developers: left the company (nsAccountLock=TRUE)",
                     id("bob")
                 ),
-                format!("add cid ({}) to group developers", id("cid"))
+                format!(
+                    "add cid ({}) to group developers: groups[0]: member of directory group devs",
+                    id("cid")
+                )
             ]
         );
     }
@@ -674,8 +1110,13 @@ mod tests {
         d.grant_groups.insert(g("contractors"));
         d.repo_scope.insert(r("api"));
         d.repo_scope.insert(r("web"));
-        d.grants
-            .insert((r("api"), g("contractors")), Permission::Write);
+        d.grants.insert(
+            (r("api"), g("contractors")),
+            WantedGrant {
+                permission: Permission::Write,
+                rule: 0,
+            },
+        );
         let mut a = Actual::default();
         a.groups.insert(g("contractors"), ActualGroup::default());
         a.grants
@@ -705,7 +1146,10 @@ mod tests {
         let p = plan(
             &desired_devs(&["new"]),
             &actual_devs(&refs),
-            &Policy { max_removals: 3 },
+            &Policy {
+                max_removals: 3,
+                ..Policy::default()
+            },
         );
         assert_eq!(p.blocked().count(), 5);
         assert!(p.blocked().all(|b| b.change.is_revocation()));
@@ -727,14 +1171,20 @@ mod tests {
         let p = plan(
             &desired_devs(&[]),
             &actual_devs(&["p0", "p1", "p2"]),
-            &Policy { max_removals: 3 },
+            &Policy {
+                max_removals: 3,
+                ..Policy::default()
+            },
         );
         assert_eq!(p.blocked().count(), 0, "3 revocations, limit 3: {p:?}");
         assert_eq!(p.runnable().count(), 3);
         let none = plan(
             &desired_devs(&[]),
             &actual_devs(&["p0"]),
-            &Policy { max_removals: 0 },
+            &Policy {
+                max_removals: 0,
+                ..Policy::default()
+            },
         );
         assert_eq!(
             none.blocked().count(),
@@ -748,8 +1198,13 @@ mod tests {
         let mut d = desired_devs(&["ann"]);
         d.grant_groups.insert(g("developers"));
         d.repo_scope.insert(r("api"));
-        d.grants
-            .insert((r("api"), g("developers")), Permission::Read);
+        d.grants.insert(
+            (r("api"), g("developers")),
+            WantedGrant {
+                permission: Permission::Read,
+                rule: 0,
+            },
+        );
         let mut a = Actual::default();
         a.groups.insert(
             g("developers-1"),
@@ -769,7 +1224,13 @@ mod tests {
         let mut d = Desired::default();
         d.grant_groups.insert(g("ghost"));
         d.repo_scope.insert(r("api"));
-        d.grants.insert((r("api"), g("ghost")), Permission::Read);
+        d.grants.insert(
+            (r("api"), g("ghost")),
+            WantedGrant {
+                permission: Permission::Read,
+                rule: 0,
+            },
+        );
         let p = plan(&d, &Actual::default(), &POLICY);
         assert_eq!(p.blocked().count(), 1);
         assert_eq!(p.warnings.len(), 1);
