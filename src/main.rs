@@ -297,7 +297,22 @@ async fn check(path: &std::path::Path, probe_writes: bool, output: Output) -> an
     let reader = bbsync::source::Source::new(&cfg.source, &cfg.directory);
     let source = reader.read().await;
     let report = bbsync::check::check(&cfg, &clients, probe_writes).await;
-    let ok = source.is_ok() && report.ok();
+    // The rules against the workspace: a rule that selects nothing, or names a project or
+    // repository that does not exist, fails the check (in `plan` it is a warning).
+    let rules: Result<Vec<bbsync::mapping::RuleNote>, String> = if source.is_ok() && report.ok() {
+        match Reconciler::new(cfg.clone()) {
+            Ok(rec) => rec
+                .run(false)
+                .await
+                .map(|r| r.plan.notes)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    } else {
+        Ok(Vec::new())
+    };
+    let rules_ok = matches!(&rules, Ok(n) if n.is_empty());
+    let ok = source.is_ok() && report.ok() && rules_ok;
     match output {
         Output::Json => outln!(
             "{}",
@@ -308,6 +323,10 @@ async fn check(path: &std::path::Path, probe_writes: bool, output: Output) -> an
                     Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
                 },
                 "bitbucket": report,
+                "rules": match &rules {
+                    Ok(notes) => serde_json::json!({"ok": notes.is_empty(), "notes": notes}),
+                    Err(e) => serde_json::json!({"ok": false, "error": e}),
+                },
                 "ok": ok,
             }))?
         ),
@@ -333,6 +352,20 @@ async fn check(path: &std::path::Path, probe_writes: bool, output: Output) -> an
                 Err(e) => outln!("source {}: FAILED: {e}\n", reader.describe()),
             }
             out!("{}", bbsync::check::render(&report));
+            match &rules {
+                Ok(notes) if notes.is_empty() => {
+                    if source.is_ok() && report.ok() {
+                        outln!("rules: ok (each selects something that exists, inside the scope)");
+                    }
+                }
+                Ok(notes) => {
+                    outln!("rules: FAILED");
+                    for n in notes {
+                        outln!("  - {n}");
+                    }
+                }
+                Err(e) => outln!("rules: could not be checked: {e}"),
+            }
         }
     }
     Ok(if ok { EXIT_OK } else { EXIT_FAILED })

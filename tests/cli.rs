@@ -200,3 +200,33 @@ async fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     assert!(err.contains("INFO"), "expected log lines: {err}");
     assert!(!err.contains('\u{1b}'), "ANSI escape codes in: {err}");
 }
+
+#[tokio::test]
+async fn check_fails_on_a_rule_that_names_what_does_not_exist_and_plan_only_warns() {
+    let mut s = seed(&["ann"]);
+    s.groups.push(group("Developers", &["ann"]));
+    add_repos(&mut s, "PROJ", "proj", 2);
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(&emu, tmp.path(), "acme");
+    let mut text_cfg = std::fs::read_to_string(&cfg).expect("read");
+    text_cfg.push_str(
+        "[[grants]]\ngroup = \"developers\"\npermission = \"read\"\nrepos = [\"proj-000\", \"no-such-repo\"]\n",
+    );
+    std::fs::write(&cfg, text_cfg).expect("write");
+    let cfg = cfg.to_str().expect("utf8");
+    let env = [("BBSYNC__CREDENTIALS__ADMIN__TOKEN", ADMIN_TOKEN)];
+
+    let o = bbsync(&["check", "-c", cfg], &env).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("grants[0] names repository no-such-repo, which does not exist"),
+        "{}",
+        text(&o)
+    );
+    let o = bbsync(&["plan", "-c", cfg, "--output", "json"], &env).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json report");
+    assert_eq!(report["plan"]["notes"][0]["kind"], "unknown_repo");
+    assert_eq!(report["plan"]["changes"][0]["reason"]["kind"], "rule");
+}
