@@ -492,12 +492,29 @@ impl Reconciler {
 
     /// Reads, plans and (when `apply`) applies.
     pub async fn run(&self, apply: bool) -> Result<RunReport, RunError> {
-        let run_id = format!("{:x}", fastrand::u64(..));
-        let span = tracing::info_span!("reconcile", run_id, apply);
-        self.run_inner(apply, run_id).instrument(span).await
+        self.run_approved(apply, None).await
     }
 
-    async fn run_inner(&self, apply: bool, run_id: String) -> Result<RunReport, RunError> {
+    /// [`Reconciler::run`], with the fingerprint of a held revocation set a person approved:
+    /// if this run's revocations are exactly that set, the guards let them through.
+    pub async fn run_approved(
+        &self,
+        apply: bool,
+        approval: Option<&str>,
+    ) -> Result<RunReport, RunError> {
+        let run_id = format!("{:x}", fastrand::u64(..));
+        let span = tracing::info_span!("reconcile", run_id, apply);
+        self.run_inner(apply, run_id, approval)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_inner(
+        &self,
+        apply: bool,
+        run_id: String,
+        approval: Option<&str>,
+    ) -> Result<RunReport, RunError> {
         let started = Instant::now();
         let started_at = crate::time::now_rfc3339();
         let requests_before = self.clients.request_counts();
@@ -582,8 +599,17 @@ impl Reconciler {
         state
             .offboarded_clean
             .retain(|id, _| desired.leavers.contains_key(id));
+        let safety = &self.cfg.safety;
         let policy = Policy {
-            max_removals: self.cfg.safety.max_removals,
+            max_removals: safety.max_removals,
+            max_removal_ratio: safety.max_removal_ratio,
+            min_managed_for_ratio: 20,
+            max_group_removal_ratio: safety.max_group_removal_ratio,
+            big_group: safety.big_group_size,
+            max_shrink_ratio: safety.max_shrink_ratio,
+            people_now: dir.people.len(),
+            people_before: state.last_good_people,
+            approved: approval.map(str::to_owned),
             now,
             missing_grace: self.cfg.offboarding.missing_grace,
             vanished_unknown,
@@ -682,7 +708,21 @@ impl Reconciler {
                         .insert(id.clone(), crate::state::to_unix(now));
                 }
             }
+            // A read the shrink guard did not hold (or that was approved) is the new baseline.
+            if !plan
+                .held
+                .iter()
+                .any(|g| matches!(g, plan::Guard::Shrink { .. }))
+            {
+                state.last_good_people = Some(dir.people.len());
+            }
             self.save_state(&state);
+        }
+        for g in &plan.held {
+            tracing::error!(
+                guard = g.label(),
+                "safety guard tripped: {g}; revocations held, additions applied"
+            );
         }
 
         let api_requests_by_credential = requests_since(&self.clients);

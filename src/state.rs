@@ -42,6 +42,9 @@ pub struct State {
     /// People who left whose direct grants were found, and left, clean: since when.
     #[serde(default)]
     pub offboarded_clean: BTreeMap<AccountId, u64>,
+    /// How many people the last good read had (the shrink guard compares against it).
+    #[serde(default)]
+    pub last_good_people: Option<usize>,
 }
 
 pub fn to_unix(t: SystemTime) -> u64 {

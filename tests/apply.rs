@@ -256,8 +256,10 @@ async fn a_blocked_group_create_blocks_its_member_adds_with_the_reason() {
                     detail: "t".into(),
                 },
                 blocked: Some(BlockReason::SafetyGuard {
-                    revocations: 9,
-                    limit: 1,
+                    guard: bbsync::plan::Guard::Absolute {
+                        revocations: 9,
+                        limit: 1,
+                    },
                 }),
             },
             Planned {

@@ -169,11 +169,23 @@ pub struct ProjectGrantRule {
     pub projects: Vec<ProjectKey>,
 }
 
+/// Limits on what one run may take away. A tripped limit holds every revocation (additions
+/// go ahead) until the source recovers or a person approves exactly the held set.
 #[derive(Clone, Debug)]
 pub struct Safety {
-    /// Most revoking changes (member removals, grant removals or downgrades) one run may make;
-    /// beyond it no revocation is applied and the run fails. 0 allows none.
+    /// Most revoking changes (member removals, grant removals or downgrades) one run may make.
+    /// 0 allows none.
     pub max_removals: usize,
+    /// Largest share of the managed memberships and grants one run may revoke (applies once
+    /// there are at least 20 of them).
+    pub max_removal_ratio: f64,
+    /// Largest share of one big group's members one run may remove.
+    pub max_group_removal_ratio: f64,
+    /// Groups of at least this many members are big.
+    pub big_group_size: usize,
+    /// Largest share of its people the directory may lose since the last good read (needs
+    /// `offboarding.state_dir`).
+    pub max_shrink_ratio: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -246,6 +258,14 @@ impl RawTable for RawConfig {}
 struct RawSafety {
     /// Most revoking changes one run may make; default 50, 0 allows none.
     max_removals: Field<usize>,
+    /// Largest share (0..1) of the managed memberships and grants one run may revoke; 0.25.
+    max_removal_ratio: Field<f64>,
+    /// Largest share (0..1) of one big group's members one run may remove; 0.25.
+    max_group_removal_ratio: Field<f64>,
+    /// Groups of at least this many members are big; 20.
+    big_group_size: Field<usize>,
+    /// Largest share (0..1) of people the directory may lose since the last good read; 0.2.
+    max_shrink_ratio: Field<f64>,
 }
 
 impl RawTable for RawSafety {}
@@ -416,9 +436,33 @@ fn validate(tree: Table<RawConfig>, origin: String, base: &Path) -> Result<Confi
 
 /// `[safety]`.
 fn validate_safety(raw: Table<RawSafety>, p: &mut Problems) -> Safety {
-    let RawSafety { max_removals } = raw.read("safety", p).unwrap_or_default();
+    let RawSafety {
+        max_removals,
+        max_removal_ratio,
+        max_group_removal_ratio,
+        big_group_size,
+        max_shrink_ratio,
+    } = raw.read("safety", p).unwrap_or_default();
+    let mut ratio = |key: &str, v: Field<f64>, default: f64| {
+        let r = v.get(key, p).unwrap_or(default);
+        if !(0.0..=1.0).contains(&r) {
+            p.push(key, format!("{r} is not a share between 0 and 1"));
+        }
+        r
+    };
+    let max_removal_ratio = ratio("safety.max_removal_ratio", max_removal_ratio, 0.25);
+    let max_group_removal_ratio = ratio(
+        "safety.max_group_removal_ratio",
+        max_group_removal_ratio,
+        0.25,
+    );
+    let max_shrink_ratio = ratio("safety.max_shrink_ratio", max_shrink_ratio, 0.2);
     Safety {
         max_removals: max_removals.get("safety.max_removals", p).unwrap_or(50),
+        max_removal_ratio,
+        max_group_removal_ratio,
+        big_group_size: big_group_size.get("safety.big_group_size", p).unwrap_or(20),
+        max_shrink_ratio,
     }
 }
 

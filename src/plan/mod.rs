@@ -322,8 +322,9 @@ impl fmt::Display for Change {
 /// is a metric label, the message says what happened and what to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BlockReason {
-    /// More revocations than `safety.max_removals`: every revocation is held back.
-    SafetyGuard { revocations: usize, limit: usize },
+    /// A safety guard tripped: every revocation is held back (additions go ahead) until the
+    /// source recovers or a person approves exactly this set.
+    SafetyGuard { guard: Guard },
     /// The credential serving the family cannot do this (its kind, or its scopes).
     CredentialCannot {
         family: ApiFamily,
@@ -372,9 +373,9 @@ impl BlockReason {
 impl fmt::Display for BlockReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BlockReason::SafetyGuard { revocations, limit } => write!(
+            BlockReason::SafetyGuard { guard } => write!(
                 f,
-                "safety: {revocations} revocations exceed safety.max_removals = {limit}; none applied"
+                "safety: {guard}; no revocation is applied until the source recovers or the held set is approved (bbsync plan --out FILE, bbsync approve FILE, bbsync apply --plan FILE)"
             ),
             BlockReason::CredentialCannot {
                 family,
@@ -421,6 +422,79 @@ impl Serialize for BlockReason {
         st.serialize_field("kind", self.label())?;
         st.serialize_field("message", &self.to_string())?;
         st.end()
+    }
+}
+
+/// A safety guard that held this run's revocations back.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Guard {
+    /// More revocations than `safety.max_removals`.
+    Absolute { revocations: usize, limit: usize },
+    /// More than `safety.max_removal_ratio` of the managed memberships and grants.
+    Relative {
+        revocations: usize,
+        managed: usize,
+        ratio: f64,
+    },
+    /// One big group would lose more than `safety.max_group_removal_ratio` of its members.
+    Group {
+        group: GroupSlug,
+        removals: usize,
+        members: usize,
+        ratio: f64,
+    },
+    /// The directory has lost more than `safety.max_shrink_ratio` of its people since the
+    /// last good read.
+    Shrink {
+        before: usize,
+        now: usize,
+        ratio: f64,
+    },
+}
+
+impl Eq for Guard {}
+
+impl Guard {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Guard::Absolute { .. } => "absolute",
+            Guard::Relative { .. } => "relative",
+            Guard::Group { .. } => "group",
+            Guard::Shrink { .. } => "shrink",
+        }
+    }
+}
+
+impl fmt::Display for Guard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Guard::Absolute { revocations, limit } => write!(
+                f,
+                "{revocations} revocations exceed safety.max_removals = {limit}"
+            ),
+            Guard::Relative {
+                revocations,
+                managed,
+                ratio,
+            } => write!(
+                f,
+                "{revocations} revocations of {managed} managed memberships and grants exceed safety.max_removal_ratio = {ratio}"
+            ),
+            Guard::Group {
+                group,
+                removals,
+                members,
+                ratio,
+            } => write!(
+                f,
+                "group {group} would lose {removals} of its {members} members, more than safety.max_group_removal_ratio = {ratio}"
+            ),
+            Guard::Shrink { before, now, ratio } => write!(
+                f,
+                "the directory shrank from {before} to {now} people since the last good read, more than safety.max_shrink_ratio = {ratio}"
+            ),
+        }
     }
 }
 
@@ -496,6 +570,11 @@ pub struct Skipped {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Plan {
     pub changes: Vec<Planned>,
+    /// The guards that held this run's revocations back (empty: none tripped, or the held
+    /// set was approved).
+    pub held: Vec<Guard>,
+    /// Fingerprint of the revocations (what an approval names).
+    pub revocations: String,
     /// What is left alone on purpose, with why.
     pub skipped: Vec<Skipped>,
     /// What the operator should know about the rules.
@@ -542,6 +621,21 @@ impl Plan {
 pub struct Policy {
     /// Most revocations one run may apply (0: none).
     pub max_removals: usize,
+    /// Largest share of the managed memberships and grants one run may revoke, once there are
+    /// at least `min_managed_for_ratio` of them.
+    pub max_removal_ratio: f64,
+    pub min_managed_for_ratio: usize,
+    /// Largest share of one group's members one run may remove, for groups of at least
+    /// `big_group` members.
+    pub max_group_removal_ratio: f64,
+    pub big_group: usize,
+    /// Largest share of people the directory may lose since the last good read.
+    pub max_shrink_ratio: f64,
+    /// People in this read, and in the last good one (`None`: no earlier read known).
+    pub people_now: usize,
+    pub people_before: Option<usize>,
+    /// The fingerprint of a held revocation set a person approved: that exact set goes ahead.
+    pub approved: Option<String>,
     /// The time of this run (vanished people's grace is measured against it).
     pub now: SystemTime,
     /// How long someone with no directory entry keeps their access (0: at once).
@@ -554,6 +648,14 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             max_removals: 50,
+            max_removal_ratio: 0.25,
+            min_managed_for_ratio: 20,
+            max_group_removal_ratio: 0.25,
+            big_group: 20,
+            max_shrink_ratio: 0.2,
+            people_now: 0,
+            people_before: None,
+            approved: None,
             now: SystemTime::UNIX_EPOCH,
             missing_grace: Duration::ZERO,
             vanished_unknown: false,
@@ -859,16 +961,24 @@ pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
     }
 
     changes.sort_by_key(|(c, r)| c.order(r));
-    let revocations = changes.iter().filter(|(c, _)| c.is_revocation()).count();
-    let too_many = revocations > policy.max_removals;
+    let revoking: Vec<&Change> = changes
+        .iter()
+        .map(|(c, _)| c)
+        .filter(|c| c.is_revocation())
+        .collect();
+    let fingerprint = revocation_fingerprint(&revoking);
+    let mut held = guards(&revoking, desired, actual, policy);
+    if !held.is_empty() && policy.approved.as_deref() == Some(fingerprint.as_str()) {
+        // A person approved exactly this set: it goes ahead, once.
+        held.clear();
+    }
     let mut missing_groups = BTreeSet::new();
     let changes = changes
         .into_iter()
         .map(|(change, reason)| {
-            let blocked = if too_many && change.is_revocation() {
+            let blocked = if let Some(guard) = held.first().filter(|_| change.is_revocation()) {
                 Some(BlockReason::SafetyGuard {
-                    revocations,
-                    limit: policy.max_removals,
+                    guard: guard.clone(),
                 })
             } else {
                 match &change {
@@ -897,10 +1007,98 @@ pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
     }
     Plan {
         changes,
+        held,
+        revocations: fingerprint,
         skipped,
         notes: desired.notes.clone(),
         warnings,
     }
+}
+
+/// A stable fingerprint of a set of revocations (their canonical JSON, hashed): what an
+/// approval names, so that it releases exactly that set and nothing else.
+pub fn revocation_fingerprint(revoking: &[&Change]) -> String {
+    let mut lines: Vec<String> = revoking
+        .iter()
+        .map(|c| serde_json::to_string(c).unwrap_or_default())
+        .collect();
+    lines.sort();
+    let digest = ring::digest::digest(&ring::digest::SHA256, lines.join("\n").as_bytes());
+    digest
+        .as_ref()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The guards this run's revocations trip.
+fn guards(revoking: &[&Change], desired: &Desired, actual: &Actual, policy: &Policy) -> Vec<Guard> {
+    let mut out = Vec::new();
+    let n = revoking.len();
+    if n > policy.max_removals {
+        out.push(Guard::Absolute {
+            revocations: n,
+            limit: policy.max_removals,
+        });
+    }
+    // What is managed now: memberships of managed groups, grants of managed groups on managed
+    // repositories and projects, and the direct grants read.
+    let memberships: usize = desired
+        .groups
+        .keys()
+        .filter_map(|g| actual.groups.get(g))
+        .map(|g| g.members.len())
+        .sum();
+    let grants = actual
+        .grants
+        .keys()
+        .filter(|(r, g)| desired.repo_scope.contains(r) && desired.grant_groups.contains(g))
+        .count();
+    let project_grants = actual
+        .project_grants
+        .keys()
+        .filter(|(p, g)| desired.project_scope.contains(p) && desired.grant_groups.contains(g))
+        .count();
+    let managed = memberships + grants + project_grants + actual.direct_grants.len();
+    if managed >= policy.min_managed_for_ratio
+        && n as f64 > policy.max_removal_ratio * managed as f64
+    {
+        out.push(Guard::Relative {
+            revocations: n,
+            managed,
+            ratio: policy.max_removal_ratio,
+        });
+    }
+    let mut per_group: BTreeMap<&GroupSlug, usize> = BTreeMap::new();
+    for c in revoking {
+        if let Change::RemoveMember { group, .. } = c {
+            *per_group.entry(group).or_default() += 1;
+        }
+    }
+    for (group, removals) in per_group {
+        let members = actual.groups.get(group).map_or(0, |g| g.members.len());
+        if members >= policy.big_group
+            && removals as f64 > policy.max_group_removal_ratio * members as f64
+        {
+            out.push(Guard::Group {
+                group: group.clone(),
+                removals,
+                members,
+                ratio: policy.max_group_removal_ratio,
+            });
+        }
+    }
+    if let Some(before) = policy.people_before {
+        if n > 0 && (policy.people_now as f64) < (1.0 - policy.max_shrink_ratio) * before as f64 {
+            out.push(Guard::Shrink {
+                before,
+                now: policy.people_now,
+                ratio: policy.max_shrink_ratio,
+            });
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -922,12 +1120,6 @@ mod tests {
             display_name: name.into(),
         }
     }
-    const POLICY: Policy = Policy {
-        max_removals: 50,
-        now: SystemTime::UNIX_EPOCH,
-        missing_grace: Duration::ZERO,
-        vanished_unknown: false,
-    };
 
     fn desired_devs(members: &[&str]) -> Desired {
         let mut d = Desired::default();
@@ -1036,7 +1228,7 @@ mod tests {
         let mut a = Actual::default();
         a.grants
             .insert((r("api"), g("developers")), Permission::Admin);
-        let p = plan(&d, &a, &POLICY);
+        let p = plan(&d, &a, &Policy::default());
         let ops: Vec<String> = p.changes.iter().map(|c| c.change.to_string()).collect();
         assert_eq!(
             ops,
@@ -1053,7 +1245,7 @@ mod tests {
         let p = plan(
             &desired_devs(&["ann", "bob"]),
             &actual_devs(&["ann", "bob"]),
-            &POLICY,
+            &Policy::default(),
         );
         assert!(p.is_empty(), "{p:?}");
     }
@@ -1068,7 +1260,7 @@ mod tests {
                 reason: "nsAccountLock=TRUE".into(),
             },
         );
-        let p = plan(&d, &actual_devs(&["ann", "bob"]), &POLICY);
+        let p = plan(&d, &actual_devs(&["ann", "bob"]), &Policy::default());
         let ops: Vec<String> = p
             .changes
             .iter()
@@ -1091,7 +1283,11 @@ mod tests {
 
     #[test]
     fn a_missing_group_is_created_before_members_are_added() {
-        let p = plan(&desired_devs(&["ann"]), &Actual::default(), &POLICY);
+        let p = plan(
+            &desired_devs(&["ann"]),
+            &Actual::default(),
+            &Policy::default(),
+        );
         let kinds: Vec<_> = p.changes.iter().map(|c| c.change.kind()).collect();
         assert_eq!(kinds, [ChangeKind::CreateGroup, ChangeKind::AddMember]);
     }
@@ -1100,7 +1296,7 @@ mod tests {
     fn protected_identities_are_neither_added_nor_removed() {
         let mut d = desired_devs(&["ann"]);
         d.frozen.insert(id("twin"));
-        let p = plan(&d, &actual_devs(&["ann", "twin"]), &POLICY);
+        let p = plan(&d, &actual_devs(&["ann", "twin"]), &Policy::default());
         assert!(p.is_empty(), "{p:?}");
     }
 
@@ -1127,7 +1323,7 @@ mod tests {
             .insert((r("docs"), g("contractors")), Permission::Read); // repo out of scope
         a.grants
             .insert((r("api"), g("release-bots")), Permission::Admin); // group not managed
-        let p = plan(&d, &a, &POLICY);
+        let p = plan(&d, &a, &Policy::default());
         let ops: Vec<String> = p.changes.iter().map(|c| c.change.to_string()).collect();
         assert_eq!(
             ops,
@@ -1160,10 +1356,99 @@ mod tests {
         assert!(p.blocked().all(|b| matches!(
             b.blocked,
             Some(BlockReason::SafetyGuard {
-                revocations: 5,
-                limit: 3
+                guard: Guard::Absolute {
+                    revocations: 5,
+                    limit: 3
+                }
             })
         )));
+    }
+
+    fn people(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("p{i:02}")).collect()
+    }
+
+    #[test]
+    fn half_the_people_vanishing_trips_the_relative_and_group_guards_below_the_absolute_limit() {
+        let all = people(44);
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let mut d = desired_devs(&refs[..22]);
+        d.known = refs[..22].iter().map(|p| id(p)).collect();
+        let a = actual_devs(&refs);
+        let p = plan(&d, &a, &Policy::default());
+        assert_eq!(
+            p.blocked().count(),
+            22,
+            "22 vanished, limit 50: {:?}",
+            p.held
+        );
+        let labels: Vec<&str> = p.held.iter().map(Guard::label).collect();
+        assert_eq!(labels, ["relative", "group"]);
+        // A quarter is allowed.
+        let mut d = desired_devs(&refs[..33]);
+        d.known = refs[..33].iter().map(|p| id(p)).collect();
+        let p = plan(&d, &a, &Policy::default());
+        assert!(p.held.is_empty(), "{:?}", p.held);
+        assert_eq!(p.runnable().count(), 11);
+    }
+
+    #[test]
+    fn a_directory_that_shrank_since_the_last_good_read_holds_revocations_not_additions() {
+        let mut d = desired_devs(&["ann", "new"]);
+        d.known = [id("ann"), id("new")].into_iter().collect();
+        let a = actual_devs(&["ann", "bob"]);
+        let shrunk = Policy {
+            people_now: 70,
+            people_before: Some(100),
+            ..Policy::default()
+        };
+        let p = plan(&d, &a, &shrunk);
+        assert!(
+            matches!(
+                p.held[..],
+                [Guard::Shrink {
+                    before: 100,
+                    now: 70,
+                    ..
+                }]
+            ),
+            "{:?}",
+            p.held
+        );
+        assert_eq!(p.blocked().count(), 1);
+        assert_eq!(
+            p.runnable().map(Change::kind).collect::<Vec<_>>(),
+            [ChangeKind::AddMember]
+        );
+        let fine = Policy {
+            people_now: 90,
+            people_before: Some(100),
+            ..Policy::default()
+        };
+        assert!(plan(&d, &a, &fine).held.is_empty());
+    }
+
+    #[test]
+    fn an_approval_releases_exactly_the_held_set_and_no_other() {
+        let limited = Policy {
+            max_removals: 1,
+            ..Policy::default()
+        };
+        let a = actual_devs(&["ann", "bob", "cid"]);
+        let d = desired_devs(&["ann"]);
+        let held = plan(&d, &a, &limited);
+        assert_eq!(held.blocked().count(), 2);
+        let approved = Policy {
+            approved: Some(held.revocations.clone()),
+            ..limited.clone()
+        };
+        let released = plan(&d, &a, &approved);
+        assert!(released.held.is_empty());
+        assert_eq!(released.runnable().count(), 2);
+        // One more removal is another set: the approval does not cover it.
+        let other = plan(&desired_devs(&[]), &a, &approved);
+        assert_ne!(other.revocations, held.revocations);
+        assert_eq!(other.blocked().count(), 3);
     }
 
     #[test]
@@ -1215,7 +1500,7 @@ mod tests {
         );
         a.grants
             .insert((r("api"), g("developers-1")), Permission::Read);
-        let p = plan(&d, &a, &POLICY);
+        let p = plan(&d, &a, &Policy::default());
         assert!(p.is_empty(), "{p:?}");
     }
 
@@ -1231,7 +1516,7 @@ mod tests {
                 rule: 0,
             },
         );
-        let p = plan(&d, &Actual::default(), &POLICY);
+        let p = plan(&d, &Actual::default(), &Policy::default());
         assert_eq!(p.blocked().count(), 1);
         assert_eq!(p.warnings.len(), 1);
     }
