@@ -477,6 +477,18 @@ impl Reconciler {
             Ok(s) => (s.unwrap_or_default(), false),
             Err(e) => {
                 tracing::error!(error = %e, "state unavailable: no one without a directory entry is removed this run");
+                if matches!(e, crate::state::StateError::Corrupt { .. }) {
+                    // Kept for a person to look at; an applying run writes a fresh state, from
+                    // which the grace of everyone missing starts again.
+                    match file.set_aside() {
+                        Ok(to) => {
+                            tracing::warn!(kept = %to.display(), "the corrupt state file was moved aside")
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot move the corrupt state file aside")
+                        }
+                    }
+                }
                 (crate::state::State::default(), true)
             }
         }
@@ -576,10 +588,7 @@ impl Reconciler {
             },
         );
         // Vanished members: first seen missing now, unless the state remembers earlier.
-        let missing: BTreeSet<AccountId> = desired
-            .groups
-            .keys()
-            .filter_map(|g| actual.groups.get(g))
+        let missing: BTreeSet<AccountId> = plan::managed_groups(&desired, &actual)
             .flat_map(|g| g.members.keys())
             .filter(|id| !desired.known.contains(*id) && !desired.frozen.contains(*id))
             .cloned()
@@ -596,9 +605,13 @@ impl Reconciler {
             .iter()
             .map(|(id, t)| (id.clone(), crate::state::from_unix(*t)))
             .collect();
-        state
-            .offboarded_clean
-            .retain(|id, _| desired.leavers.contains_key(id));
+        // Someone found clean is read again after offboarding.recheck_secs (a direct grant
+        // given by hand after they left, a repository that became managed).
+        let recheck = self.cfg.offboarding.recheck.as_secs();
+        let now_secs = crate::state::to_unix(now);
+        state.offboarded_clean.retain(|id, at| {
+            desired.leavers.contains_key(id) && now_secs.saturating_sub(*at) < recheck
+        });
         let safety = &self.cfg.safety;
         let policy = Policy {
             max_removals: safety.max_removals,

@@ -20,7 +20,7 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the state file {path} is corrupt ({detail}); move it away to start afresh")]
+    #[error("the state file {path} is corrupt ({detail}); it is moved aside and a fresh one started (the grace of everyone missing starts again)")]
     Corrupt { path: PathBuf, detail: String },
     #[error("cannot write the state file {path}: {source}")]
     Write {
@@ -95,6 +95,19 @@ impl StateFile {
             });
         }
         Ok(Some(state))
+    }
+
+    /// Moves the file aside (`bbsync-state.json.corrupt-UNIXTIME`) so that a fresh one can be
+    /// written without losing what was there.
+    pub fn set_aside(&self) -> Result<PathBuf, StateError> {
+        let to = self
+            .path
+            .with_extension(format!("json.corrupt-{}", to_unix(SystemTime::now())));
+        std::fs::rename(&self.path, &to).map_err(|source| StateError::Write {
+            path: to.clone(),
+            source,
+        })?;
+        Ok(to)
     }
 
     /// Replaces the file atomically.

@@ -1087,3 +1087,105 @@ repos = ["web-legacy"]
     assert!(writes(&emu).is_empty(), "{:?}", writes(&emu));
     assert_no_blind_delete(&emu);
 }
+
+#[tokio::test]
+async fn a_direct_grant_given_to_a_leaver_after_their_cleanup_is_removed_once_the_recheck_is_due() {
+    let mut s = seed(&["ann", "lea"]);
+    repo(&mut s, "CORE", "app");
+    s.groups.push(group("Developers", &["ann", "lea"]));
+    s.group_grants = vec![grant("app", "developers", "read")];
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rules = r#"
+[[groups]]
+name = "Developers"
+from = ["eng"]
+[[grants]]
+group = "developers"
+permission = "read"
+repos = ["app"]
+[offboarding]
+state_dir = "state"
+recheck_secs = 0
+"#;
+    let dir_text = ldif(
+        &[("ann", false), ("lea", true)],
+        &[("eng", &["ann", "lea"])],
+    );
+    let rec = Reconciler::new(config(&emu, tmp.path(), &dir_text, rules)).expect("rec");
+    let left = rec.run(true).await.expect("lea leaves");
+    assert!(left.ok(), "{:#?}", left.outcomes);
+    assert!(!members_of(&emu, "Developers").contains(&acc("lea")));
+
+    // Someone grants the leaver direct access to a managed repository by hand.
+    let mut st = emu.state();
+    st.user_grants.push(user_grant("app", "lea", "write"));
+    emu.replace_state(st).expect("state");
+
+    let next = rec.run(true).await.expect("next run");
+    assert!(next.ok(), "{:#?}", next.outcomes);
+    assert!(
+        emu.state().user_grants.is_empty(),
+        "a leaver kept a direct grant on a managed repository: {:?}",
+        emu.state().user_grants
+    );
+}
+
+#[tokio::test]
+async fn a_vanished_member_of_a_group_whose_slug_is_not_its_name_is_timed_and_removed_after_the_grace(
+) {
+    let mut s = seed(&["ann", "vic"]);
+    repo(&mut s, "CORE", "app");
+    let mut devs = group("Developers", &["ann", "vic"]);
+    devs.slug = Some("devs".into()); // renamed from "Devs": Bitbucket kept the slug
+    s.groups.push(devs);
+    s.group_grants = vec![grant("app", "devs", "read")];
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir_text = ldif(&[("ann", false)], &[("eng", &["ann"])]);
+    let rec = Reconciler::new(config(&emu, tmp.path(), &dir_text, VANISHED_RULES)).expect("rec");
+    let first = rec.run(true).await.expect("first run");
+    assert!(matches!(
+        skipped(&first, "vic").as_slice(),
+        [SkipReason::VanishedInGrace { .. }]
+    ));
+    let text = std::fs::read_to_string(state_file(tmp.path())).expect("state file");
+    assert!(
+        text.contains(&acc("vic")),
+        "when vic went missing was not recorded, so the grace restarts every run: {text}"
+    );
+    set_first_missing(tmp.path(), "vic", now_secs() - 7200);
+    let later = rec.run(true).await.expect("after the grace");
+    assert!(
+        !members_of(&emu, "Developers").contains(&acc("vic")),
+        "{:#?}",
+        later.plan.skipped
+    );
+}
+
+#[tokio::test]
+async fn a_vanished_member_of_a_group_whose_slug_is_not_its_name_loses_their_direct_grants() {
+    let mut s = seed(&["ann", "vic"]);
+    repo(&mut s, "CORE", "app");
+    let mut devs = group("Developers", &["ann", "vic"]);
+    devs.slug = Some("devs".into());
+    s.groups.push(devs);
+    s.group_grants = vec![grant("app", "devs", "read")];
+    s.user_grants = vec![user_grant("app", "vic", "write")];
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rules = "[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n[[grants]]\ngroup = \"developers\"\npermission = \"read\"\nrepos = [\"app\"]\n";
+    let dir_text = ldif(&[("ann", false)], &[("eng", &["ann"])]);
+    let report = Reconciler::new(config(&emu, tmp.path(), &dir_text, rules))
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("run");
+    assert!(report.ok(), "{:#?}", report.outcomes);
+    assert!(!members_of(&emu, "Developers").contains(&acc("vic")));
+    assert!(
+        emu.state().user_grants.is_empty(),
+        "vic was removed as vanished but kept the direct grant: {:?}",
+        emu.state().user_grants
+    );
+}

@@ -31,6 +31,8 @@ pub struct Offboarding {
     /// Remove offboarded people's direct (per-user) grants on managed repositories and
     /// projects.
     pub direct_grants: bool,
+    /// How long someone whose direct grants were found clean is not read again.
+    pub recheck: Duration,
 }
 
 impl Default for Offboarding {
@@ -39,6 +41,7 @@ impl Default for Offboarding {
             missing_grace: Duration::ZERO,
             state_dir: None,
             direct_grants: true,
+            recheck: Duration::from_secs(86_400),
         }
     }
 }
@@ -92,6 +95,8 @@ pub(super) struct RawOffboarding {
     state_dir: Field<PathBuf>,
     /// Remove offboarded people's direct grants on managed repositories and projects; true.
     direct_grants: Field<bool>,
+    /// Seconds before someone found clean is read again; 86400.
+    recheck_secs: Field<u64>,
 }
 
 impl RawTable for RawOffboarding {}
@@ -186,6 +191,7 @@ pub(super) fn validate_offboarding(
         missing_grace_secs,
         state_dir,
         direct_grants,
+        recheck_secs,
     } = raw.read("offboarding", p).unwrap_or_default();
     let grace = missing_grace_secs
         .get("offboarding.missing_grace_secs", p)
@@ -203,5 +209,10 @@ pub(super) fn validate_offboarding(
         direct_grants: direct_grants
             .get("offboarding.direct_grants", p)
             .unwrap_or(true),
+        recheck: Duration::from_secs(
+            recheck_secs
+                .get("offboarding.recheck_secs", p)
+                .unwrap_or(86_400),
+        ),
     }
 }

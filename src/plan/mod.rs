@@ -705,6 +705,35 @@ fn unwanted(id: &AccountId, desired: &Desired, policy: &Policy) -> Unwanted {
     }
 }
 
+/// The slug Bitbucket has for a wanted group. Bitbucket generates slugs itself; a group whose
+/// slug differs from the one derived from its name (special characters, a rename that kept the
+/// slug) is found by name rather than taken for missing.
+pub fn resolve_group(desired: &Desired, actual: &Actual, slug: &GroupSlug) -> GroupSlug {
+    if actual.groups.contains_key(slug) {
+        return slug.clone();
+    }
+    let name = desired
+        .groups
+        .get(slug)
+        .map_or(slug.as_str(), |d| d.name.as_str());
+    actual
+        .groups
+        .iter()
+        .find(|(_, g)| g.name.eq_ignore_ascii_case(name))
+        .map_or_else(|| slug.clone(), |(s, _)| s.clone())
+}
+
+/// The managed groups as Bitbucket has them (found by slug, or by name).
+pub fn managed_groups<'a>(
+    desired: &'a Desired,
+    actual: &'a Actual,
+) -> impl Iterator<Item = &'a ActualGroup> + 'a {
+    desired
+        .groups
+        .keys()
+        .filter_map(move |g| actual.groups.get(&resolve_group(desired, actual, g)))
+}
+
 /// The people who are offboarded this run, with why: leavers, and members of managed groups
 /// without a directory entry whose grace ran out; never protected or frozen accounts. Their
 /// direct grants on managed repositories and projects are to be read and removed.
@@ -724,14 +753,8 @@ pub fn offboarded(
             );
         }
     }
-    for slug in desired.groups.keys() {
-        for id in actual
-            .groups
-            .get(slug)
-            .map(|g| g.members.keys())
-            .into_iter()
-            .flatten()
-        {
+    for group in managed_groups(desired, actual) {
+        for id in group.members.keys() {
             if desired.known.contains(id) {
                 continue;
             }
@@ -751,20 +774,7 @@ pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
 
     // Bitbucket generates slugs itself; a group whose slug differs from the one derived from its
     // name (special characters, a rename) is still found by name rather than created again.
-    let resolve = |slug: &GroupSlug| -> GroupSlug {
-        if actual.groups.contains_key(slug) {
-            return slug.clone();
-        }
-        let name = desired
-            .groups
-            .get(slug)
-            .map_or(slug.as_str(), |d| d.name.as_str());
-        actual
-            .groups
-            .iter()
-            .find(|(_, g)| g.name.eq_ignore_ascii_case(name))
-            .map_or_else(|| slug.clone(), |(s, _)| s.clone())
-    };
+    let resolve = |slug: &GroupSlug| resolve_group(desired, actual, slug);
 
     for (wanted_slug, want) in &desired.groups {
         let slug = &resolve(wanted_slug);
@@ -1044,10 +1054,7 @@ fn guards(revoking: &[&Change], desired: &Desired, actual: &Actual, policy: &Pol
     }
     // What is managed now: memberships of managed groups, grants of managed groups on managed
     // repositories and projects, and the direct grants read.
-    let memberships: usize = desired
-        .groups
-        .keys()
-        .filter_map(|g| actual.groups.get(g))
+    let memberships: usize = managed_groups(desired, actual)
         .map(|g| g.members.len())
         .sum();
     let grants = actual
