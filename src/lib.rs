@@ -21,9 +21,10 @@
 //!      seams with their Bitbucket implementations.
 //!    - [`apply`]: runs a plan through those seams; the audit trail.
 //!    - [`state`]: what must survive a restart (when people went missing), written atomically.
-//! 5. **Orchestration**: [`reconcile`] (one whole run), [`check`] (what the credentials can
-//!    do), [`report`] (human and JSON renderings), [`metrics`] (the Prometheus registry),
-//!    [`demo`] (embedded emulator + sample directory).
+//! 5. **Orchestration**: [`reconcile`] (one whole run), [`review`] (plans written for review,
+//!    approval of held revocations), [`check`] (what the credentials can do), [`report`] (human
+//!    and JSON renderings), [`metrics`] (the Prometheus registry), [`demo`] (embedded emulator +
+//!    sample directory).
 //!
 //! `main.rs` is the CLI only: it parses arguments and calls into the layers above.
 
@@ -40,6 +41,7 @@ pub mod model;
 pub mod plan;
 pub mod reconcile;
 pub mod report;
+pub mod review;
 pub mod secret;
 pub mod source;
 pub mod state;

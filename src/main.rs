@@ -49,6 +49,7 @@ const EXIT_DRIFT: u8 = 3;
   bbsync check -c /etc/bbsync/bbsync.toml
   bbsync plan  -c bbsync.toml --output json
   bbsync plan  -c bbsync.toml --check  # exit 3 when Bitbucket differs from the directory
+  bbsync plan  -c bbsync.toml --out p.json && bbsync approve p.json && bbsync apply -c bbsync.toml --plan p.json
   bbsync apply -c bbsync.toml          # one reconcile that writes
   bbsync run   -c bbsync.toml          # the daemon: reconcile every daemon.interval_secs
 
@@ -91,6 +92,10 @@ enum Command {
         /// Exit 3 when there are changes to make.
         #[arg(long)]
         check: bool,
+        /// Also write the plan, with fingerprints of what it was computed from, for review
+        /// (`bbsync approve FILE`, `bbsync apply --plan FILE`).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Run one reconcile that applies the changes, then exit.
     Apply {
@@ -98,6 +103,16 @@ enum Command {
         config: PathBuf,
         #[arg(long, value_enum, default_value_t = Output::Human)]
         output: Output,
+        /// Apply exactly this reviewed plan (from `plan --out`): refused, with nothing written,
+        /// when the directory or Bitbucket no longer give exactly it.
+        #[arg(long, value_name = "FILE")]
+        plan: Option<PathBuf>,
+    },
+    /// Approve the revocations a safety guard held in a plan file (that exact set, once).
+    Approve {
+        /// A plan written by `bbsync plan --out FILE`.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
     },
     /// Validate the configuration, read the source, and prove what each credential can do.
     Check {
@@ -193,11 +208,31 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             config,
             output,
             check,
+            out,
         } => {
             let cfg = Config::load(&config)?;
+            let origin = cfg.origin.clone();
             let rec = Reconciler::new(cfg)?;
             let r = rec.run(false).await?;
             print_report(&r, output);
+            if let Some(out) = out {
+                bbsync::review::PlanFile::from_report(&r, &origin).save(&out)?;
+                eprintln!(
+                    "plan written to {}{}",
+                    out.display(),
+                    if r.plan.held.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " ({} revocations held by a safety guard: review it, then `bbsync approve {}` and `bbsync apply -c {} --plan {}`)",
+                            r.plan.blocked().count(),
+                            out.display(),
+                            config.display(),
+                            out.display()
+                        )
+                    }
+                );
+            }
             Ok(if check && !r.plan.is_empty() {
                 EXIT_DRIFT
             } else if r.ok() {
@@ -206,12 +241,44 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
                 EXIT_FAILED
             })
         }
-        Command::Apply { config, output } => {
+        Command::Apply {
+            config,
+            output,
+            plan,
+        } => {
             let cfg = Config::load(&config)?;
             let rec = Reconciler::new(cfg)?;
-            let r = rec.run(true).await?;
+            let gate = match &plan {
+                Some(path) => {
+                    let file = bbsync::review::PlanFile::load(path)?;
+                    if let Some(a) = &file.approved {
+                        tracing::warn!(
+                            by = a.by,
+                            at = a.at,
+                            revocations = a.revocations,
+                            "applying a reviewed plan whose held revocations were approved"
+                        );
+                    }
+                    file.gate()
+                }
+                None => bbsync::reconcile::Gate::default(),
+            };
+            let r = rec.run_gated(true, &gate).await?;
             print_report(&r, output);
             Ok(if r.ok() { EXIT_OK } else { EXIT_FAILED })
+        }
+        Command::Approve { file } => {
+            let mut plan = bbsync::review::PlanFile::load(&file)?;
+            let by = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+            let approval = plan.approve(&file, &by)?.clone();
+            plan.save(&file)?;
+            outln!(
+                "approved the held revocations of {} (fingerprint {}) as {by}; apply them with `bbsync apply -c CONFIG --plan {}` while the directory and Bitbucket still match",
+                file.display(),
+                approval.revocations,
+                file.display()
+            );
+            Ok(EXIT_OK)
         }
         Command::Check {
             config,

@@ -43,6 +43,10 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// `apply --plan`: the workspace or the directory is no longer what the reviewed plan was
+    /// computed from; nothing was written.
+    #[error("the reviewed plan no longer matches, nothing changed: {0}")]
+    PlanMoved(String),
 }
 
 impl RunError {
@@ -58,8 +62,39 @@ impl RunError {
             RunError::Read(e) | RunError::Client(e) => e.metric_label(),
             RunError::NoCredential(_) => "config",
             RunError::Audit { .. } => "audit",
+            RunError::PlanMoved(_) => "plan_moved",
         }
     }
+}
+
+/// Fingerprints (SHA-256, shortened) of a run's inputs and of its plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Inputs {
+    /// The directory snapshot: people (with their disabled state), groups and members.
+    pub directory: String,
+    /// Bitbucket as read: groups and members, grants, repositories, projects, direct grants.
+    pub bitbucket: String,
+    /// Every change of the plan with its reason.
+    pub changes: String,
+}
+
+fn fingerprint<T: Serialize>(value: &T) -> String {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    ring::digest::digest(&ring::digest::SHA256, &bytes)
+        .as_ref()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What a run must match before it writes anything (`apply --plan`).
+#[derive(Clone, Debug, Default)]
+pub struct Gate {
+    /// The fingerprint of a held revocation set a person approved.
+    pub approved: Option<String>,
+    /// The inputs and plan a person reviewed: apply only if this run has exactly these.
+    pub expect: Option<Inputs>,
 }
 
 /// What the directory looked like this run.
@@ -83,6 +118,9 @@ pub struct RunReport {
     pub source: SourceSummary,
     pub repositories_in_scope: usize,
     pub plan: Plan,
+    /// Fingerprints of what the plan was computed from (a reviewed plan is applied only when
+    /// they still match).
+    pub inputs: Inputs,
     pub outcomes: Vec<ChangeResult>,
     pub api_requests: u64,
     /// Requests per credential name (each credential has its own rate budget).
@@ -504,28 +542,23 @@ impl Reconciler {
 
     /// Reads, plans and (when `apply`) applies.
     pub async fn run(&self, apply: bool) -> Result<RunReport, RunError> {
-        self.run_approved(apply, None).await
+        self.run_gated(apply, &Gate::default()).await
     }
 
-    /// [`Reconciler::run`], with the fingerprint of a held revocation set a person approved:
-    /// if this run's revocations are exactly that set, the guards let them through.
-    pub async fn run_approved(
-        &self,
-        apply: bool,
-        approval: Option<&str>,
-    ) -> Result<RunReport, RunError> {
+    /// [`Reconciler::run`] behind a [`Gate`]: a reviewed plan is applied only when this run
+    /// computes exactly it from exactly the same inputs, and an approved held revocation set
+    /// is let through the guards only when this run's revocations are exactly that set.
+    pub async fn run_gated(&self, apply: bool, gate: &Gate) -> Result<RunReport, RunError> {
         let run_id = format!("{:x}", fastrand::u64(..));
         let span = tracing::info_span!("reconcile", run_id, apply);
-        self.run_inner(apply, run_id, approval)
-            .instrument(span)
-            .await
+        self.run_inner(apply, run_id, gate).instrument(span).await
     }
 
     async fn run_inner(
         &self,
         apply: bool,
         run_id: String,
-        approval: Option<&str>,
+        gate: &Gate,
     ) -> Result<RunReport, RunError> {
         let started = Instant::now();
         let started_at = crate::time::now_rfc3339();
@@ -622,7 +655,7 @@ impl Reconciler {
             max_shrink_ratio: safety.max_shrink_ratio,
             people_now: dir.people.len(),
             people_before: state.last_good_people,
-            approved: approval.map(str::to_owned),
+            approved: gate.approved.clone(),
             now,
             missing_grace: self.cfg.offboarding.missing_grace,
             vanished_unknown,
@@ -697,6 +730,37 @@ impl Reconciler {
             "planned"
         );
 
+        let inputs = Inputs {
+            directory: fingerprint(&(&dir.people, &dir.groups, &dir.frozen)),
+            bitbucket: fingerprint(&(&actual, &repos, &projects, &desired.protected)),
+            // What is done and why; not whether a guard holds it (an approval changes that).
+            changes: fingerprint(
+                &plan
+                    .changes
+                    .iter()
+                    .map(|p| (&p.change, &p.reason))
+                    .collect::<Vec<_>>(),
+            ),
+        };
+        if let Some(expect) = &gate.expect {
+            let mut moved = Vec::new();
+            if expect.directory != inputs.directory {
+                moved.push("the directory changed since the plan was written");
+            }
+            if expect.bitbucket != inputs.bitbucket {
+                moved.push("Bitbucket changed since the plan was written");
+            }
+            if moved.is_empty() && expect.changes != inputs.changes {
+                moved.push("the same inputs now plan other changes (a grace ran out, or the configuration changed)");
+            }
+            if !moved.is_empty() {
+                return Err(RunError::PlanMoved(format!(
+                    "{}; write and review a new plan",
+                    moved.join("; ")
+                )));
+            }
+        }
+
         let mut outcomes = Vec::new();
         if let Some(audit) = &audit {
             outcomes = Applier {
@@ -747,6 +811,7 @@ impl Reconciler {
             source,
             repositories_in_scope: desired.repo_scope.len(),
             plan,
+            inputs,
             outcomes,
             api_requests: api_requests_by_credential.values().sum(),
             api_requests_by_credential,

@@ -230,3 +230,44 @@ async fn check_fails_on_a_rule_that_names_what_does_not_exist_and_plan_only_warn
     assert_eq!(report["plan"]["notes"][0]["kind"], "unknown_repo");
     assert_eq!(report["plan"]["changes"][0]["reason"]["kind"], "rule");
 }
+
+#[tokio::test]
+async fn a_held_guard_is_released_from_the_command_line_by_reviewing_and_approving_the_plan() {
+    let people = ["ann", "bob", "cid"];
+    let mut s = seed(&people);
+    s.groups.push(group("Developers", &people));
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(&emu, tmp.path(), "acme");
+    let mut text_cfg = std::fs::read_to_string(&cfg).expect("read");
+    text_cfg.push_str("[safety]\nmax_removals = 1\n");
+    std::fs::write(&cfg, text_cfg).expect("write");
+    let cfg = cfg.to_str().expect("utf8");
+    let file = tmp.path().join("plan.json");
+    let file = file.to_str().expect("utf8");
+    let env = [("BBSYNC__CREDENTIALS__ADMIN__TOKEN", ADMIN_TOKEN)];
+
+    let o = bbsync(&["apply", "-c", cfg], &env).await;
+    assert_eq!(o.status.code(), Some(1), "held: {}", text(&o));
+    assert!(
+        text(&o).contains("safety: 2 revocations exceed safety.max_removals = 1"),
+        "{}",
+        text(&o)
+    );
+    let o = bbsync(&["plan", "-c", cfg, "--out", file], &env).await;
+    assert!(text(&o).contains("bbsync approve"), "{}", text(&o));
+    let o = bbsync(&["approve", file], &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = bbsync(&["apply", "-c", cfg, "--plan", file], &env).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let devs = emu
+        .state()
+        .groups
+        .into_iter()
+        .find(|g| g.name == "Developers")
+        .expect("group");
+    assert_eq!(devs.members, [acc("ann")]);
+    let o = bbsync(&["apply", "-c", cfg, "--plan", file], &env).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("no longer matches"), "{}", text(&o));
+}
