@@ -228,14 +228,6 @@ impl Change {
         }
     }
 
-    /// Whether this is a membership change (served by the membership backend).
-    pub fn is_membership(&self) -> bool {
-        matches!(
-            self,
-            Change::RemoveMember { .. } | Change::CreateGroup { .. } | Change::AddMember { .. }
-        )
-    }
-
     /// Apply order: off-boarding first, then other revocations, then additions.
     fn order(&self, reason: &Reason) -> u8 {
         match self {
