@@ -147,3 +147,48 @@ async fn a_reviewed_plan_is_refused_when_bitbucket_moved() {
     let mut f = PlanFile::load(&file).expect("load");
     assert!(f.approve(&file, "x").is_err());
 }
+
+#[tokio::test]
+async fn an_export_cut_at_an_entry_boundary_holds_the_removals_it_would_cause() {
+    // 30 people in the group; the next export stops after 20 of them (cleanly, between
+    // entries): 10 would vanish, below max_removals, but the directory shrank by a third.
+    let people: Vec<String> = (0..30).map(|i| format!("p{i:02}")).collect();
+    let refs: Vec<&str> = people.iter().map(String::as_str).collect();
+    let mut s = seed(&refs);
+    s.groups.push(group("Developers", &refs));
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let full: Vec<(&str, bool)> = refs.iter().map(|p| (*p, false)).collect();
+    let rules = "[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n[offboarding]\nstate_dir = \"state\"\n[safety]\nmax_group_removal_ratio = 1.0\nmax_removal_ratio = 1.0\n";
+    let cfg = config(&emu, tmp.path(), &ldif(&full, &[("eng", &refs)]), rules);
+    let rec = Reconciler::new(cfg).expect("rec");
+    let first = rec.run(true).await.expect("first");
+    assert!(first.ok() && first.plan.is_empty(), "{:#?}", first.plan);
+
+    std::fs::write(
+        tmp.path().join("directory.ldif"),
+        ldif(&full[..20], &[("eng", &refs[..20])]),
+    )
+    .expect("cut");
+    let cut = rec.run(true).await.expect("cut run");
+    assert!(!cut.ok());
+    assert!(
+        matches!(
+            cut.plan.held[..],
+            [bbsync::plan::Guard::Shrink {
+                before: 30,
+                now: 20,
+                ..
+            }]
+        ),
+        "{:?}",
+        cut.plan.held
+    );
+    assert_eq!(cut.count(OutcomeKind::Blocked), 10);
+    assert!(writes(&emu).is_empty(), "{:?}", writes(&emu));
+    assert_eq!(members(&emu), 30);
+    // It keeps holding on the next run: the cut read is not the new baseline.
+    let again = rec.run(true).await.expect("again");
+    assert_eq!(again.count(OutcomeKind::Blocked), 10);
+    assert_eq!(members(&emu), 30);
+}
