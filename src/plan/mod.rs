@@ -1213,6 +1213,33 @@ mod tests {
     }
 
     #[test]
+    fn a_leaver_is_removed_before_people_who_only_moved_groups() {
+        // The leaver is whichever of the two sorts last, so that only the ordering puts them
+        // first.
+        let (mover, leaver) = if id("xa") < id("xb") {
+            ("xa", "xb")
+        } else {
+            ("xb", "xa")
+        };
+        let mut d = desired_devs(&["ann"]);
+        d.known = [id("ann"), id(mover), id(leaver)].into_iter().collect();
+        d.leavers.insert(
+            id(leaver),
+            Leaver {
+                display_name: leaver.into(),
+                reason: "nsAccountLock=TRUE".into(),
+            },
+        );
+        let p = plan(
+            &d,
+            &actual_devs(&["ann", mover, leaver]),
+            &Policy::default(),
+        );
+        let reasons: Vec<&str> = p.changes.iter().map(|c| c.reason.label()).collect();
+        assert_eq!(reasons, ["leaver", "drift"]);
+    }
+
+    #[test]
     fn a_downgrade_goes_before_every_addition() {
         let mut d = desired_devs(&["ann"]);
         d.grant_groups.insert(g("developers"));
