@@ -78,16 +78,6 @@ pub struct Inputs {
     pub changes: String,
 }
 
-fn fingerprint<T: Serialize>(value: &T) -> String {
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
-    ring::digest::digest(&ring::digest::SHA256, &bytes)
-        .as_ref()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// What a run must match before it writes anything (`apply --plan`).
 #[derive(Clone, Debug, Default)]
 pub struct Gate {
@@ -303,11 +293,12 @@ pub async fn read_actual(
 
 /// The direct (per-user) grants of `people` on the managed repositories and projects, read
 /// before anything is deleted (a DELETE answering 404 is still a write). Per person, the
-/// workspace listing of effective permissions filtered on them names the repositories they
-/// reach, and each managed one is asked whether the grant is direct (200) or not (404): the
-/// cost grows with the people and their access, not with repositories x people. When the
-/// filter is refused (400), each managed repository's user grants are listed once for all.
-/// Managed projects: each one's user grants, listed once.
+/// workspace listing of effective permissions filtered on them names the managed repositories
+/// they reach; each is then asked whether the grant is direct (200) or not (404). When that
+/// would take more requests than listing the user grants of every managed repository once
+/// (people reaching many repositories through groups), or when the filter is refused or
+/// ignored, the repositories are listed instead. Managed projects: each one's user grants,
+/// listed once. See docs/offboarding.md.
 pub async fn read_direct_grants(
     clients: &Clients,
     people: &BTreeSet<AccountId>,
@@ -335,35 +326,46 @@ pub async fn read_direct_grants(
             }
         }
     };
-    let mut per_repo_listing = false;
-    'people: for id in people {
-        match perms.repositories_of(id.as_str()).await {
-            Ok(slugs) => {
-                for slug in slugs.iter().map(|s| RepoSlug::new(s)) {
-                    if !repo_scope.contains(&slug) {
-                        continue;
+    if !repo_scope.is_empty() {
+        // Which managed repositories each person reaches; None: list every repository.
+        let mut reached: Option<Vec<(&AccountId, RepoSlug)>> = Some(Vec::new());
+        for id in people {
+            match perms.repositories_of(id.as_str()).await? {
+                Some(slugs) => {
+                    if let Some(r) = reached.as_mut() {
+                        r.extend(
+                            slugs
+                                .iter()
+                                .map(|s| RepoSlug::new(s))
+                                .filter(|s| repo_scope.contains(s))
+                                .map(|s| (id, s)),
+                        );
                     }
+                }
+                None => {
+                    tracing::info!("the effective-permissions listing does not filter on the user; listing each managed repository's user grants instead");
+                    reached = None;
+                    break;
+                }
+            }
+        }
+        match reached.filter(|r| r.len() <= repo_scope.len()) {
+            Some(reached) => {
+                for (id, slug) in reached {
                     let who = Principal::User(id.as_str());
                     if let Some(p) = perms.permission(Target::Repo(&slug), who).await? {
                         out.insert((GrantTarget::Repo(slug), id.clone()), p);
                     }
                 }
             }
-            Err(e) if e.status() == Some(400) => {
-                tracing::info!(error = %e, "the effective-permissions listing refused a filter on the user; listing each managed repository's user grants instead");
-                per_repo_listing = true;
-                break 'people;
+            None => {
+                for repo in repo_scope {
+                    let listed = perms
+                        .permissions(Target::Repo(repo), PrincipalKind::Users)
+                        .await?;
+                    user_grants(listed, GrantTarget::Repo(repo.clone()), &mut out);
+                }
             }
-            Err(e) => return Err(e),
-        }
-    }
-    if per_repo_listing {
-        out.retain(|(t, _), _| !matches!(t, GrantTarget::Repo(_)));
-        for repo in repo_scope {
-            let listed = perms
-                .permissions(Target::Repo(repo), PrincipalKind::Users)
-                .await?;
-            user_grants(listed, GrantTarget::Repo(repo.clone()), &mut out);
         }
     }
     for key in project_scope {
@@ -507,15 +509,19 @@ impl Reconciler {
 
     /// The persisted state, and whether when people went missing is unknown (the file is
     /// unreadable: no vanished removal until it is re-established).
-    fn load_state(&self) -> (crate::state::State, bool) {
+    fn load_state(&self, apply: bool) -> (crate::state::State, bool) {
         let Some(file) = &self.state else {
             return (crate::state::State::default(), false);
         };
         match file.load() {
-            Ok(s) => (s.unwrap_or_default(), false),
+            Ok(Some(s)) => (s, false),
+            Ok(None) => {
+                tracing::info!(path = %file.path().display(), "no state file yet: people without a directory entry start their grace now");
+                (crate::state::State::default(), false)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "state unavailable: no one without a directory entry is removed this run");
-                if matches!(e, crate::state::StateError::Corrupt { .. }) {
+                if apply && matches!(e, crate::state::StateError::Corrupt { .. }) {
                     // Kept for a person to look at; an applying run writes a fresh state, from
                     // which the grace of everyone missing starts again.
                     match file.set_aside() {
@@ -532,12 +538,14 @@ impl Reconciler {
         }
     }
 
-    fn save_state(&self, state: &crate::state::State) {
-        if let Some(file) = &self.state {
-            if let Err(e) = file.save(state) {
-                tracing::error!(error = %e, "cannot save the state: a restart forgets when people went missing");
-            }
-        }
+    /// Saves the state; a failure is returned as a warning for the report.
+    fn save_state(&self, state: &crate::state::State) -> Option<String> {
+        let file = self.state.as_ref()?;
+        let e = file.save(state).err()?;
+        tracing::error!(error = %e, "cannot save the state: a restart forgets when people went missing");
+        Some(format!(
+            "{e}: when people went missing and who is clean is not kept"
+        ))
     }
 
     /// Reads, plans and (when `apply`) applies.
@@ -608,7 +616,7 @@ impl Reconciler {
         } = read;
 
         let now = SystemTime::now();
-        let (mut state, vanished_unknown) = self.load_state();
+        let (mut state, vanished_unknown) = self.load_state(apply);
         let mut desired = mapping::desired_with_groups(
             groups,
             &dir,
@@ -639,7 +647,12 @@ impl Reconciler {
             .map(|(id, t)| (id.clone(), crate::state::from_unix(*t)))
             .collect();
         // Someone found clean is read again after offboarding.recheck_secs (a direct grant
-        // given by hand after they left, a repository that became managed).
+        // given by hand after they left), and everyone when the managed scope changed.
+        let scope = plan::fingerprint(&(&desired.repo_scope, &desired.project_scope));
+        if state.scope.as_deref() != Some(scope.as_str()) {
+            state.offboarded_clean.clear();
+            state.scope = Some(scope);
+        }
         let recheck = self.cfg.offboarding.recheck.as_secs();
         let now_secs = crate::state::to_unix(now);
         state.offboarded_clean.retain(|id, at| {
@@ -661,6 +674,28 @@ impl Reconciler {
             vanished_unknown,
         };
 
+        // Whose direct grants to read: offboarded people who are visible (in a managed group,
+        // being removed now), and, with a state file, every leaver not yet found clean; never
+        // when nothing is managed to hold direct grants.
+        let manages_targets = !desired.repo_scope.is_empty() || !desired.project_scope.is_empty();
+        let to_check = |gone: &BTreeMap<AccountId, plan::Reason>,
+                        desired: &mapping::Desired,
+                        actual: &Actual|
+         -> BTreeSet<AccountId> {
+            if !self.cfg.offboarding.direct_grants || !manages_targets {
+                return BTreeSet::new();
+            }
+            let visible: BTreeSet<&AccountId> = plan::managed_groups(desired, actual)
+                .flat_map(|g| g.members.keys())
+                .collect();
+            gone.keys()
+                .filter(|id| {
+                    visible.contains(id)
+                        || (self.state.is_some() && !state.offboarded_clean.contains_key(*id))
+                })
+                .cloned()
+                .collect()
+        };
         // The workspace owner (and whoever Bitbucket lists as owner) is never taken anything
         // from: asked for only when something would be taken away from someone.
         let mut gone = plan::offboarded(&desired, &actual, &policy);
@@ -668,7 +703,7 @@ impl Reconciler {
             .changes
             .iter()
             .any(|p| matches!(p.change, plan::Change::RemoveMember { .. }));
-        if removes_people || !gone.is_empty() {
+        if removes_people || !to_check(&gone, &desired, &actual).is_empty() {
             let owners = self
                 .clients
                 .get(ApiFamily::GroupsRead)
@@ -680,21 +715,17 @@ impl Reconciler {
                 .extend(owners.iter().filter_map(|o| AccountId::parse(o).ok()));
             gone = plan::offboarded(&desired, &actual, &policy);
         }
-        // Direct grants of people who left: read for those not already found clean.
-        let check: BTreeSet<AccountId> = gone
-            .keys()
-            .filter(|id| !state.offboarded_clean.contains_key(*id))
-            .cloned()
-            .collect();
-        if self.cfg.offboarding.direct_grants && !check.is_empty() {
-            actual.direct_grants = read_direct_grants(
-                &self.clients,
-                &check,
-                &desired.repo_scope,
-                &desired.project_scope,
-            )
-            .await
-            .map_err(|e| RunError::Read(Box::new(e)))?;
+        let check = to_check(&gone, &desired, &actual);
+        if !check.is_empty() {
+            let existing: BTreeSet<ProjectKey> = desired
+                .project_scope
+                .intersection(&projects)
+                .cloned()
+                .collect();
+            actual.direct_grants =
+                read_direct_grants(&self.clients, &check, &desired.repo_scope, &existing)
+                    .await
+                    .map_err(|e| RunError::Read(Box::new(e)))?;
         }
         let mut plan = plan::plan(&desired, &actual, &policy);
         // People a rule wants in a group who cannot be added are reported, not failed.
@@ -731,16 +762,12 @@ impl Reconciler {
         );
 
         let inputs = Inputs {
-            directory: fingerprint(&(&dir.people, &dir.groups, &dir.frozen)),
-            bitbucket: fingerprint(&(&actual, &repos, &projects, &desired.protected)),
-            // What is done and why; not whether a guard holds it (an approval changes that).
-            changes: fingerprint(
-                &plan
-                    .changes
-                    .iter()
-                    .map(|p| (&p.change, &p.reason))
-                    .collect::<Vec<_>>(),
-            ),
+            directory: plan::fingerprint(&(&dir.people, &dir.groups, &dir.frozen)),
+            bitbucket: plan::fingerprint(&(&actual, &repos, &projects, &desired.protected)),
+            // What is done; not why in words (a vanished person's "since" is the time of the
+            // run when no state keeps it) nor whether a guard holds it (an approval changes
+            // that).
+            changes: plan::fingerprint(&plan.changes.iter().map(|p| &p.change).collect::<Vec<_>>()),
         };
         if let Some(expect) = &gate.expect {
             let mut moved = Vec::new();
@@ -793,7 +820,9 @@ impl Reconciler {
             {
                 state.last_good_people = Some(dir.people.len());
             }
-            self.save_state(&state);
+            if let Some(w) = self.save_state(&state) {
+                plan.warnings.push(w);
+            }
         }
         for g in &plan.held {
             tracing::error!(

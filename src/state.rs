@@ -31,8 +31,8 @@ pub enum StateError {
 }
 
 /// The persisted state. Times are Unix seconds.
+/// Unknown fields are ignored (a newer bbsync may add some); the version says what is known.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct State {
     /// Format version (1).
     pub version: u32,
@@ -45,6 +45,9 @@ pub struct State {
     /// How many people the last good read had (the shrink guard compares against it).
     #[serde(default)]
     pub last_good_people: Option<usize>,
+    /// Fingerprint of the managed repositories and projects the clean marks were made for.
+    #[serde(default)]
+    pub scope: Option<String>,
 }
 
 pub fn to_unix(t: SystemTime) -> u64 {
@@ -177,5 +180,7 @@ mod tests {
         assert!(matches!(f.load(), Err(StateError::Corrupt { .. })));
         std::fs::write(f.path(), "{\"version\": 7}").expect("write");
         assert!(matches!(f.load(), Err(StateError::Corrupt { .. })));
+        std::fs::write(f.path(), "{\"version\": 1, \"added_later\": true}").expect("write");
+        assert!(f.load().expect("unknown fields are fine").is_some());
     }
 }

@@ -192,3 +192,33 @@ async fn an_export_cut_at_an_entry_boundary_holds_the_removals_it_would_cause() 
     assert_eq!(again.count(OutcomeKind::Blocked), 10);
     assert_eq!(members(&emu), 30);
 }
+
+#[tokio::test]
+async fn a_reviewed_plan_that_removes_vanished_people_can_be_approved_and_applied() {
+    // No state directory and no grace: the vanished people's "since" is the time of each run,
+    // which must not make the reviewed plan look moved.
+    let people = ["ann", "bob", "cid", "dee"];
+    let mut s = seed(&people);
+    s.groups.push(group("Developers", &people));
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = config(
+        &emu,
+        tmp.path(),
+        &ldif(&[("ann", false)], &[("eng", &["ann"])]),
+        RULES,
+    );
+    let rec = Reconciler::new(cfg).expect("rec");
+    let plan = rec.run(false).await.expect("plan");
+    assert_eq!(plan.plan.blocked().count(), 3);
+    let file = tmp.path().join("plan.json");
+    let mut f = PlanFile::from_report(&plan, "test");
+    f.approve(&file, "tester").expect("approve");
+    f.save(&file).expect("save");
+    let r = rec
+        .run_gated(true, &PlanFile::load(&file).expect("load").gate())
+        .await
+        .expect("the reviewed plan still matches");
+    assert!(r.ok(), "{:#?}", r.outcomes);
+    assert_eq!(members(&emu), 1);
+}

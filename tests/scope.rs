@@ -1189,3 +1189,70 @@ async fn a_vanished_member_of_a_group_whose_slug_is_not_its_name_loses_their_dir
         emu.state().user_grants
     );
 }
+
+#[tokio::test]
+async fn a_vanished_person_whose_direct_grant_cannot_be_removed_stays_in_the_group_to_be_seen_again(
+) {
+    let mut s = seed(&["ann", "vic"]);
+    repo(&mut s, "CORE", "app");
+    s.groups.push(group("Developers", &["ann", "vic"]));
+    s.group_grants = vec![grant("app", "developers", "read")];
+    s.user_grants = vec![user_grant("app", "vic", "admin")];
+    // The token may grant but not delete permissions: the direct grant cannot go.
+    s.credentials[0]
+        .scopes
+        .retain(|sc| sc != "delete:permission:bitbucket");
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rules = "[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n[[grants]]\ngroup = \"developers\"\npermission = \"read\"\nrepos = [\"app\"]\n";
+    let dir_text = ldif(&[("ann", false)], &[("eng", &["ann"])]);
+    let rec = Reconciler::new(config(&emu, tmp.path(), &dir_text, rules)).expect("rec");
+    let r = rec.run(true).await.expect("run");
+    assert!(!r.ok());
+    assert!(
+        members_of(&emu, "Developers").contains(&acc("vic")),
+        "vic left the group while keeping admin: the next run could no longer see him"
+    );
+    let blocked: Vec<&str> = r
+        .outcomes
+        .iter()
+        .filter_map(|o| match &o.outcome {
+            bbsync::apply::Outcome::Blocked { reason } => Some(reason.label()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(blocked, ["credential_cannot", "direct_grants_pending"]);
+    // The next run still sees him and tries again.
+    let again = rec.run(false).await.expect("plan");
+    assert!(again
+        .plan
+        .changes
+        .iter()
+        .any(|p| matches!(&p.change, Change::RemoveUserGrant { account_id, .. } if account_id.as_str() == acc("vic"))));
+}
+
+#[tokio::test]
+async fn a_managed_project_key_that_does_not_exist_does_not_stop_off_boarding() {
+    let mut s = seed(&["ann", "lea"]);
+    repo(&mut s, "CORE", "app");
+    s.groups.push(group("Developers", &["ann", "lea"]));
+    s.user_grants = vec![user_grant("app", "lea", "write")];
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rules = "[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n[scope]\nprojects = [\"NOPE\"]\n[scope.include]\nprojects = [\"CORE\"]\n";
+    let dir_text = ldif(
+        &[("ann", false), ("lea", true)],
+        &[("eng", &["ann", "lea"])],
+    );
+    let r = Reconciler::new(config(&emu, tmp.path(), &dir_text, rules))
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("a typo in [scope] projects must not fail the run");
+    assert!(r.ok(), "{:#?}", r.outcomes);
+    assert!(!members_of(&emu, "Developers").contains(&acc("lea")));
+    assert!(
+        emu.state().user_grants.is_empty(),
+        "the leaver's direct grant stayed"
+    );
+}

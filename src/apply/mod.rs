@@ -13,10 +13,10 @@ use crate::bitbucket::{
     ApiFamily, Clients, MembershipBackend, Principal, Target, WriteError, Written,
 };
 use crate::config::GrantWrites;
-use crate::model::{GrantTarget, GroupSlug};
+use crate::model::{AccountId, GrantTarget, GroupSlug};
 use crate::plan::{BlockReason, Change, Plan, Reason};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What happened to one change.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -118,6 +118,8 @@ impl Applier<'_> {
     pub async fn apply(&self, plan: &Plan) -> Vec<ChangeResult> {
         let mut refused: BTreeMap<ApiFamily, String> = BTreeMap::new();
         let mut not_created: BTreeMap<GroupSlug, String> = BTreeMap::new();
+        // People whose direct grant removal did not happen this run.
+        let mut grants_pending: BTreeSet<AccountId> = BTreeSet::new();
         let mut audit_broken: Option<String> = None;
         let mut out = Vec::with_capacity(plan.changes.len());
         let total = plan.runnable().count();
@@ -140,6 +142,15 @@ impl Applier<'_> {
                 Some(BlockReason::GroupNotCreated {
                     group: group.clone(),
                     why: why.clone(),
+                })
+            } else if let Some(account_id) = match &p.change {
+                Change::RemoveMember { account_id, .. } if grants_pending.contains(account_id) => {
+                    Some(account_id)
+                }
+                _ => None,
+            } {
+                Some(BlockReason::DirectGrantsPending {
+                    account_id: account_id.clone(),
                 })
             } else {
                 refused
@@ -182,6 +193,11 @@ impl Applier<'_> {
                     outcome
                 }
             };
+            if let Change::RemoveUserGrant { account_id, .. } = &p.change {
+                if !outcome.is_done() {
+                    grants_pending.insert(account_id.clone());
+                }
+            }
             if creates && !outcome.is_done() {
                 let why = match &outcome {
                     Outcome::Failed { error, .. } => error.clone(),
@@ -220,7 +236,6 @@ impl Applier<'_> {
 
     async fn apply_one(&self, c: &Change, family: ApiFamily) -> Result<Written, WriteError> {
         let cl = self.clients.get(family);
-        let grant_target = |repo| Target::Repo(repo);
         Ok(match c {
             Change::RemoveMember {
                 group, account_id, ..
@@ -237,7 +252,7 @@ impl Applier<'_> {
             } => match self.grant_writes {
                 GrantWrites::PermissionsConfig => {
                     cl.put_permission(
-                        grant_target(repo),
+                        Target::Repo(repo),
                         Principal::Group(group),
                         permission.as_str(),
                     )
@@ -249,7 +264,7 @@ impl Applier<'_> {
             },
             Change::RemoveGrant { repo, group, .. } => match self.grant_writes {
                 GrantWrites::PermissionsConfig => {
-                    cl.delete_permission(grant_target(repo), Principal::Group(group))
+                    cl.delete_permission(Target::Repo(repo), Principal::Group(group))
                         .await?
                 }
                 GrantWrites::GroupPrivileges => cl.delete_group_privilege(repo, group).await?,

@@ -266,13 +266,16 @@ impl Client {
             .collect())
     }
 
-    /// The repositories (slugs) one person has any effective permission on, from the
-    /// workspace listing of effective repository permissions filtered on the person. The
-    /// filter on `user` is not documented: a 400 means "read the grants another way".
-    pub async fn repositories_of(&self, account_id: &str) -> Result<Vec<String>, ApiError> {
+    /// The repositories (slugs, deduplicated) one person has any effective permission on,
+    /// from the workspace listing of effective repository permissions filtered on the person.
+    /// The filter on `user` is not documented: `Ok(None)` when Bitbucket refuses it (400) or
+    /// answers rows of other people (it ignored the filter), meaning "read the grants another
+    /// way".
+    pub async fn repositories_of(&self, account_id: &str) -> Result<Option<Vec<String>>, ApiError> {
         #[derive(serde::Deserialize)]
         struct Row {
             repository: RepoName,
+            user: Option<User>,
         }
         #[derive(serde::Deserialize)]
         struct RepoName {
@@ -288,10 +291,10 @@ impl Client {
             ("q", q.as_str()),
             (
                 "fields",
-                "next,values.repository.slug,values.repository.full_name",
+                "next,values.repository.slug,values.repository.full_name,values.user.account_id",
             ),
         ];
-        let rows: Vec<Row> = self
+        let rows: Vec<Row> = match self
             .get_all(&Self::with_query(
                 self.url(&[
                     "2.0",
@@ -302,8 +305,21 @@ impl Client {
                 ]),
                 &pairs,
             ))
-            .await?;
-        Ok(rows
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) if e.status() == Some(400) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if rows.iter().any(|r| {
+            r.user
+                .as_ref()
+                .and_then(|u| u.account_id.as_deref())
+                .is_some_and(|a| a != account_id)
+        }) {
+            return Ok(None);
+        }
+        let mut slugs: Vec<String> = rows
             .into_iter()
             .filter_map(|r| {
                 r.repository.slug.or_else(|| {
@@ -312,7 +328,10 @@ impl Client {
                         .and_then(|f| f.rsplit_once('/').map(|(_, s)| s.to_owned()))
                 })
             })
-            .collect())
+            .collect();
+        slugs.sort();
+        slugs.dedup();
+        Ok(Some(slugs))
     }
 
     /// One small page of a 2.0 collection: the cheapest proof that a credential may read it.

@@ -3,7 +3,7 @@
 //! permissions-config listings (one paged call per repository) are interchangeable sources.
 
 use super::membership::BoxFuture;
-use super::{ApiError, ApiFamily, Client};
+use super::{ApiError, Client};
 use crate::model::{GroupSlug, Permission, RepoSlug};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,10 +12,6 @@ use std::sync::Arc;
 pub type GroupGrants = BTreeMap<(RepoSlug, GroupSlug), Permission>;
 
 pub trait GrantState: Send + Sync {
-    /// For logs: `1.0 group-privileges`, `2.0 permissions-config`.
-    fn name(&self) -> &'static str;
-    /// The family whose credential reads it.
-    fn read_family(&self) -> ApiFamily;
     /// The group grants on `repos` (a reader may return grants on other repositories too;
     /// the plan only looks at the managed ones).
     fn read<'a>(&'a self, repos: &'a [RepoSlug]) -> BoxFuture<'a, Result<GroupGrants, ApiError>>;
@@ -39,12 +35,6 @@ fn insert(out: &mut GroupGrants, repo: RepoSlug, group: &str, permission: &str) 
 pub struct V1GroupPrivileges(pub Arc<Client>);
 
 impl GrantState for V1GroupPrivileges {
-    fn name(&self) -> &'static str {
-        "1.0 group-privileges"
-    }
-    fn read_family(&self) -> ApiFamily {
-        ApiFamily::GroupPrivilegesRead
-    }
     fn read<'a>(&'a self, _repos: &'a [RepoSlug]) -> BoxFuture<'a, Result<GroupGrants, ApiError>> {
         Box::pin(async move {
             let mut out = GroupGrants::new();
@@ -61,12 +51,6 @@ impl GrantState for V1GroupPrivileges {
 pub struct PermissionsConfigGrants(pub Arc<Client>);
 
 impl GrantState for PermissionsConfigGrants {
-    fn name(&self) -> &'static str {
-        "2.0 permissions-config"
-    }
-    fn read_family(&self) -> ApiFamily {
-        ApiFamily::PermissionsRead
-    }
     fn read<'a>(&'a self, repos: &'a [RepoSlug]) -> BoxFuture<'a, Result<GroupGrants, ApiError>> {
         Box::pin(async move {
             let mut out = GroupGrants::new();

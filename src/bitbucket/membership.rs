@@ -43,8 +43,6 @@ pub trait MembershipBackend: Send + Sync {
         slug: &'a GroupSlug,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Written, WriteError>>;
-    /// Whether the group exists now (to tell a lost create answer from a failed create).
-    fn group_exists<'a>(&'a self, slug: &'a GroupSlug) -> BoxFuture<'a, Result<bool, ApiError>>;
     fn add_member<'a>(
         &'a self,
         group: &'a GroupSlug,
@@ -204,10 +202,6 @@ impl MembershipBackend for V1Groups {
                 Err(e) => Err(e.into()),
             }
         })
-    }
-
-    fn group_exists<'a>(&'a self, slug: &'a GroupSlug) -> BoxFuture<'a, Result<bool, ApiError>> {
-        Box::pin(async move { Ok(self.read.get_group(slug).await?.is_some()) })
     }
 
     fn add_member<'a>(

@@ -228,20 +228,19 @@ impl Change {
         }
     }
 
-    /// Apply order: off-boarding first, then other revocations, then additions.
+    /// Apply order: off-boarding first (direct grants before memberships: someone who
+    /// vanished is visible to the next run only while they are in a managed group, so their
+    /// memberships go last), then other revocations, then additions.
     fn order(&self, reason: &Reason) -> u8 {
         match self {
-            Change::RemoveMember { .. } | Change::RemoveUserGrant { .. }
-                if reason.is_offboarding() =>
-            {
-                0
-            }
-            Change::RemoveMember { .. } | Change::RemoveUserGrant { .. } => 1,
-            Change::RemoveGrant { .. } | Change::RemoveProjectGrant { .. } => 2,
-            c if c.is_revocation() => 3,
-            Change::CreateGroup { .. } => 4,
-            Change::AddMember { .. } => 5,
-            _ => 6,
+            Change::RemoveUserGrant { .. } => 0,
+            Change::RemoveMember { .. } if reason.is_offboarding() => 1,
+            Change::RemoveMember { .. } => 2,
+            Change::RemoveGrant { .. } | Change::RemoveProjectGrant { .. } => 3,
+            c if c.is_revocation() => 4,
+            Change::CreateGroup { .. } => 5,
+            Change::AddMember { .. } => 6,
+            _ => 7,
         }
     }
 }
@@ -342,6 +341,9 @@ pub enum BlockReason {
     GroupNotCreated { group: GroupSlug, why: String },
     /// The person is not a member of the workspace (1.0 groups only take members).
     NotWorkspaceMember,
+    /// A direct grant of this person could not be removed: their memberships stay until it
+    /// is (so the next run still sees them).
+    DirectGrantsPending { account_id: AccountId },
     /// The audit trail cannot be written: nothing more is applied.
     AuditUnavailable { error: String },
 }
@@ -357,6 +359,7 @@ impl BlockReason {
             BlockReason::MissingGroup { .. } => "missing_group",
             BlockReason::GroupNotCreated { .. } => "group_not_created",
             BlockReason::NotWorkspaceMember => "not_workspace_member",
+            BlockReason::DirectGrantsPending { .. } => "direct_grants_pending",
             BlockReason::AuditUnavailable { .. } => "audit_unavailable",
         }
     }
@@ -397,6 +400,10 @@ impl fmt::Display for BlockReason {
             }
             BlockReason::NotWorkspaceMember => f.write_str(
                 "not a member of the workspace: invite them first (1.0 groups only take workspace members)",
+            ),
+            BlockReason::DirectGrantsPending { account_id } => write!(
+                f,
+                "a direct grant of {account_id} could not be removed; their memberships stay until it is, so the next run still sees them"
             ),
             BlockReason::AuditUnavailable { error } => write!(
                 f,
@@ -1020,13 +1027,16 @@ pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
 /// A stable fingerprint of a set of revocations (their canonical JSON, hashed): what an
 /// approval names, so that it releases exactly that set and nothing else.
 pub fn revocation_fingerprint(revoking: &[&Change]) -> String {
-    let mut lines: Vec<String> = revoking
-        .iter()
-        .map(|c| serde_json::to_string(c).unwrap_or_default())
-        .collect();
-    lines.sort();
-    let digest = ring::digest::digest(&ring::digest::SHA256, lines.join("\n").as_bytes());
-    digest
+    let mut sorted: Vec<&Change> = revoking.to_vec();
+    sorted.sort_by_key(|c| serde_json::to_string(c).unwrap_or_default());
+    fingerprint(&sorted)
+}
+
+/// SHA-256 of a value's JSON (maps are ordered, so equal values give equal fingerprints),
+/// shortened to 32 hex digits.
+pub fn fingerprint<T: Serialize>(value: &T) -> String {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    ring::digest::digest(&ring::digest::SHA256, &bytes)
         .as_ref()
         .iter()
         .take(16)
@@ -1088,8 +1098,10 @@ fn guards(revoking: &[&Change], desired: &Desired, actual: &Actual, policy: &Pol
             });
         }
     }
+    // Whether or not anything would be revoked now: during a grace nothing is, and the shrunk
+    // read must not become the baseline the removals are later measured against.
     if let Some(before) = policy.people_before {
-        if n > 0 && (policy.people_now as f64) < (1.0 - policy.max_shrink_ratio) * before as f64 {
+        if (policy.people_now as f64) < (1.0 - policy.max_shrink_ratio) * before as f64 {
             out.push(Guard::Shrink {
                 before,
                 now: policy.people_now,
@@ -1452,6 +1464,14 @@ mod tests {
             ..Policy::default()
         };
         assert!(plan(&d, &a, &fine).held.is_empty());
+        // Shrunk with nothing to revoke yet (people inside their grace): still held, so the
+        // shrunk read does not become the baseline the later removals are measured against.
+        let quiet = plan(&desired_devs(&["ann", "bob"]), &a, &shrunk);
+        assert!(
+            matches!(quiet.held[..], [Guard::Shrink { .. }]),
+            "{:?}",
+            quiet.held
+        );
     }
 
     #[test]
