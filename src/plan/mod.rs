@@ -1196,6 +1196,143 @@ mod tests {
     }
 
     #[test]
+    fn reason_and_skip_labels_are_the_json_kinds_and_every_skip_says_why() {
+        for r in [
+            Reason::Rule {
+                rule: "groups[0]".into(),
+                detail: "d".into(),
+            },
+            Reason::Leaver { fact: "f".into() },
+            Reason::Vanished { since: "s".into() },
+            Reason::Drift { detail: "d".into() },
+        ] {
+            assert_eq!(serde_json::to_value(&r).expect("json")["kind"], r.label());
+            assert_eq!(
+                r.is_offboarding(),
+                matches!(r, Reason::Leaver { .. } | Reason::Vanished { .. })
+            );
+        }
+        for k in [
+            SkipReason::Protected,
+            SkipReason::Frozen,
+            SkipReason::VanishedInGrace {
+                since: "a".into(),
+                until: "b".into(),
+            },
+            SkipReason::StateUnavailable,
+            SkipReason::NotWorkspaceMember,
+        ] {
+            assert_eq!(serde_json::to_value(&k).expect("json")["kind"], k.label());
+            assert!(k.to_string().len() > 20, "{k:?} says why");
+        }
+    }
+
+    #[test]
+    fn project_grants_are_exact_and_a_lower_one_is_a_revocation() {
+        use crate::model::ProjectPermission as P;
+        let key = || crate::model::ProjectKey::new("PROJ");
+        let mut d = Desired::default();
+        d.grant_groups.insert(g("leads"));
+        d.grant_groups.insert(g("devs"));
+        d.project_scope.insert(key());
+        d.project_grants.insert(
+            (key(), g("leads")),
+            WantedGrant {
+                permission: P::Write,
+                rule: 0,
+            },
+        );
+        d.project_grants.insert(
+            (key(), g("devs")),
+            WantedGrant {
+                permission: P::Admin,
+                rule: 1,
+            },
+        );
+        let mut a = Actual::default();
+        a.groups.insert(g("leads"), ActualGroup::default());
+        a.groups.insert(g("devs"), ActualGroup::default());
+        a.project_grants.insert((key(), g("leads")), P::Admin);
+        a.project_grants.insert((key(), g("devs")), P::Write);
+        let p = plan(&d, &a, &Policy::default());
+        let got: Vec<(String, bool, &str)> = p
+            .changes
+            .iter()
+            .map(|c| {
+                (
+                    c.change.to_string(),
+                    c.change.is_revocation(),
+                    c.reason.label(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "change group leads on project PROJ: admin -> write".to_owned(),
+                    true,
+                    "drift"
+                ),
+                (
+                    "change group devs on project PROJ: write -> admin".to_owned(),
+                    false,
+                    "rule"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn people_who_cannot_be_added_are_moved_to_skipped() {
+        let mut p = plan(
+            &desired_devs(&["ann", "bob"]),
+            &actual_devs(&[]),
+            &Policy::default(),
+        );
+        assert_eq!(p.changes.len(), 2);
+        p.unresolve(&[id("bob")].into_iter().collect());
+        assert_eq!(p.changes.len(), 1);
+        assert_eq!(p.skipped.len(), 1);
+        assert_eq!(p.skipped[0].reason, SkipReason::NotWorkspaceMember);
+        assert_eq!(p.skipped[0].account_id, Some(id("bob")));
+    }
+
+    #[test]
+    fn offboarded_people_are_leavers_and_the_vanished_past_their_grace_never_protected_or_frozen() {
+        let mut d = desired_devs(&["ann"]);
+        d.known = [id("ann"), id("lea"), id("pat")].into_iter().collect();
+        for who in ["lea", "pat"] {
+            d.leavers.insert(
+                id(who),
+                Leaver {
+                    display_name: who.into(),
+                    reason: "nsAccountLock=TRUE".into(),
+                },
+            );
+        }
+        d.protected.insert(id("pat"));
+        d.frozen.insert(id("fro"));
+        let a = actual_devs(&["ann", "vic", "new", "fro"]);
+        let day = Duration::from_secs(86_400);
+        d.first_missing.insert(id("vic"), SystemTime::UNIX_EPOCH);
+        d.first_missing
+            .insert(id("new"), SystemTime::UNIX_EPOCH + day);
+        let policy = Policy {
+            now: SystemTime::UNIX_EPOCH + day + Duration::from_secs(3600),
+            missing_grace: day,
+            ..Policy::default()
+        };
+        let gone: Vec<AccountId> = offboarded(&d, &a, &policy).into_keys().collect();
+        let mut want = vec![id("lea"), id("vic")];
+        want.sort();
+        assert_eq!(gone, want);
+        let p = plan(&d, &a, &policy);
+        assert!(p.skipped.iter().any(|s| s.account_id == Some(id("new"))
+            && matches!(s.reason, SkipReason::VanishedInGrace { .. })));
+    }
+
+    #[test]
     fn deletions_are_removals_while_a_downgrade_is_a_put() {
         let remove = Change::RemoveGrant {
             repo: r("api"),
