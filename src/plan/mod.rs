@@ -8,7 +8,7 @@
 //! first, leavers' first of all, so someone who left loses access before anything else is done.
 
 use crate::family::{ApiFamily, CredentialKind};
-use crate::mapping::{Desired, RuleNote};
+use crate::mapping::{Desired, RuleNote, WantedGrant};
 use crate::model::{
     AccountId, GrantTarget, GroupSlug, Permission, ProjectKey, ProjectPermission, RepoSlug,
 };
@@ -844,102 +844,59 @@ pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
         .iter()
         .map(|g| (resolve(g), g.clone()))
         .collect();
-    for ((repo, wanted_group), want) in &desired.grants {
-        let group = resolve(wanted_group);
-        let previous = actual.grants.get(&(repo.clone(), group.clone())).copied();
-        if previous == Some(want.permission) {
-            continue;
-        }
-        let rule = format!("grants[{}]", want.rule);
-        let reason = match previous {
-            Some(p) if p > want.permission => Reason::Drift {
-                detail: format!("{p} exceeds the {} that {rule} gives", want.permission),
-            },
-            _ => Reason::Rule {
-                rule,
-                detail: format!("{} on the repositories it selects", want.permission),
-            },
+    let (sets, removes) = diff_grants(
+        &desired.grants,
+        &actual.grants,
+        &desired.repo_scope,
+        &grant_groups,
+        &resolve,
+        "grants",
+        &|_, p| format!("{p} on the repositories it selects"),
+        "no grant rule gives this group access to this repository",
+    );
+    for (repo, group, permission, previous, reason) in sets {
+        let change = Change::SetGrant {
+            repo,
+            group,
+            permission,
+            previous,
         };
-        changes.push((
-            Change::SetGrant {
-                repo: repo.clone(),
-                group,
-                permission: want.permission,
-                previous,
-            },
-            reason,
-        ));
+        changes.push((change, reason));
     }
-    for ((repo, group), prev) in &actual.grants {
-        let Some(wanted_group) = grant_groups.get(group) else {
-            continue;
+    for (repo, group, previous, reason) in removes {
+        let change = Change::RemoveGrant {
+            repo,
+            group,
+            previous,
         };
-        if desired.repo_scope.contains(repo)
-            && !desired
-                .grants
-                .contains_key(&(repo.clone(), wanted_group.clone()))
-        {
-            changes.push((
-                Change::RemoveGrant {
-                    repo: repo.clone(),
-                    group: group.clone(),
-                    previous: *prev,
-                },
-                Reason::Drift {
-                    detail: "no grant rule gives this group access to this repository".into(),
-                },
-            ));
-        }
+        changes.push((change, reason));
     }
-    for ((project, wanted_group), want) in &desired.project_grants {
-        let group = resolve(wanted_group);
-        let previous = actual
-            .project_grants
-            .get(&(project.clone(), group.clone()))
-            .copied();
-        if previous == Some(want.permission) {
-            continue;
-        }
-        let rule = format!("project_grants[{}]", want.rule);
-        let reason = match previous {
-            Some(p) if p > want.permission => Reason::Drift {
-                detail: format!("{p} exceeds the {} that {rule} gives", want.permission),
-            },
-            _ => Reason::Rule {
-                rule,
-                detail: format!("{} on project {project}", want.permission),
-            },
+    let (sets, removes) = diff_grants(
+        &desired.project_grants,
+        &actual.project_grants,
+        &desired.project_scope,
+        &grant_groups,
+        &resolve,
+        "project_grants",
+        &|project, p| format!("{p} on project {project}"),
+        "no project grant rule gives this group access to this project",
+    );
+    for (project, group, permission, previous, reason) in sets {
+        let change = Change::SetProjectGrant {
+            project,
+            group,
+            permission,
+            previous,
         };
-        changes.push((
-            Change::SetProjectGrant {
-                project: project.clone(),
-                group,
-                permission: want.permission,
-                previous,
-            },
-            reason,
-        ));
+        changes.push((change, reason));
     }
-    for ((project, group), prev) in &actual.project_grants {
-        let Some(wanted_group) = grant_groups.get(group) else {
-            continue;
+    for (project, group, previous, reason) in removes {
+        let change = Change::RemoveProjectGrant {
+            project,
+            group,
+            previous,
         };
-        if desired.project_scope.contains(project)
-            && !desired
-                .project_grants
-                .contains_key(&(project.clone(), wanted_group.clone()))
-        {
-            changes.push((
-                Change::RemoveProjectGrant {
-                    project: project.clone(),
-                    group: group.clone(),
-                    previous: *prev,
-                },
-                Reason::Drift {
-                    detail: "no project grant rule gives this group access to this project".into(),
-                },
-            ));
-        }
+        changes.push((change, reason));
     }
 
     // Direct grants of people who left, on what is managed.
@@ -1022,6 +979,70 @@ pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
         notes: desired.notes.clone(),
         warnings,
     }
+}
+
+/// A grant to set: (target, group, permission, previous, why).
+type GrantSet<K, P> = (K, GroupSlug, P, Option<P>, Reason);
+/// A grant to remove: (target, group, previous, why).
+type GrantRemove<K, P> = (K, GroupSlug, P, Reason);
+/// What [`diff_grants`] finds.
+type GrantDiff<K, P> = (Vec<GrantSet<K, P>>, Vec<GrantRemove<K, P>>);
+
+/// Makes one kind of group grant exact (repository or project grants): on the managed
+/// targets, the grants of managed groups become what the rules give. `table` names the rules
+/// (`grants`, `project_grants`), `gives` says what a rule gives on a target, `unwanted` why a
+/// grant no rule wants goes.
+#[allow(clippy::too_many_arguments)]
+fn diff_grants<K, P>(
+    wanted: &BTreeMap<(K, GroupSlug), WantedGrant<P>>,
+    actual: &BTreeMap<(K, GroupSlug), P>,
+    scope: &BTreeSet<K>,
+    managed_groups: &BTreeMap<GroupSlug, GroupSlug>,
+    resolve: &dyn Fn(&GroupSlug) -> GroupSlug,
+    table: &str,
+    gives: &dyn Fn(&K, P) -> String,
+    unwanted: &str,
+) -> GrantDiff<K, P>
+where
+    K: Ord + Clone,
+    P: Copy + Ord + fmt::Display,
+{
+    let mut sets = Vec::new();
+    for ((target, wanted_group), want) in wanted {
+        let group = resolve(wanted_group);
+        let previous = actual.get(&(target.clone(), group.clone())).copied();
+        if previous == Some(want.permission) {
+            continue;
+        }
+        let rule = format!("{table}[{}]", want.rule);
+        let reason = match previous {
+            Some(p) if p > want.permission => Reason::Drift {
+                detail: format!("{p} exceeds the {} that {rule} gives", want.permission),
+            },
+            _ => Reason::Rule {
+                detail: gives(target, want.permission),
+                rule,
+            },
+        };
+        sets.push((target.clone(), group, want.permission, previous, reason));
+    }
+    let mut removes = Vec::new();
+    for ((target, group), prev) in actual {
+        let Some(wanted_group) = managed_groups.get(group) else {
+            continue;
+        };
+        if scope.contains(target) && !wanted.contains_key(&(target.clone(), wanted_group.clone())) {
+            removes.push((
+                target.clone(),
+                group.clone(),
+                *prev,
+                Reason::Drift {
+                    detail: unwanted.to_owned(),
+                },
+            ));
+        }
+    }
+    (sets, removes)
 }
 
 /// A stable fingerprint of a set of revocations (their canonical JSON, hashed): what an
@@ -1115,7 +1136,7 @@ fn guards(revoking: &[&Change], desired: &Desired, actual: &Actual, policy: &Pol
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::{DesiredGroup, Leaver, Wanted, WantedGrant};
+    use crate::mapping::{DesiredGroup, Leaver, Wanted};
 
     fn id(s: &str) -> AccountId {
         AccountId::parse(&crate::model::synthetic_account_id(s)).expect("id")
