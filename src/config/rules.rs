@@ -109,6 +109,27 @@ pub(super) fn validate_groups(
     groups
 }
 
+/// A grant rule's `group` and `permission`, each required; `allowed` lists the words.
+fn group_and_permission<P>(
+    key: &str,
+    group: Field<String>,
+    permission: Field<Word<P>>,
+    allowed: &str,
+    p: &mut Problems,
+) -> (Option<String>, Option<P>) {
+    let group_key = format!("{key}.group");
+    let group = group.text(&group_key, p);
+    if group.is_none() && !p.any_under(&group_key) {
+        p.required(group_key, "");
+    }
+    let permission_key = format!("{key}.permission");
+    let permission = permission.word(&permission_key, p);
+    if permission.is_none() && !p.any_under(&permission_key) {
+        p.required(permission_key, allowed);
+    }
+    (group, permission)
+}
+
 /// `[[grants]]`: the repository grants bbsync owns.
 pub(super) fn validate_grants(
     raw: Field<Vec<Table<RawGrantRule>>>,
@@ -132,16 +153,8 @@ pub(super) fn validate_grants(
         else {
             continue;
         };
-        let group_key = format!("{key}.group");
-        let group = group.text(&group_key, p);
-        if group.is_none() && !p.any_under(&group_key) {
-            p.required(group_key, "");
-        }
-        let permission_key = format!("{key}.permission");
-        let permission = permission.word(&permission_key, p);
-        if permission.is_none() && !p.any_under(&permission_key) {
-            p.required(permission_key, "(read, write or admin)");
-        }
+        let (group, permission) =
+            group_and_permission(&key, group, permission, "(read, write or admin)", p);
         let before = p.len();
         let select = super::scope::selector(&key, projects, repos, globs, p);
         if select.is_empty() && p.len() == before {
@@ -182,16 +195,13 @@ pub(super) fn validate_project_grants(
         else {
             continue;
         };
-        let group_key = format!("{key}.group");
-        let group = group.text(&group_key, p);
-        if group.is_none() && !p.any_under(&group_key) {
-            p.required(group_key, "");
-        }
-        let permission_key = format!("{key}.permission");
-        let permission = permission.word(&permission_key, p);
-        if permission.is_none() && !p.any_under(&permission_key) {
-            p.required(permission_key, "(read, write, create-repo or admin)");
-        }
+        let (group, permission) = group_and_permission(
+            &key,
+            group,
+            permission,
+            "(read, write, create-repo or admin)",
+            p,
+        );
         let projects_key = format!("{key}.projects");
         let projects: Vec<ProjectKey> = projects
             .get(&projects_key, p)
