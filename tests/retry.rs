@@ -188,3 +188,20 @@ async fn paging_refuses_a_next_link_back_to_the_first_page() {
     assert!(matches!(e, ApiError::Paging { .. }), "{e}");
     assert!(e.to_string().contains("repeats"), "{e}");
 }
+
+#[tokio::test]
+async fn a_transport_error_names_the_path_but_not_the_query_with_the_emails_in_it() {
+    // Nothing listens on port 1 of loopback: the connection is refused.
+    let c = client_with("http://127.0.0.1:1", RetryPolicy::with_retries(0));
+    let e = c
+        .members_by_email(&["ann.lee@acme.test".to_owned()])
+        .await
+        .expect_err("refused");
+    let msg = format!("{e} {e:?}");
+    assert!(matches!(e, ApiError::Transport { .. }), "{msg}");
+    assert!(msg.contains("/2.0/workspaces/acme/members"), "{msg}");
+    assert!(
+        !msg.contains("ann.lee"),
+        "an email reached the error: {msg}"
+    );
+}

@@ -473,10 +473,12 @@ impl Client {
         endpoint: &str,
         body: &Body<'_>,
     ) -> Result<Answer, ApiError> {
+        // The error names the method and the path; the full URL is dropped from the cause:
+        // its query can carry personal data (the members email query's addresses).
         let transport = |source: reqwest::Error| ApiError::Transport {
             method: method.to_string(),
             endpoint: endpoint.to_owned(),
-            source,
+            source: source.without_url(),
         };
         let mut req = self.http.request(method.clone(), url);
         match &self.auth {
