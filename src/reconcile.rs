@@ -699,11 +699,9 @@ impl Reconciler {
         // The workspace owner (and whoever Bitbucket lists as owner) is never taken anything
         // from: asked for only when something would be taken away from someone.
         let mut gone = plan::offboarded(&desired, &actual, &policy);
-        let removes_people = plan::plan(&desired, &actual, &policy)
-            .changes
-            .iter()
-            .any(|p| matches!(p.change, plan::Change::RemoveMember { .. }));
-        if removes_people || !to_check(&gone, &desired, &actual).is_empty() {
+        if plan::has_unwanted_members(&desired, &actual)
+            || !to_check(&gone, &desired, &actual).is_empty()
+        {
             let owners = self
                 .clients
                 .get(ApiFamily::GroupsRead)

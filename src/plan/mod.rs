@@ -733,6 +733,22 @@ pub fn managed_groups<'a>(
         .filter_map(move |g| actual.groups.get(&resolve_group(desired, actual, g)))
 }
 
+/// Whether a managed group has a member no rule wants there (someone who may be removed, or
+/// skipped as protected or within a grace), frozen accounts aside: the cheap question of
+/// whether this run may take anything from anyone, asked before the whole plan is computed.
+pub fn has_unwanted_members(desired: &Desired, actual: &Actual) -> bool {
+    desired.groups.iter().any(|(slug, want)| {
+        actual
+            .groups
+            .get(&resolve_group(desired, actual, slug))
+            .is_some_and(|g| {
+                g.members
+                    .keys()
+                    .any(|id| !want.members.contains_key(id) && !desired.frozen.contains(id))
+            })
+    })
+}
+
 /// The people who are offboarded this run, with why: leavers, and members of managed groups
 /// without a directory entry whose grace ran out; never protected or frozen accounts. Their
 /// direct grants on managed repositories and projects are to be read and removed.
@@ -1434,6 +1450,19 @@ mod tests {
                 format!("add ann ({}) to group developers", id("ann")).as_str(),
             ]
         );
+    }
+
+    #[test]
+    fn unwanted_members_are_found_without_planning_and_frozen_ones_are_not_counted() {
+        let d = desired_devs(&["ann"]);
+        assert!(!has_unwanted_members(&d, &actual_devs(&["ann"])));
+        assert!(has_unwanted_members(&d, &actual_devs(&["ann", "bob"])));
+        let mut frozen = desired_devs(&["ann"]);
+        frozen.frozen.insert(id("bob"));
+        assert!(!has_unwanted_members(
+            &frozen,
+            &actual_devs(&["ann", "bob"])
+        ));
     }
 
     #[test]
