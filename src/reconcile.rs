@@ -794,6 +794,7 @@ impl Reconciler {
                 grant_writes: self.cfg.bitbucket.grant_writes,
                 audit,
                 run_id: &run_id,
+                settings: self.cfg.apply.clone(),
             }
             .apply(&plan)
             .await;

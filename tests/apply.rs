@@ -42,13 +42,14 @@ async fn a_plan_never_creates_or_opens_the_audit_file() {
     );
     let applied = rec.run(true).await.expect("apply");
     assert!(applied.ok(), "{:#?}", applied.outcomes);
-    assert_eq!(
-        std::fs::read_to_string(&trail)
-            .expect("the apply wrote the trail")
-            .lines()
-            .count(),
-        applied.outcomes.len()
-    );
+    // Acknowledged, then read back: the final record of each change says applied.
+    let trail = std::fs::read_to_string(&trail).expect("the apply wrote the trail");
+    let finals = trail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+        .filter(|r| r["outcome"]["result"] == "applied")
+        .count();
+    assert_eq!(finals, applied.outcomes.len(), "{trail}");
 }
 
 #[tokio::test]
@@ -283,6 +284,7 @@ async fn a_blocked_group_create_blocks_its_member_adds_with_the_reason() {
         grant_writes: GrantWrites::PermissionsConfig,
         audit: &Audit::to_log(),
         run_id: "t",
+        settings: bbsync::config::ApplySettings::default(),
     }
     .apply(&plan)
     .await;

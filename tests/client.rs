@@ -362,23 +362,6 @@ async fn organisation_managed_workspaces_read_1_0_but_refuse_writes_with_405() {
 }
 
 #[tokio::test]
-async fn the_rate_limit_turns_into_a_clear_429_error() {
-    let emu = start(seed(&[])).await;
-    emu.set_rate_limit(2);
-    let c = client(&emu, admin());
-    c.list_groups().await.expect("1");
-    c.list_groups().await.expect("2");
-    let e = c.list_groups().await.expect_err("429");
-    assert_eq!(status(&e), Some(429));
-    assert!(
-        e.to_string()
-            .contains("Rate limit for this resource has been exceeded"),
-        "{e}"
-    );
-    assert_eq!(e.metric_label(), "rate_limited");
-}
-
-#[tokio::test]
 async fn pagination_never_follows_a_link_to_another_origin() {
     // A hand-rolled server answers one page whose `next` points elsewhere.
     let app = axum::Router::new().route(
@@ -405,33 +388,6 @@ async fn pagination_never_follows_a_link_to_another_origin() {
     .expect("client");
     let e = c.list_repositories(None).await.expect_err("foreign next");
     assert!(matches!(e, ApiError::Paging { .. }), "{e}");
-}
-
-#[tokio::test]
-async fn a_429_is_retried_then_given_up() {
-    let emu = start(seed(&[])).await;
-    emu.set_rate_limit(1);
-    let c = Client::new(
-        ClientOptions {
-            api_url: emu.base_url(),
-            oauth_token_url: String::new(),
-            workspace: "acme".into(),
-            timeout: Duration::from_secs(5),
-            // No wait between attempts: this test counts them (the schedule is tested under
-            // paused time in bitbucket::retry).
-            retry: RetryPolicy {
-                max_retries: 2,
-                base: Duration::ZERO,
-                ..RetryPolicy::default()
-            },
-        },
-        &admin(),
-    )
-    .expect("client");
-    c.list_groups().await.expect("first");
-    let e = c.list_groups().await.expect_err("still limited");
-    assert_eq!(status(&e), Some(429));
-    assert_eq!(c.request_count(), 4, "1 + 1 try + 2 retries");
 }
 
 #[tokio::test]

@@ -52,10 +52,11 @@ async fn contractors_get_write_on_all_100_repositories_of_proj_and_a_second_appl
                 && w.contains("/permissions-config/groups/contractors")),
         "{puts:?}"
     );
-    // Audit: one line per applied change.
+    // Audit: every change ends applied (acknowledged, then read back).
     let audit = std::fs::read_to_string(tmp.path().join("audit.jsonl")).expect("audit file");
-    assert_eq!(audit.lines().count(), 100);
-    assert!(audit.lines().all(|l| l.contains("\"result\":\"applied\"")));
+    let finals = audit_finals(&audit);
+    assert_eq!(finals.len(), 100);
+    assert!(finals.iter().all(|r| r["outcome"]["result"] == "applied"), "{audit}");
 
     emu.reset_requests();
     let second = rec.run(true).await.expect("second run");
@@ -428,6 +429,7 @@ async fn creating_a_group_that_already_exists_counts_as_done() {
         grant_writes: GrantWrites::PermissionsConfig,
         audit: &audit,
         run_id: "t",
+        settings: bbsync::config::ApplySettings::default(),
     }
     .apply(&plan)
     .await;

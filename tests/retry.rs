@@ -4,7 +4,8 @@
 
 mod common;
 
-use bbsync::bitbucket::{ApiError, Client, ClientOptions, RetryPolicy};
+use bbsync::bitbucket::{ApiError, Budget, BudgetSettings, Client, ClientOptions, RetryPolicy};
+use std::sync::Arc;
 use bbsync::config::{Credential, Secret};
 use bbsync::model::{BbUuid, GroupSlug};
 use bbsync_emulator::{Emulator, Fault};
@@ -204,4 +205,150 @@ async fn a_transport_error_names_the_path_but_not_the_query_with_the_emails_in_i
         !msg.contains("ann.lee"),
         "an email reached the error: {msg}"
     );
+}
+
+/// A budget whose 429 backoff is a few milliseconds (the schedule is tested under paused
+/// time in `bitbucket::budget`).
+fn quick_budget(max_backoffs: u32) -> Arc<Budget> {
+    Arc::new(Budget::new(
+        "admin",
+        BudgetSettings {
+            backoff_base: Duration::from_millis(5),
+            max_backoffs,
+            max_wait: Duration::from_secs(60),
+            ..BudgetSettings::default()
+        },
+    ))
+}
+
+#[tokio::test]
+async fn a_429_storm_without_retry_after_pauses_the_credential_then_stops_it_for_the_run() {
+    let emu = start(seed(&[])).await;
+    emu.set_rate_limit(1);
+    let c = client_with(&emu.base_url(), three_quick_retries()).with_budget(quick_budget(2));
+    c.list_groups().await.expect("within the limit");
+    let e = c.list_groups().await.expect_err("the window is closed");
+    let spent = e.spent().expect("the budget is spent, not a plain 429");
+    assert_eq!(spent.credential, "admin");
+    assert!(e.to_string().contains("3 429s in a row without Retry-After"), "{e}");
+    assert_eq!(e.metric_label(), "budget_spent");
+    // 1 good request, then the 429 and two backoffs: the 429s do not spend max_retries.
+    assert_eq!(c.request_count(), 4);
+    assert_eq!(c.budget().status().rate_limited, 3);
+    // The rest of the run sends nothing into the closed window.
+    let again = c.list_groups().await.expect_err("still spent");
+    assert!(again.spent().is_some(), "{again}");
+    assert_eq!(c.request_count(), 4, "nothing sent");
+    // The next run tries again (and finds the window still closed: one more 429).
+    c.budget().new_run();
+    assert!(c.list_groups().await.is_err());
+    assert!(c.request_count() > 4);
+}
+
+#[tokio::test]
+async fn a_retry_after_longer_than_max_wait_stops_the_credential_at_once() {
+    let emu = start(seed(&[])).await;
+    emu.inject_fault(Fault {
+        status: 429,
+        body: "Rate limit for this resource has been exceeded".into(),
+        headers: vec![("retry-after".into(), "3450".into())],
+        ..Fault::default()
+    });
+    let c = client_with(&emu.base_url(), three_quick_retries()).with_budget(quick_budget(4));
+    let started = std::time::Instant::now();
+    let e = c.list_groups().await.expect_err("spent");
+    assert!(started.elapsed() < Duration::from_secs(5), "no waiting");
+    let spent = e.spent().expect("spent");
+    assert_eq!(spent.resume_in, Some(Duration::from_secs(3450)), "the ETA");
+    assert!(e.to_string().contains("Retry-After 3450 s"), "{e}");
+    assert_eq!(c.request_count(), 1, "one request, not one per retry");
+    assert!(c.list_groups().await.is_err());
+    assert_eq!(c.request_count(), 1);
+}
+
+#[tokio::test]
+async fn a_short_retry_after_is_honoured_and_the_request_then_goes_through() {
+    let emu = start(seed(&[])).await;
+    emu.inject_fault(Fault {
+        status: 429,
+        body: "Rate limit for this resource has been exceeded".into(),
+        headers: vec![("retry-after".into(), "1".into())],
+        times: Some(1),
+        ..Fault::default()
+    });
+    let c = client_with(&emu.base_url(), three_quick_retries()).with_budget(quick_budget(4));
+    let started = std::time::Instant::now();
+    c.list_groups().await.expect("after the pause");
+    assert!(started.elapsed() >= Duration::from_secs(1), "waited");
+    assert_eq!(c.request_count(), 2);
+}
+
+#[tokio::test]
+async fn an_html_page_answered_200_to_a_write_is_not_success_and_is_retried() {
+    let mut s = seed(&["ann"]);
+    s.groups.push(group("Developers", &[]));
+    let emu = start(s).await;
+    emu.inject_fault(Fault {
+        method: Some("PUT".into()),
+        path_contains: "/members/".into(),
+        status: 200,
+        body: "<html><body>Maintenance</body></html>".into(),
+        content_type: Some("text/html".into()),
+        times: Some(1),
+        ..Fault::default()
+    });
+    let c = client_with(&emu.base_url(), three_quick_retries());
+    let ann_user = emu.state().users[0].clone();
+    let ann = ann_user.uuid.clone();
+    let dev = GroupSlug::from_name("developers");
+    c.add_member(&dev, &BbUuid::braced(&ann))
+        .await
+        .expect("retried after the HTML 200");
+    assert_eq!(sent(&emu, "PUT", "/1.0/groups/acme/developers/members/"), 2);
+    assert_eq!(emu.state().groups[0].members, vec![ann_user.account_id]);
+
+    // Every answer an HTML page: the write fails, it is never "done".
+    emu.inject_fault(Fault {
+        method: Some("DELETE".into()),
+        path_contains: "/members/".into(),
+        status: 200,
+        body: "<html>proxy</html>".into(),
+        content_type: Some("text/html".into()),
+        ..Fault::default()
+    });
+    let e = c
+        .remove_member(&dev, &BbUuid::braced(&ann))
+        .await
+        .expect_err("an HTML 200 is not a delete");
+    assert!(matches!(e, ApiError::BadAnswer { .. }), "{e}");
+    assert!(e.to_string().contains("text/html"), "{e}");
+    assert_eq!(sent(&emu, "DELETE", "/1.0/groups/acme/developers/members/"), 4);
+}
+
+#[tokio::test]
+async fn a_permissions_config_put_answered_with_something_else_than_a_grant_fails() {
+    let mut s = seed(&["ann"]);
+    s.groups.push(group("Developers", &[]));
+    add_repos(&mut s, "PROJ", "r", 1);
+    let emu = start(s).await;
+    emu.inject_fault(Fault {
+        method: Some("PUT".into()),
+        path_contains: "permissions-config".into(),
+        status: 200,
+        body: "{}".into(),
+        content_type: Some("application/json".into()),
+        ..Fault::default()
+    });
+    let c = client_with(&emu.base_url(), three_quick_retries());
+    let repo = bbsync::model::RepoSlug::new("r-000");
+    let e = c
+        .put_permission(
+            bbsync::bitbucket::Target::Repo(&repo),
+            bbsync::bitbucket::Principal::Group(&GroupSlug::from_name("developers")),
+            "write",
+        )
+        .await
+        .expect_err("not a grant object");
+    assert!(e.to_string().contains("not a grant object"), "{e}");
+    assert!(emu.state().group_grants.is_empty());
 }

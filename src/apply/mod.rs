@@ -1,29 +1,49 @@
-//! Applies a plan's changes, one at a time, and records every outcome in the audit trail.
+//! Applies a plan's changes through a prioritised worker pool and records every outcome in
+//! the audit trail.
 //!
-//! Sequential for now (the rate-limited worker pool is its own piece of work). Memberships go
-//! through the [`MembershipBackend`] seam, grants through 2.0 permissions-config (or 1.0
-//! group-privileges); each change goes out with the credential of its API family. A refusal
-//! (401/403/405) marks that family unavailable for the rest of the run: its remaining changes
-//! are reported blocked instead of being sent to be refused again. A group that could not be
-//! created takes its member adds and grants with it.
+//! - **Lanes**: one per credential, each with `apply.concurrency` workers; every request goes
+//!   through the credential's budget ([`Budget`](crate::bitbucket::Budget): the pace, a 429
+//!   pause of the whole credential). A spent budget stops the lane's remaining work for this
+//!   run: it is reported *deferred* with an ETA and the next run's plan picks it up (the plan
+//!   is a diff: nothing done is sent again).
+//! - **Priorities** ([`queue::Priority`]): off-boarding first, then other removals, then
+//!   additions, then repairs; a change submitted while thousands are queued
+//!   ([`Applier::submit`]) starts as soon as a worker of its lane is free.
+//! - **Dependencies** stay explicit: a group is created before its members and grants (a
+//!   failed create blocks exactly those), a leaver's direct grants go before their
+//!   memberships.
+//! - **Circuits**: a refusal (401/403/405) blocks the rest of that family's changes of the
+//!   same kind; `apply.circuit_failures` failures in a row (after retries) open the family's
+//!   circuit for the run.
+//! - **Verify** (`apply.verify`): what Bitbucket acknowledged is read back at the end; a lost
+//!   write is sent once more, and what is still missing is reported failed.
 
 pub mod audit;
+pub mod queue;
 
 use crate::bitbucket::{
-    ApiFamily, Clients, MembershipBackend, Principal, Target, WriteError, Written,
+    ApiError, ApiFamily, Clients, GrantState, MembershipBackend, Principal, Spent, Target,
+    WriteError, Written,
 };
-use crate::config::GrantWrites;
+use crate::config::{ApplySettings, GrantWrites};
 use crate::model::{AccountId, GrantTarget, GroupSlug};
-use crate::plan::{BlockReason, Change, Plan, Reason};
+use crate::plan::{BlockReason, Change, ChangeKind, Plan, Planned, Reason};
+use queue::{Priority, Queue};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// What happened to one change.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Outcome {
-    /// Sent, and Bitbucket made the change.
+    /// Sent, and Bitbucket made the change (read back, when `apply.verify` is on).
     Applied,
+    /// Sent, and Bitbucket answered success, not yet read back (verification pending, or it
+    /// could not read).
+    Accepted,
     /// Bitbucket said it was already so.
     AlreadyDone,
     Failed {
@@ -34,6 +54,13 @@ pub enum Outcome {
     Blocked {
         reason: BlockReason,
     },
+    /// Not sent in this run: the credential's request budget is spent. Still wanted: the next
+    /// run's plan has it again.
+    Deferred {
+        why: String,
+        /// When the credential's window should be open again, if known.
+        resume_in_secs: Option<u64>,
+    },
 }
 
 /// The kinds of [`Outcome`], for counts and metric labels.
@@ -41,18 +68,22 @@ pub enum Outcome {
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeKind {
     Applied,
+    Accepted,
     AlreadyDone,
     Failed,
     Blocked,
+    Deferred,
 }
 
 impl OutcomeKind {
     pub fn label(self) -> &'static str {
         match self {
             OutcomeKind::Applied => "applied",
+            OutcomeKind::Accepted => "accepted",
             OutcomeKind::AlreadyDone => "already_done",
             OutcomeKind::Failed => "failed",
             OutcomeKind::Blocked => "blocked",
+            OutcomeKind::Deferred => "deferred",
         }
     }
 }
@@ -61,15 +92,28 @@ impl Outcome {
     pub fn kind(&self) -> OutcomeKind {
         match self {
             Outcome::Applied => OutcomeKind::Applied,
+            Outcome::Accepted => OutcomeKind::Accepted,
             Outcome::AlreadyDone => OutcomeKind::AlreadyDone,
             Outcome::Failed { .. } => OutcomeKind::Failed,
             Outcome::Blocked { .. } => OutcomeKind::Blocked,
+            Outcome::Deferred { .. } => OutcomeKind::Deferred,
         }
     }
 
-    /// Applied or already so: Bitbucket now matches the change.
+    /// Applied, acknowledged, or already so: Bitbucket now matches the change (as far as it
+    /// said).
     pub fn is_done(&self) -> bool {
-        matches!(self, Outcome::Applied | Outcome::AlreadyDone)
+        matches!(
+            self,
+            Outcome::Applied | Outcome::Accepted | Outcome::AlreadyDone
+        )
+    }
+
+    fn deferred(s: &Spent) -> Outcome {
+        Outcome::Deferred {
+            why: s.to_string(),
+            resume_in_secs: s.resume_in.map(|d| d.as_secs()),
+        }
     }
 }
 
@@ -107,131 +151,403 @@ pub struct Applier<'a> {
     pub grant_writes: GrantWrites,
     pub audit: &'a audit::Audit,
     pub run_id: &'a str,
+    pub settings: ApplySettings,
 }
+
+/// One change in the pool.
+struct Job {
+    change: Change,
+    reason: Reason,
+    family: ApiFamily,
+    outcome: Option<Outcome>,
+}
+
+/// The state of one apply: the queue and what the workers learned.
+struct RunState {
+    queue: Queue,
+    jobs: Vec<Job>,
+    /// Group -> the job creating it.
+    creates: HashMap<GroupSlug, usize>,
+    /// Account -> its direct grant removals.
+    user_grants: HashMap<AccountId, Vec<usize>>,
+    /// Refused this run: (family, kind of change), or (family, `None`) for every kind.
+    refused: BTreeMap<(ApiFamily, Option<ChangeKind>), String>,
+    /// Failures in a row per family, and the last error.
+    failures: BTreeMap<ApiFamily, (u32, String)>,
+    audit_broken: Option<String>,
+    finished: usize,
+    last_progress: Instant,
+}
+
+/// An apply in progress: [`Applier::drive`] works it, [`Applier::submit`] adds to it.
+pub struct Run {
+    state: Mutex<RunState>,
+    notify: Notify,
+    started: Instant,
+}
+
+impl Run {
+    fn lock(&self) -> MutexGuard<'_, RunState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes not finished, by priority (for progress and status).
+    pub fn pending(&self) -> BTreeMap<Priority, usize> {
+        let st = self.lock();
+        let mut out = BTreeMap::new();
+        for lane in 0..st.queue.lanes() {
+            for (i, n) in st.queue.pending(lane).into_iter().enumerate() {
+                if n > 0 {
+                    *out.entry(Priority::ALL[i]).or_insert(0) += n;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// How many acknowledged writes are read back one by one before a bulk listing is cheaper.
+const TARGETED_VERIFY_MAX: usize = 50;
 
 impl Applier<'_> {
     pub fn family(&self, change: &Change) -> ApiFamily {
         family_of(change, self.members.write_family(), self.grant_writes)
     }
 
-    /// Runs every change of the plan in order; blocked ones are recorded, not sent.
+    /// Runs the plan through the pool, verifies, and returns one result per planned change,
+    /// in plan order.
     pub async fn apply(&self, plan: &Plan) -> Vec<ChangeResult> {
-        let mut refused: BTreeMap<ApiFamily, String> = BTreeMap::new();
-        let mut not_created: BTreeMap<GroupSlug, String> = BTreeMap::new();
-        // People whose direct grant removal did not happen this run.
-        let mut grants_pending: BTreeSet<AccountId> = BTreeSet::new();
-        let mut audit_broken: Option<String> = None;
-        let mut out = Vec::with_capacity(plan.changes.len());
-        let total = plan.runnable().count();
-        let mut done = 0usize;
-        for p in &plan.changes {
-            let family = self.family(&p.change);
-            let creates = matches!(p.change, Change::CreateGroup { .. });
-            let blocked = if let Some(reason) = &p.blocked {
-                Some(reason.clone())
-            } else if let Some(error) = &audit_broken {
-                Some(BlockReason::AuditUnavailable {
-                    error: error.clone(),
-                })
-            } else if let Some((group, why)) = p
-                .change
-                .group()
-                .and_then(|g| not_created.get_key_value(g))
-                .filter(|_| !creates)
-            {
-                Some(BlockReason::GroupNotCreated {
-                    group: group.clone(),
-                    why: why.clone(),
-                })
-            } else if let Some(account_id) = match &p.change {
-                Change::RemoveMember { account_id, .. } if grants_pending.contains(account_id) => {
-                    Some(account_id)
-                }
-                _ => None,
-            } {
-                Some(BlockReason::DirectGrantsPending {
-                    account_id: account_id.clone(),
-                })
-            } else {
-                refused
-                    .get(&family)
-                    .map(|error| BlockReason::RefusedEarlier {
-                        family,
-                        credential: self.clients.credential(family).to_owned(),
-                        error: error.clone(),
-                    })
-            };
-            let outcome = match blocked {
-                Some(reason) => Outcome::Blocked { reason },
-                None => {
-                    done += 1;
-                    let outcome = match self.apply_one(&p.change, family).await {
-                        Ok(Written::Done) => Outcome::Applied,
-                        Ok(Written::AlreadyDone) => Outcome::AlreadyDone,
-                        Err(WriteError::NotInWorkspace) => Outcome::Blocked {
-                            reason: BlockReason::NotWorkspaceMember,
-                        },
-                        Err(WriteError::MembersUnreadable(error)) => Outcome::Failed {
-                            error: format!(
-                                "cannot read the workspace members to find the person: {error}"
-                            ),
-                            status: None,
-                        },
-                        Err(WriteError::Api(e)) => {
-                            if e.is_refusal() {
-                                refused.insert(family, e.to_string());
-                            }
-                            Outcome::Failed {
-                                error: e.to_string(),
-                                status: e.status(),
-                            }
-                        }
-                    };
-                    if done % 50 == 0 || done == total {
-                        tracing::info!(done, total, "applying changes");
+        let run = self.start(plan);
+        self.drive(&run).await;
+        self.finish(run).await
+    }
+
+    /// A run holding the plan's changes (blocked ones are recorded, not queued).
+    pub fn start(&self, plan: &Plan) -> Run {
+        let run = Run {
+            state: Mutex::new(RunState {
+                queue: Queue::new(self.clients.credential_count().max(1)),
+                jobs: Vec::new(),
+                creates: HashMap::new(),
+                user_grants: HashMap::new(),
+                refused: BTreeMap::new(),
+                failures: BTreeMap::new(),
+                audit_broken: None,
+                finished: 0,
+                last_progress: Instant::now(),
+            }),
+            notify: Notify::new(),
+            started: Instant::now(),
+        };
+        self.submit(&run, &plan.changes);
+        run
+    }
+
+    /// Adds changes to a run, e.g. a leaver's revocations found while a large apply is
+    /// under way: they take their place by priority, ahead of queued additions. Changes
+    /// submitted after [`Applier::drive`] returned wait for the next `drive`.
+    pub fn submit(&self, run: &Run, changes: &[Planned]) {
+        let mut records = Vec::new();
+        {
+            let mut st = run.lock();
+            for p in changes {
+                let family = self.family(&p.change);
+                let id = st.jobs.len();
+                st.jobs.push(Job {
+                    change: p.change.clone(),
+                    reason: p.reason.clone(),
+                    family,
+                    outcome: None,
+                });
+                let lane = self.clients.credential_index(family);
+                let priority = Priority::of(&p.change, &p.reason);
+                let mut deps = Vec::new();
+                match &p.change {
+                    Change::CreateGroup { group, .. } => {
+                        st.creates.insert(group.clone(), id);
                     }
-                    outcome
+                    Change::RemoveUserGrant { account_id, .. } => {
+                        st.user_grants.entry(account_id.clone()).or_default().push(id);
+                    }
+                    Change::RemoveMember { account_id, .. } => {
+                        deps.extend(st.user_grants.get(account_id).into_iter().flatten());
+                    }
+                    c => deps.extend(c.group().and_then(|g| st.creates.get(g))),
                 }
+                if let Some(reason) = &p.blocked {
+                    // Decided before the run: never queued (its dependents fall with it).
+                    let qid = st.queue.add_closed(lane, priority);
+                    debug_assert_eq!(qid, id);
+                    records.extend(self.settle(&mut st, id, blocked(reason.clone())));
+                    continue;
+                }
+                let (qid, cancelled) = st.queue.add(lane, priority, &deps);
+                debug_assert_eq!(qid, id);
+                records.extend(self.cancelled(&mut st, cancelled));
+            }
+        }
+        self.write_records(run, records);
+        run.notify.notify_waiters();
+    }
+
+    /// Works the run until every queued change is finished (or deferred).
+    pub async fn drive(&self, run: &Run) {
+        let lanes = run.lock().queue.lanes();
+        let workers = (0..lanes)
+            .flat_map(|lane| (0..self.settings.concurrency.max(1)).map(move |_| lane))
+            .map(|lane| self.worker(run, lane));
+        futures_util::future::join_all(workers).await;
+    }
+
+    /// Verifies (when configured) and returns the results in submission order.
+    pub async fn finish(&self, run: Run) -> Vec<ChangeResult> {
+        if self.settings.verify {
+            self.verify(&run).await;
+        }
+        let st = run.state.into_inner().unwrap_or_else(|e| e.into_inner());
+        let deferred = st
+            .jobs
+            .iter()
+            .filter(|j| matches!(j.outcome, Some(Outcome::Deferred { .. })))
+            .count();
+        if deferred > 0 {
+            tracing::warn!(
+                deferred,
+                "changes deferred to the next run: a credential's request budget is spent"
+            );
+        }
+        st.jobs
+            .into_iter()
+            .map(|j| ChangeResult {
+                change: j.change,
+                reason: j.reason,
+                outcome: j.outcome.unwrap_or(Outcome::Deferred {
+                    why: "the run ended before it started".into(),
+                    resume_in_secs: None,
+                }),
+            })
+            .collect()
+    }
+
+    async fn worker(&self, run: &Run, lane: usize) {
+        loop {
+            let notified = run.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let picked = {
+                let mut st = run.lock();
+                if st.queue.is_finished() {
+                    return;
+                }
+                st.queue.next(lane).map(|id| {
+                    let j = &st.jobs[id];
+                    (id, j.change.clone(), j.family, self.precheck(&st, id))
+                })
             };
-            if let Change::RemoveUserGrant { account_id, .. } = &p.change {
-                if !outcome.is_done() {
-                    grants_pending.insert(account_id.clone());
+            let Some((id, change, family, pre)) = picked else {
+                notified.await;
+                continue;
+            };
+            let outcome = match pre {
+                Some(reason) => blocked(reason),
+                None => self.execute(&change, family).await,
+            };
+            let records = {
+                let mut st = run.lock();
+                self.learn(&mut st, id, &outcome);
+                let mut records = Vec::new();
+                if let Outcome::Deferred { .. } = &outcome {
+                    // The lane's budget is spent: its queued work waits for the next run.
+                    let stopped = st.queue.stop_lane(lane);
+                    for (j, _) in stopped {
+                        st.jobs[j].outcome = Some(outcome.clone());
+                        st.finished += 1;
+                    }
                 }
-            }
-            if creates && !outcome.is_done() {
-                let why = match &outcome {
-                    Outcome::Failed { error, .. } => error.clone(),
-                    Outcome::Blocked { reason } => reason.to_string(),
-                    _ => String::new(),
-                };
-                if let Some(g) = p.change.group() {
-                    not_created.insert(g.clone(), why);
-                }
-            }
-            match &outcome {
-                Outcome::Failed { error, .. } => {
-                    tracing::error!(change = %p.change, error, "change failed")
-                }
-                Outcome::Blocked { reason } => {
-                    tracing::warn!(change = %p.change, reason = %reason, kind = reason.label(), "change blocked")
-                }
-                _ => tracing::info!(change = %p.change, outcome = outcome.kind().label(), "change"),
-            }
-            if let Err(e) = self
-                .audit
-                .record(self.run_id, &p.change, &p.reason, &outcome)
-            {
-                // Lose nothing: without an audit trail, stop changing things.
-                tracing::error!(error = %e, change = %p.change, outcome = outcome.kind().label(), "cannot write the audit trail; stopping this apply");
-                audit_broken.get_or_insert(e.to_string());
-            }
-            out.push(ChangeResult {
-                change: p.change.clone(),
-                reason: p.reason.clone(),
-                outcome,
+                let cancelled = st.queue.finish(id, outcome.is_done());
+                records.extend(self.settle(&mut st, id, outcome));
+                records.extend(self.cancelled(&mut st, cancelled));
+                self.progress(&mut st, run);
+                records
+            };
+            self.write_records(run, records);
+            run.notify.notify_waiters();
+        }
+    }
+
+    /// A reason not to send this change, decided from what the run learned so far.
+    fn precheck(&self, st: &RunState, id: usize) -> Option<BlockReason> {
+        let j = &st.jobs[id];
+        if let Some(error) = &st.audit_broken {
+            return Some(BlockReason::AuditUnavailable {
+                error: error.clone(),
             });
         }
+        if let Some(error) = st
+            .refused
+            .get(&(j.family, None))
+            .or_else(|| st.refused.get(&(j.family, Some(j.change.kind()))))
+        {
+            return Some(BlockReason::RefusedEarlier {
+                family: j.family,
+                credential: self.clients.credential(j.family).to_owned(),
+                error: error.clone(),
+            });
+        }
+        match st.failures.get(&j.family) {
+            Some((n, error)) if *n >= self.settings.circuit_failures => {
+                Some(BlockReason::CircuitOpen {
+                    family: j.family,
+                    failures: *n,
+                    error: error.clone(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Updates the run's circuits and refusals from one outcome.
+    fn learn(&self, st: &mut RunState, id: usize, outcome: &Outcome) {
+        let (family, kind) = (st.jobs[id].family, st.jobs[id].change.kind());
+        match outcome {
+            Outcome::Failed { error, status } => {
+                if matches!(status, Some(401 | 405)) {
+                    // The credential is rejected, or the family's writes are not allowed
+                    // here (an organisation-managed workspace): every kind of change.
+                    st.refused.insert((family, None), error.clone());
+                } else if *status == Some(403) {
+                    // Scopes: a credential may hold the right to one kind and not another
+                    // (a project grant and a repository grant need different scopes).
+                    st.refused.insert((family, Some(kind)), error.clone());
+                } else {
+                    let e = st.failures.entry(family).or_insert((0, String::new()));
+                    e.0 += 1;
+                    e.1 = error.clone();
+                    if e.0 == self.settings.circuit_failures {
+                        tracing::error!(family = family.key(), failures = e.0, error, "circuit open: this family's remaining changes are not sent in this run");
+                    }
+                }
+            }
+            o if o.is_done() => {
+                st.failures.remove(&family);
+            }
+            _ => {}
+        }
+    }
+
+    /// Records a job's final outcome; returns the audit record to write.
+    fn settle(&self, st: &mut RunState, id: usize, outcome: Outcome) -> Option<Record> {
+        st.finished += 1;
+        let j = &mut st.jobs[id];
+        log_outcome(&j.change, &outcome);
+        j.outcome = Some(outcome.clone());
+        // Deferred work was not attempted and is not decided: the next run plans it again.
+        (!matches!(outcome, Outcome::Deferred { .. })).then(|| Record {
+            change: j.change.clone(),
+            reason: j.reason.clone(),
+            outcome,
+        })
+    }
+
+    /// Jobs cancelled because a job they depend on did not succeed.
+    fn cancelled(&self, st: &mut RunState, cancelled: queue::Cancelled) -> Vec<Record> {
+        let mut out = Vec::new();
+        for (id, because) in cancelled {
+            let dep = &st.jobs[because];
+            let outcome = match (&dep.outcome, &dep.change) {
+                (Some(o @ Outcome::Deferred { .. }), _) => o.clone(),
+                (why, Change::CreateGroup { group, .. }) => blocked(BlockReason::GroupNotCreated {
+                    group: group.clone(),
+                    why: match why {
+                        Some(Outcome::Failed { error, .. }) => error.clone(),
+                        Some(Outcome::Blocked { reason }) => reason.to_string(),
+                        _ => "it did not happen".into(),
+                    },
+                }),
+                (_, Change::RemoveUserGrant { account_id, .. }) => {
+                    blocked(BlockReason::DirectGrantsPending {
+                        account_id: account_id.clone(),
+                    })
+                }
+                (_, other) => Outcome::Failed {
+                    error: format!("depends on {other}, which did not happen"),
+                    status: None,
+                },
+            };
+            out.extend(self.settle(st, id, outcome));
+        }
         out
+    }
+
+    fn progress(&self, st: &mut RunState, run: &Run) {
+        let total = st.jobs.len();
+        let now = Instant::now();
+        if st.finished != total
+            && st.finished % 100 != 0
+            && now.duration_since(st.last_progress).as_secs() < 10
+        {
+            return;
+        }
+        st.last_progress = now;
+        let elapsed = now.duration_since(run.started).as_secs_f64().max(0.001);
+        let rate = st.finished as f64 / elapsed;
+        let left = total - st.finished;
+        let eta_secs = if rate > 0.0 {
+            (left as f64 / rate) as u64
+        } else {
+            0
+        };
+        let mut pending = [0usize; 4];
+        for lane in 0..st.queue.lanes() {
+            for (i, n) in st.queue.pending(lane).into_iter().enumerate() {
+                pending[i] += n;
+            }
+        }
+        tracing::info!(
+            done = st.finished,
+            total,
+            per_minute = (rate * 60.0) as u64,
+            eta_secs,
+            offboarding = pending[0],
+            removals = pending[1],
+            additions = pending[2],
+            repairs = pending[3],
+            "applying changes"
+        );
+    }
+
+    fn write_records(&self, run: &Run, records: Vec<Record>) {
+        for r in records {
+            if let Err(e) = self
+                .audit
+                .record(self.run_id, &r.change, &r.reason, &r.outcome)
+            {
+                // Lose nothing: without an audit trail, stop changing things.
+                tracing::error!(error = %e, change = %r.change, outcome = r.outcome.kind().label(), "cannot write the audit trail; stopping this apply");
+                run.lock().audit_broken.get_or_insert(e.to_string());
+            }
+        }
+    }
+
+    /// Sends one change; every error becomes an outcome.
+    async fn execute(&self, change: &Change, family: ApiFamily) -> Outcome {
+        match self.apply_one(change, family).await {
+            Ok(Written::Done) if self.settings.verify => Outcome::Accepted,
+            Ok(Written::Done) => Outcome::Applied,
+            Ok(Written::AlreadyDone) => Outcome::AlreadyDone,
+            Err(WriteError::NotInWorkspace) => blocked(BlockReason::NotWorkspaceMember),
+            Err(WriteError::MembersUnreadable(error)) => Outcome::Failed {
+                error: format!("cannot read the workspace members to find the person: {error}"),
+                status: None,
+            },
+            Err(WriteError::Api(e)) => match e.spent() {
+                Some(s) => Outcome::deferred(s),
+                None => Outcome::Failed {
+                    error: e.to_string(),
+                    status: e.status(),
+                },
+            },
+        }
     }
 
     async fn apply_one(&self, c: &Change, family: ApiFamily) -> Result<Written, WriteError> {
@@ -289,14 +605,252 @@ impl Applier<'_> {
             Change::RemoveUserGrant {
                 target, account_id, ..
             } => {
-                let on = match target {
-                    GrantTarget::Repo(r) => Target::Repo(r),
-                    GrantTarget::Project(p) => Target::Project(p),
-                };
-                cl.delete_permission(on, Principal::User(account_id.as_str()))
+                cl.delete_permission(grant_target(target), Principal::User(account_id.as_str()))
                     .await?
             }
         })
+    }
+
+    // ---- verification ------------------------------------------------------------------------
+
+    /// Reads back every acknowledged change; a lost one is sent once more and read again;
+    /// what is still missing is failed.
+    async fn verify(&self, run: &Run) {
+        let accepted = |run: &Run| -> Vec<usize> {
+            let st = run.lock();
+            (0..st.jobs.len())
+                .filter(|&i| st.jobs[i].outcome == Some(Outcome::Accepted))
+                .collect()
+        };
+        let ids = accepted(run);
+        if ids.is_empty() {
+            return;
+        }
+        let jobs: Vec<Change> = {
+            let st = run.lock();
+            ids.iter().map(|&i| st.jobs[i].change.clone()).collect()
+        };
+        let Some(lost) = self.missing(&jobs).await else {
+            return self.verified(run, &ids, &[], false);
+        };
+        let lost_ids: Vec<usize> = lost.iter().map(|&k| ids[k]).collect();
+        self.verified(run, &ids, &lost_ids, false);
+        if lost_ids.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            lost = lost_ids.len(),
+            "Bitbucket acknowledged writes it does not show: sending them once more"
+        );
+        // Once more, through the pool (fresh jobs, so the queue stays append-only).
+        let again: Vec<Planned> = {
+            let st = run.lock();
+            lost_ids
+                .iter()
+                .map(|&i| Planned {
+                    change: st.jobs[i].change.clone(),
+                    reason: st.jobs[i].reason.clone(),
+                    blocked: None,
+                })
+                .collect()
+        };
+        let first_new = run.lock().jobs.len();
+        self.submit(run, &again);
+        self.drive(run).await;
+        let retried: Vec<usize> = (first_new..first_new + again.len()).collect();
+        let redo: Vec<usize> = {
+            let st = run.lock();
+            retried
+                .iter()
+                .copied()
+                .filter(|&i| st.jobs[i].outcome == Some(Outcome::Accepted))
+                .collect()
+        };
+        let changes: Vec<Change> = {
+            let st = run.lock();
+            redo.iter().map(|&i| st.jobs[i].change.clone()).collect()
+        };
+        let still = match self.missing(&changes).await {
+            Some(l) => l.iter().map(|&k| redo[k]).collect(),
+            None => Vec::new(),
+        };
+        self.verified(run, &redo, &still, true);
+        // The first attempts' final word is the second attempt's.
+        let mut st = run.lock();
+        for (k, &orig) in lost_ids.iter().enumerate() {
+            let second = st.jobs[first_new + k].outcome.clone();
+            if let Some(o) = second {
+                st.jobs[orig].outcome = Some(o);
+            }
+        }
+        // The retries are folded into the originals.
+        st.jobs.truncate(first_new);
+    }
+
+    /// Records the verdict on acknowledged jobs: `lost` failed, the others applied.
+    fn verified(&self, run: &Run, ids: &[usize], lost: &[usize], second: bool) {
+        let mut records = Vec::new();
+        {
+            let mut st = run.lock();
+            for &i in ids {
+                let outcome = if lost.contains(&i) {
+                    Outcome::Failed {
+                        error: if second {
+                            "Bitbucket acknowledged this write twice but does not show it (a lost write)".into()
+                        } else {
+                            "Bitbucket acknowledged this write but does not show it (a lost write); sending it once more".into()
+                        },
+                        status: None,
+                    }
+                } else {
+                    Outcome::Applied
+                };
+                let j = &mut st.jobs[i];
+                log_outcome(&j.change, &outcome);
+                j.outcome = Some(outcome.clone());
+                records.push(Record {
+                    change: j.change.clone(),
+                    reason: j.reason.clone(),
+                    outcome,
+                });
+            }
+        }
+        self.write_records(run, records);
+    }
+
+    /// Which of `changes` Bitbucket does not show; `None` when it could not be read (the
+    /// changes stay acknowledged, not verified).
+    async fn missing(&self, changes: &[Change]) -> Option<Vec<usize>> {
+        match self.read_back(changes).await {
+            Ok(lost) => Some(lost),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read back what was written; the changes stay acknowledged, not verified");
+                None
+            }
+        }
+    }
+
+    async fn read_back(&self, changes: &[Change]) -> Result<Vec<usize>, ApiError> {
+        let memberships = changes.iter().any(|c| {
+            matches!(
+                c,
+                Change::CreateGroup { .. } | Change::AddMember { .. } | Change::RemoveMember { .. }
+            )
+        });
+        let groups = match memberships {
+            true => Some(self.members.read_groups().await?),
+            false => None,
+        };
+        let repo_grants = changes
+            .iter()
+            .filter(|c| matches!(c, Change::SetGrant { .. } | Change::RemoveGrant { .. }))
+            .count();
+        let bulk = match repo_grants > TARGETED_VERIFY_MAX {
+            true => Some(
+                crate::bitbucket::V1GroupPrivileges(
+                    self.clients.shared(ApiFamily::GroupPrivilegesRead),
+                )
+                .read(&[])
+                .await?,
+            ),
+            false => None,
+        };
+        let read = self.clients.get(ApiFamily::PermissionsRead);
+        let mut lost = Vec::new();
+        for (i, c) in changes.iter().enumerate() {
+            let shows = match c {
+                Change::CreateGroup { group, .. } => {
+                    groups.as_ref().is_some_and(|g| g.contains_key(group))
+                }
+                Change::AddMember {
+                    group, account_id, ..
+                } => groups
+                    .as_ref()
+                    .and_then(|g| g.get(group))
+                    .is_some_and(|g| g.members.contains_key(account_id)),
+                Change::RemoveMember {
+                    group, account_id, ..
+                } => !groups
+                    .as_ref()
+                    .and_then(|g| g.get(group))
+                    .is_some_and(|g| g.members.contains_key(account_id)),
+                Change::SetGrant {
+                    repo,
+                    group,
+                    permission,
+                    ..
+                } => {
+                    let now = match &bulk {
+                        Some(b) => b.get(&(repo.clone(), group.clone())).map(|p| p.as_str().to_owned()),
+                        None => read.permission(Target::Repo(repo), Principal::Group(group)).await?,
+                    };
+                    now.as_deref() == Some(permission.as_str())
+                }
+                Change::RemoveGrant { repo, group, .. } => match &bulk {
+                    Some(b) => !b.contains_key(&(repo.clone(), group.clone())),
+                    None => read
+                        .permission(Target::Repo(repo), Principal::Group(group))
+                        .await?
+                        .is_none(),
+                },
+                Change::SetProjectGrant {
+                    project,
+                    group,
+                    permission,
+                    ..
+                } => {
+                    read.permission(Target::Project(project), Principal::Group(group))
+                        .await?
+                        .as_deref()
+                        == Some(permission.as_str())
+                }
+                Change::RemoveProjectGrant { project, group, .. } => read
+                    .permission(Target::Project(project), Principal::Group(group))
+                    .await?
+                    .is_none(),
+                Change::RemoveUserGrant {
+                    target, account_id, ..
+                } => read
+                    .permission(grant_target(target), Principal::User(account_id.as_str()))
+                    .await?
+                    .is_none(),
+            };
+            if !shows {
+                lost.push(i);
+            }
+        }
+        Ok(lost)
+    }
+}
+
+/// An audit record to write once the run's lock is released.
+struct Record {
+    change: Change,
+    reason: Reason,
+    outcome: Outcome,
+}
+
+fn blocked(reason: BlockReason) -> Outcome {
+    Outcome::Blocked { reason }
+}
+
+fn grant_target(t: &GrantTarget) -> Target<'_> {
+    match t {
+        GrantTarget::Repo(r) => Target::Repo(r),
+        GrantTarget::Project(p) => Target::Project(p),
+    }
+}
+
+fn log_outcome(change: &Change, outcome: &Outcome) {
+    match outcome {
+        Outcome::Failed { error, .. } => tracing::error!(change = %change, error, "change failed"),
+        Outcome::Blocked { reason } => {
+            tracing::warn!(change = %change, reason = %reason, kind = reason.label(), "change blocked")
+        }
+        Outcome::Deferred { .. } => {
+            tracing::debug!(change = %change, "change deferred to the next run")
+        }
+        _ => tracing::info!(change = %change, outcome = outcome.kind().label(), "change"),
     }
 }
 

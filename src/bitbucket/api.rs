@@ -1,7 +1,7 @@
 //! Endpoint methods, one per Bitbucket operation bbsync performs. Paths and bodies follow
 //! shared/bitbucket-api.md; every write is idempotent and "already so" answers count as done.
 
-use super::client::{ApiError, Body, Client};
+use super::client::{expect, ApiError, Body, Client};
 use super::dto::*;
 use crate::model::{BbUuid, GroupSlug, Permission, ProjectKey, RepoSlug};
 use reqwest::{Method, StatusCode};
@@ -47,10 +47,11 @@ impl Client {
 
     pub async fn get_group(&self, group: &GroupSlug) -> Result<Option<V1Group>, ApiError> {
         let a = self
-            .send(
+            .send_expecting(
                 Method::GET,
                 &self.url(&["1.0", "groups", self.ws(), group.as_str()]),
                 Body::None,
+                expect::json_document,
             )
             .await?;
         if a.status == StatusCode::NOT_FOUND {
@@ -61,10 +62,11 @@ impl Client {
 
     /// Creates a group; Bitbucket generates the slug and answers with it.
     pub async fn create_group(&self, name: &str) -> Result<V1Group, ApiError> {
-        self.send(
+        self.send_expecting(
             Method::POST,
             &self.url(&["1.0", "groups", self.ws()]),
             Body::Form(&[("name", name)]),
+            expect::object,
         )
         .await?
         .ok()?
@@ -86,7 +88,12 @@ impl Client {
             &member.0,
         ]);
         let a = self
-            .send(Method::PUT, &url, Body::Json(&serde_json::json!({})))
+            .send_expecting(
+                Method::PUT,
+                &url,
+                Body::Json(&serde_json::json!({})),
+                expect::v1_user,
+            )
             .await?;
         match a.status {
             StatusCode::CONFLICT => Ok(Written::AlreadyDone),
@@ -107,7 +114,10 @@ impl Client {
             "members",
             &member.0,
         ]);
-        delete_outcome(self.send(Method::DELETE, &url, Body::None).await?)
+        delete_outcome(
+            self.send_expecting(Method::DELETE, &url, Body::None, expect::no_content)
+                .await?,
+        )
     }
 
     // ---- 1.0 group privileges --------------------------------------------------------------
@@ -133,10 +143,11 @@ impl Client {
             self.ws(),
             group.as_str(),
         ]);
-        self.send(
+        self.send_expecting(
             Method::PUT,
             &url,
             Body::Raw("application/x-www-form-urlencoded", p.as_str().to_owned()),
+            expect::array,
         )
         .await?
         .ok()
@@ -156,7 +167,10 @@ impl Client {
             self.ws(),
             group.as_str(),
         ]);
-        delete_outcome(self.send(Method::DELETE, &url, Body::None).await?)
+        delete_outcome(
+            self.send_expecting(Method::DELETE, &url, Body::None, expect::no_content)
+                .await?,
+        )
     }
 
     // ---- 2.0 repositories and members ------------------------------------------------------
@@ -366,10 +380,11 @@ impl Client {
     /// `GET /2.0/workspaces/{ws}`: whether the workspace exists for this caller.
     pub async fn workspace_exists(&self) -> Result<bool, ApiError> {
         let a = self
-            .send(
+            .send_expecting(
                 Method::GET,
                 &self.url(&["2.0", "workspaces", self.ws()]),
                 Body::None,
+                expect::json_document,
             )
             .await?;
         if a.status == StatusCode::NOT_FOUND {
@@ -419,7 +434,9 @@ impl Client {
         who: Principal<'_>,
     ) -> Result<Option<String>, ApiError> {
         let url = self.permission_url(target, who.kind(), Some(who.id()));
-        let a = self.send(Method::GET, &url, Body::None).await?;
+        let a = self
+            .send_expecting(Method::GET, &url, Body::None, expect::json_document)
+            .await?;
         if a.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -437,7 +454,7 @@ impl Client {
     ) -> Result<Written, ApiError> {
         let url = self.permission_url(target, who.kind(), Some(who.id()));
         let body = serde_json::json!({ "permission": permission });
-        self.send(Method::PUT, &url, Body::Json(&body))
+        self.send_expecting(Method::PUT, &url, Body::Json(&body), expect::grant)
             .await?
             .ok()
             .map(|_| Written::Done)
@@ -449,7 +466,10 @@ impl Client {
         who: Principal<'_>,
     ) -> Result<Written, ApiError> {
         let url = self.permission_url(target, who.kind(), Some(who.id()));
-        delete_outcome(self.send(Method::DELETE, &url, Body::None).await?)
+        delete_outcome(
+            self.send_expecting(Method::DELETE, &url, Body::None, expect::no_content)
+                .await?,
+        )
     }
 }
 

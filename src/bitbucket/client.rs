@@ -1,6 +1,7 @@
 //! HTTP core: authentication, retries, pagination and error decoding. Endpoint methods live in
 //! `api.rs`; this file knows nothing about groups or repositories.
 
+use super::budget::{Budget, Spent};
 use super::dto::{ErrorBody, Page, TokenAnswer};
 use super::retry::{is_idempotent, parse_retry_after, Class, Classify, RetryPolicy};
 use crate::config::Credential;
@@ -9,6 +10,7 @@ use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
@@ -43,8 +45,24 @@ pub enum ApiError {
         next: String,
         why: &'static str,
     },
+    /// A 2xx whose content type or body is not what Bitbucket documents for this call (an
+    /// HTML page from a proxy, a cut or foreign body): not proof that anything happened.
+    #[error("{method} {endpoint} answered HTTP {status} but not with what Bitbucket documents: {detail}")]
+    BadAnswer {
+        method: String,
+        endpoint: String,
+        status: u16,
+        detail: String,
+    },
     #[error("OAuth token request to {url} failed: {detail}")]
     OAuth { url: String, detail: String },
+    /// Not sent: the credential's request budget is spent for this run (see [`Spent`]).
+    #[error("{method} {endpoint} not sent: {spent}")]
+    BudgetSpent {
+        method: String,
+        endpoint: String,
+        spent: Spent,
+    },
     #[error("no credential is configured for {family}")]
     NoCredential { family: &'static str },
 }
@@ -93,6 +111,7 @@ impl ApiError {
             None => match self {
                 ApiError::Transport { .. } => "transport",
                 ApiError::OAuth { .. } => "oauth",
+                ApiError::BudgetSpent { .. } => "budget_spent",
                 _ => "bad_response",
             },
         }
@@ -102,7 +121,16 @@ impl ApiError {
     /// back (a 5xx, a timeout, a cut answer): check the state before assuming it failed.
     pub fn may_have_been_processed(&self) -> bool {
         matches!(self.status(), Some(s) if s >= 500)
+            || matches!(self, ApiError::BadAnswer { .. })
             || matches!(self, ApiError::Transport { source, .. } if !source.is_connect())
+    }
+
+    /// The credential's budget is spent for this run: the work waits for the next run.
+    pub fn spent(&self) -> Option<&Spent> {
+        match self {
+            ApiError::BudgetSpent { spent, .. } => Some(spent),
+            _ => None,
+        }
     }
 
     /// Refusals that will not change by retrying within this run.
@@ -132,6 +160,103 @@ pub struct Answer {
     /// `x-accepted-oauth-scopes` and `x-oauth-scopes`: the scopes a refusal needed and the ones
     /// held, for refusals whose body is plain text (1.0).
     scope_headers: (Option<String>, Option<String>),
+    /// The media type, lower-cased, without parameters (`application/json`).
+    pub content_type: String,
+}
+
+/// What a 2xx answer must look like to count as Bitbucket's: checked inside the retry loop,
+/// so an answer that is not (an HTML page answered 200) is retried like a 5xx.
+pub type Expect = fn(&Answer) -> Result<(), String>;
+
+/// Checks for [`Client::send_expecting`].
+pub mod expect {
+    use super::Answer;
+
+    /// Anything (reads that decode their body themselves, probes).
+    pub fn any(_: &Answer) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn json(a: &Answer) -> Result<serde_json::Value, String> {
+        if a.content_type != "application/json" {
+            return Err(format!(
+                "content type {:?}, not application/json",
+                a.content_type
+            ));
+        }
+        serde_json::from_str(&a.text).map_err(|e| format!("a body that is not JSON ({e})"))
+    }
+
+    /// A JSON document, judged by its content type and first character only (a read's body
+    /// is decoded once, by the caller; a 170 MB listing must not be parsed twice).
+    pub fn json_document(a: &Answer) -> Result<(), String> {
+        if a.content_type != "application/json" {
+            return Err(format!(
+                "content type {:?}, not application/json",
+                a.content_type
+            ));
+        }
+        match a.text.trim_start().as_bytes().first() {
+            Some(b'{' | b'[') => Ok(()),
+            _ => Err("a body that does not start like a JSON document".into()),
+        }
+    }
+
+    /// A JSON object (a 1.0 group or user, a 2.0 document).
+    pub fn object(a: &Answer) -> Result<(), String> {
+        match json(a)? {
+            serde_json::Value::Object(_) => Ok(()),
+            other => Err(format!("JSON {}, not an object", kind(&other))),
+        }
+    }
+
+    /// A JSON array (1.0 group-privileges PUT, 1.0 listings).
+    pub fn array(a: &Answer) -> Result<(), String> {
+        match json(a)? {
+            serde_json::Value::Array(_) => Ok(()),
+            other => Err(format!("JSON {}, not an array", kind(&other))),
+        }
+    }
+
+    /// A 1.0 user object (member PUT answers 200 with the user).
+    pub fn v1_user(a: &Answer) -> Result<(), String> {
+        let v = json(a)?;
+        match v.get("uuid").or_else(|| v.get("account_id")) {
+            Some(serde_json::Value::String(_)) => Ok(()),
+            _ => Err("a JSON body without the user's uuid or account_id".into()),
+        }
+    }
+
+    /// A permissions-config grant object: `{type: "..._permission", permission, ...}`.
+    pub fn grant(a: &Answer) -> Result<(), String> {
+        let v = json(a)?;
+        let ty = v.get("type").and_then(|t| t.as_str()).unwrap_or_default();
+        if !ty.ends_with("_permission") || v.get("permission").is_none_or(|p| !p.is_string()) {
+            return Err(format!(
+                "a JSON body that is not a grant object (type {ty:?})"
+            ));
+        }
+        Ok(())
+    }
+
+    /// A DELETE's answer: 204 No Content (or 200 with nothing, or JSON, in it).
+    pub fn no_content(a: &Answer) -> Result<(), String> {
+        if a.status.as_u16() == 204 || a.text.trim().is_empty() {
+            return Ok(());
+        }
+        json(a).map(|_| ())
+    }
+
+    fn kind(v: &serde_json::Value) -> &'static str {
+        match v {
+            serde_json::Value::Null => "null",
+            serde_json::Value::Bool(_) => "a boolean",
+            serde_json::Value::Number(_) => "a number",
+            serde_json::Value::String(_) => "a string",
+            serde_json::Value::Array(_) => "an array",
+            serde_json::Value::Object(_) => "an object",
+        }
+    }
 }
 
 impl Answer {
@@ -269,6 +394,8 @@ pub struct Client {
     origin: String,
     auth: Auth,
     requests: AtomicU64,
+    /// The credential's request budget, shared by every family it serves.
+    budget: Arc<Budget>,
     /// Scopes the service says this credential holds (`x-oauth-scopes`, or the OAuth token
     /// answer), once any call has told us.
     scopes: std::sync::Mutex<Option<Vec<String>>>,
@@ -318,8 +445,19 @@ impl Client {
             origin,
             auth,
             requests: AtomicU64::new(0),
+            budget: Arc::new(Budget::unlimited("-")),
             scopes: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Sends every request through `budget` (one per credential, see [`Budget`]).
+    pub fn with_budget(mut self, budget: Arc<Budget>) -> Client {
+        self.budget = budget;
+        self
+    }
+
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     pub fn workspace(&self) -> &str {
@@ -377,30 +515,16 @@ impl Client {
                 return Ok(Some(cached.token.clone()));
             }
         }
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let err = |detail: String| ApiError::OAuth {
-            url: token_url.clone(),
-            detail,
-        };
-        let resp = self
-            .http
-            .post(token_url)
-            .basic_auth(client_id, Some(secret.expose()))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(|e| err(e.to_string()))?;
-        if !status.is_success() {
-            return Err(err(format!(
-                "HTTP {}: {}",
-                status.as_u16(),
-                truncate(text.trim(), 300)
-            )));
-        }
-        let answer: TokenAnswer =
-            serde_json::from_str(&text).map_err(|e| err(format!("bad token answer: {e}")))?;
+        let what = format!("POST {}", endpoint_of(token_url));
+        // The token request is idempotent in effect (a second token does no harm): it is
+        // retried like any idempotent call, and its failure fails this request only; the next
+        // request asks again (nothing is cached but a good token).
+        let fetched = self
+            .opts
+            .retry
+            .run(true, &what, || self.fetch_token(client_id, secret, token_url))
+            .await;
+        let answer = fetched.0?;
         // Capped: a nonsensical lifetime must not overflow Instant arithmetic.
         let ttl = Duration::from_secs(answer.expires_in.unwrap_or(3600).clamp(1, 86_400));
         let tok = Secret::new(answer.access_token);
@@ -418,26 +542,153 @@ impl Client {
         Ok(Some(tok))
     }
 
-    /// Sends one logical request: each attempt goes through [`Client::attempt`], and the
-    /// client's [`RetryPolicy`] decides whether and when to send it again. Returns the answer
-    /// whatever its status.
+    /// One token request, classified for the retry loop.
+    async fn fetch_token(&self, client_id: &str, secret: &Secret, token_url: &str) -> TokenFetch {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let err = |detail: String| ApiError::OAuth {
+            url: token_url.to_owned(),
+            detail,
+        };
+        let resp = match self
+            .http
+            .post(token_url)
+            .basic_auth(client_id, Some(secret.expose()))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let class = if e.is_connect() {
+                    Class::NotProcessed { retry_after: None }
+                } else {
+                    Class::MaybeProcessed { retry_after: None }
+                };
+                return TokenFetch(Err(err(e.without_url().to_string())), class);
+            }
+        };
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let text = match resp.text().await {
+            Ok(t) => t,
+            Err(e) => {
+                return TokenFetch(
+                    Err(err(e.without_url().to_string())),
+                    Class::MaybeProcessed { retry_after: None },
+                )
+            }
+        };
+        if !status.is_success() {
+            let class = if status == StatusCode::TOO_MANY_REQUESTS {
+                Class::NotProcessed { retry_after }
+            } else if status.is_server_error() {
+                Class::MaybeProcessed { retry_after }
+            } else {
+                // 400/401: the consumer key or secret is wrong; asking again will not help.
+                Class::Final
+            };
+            return TokenFetch(
+                Err(err(format!(
+                    "HTTP {}: {}",
+                    status.as_u16(),
+                    truncate(text.trim(), 300)
+                ))),
+                class,
+            );
+        }
+        match serde_json::from_str::<TokenAnswer>(&text) {
+            Ok(a) => TokenFetch(Ok(a), Class::Final),
+            // An HTML page answered 200 (a proxy, a maintenance page): not a token; ask again.
+            Err(e) => TokenFetch(
+                Err(err(format!(
+                    "HTTP {} with a body that is not a token answer ({e}; body starts {:?})",
+                    status.as_u16(),
+                    truncate(&text, 60)
+                ))),
+                Class::MaybeProcessed { retry_after: None },
+            ),
+        }
+    }
+
+    /// Sends one logical request and returns the answer whatever its status; see
+    /// [`Client::send_expecting`].
     pub async fn send(
         &self,
         method: Method,
         url: &str,
         body: Body<'_>,
     ) -> Result<Answer, ApiError> {
-        let endpoint = url::Url::parse(url)
-            .map(|u| u.path().to_owned())
-            .unwrap_or_else(|_| url.to_owned());
+        self.send_expecting(method, url, body, expect::any).await
+    }
+
+    /// Sends one logical request. Every attempt first takes a permit from the credential's
+    /// [`Budget`] (the pace; a 429 pause); a 429 hands the permit back to the budget, which
+    /// pauses every request of the credential or declares it spent for the run; other
+    /// outcomes go to the client's [`RetryPolicy`]. A 2xx that fails `check` (not the shape
+    /// Bitbucket documents) is a [`ApiError::BadAnswer`], retried as "maybe processed".
+    pub async fn send_expecting(
+        &self,
+        method: Method,
+        url: &str,
+        body: Body<'_>,
+        check: Expect,
+    ) -> Result<Answer, ApiError> {
+        let endpoint = endpoint_of(url);
         let refreshed = AtomicBool::new(false);
-        let what = format!("{method} {endpoint}");
-        self.opts
-            .retry
-            .run(is_idempotent(&method), &what, || {
-                self.attempt(&method, url, &endpoint, &body, &refreshed)
-            })
-            .await
+        let idempotent = is_idempotent(&method);
+        let spent = |spent: Spent| ApiError::BudgetSpent {
+            method: method.to_string(),
+            endpoint: endpoint.clone(),
+            spent,
+        };
+        let mut retries = 0u32;
+        loop {
+            let permit = self.budget.acquire().await.map_err(spent)?;
+            let out = self
+                .attempt(&method, url, &endpoint, &body, &refreshed)
+                .await
+                .and_then(|a| match a.status.is_success() {
+                    true => check(&a).map(|()| a).map_err(|detail| ApiError::BadAnswer {
+                        method: method.to_string(),
+                        endpoint: endpoint.clone(),
+                        status: 0,
+                        detail,
+                    }),
+                    false => Ok(a),
+                });
+            let class = out.class();
+            if let Class::RateLimited { retry_after } = class {
+                tracing::warn!(%method, endpoint, "rate limited (429)");
+                self.budget
+                    .rate_limited(permit, retry_after)
+                    .map_err(spent)?;
+                continue;
+            }
+            if !matches!(class, Class::NotProcessed { .. }) {
+                self.budget.answered();
+            }
+            let Some(wait) = self
+                .opts
+                .retry
+                .delay(retries, class, idempotent, fastrand::f64())
+            else {
+                return out;
+            };
+            tracing::warn!(
+                request = format!("{method} {endpoint}"),
+                attempt = retries + 1,
+                delay_ms = wait.as_millis() as u64,
+                error = out.as_ref().err().map(|e| e.to_string()),
+                status = out.as_ref().ok().map(|a| a.status.as_u16()),
+                "retrying Bitbucket call"
+            );
+            tokio::time::sleep(wait).await;
+            retries += 1;
+        }
     }
 
     /// One attempt: adds auth and sends once. An OAuth token the service calls expired (401)
@@ -512,6 +763,9 @@ impl Client {
         if let Some(scopes) = &scope_headers.1 {
             self.observe_scopes(scopes);
         }
+        let content_type = header(CONTENT_TYPE.as_str())
+            .and_then(|v| v.split(';').next().map(|t| t.trim().to_ascii_lowercase()))
+            .unwrap_or_default();
         let text = resp.text().await.map_err(transport)?;
         tracing::debug!(%method, endpoint, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "bitbucket call");
         Ok(Answer {
@@ -521,12 +775,16 @@ impl Client {
             method: method.clone(),
             endpoint: endpoint.to_owned(),
             scope_headers,
+            content_type,
         })
     }
 
     /// GET a JSON document, failing on any non-2xx.
     pub async fn get_json<T: DeserializeOwned>(&self, url: &str) -> Result<T, ApiError> {
-        self.send(Method::GET, url, Body::None).await?.ok()?.json()
+        self.send_expecting(Method::GET, url, Body::None, expect::json_document)
+            .await?
+            .ok()?
+            .json()
     }
 
     /// Follows a 2.0 collection through every `next` link. `next` must stay on the API's origin
@@ -572,7 +830,7 @@ impl Classify for Result<Answer, ApiError> {
     fn class(&self) -> Class {
         match self {
             // A 429 was not processed; a 5xx may have been.
-            Ok(a) if a.status == StatusCode::TOO_MANY_REQUESTS => Class::NotProcessed {
+            Ok(a) if a.status == StatusCode::TOO_MANY_REQUESTS => Class::RateLimited {
                 retry_after: a.retry_after,
             },
             Ok(a) if a.status.is_server_error() => Class::MaybeProcessed {
@@ -582,6 +840,7 @@ impl Classify for Result<Answer, ApiError> {
             Err(ApiError::Transport { source, .. }) if source.is_connect() => {
                 Class::NotProcessed { retry_after: None }
             }
+            Err(ApiError::BadAnswer { .. }) => Class::MaybeProcessed { retry_after: None },
             Err(ApiError::Transport { source, .. })
                 // `text()` reports a body cut short as a decode error wrapping the body error.
                 if source.is_timeout()
@@ -593,5 +852,21 @@ impl Classify for Result<Answer, ApiError> {
             }
             Err(_) => Class::Final,
         }
+    }
+}
+
+/// The path of a URL, for errors and logs (never the query: it can carry emails).
+fn endpoint_of(url: &str) -> String {
+    url::Url::parse(url)
+        .map(|u| u.path().to_owned())
+        .unwrap_or_else(|_| url.split('?').next().unwrap_or_default().to_owned())
+}
+
+/// A token request's outcome with its retry class.
+struct TokenFetch(Result<TokenAnswer, ApiError>, Class);
+
+impl Classify for TokenFetch {
+    fn class(&self) -> Class {
+        self.1
     }
 }

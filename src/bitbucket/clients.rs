@@ -2,7 +2,10 @@
 //! the same credential share its client, so request counts (and, with the worker pool, the
 //! rate budget) are per credential, as Bitbucket counts them.
 
-use super::{ApiError, ApiFamily, Client, ClientOptions, CredentialKind, RetryPolicy};
+use super::{
+    ApiError, ApiFamily, Budget, BudgetSettings, BudgetStatus, Client, ClientOptions,
+    CredentialKind, RetryPolicy,
+};
 use crate::config::Config;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,7 +30,16 @@ impl Clients {
                     retry: RetryPolicy::with_retries(cfg.bitbucket.max_retries),
                 },
                 cred,
-            )?;
+            )?
+            .with_budget(Arc::new(Budget::new(
+                name,
+                BudgetSettings {
+                    requests_per_hour: cfg.apply.requests_per_hour,
+                    burst: cfg.apply.burst,
+                    max_wait: cfg.apply.max_wait,
+                    ..BudgetSettings::default()
+                },
+            )));
             by_name.insert(name.clone(), (cred.kind(), Arc::new(client)));
         }
         let mut by_family = Vec::with_capacity(ApiFamily::ALL.len());
@@ -82,6 +94,31 @@ impl Clients {
             .iter()
             .map(|(n, (_, c))| (n.clone(), c.request_count()))
             .collect()
+    }
+
+    /// Each credential's budget, by credential name.
+    pub fn budgets(&self) -> Vec<BudgetStatus> {
+        self.by_name
+            .values()
+            .map(|(_, c)| c.budget().status())
+            .collect()
+    }
+
+    /// A new run: budgets spent by the last one may try again.
+    pub fn new_run(&self) {
+        for (_, c) in self.by_name.values() {
+            c.budget().new_run();
+        }
+    }
+
+    /// Distinct credentials, each with a stable index (for per-credential work queues).
+    pub fn credential_index(&self, f: ApiFamily) -> usize {
+        let name = self.credential(f);
+        self.by_name.keys().position(|n| n == name).unwrap_or(0)
+    }
+
+    pub fn credential_count(&self) -> usize {
+        self.by_name.len()
     }
 
     pub fn total_requests(&self) -> u64 {

@@ -60,6 +60,14 @@ pub trait MembershipBackend: Send + Sync {
     ) -> BoxFuture<'a, Result<BTreeSet<AccountId>, ApiError>>;
 }
 
+/// How long a failed member listing is believed before it is read again.
+const LISTING_RETRY: std::time::Duration = std::time::Duration::from_secs(20);
+
+enum Listing {
+    Read,
+    Failed(String, tokio::time::Instant),
+}
+
 /// Bitbucket's 1.0 groups API (classic workspaces).
 pub struct V1Groups {
     read: Arc<Client>,
@@ -68,9 +76,10 @@ pub struct V1Groups {
     /// account id -> UUID: from the group read, then (once, when an add needs someone who is
     /// in no group yet) from the workspace member listing.
     uuids: std::sync::Mutex<HashMap<AccountId, BbUuid>>,
-    /// The member listing, read at most once per backend; its failure is kept too, so a
-    /// broken listing is one request, not one per add.
-    listing: tokio::sync::Mutex<Option<Result<(), String>>>,
+    /// The member listing, read once per backend when it succeeds. A failure is kept for
+    /// [`LISTING_RETRY`] only: a broken listing is not one request per add, and one bad answer
+    /// does not block every membership change for the rest of the run either.
+    listing: tokio::sync::Mutex<Option<Listing>>,
 }
 
 impl V1Groups {
@@ -109,22 +118,30 @@ impl V1Groups {
 }
 
 impl V1Groups {
-    /// Reads the workspace members once (for names 1.0 needs); the outcome is kept.
+    /// Reads the workspace members (for names 1.0 needs): once when it works, again after
+    /// [`LISTING_RETRY`] when it failed.
     async fn load_listing(&self) -> Result<(), String> {
         let mut listing = self.listing.lock().await;
-        if listing.is_none() {
-            *listing = Some(match self.members.list_members().await {
-                Ok(members) => {
-                    self.learn(members.into_iter().filter_map(|m| {
-                        let id = AccountId::parse(m.user.account_id.as_deref()?).ok()?;
-                        Some((id, BbUuid::braced(m.user.uuid.as_deref()?)))
-                    }));
-                    Ok(())
-                }
-                Err(e) => Err(e.to_string()),
-            });
+        match &*listing {
+            Some(Listing::Read) => return Ok(()),
+            Some(Listing::Failed(e, at)) if at.elapsed() < LISTING_RETRY => return Err(e.clone()),
+            _ => {}
         }
-        listing.clone().unwrap_or(Ok(()))
+        match self.members.list_members().await {
+            Ok(members) => {
+                self.learn(members.into_iter().filter_map(|m| {
+                    let id = AccountId::parse(m.user.account_id.as_deref()?).ok()?;
+                    Some((id, BbUuid::braced(m.user.uuid.as_deref()?)))
+                }));
+                *listing = Some(Listing::Read);
+                Ok(())
+            }
+            Err(e) => {
+                let e = e.to_string();
+                *listing = Some(Listing::Failed(e.clone(), tokio::time::Instant::now()));
+                Err(e)
+            }
+        }
     }
 }
 
@@ -195,6 +212,15 @@ impl MembershipBackend for V1Groups {
                         Ok(Some(_)) => {
                             tracing::warn!(group = %slug, error = %e, "the group create got no good answer, but the group exists: counting it created");
                             Ok(Written::Done)
+                        }
+                        // Nothing happened (an HTML page answered 200, a 5xx before the
+                        // work): the create is sent once more, now that we know it is safe.
+                        Ok(None) if e.may_have_been_processed() => {
+                            tracing::warn!(group = %slug, error = %e, "the group create got no good answer and the group is not there: sending it once more");
+                            match self.write.create_group(name).await {
+                                Ok(_) => Ok(Written::Done),
+                                Err(e2) => Err(e2.into()),
+                            }
                         }
                         Ok(None) | Err(_) => Err(e.into()),
                     }

@@ -2,6 +2,7 @@
 //! permissions-config. See shared/bitbucket-api.md for the behaviour this follows.
 
 mod api;
+pub mod budget;
 mod client;
 mod clients;
 pub mod dto;
@@ -11,7 +12,8 @@ pub mod retry;
 
 pub use crate::family::{ApiFamily, CredentialKind};
 pub use api::{Principal, PrincipalKind, Target, Written};
-pub use client::{Answer, ApiError, Body, Client, ClientOptions};
+pub use budget::{Budget, BudgetSettings, BudgetStatus, Spent};
+pub use client::{expect, Answer, ApiError, Body, Client, ClientOptions, Expect};
 pub use clients::Clients;
 pub use grants::{GrantState, GroupGrants, PermissionsConfigGrants, V1GroupPrivileges};
 pub use membership::{MembershipBackend, V1Groups, WriteError};

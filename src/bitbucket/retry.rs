@@ -9,8 +9,12 @@
 //! when it gives one, capped at `max_retry_after` (60 s) so a run stays responsive.
 //!
 //! What is retried:
-//! - a 429 and a connection that could not be made: the request was not processed, so even a
-//!   POST (group create, not idempotent) may be sent again;
+//! - a connection that could not be made: the request was not processed, so even a POST
+//!   (group create, not idempotent) may be sent again;
+//! - a 429: not processed either, but it is the credential's window that is closed, not this
+//!   request that failed: the client pauses the credential's whole budget
+//!   ([`Budget`](super::budget::Budget)) and resends only when the budget lets it; those
+//!   resends do not count against `max_retries`;
 //! - a 5xx, a timeout or a cut answer: the request may have been processed, so only idempotent
 //!   methods (everything but POST) are sent again;
 //! - nothing else: other 4xx will not change by retrying.
@@ -24,7 +28,10 @@ use std::time::{Duration, SystemTime};
 pub enum Class {
     /// Final: success, or an answer that retrying will not change.
     Final,
-    /// The server did not process the request (429, connection refused): safe to resend.
+    /// A 429: not processed, and the credential's whole budget must pause (the client hands
+    /// it to its [`Budget`](super::budget::Budget), not to the per-request backoff).
+    RateLimited { retry_after: Option<Duration> },
+    /// The server did not process the request (connection refused): safe to resend.
     NotProcessed { retry_after: Option<Duration> },
     /// The request may have been processed (5xx, timeout, cut answer): resend only if idempotent.
     MaybeProcessed { retry_after: Option<Duration> },
@@ -96,9 +103,9 @@ impl RetryPolicy {
         let retry_after = match class {
             Class::Final => return None,
             Class::MaybeProcessed { .. } if !idempotent => return None,
-            Class::NotProcessed { retry_after } | Class::MaybeProcessed { retry_after } => {
-                retry_after
-            }
+            Class::RateLimited { retry_after }
+            | Class::NotProcessed { retry_after }
+            | Class::MaybeProcessed { retry_after } => retry_after,
         };
         if attempt >= self.max_retries {
             return None;

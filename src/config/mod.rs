@@ -9,6 +9,7 @@
 //! `[directory]`), `rules.rs` (`[[groups]]`, `[[grants]]`); `raw.rs` reads the tree and collects
 //! the problems; `syntax.rs` describes TOML syntax errors.
 
+mod apply;
 mod bitbucket;
 mod credentials;
 mod raw;
@@ -18,6 +19,7 @@ mod source;
 mod syntax;
 
 pub use crate::secret::Secret;
+pub use apply::ApplySettings;
 pub use scope::{Offboarding, Scope};
 pub use source::{
     is_valid_ldap_filter, LdapSettings, Schema, SearchScope, SearchSettings, SourceSettings,
@@ -210,6 +212,8 @@ pub struct Config {
     pub safety: Safety,
     /// JSON-lines audit file; `None` sends audit records to the log (target `bbsync::audit`).
     pub audit_path: Option<PathBuf>,
+    /// `[apply]`: the worker pool, the request budgets, verification.
+    pub apply: ApplySettings,
     pub interval: Duration,
 }
 
@@ -246,6 +250,8 @@ struct RawConfig {
     safety: Table<RawSafety>,
     /// `[audit]`: where the audit records go.
     audit: Table<RawAudit>,
+    /// `[apply]`: the worker pool, request budgets and verification.
+    apply: Table<apply::RawApply>,
     /// `[daemon]`: `bbsync run` settings.
     daemon: Table<RawDaemon>,
 }
@@ -385,6 +391,7 @@ fn validate(tree: Table<RawConfig>, origin: String, base: &Path) -> Result<Confi
         offboarding,
         safety,
         audit,
+        apply,
         daemon,
     } = tree.read("", &mut p).unwrap_or_default();
 
@@ -407,6 +414,7 @@ fn validate(tree: Table<RawConfig>, origin: String, base: &Path) -> Result<Confi
     let offboarding = scope::validate_offboarding(offboarding, &resolve, &mut p);
     let safety = validate_safety(safety, &mut p);
     let audit_path = validate_audit(audit, &mut p).map(resolve);
+    let apply = apply::validate_apply(apply, &mut p);
     let interval = validate_daemon(daemon, &mut p);
 
     if !p.is_empty() {
@@ -430,6 +438,7 @@ fn validate(tree: Table<RawConfig>, origin: String, base: &Path) -> Result<Confi
         offboarding,
         safety,
         audit_path,
+        apply,
         interval,
     })
 }

@@ -329,10 +329,17 @@ pub enum BlockReason {
         credential: String,
         detail: String,
     },
-    /// The family was refused (401/403/405) earlier in this run.
+    /// The family was refused (401/403/405) earlier in this run, for this kind of change.
     RefusedEarlier {
         family: ApiFamily,
         credential: String,
+        error: String,
+    },
+    /// The family failed this many times in a row (5xx, timeouts, bad answers, after
+    /// retries): its circuit is open for the rest of the run.
+    CircuitOpen {
+        family: ApiFamily,
+        failures: u32,
         error: String,
     },
     /// A grant to a group that does not exist in Bitbucket and is not a managed group.
@@ -356,6 +363,7 @@ impl BlockReason {
             BlockReason::CredentialCannot { .. } => "credential_cannot",
             BlockReason::CredentialRejected { .. } => "credential_rejected",
             BlockReason::RefusedEarlier { .. } => "refused_earlier",
+            BlockReason::CircuitOpen { .. } => "circuit_open",
             BlockReason::MissingGroup { .. } => "missing_group",
             BlockReason::GroupNotCreated { .. } => "group_not_created",
             BlockReason::NotWorkspaceMember => "not_workspace_member",
@@ -390,6 +398,14 @@ impl fmt::Display for BlockReason {
             } => write!(
                 f,
                 "{family} (credential {credential:?}) was refused earlier in this run: {error}"
+            ),
+            BlockReason::CircuitOpen {
+                family,
+                failures,
+                error,
+            } => write!(
+                f,
+                "{family} failed {failures} times in a row (last: {error}); its circuit is open until the next run"
             ),
             BlockReason::MissingGroup { group } => write!(
                 f,

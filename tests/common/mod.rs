@@ -170,6 +170,10 @@ path = "directory.ldif"
 disabled_attribute = "nsAccountLock"
 [audit]
 path = "audit.jsonl"
+[apply]
+# Tests measure behaviour, not pacing: a budget the emulator's limit decides.
+requests_per_hour = 3600000
+burst = 1000
 {rules}
 "#,
         emu.base_url()
@@ -184,4 +188,26 @@ pub fn writes(emu: &Emulator) -> Vec<String> {
         .filter(|r| r.method != "GET")
         .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
         .collect()
+}
+
+/// The audit records of a trail that carry an outcome (not intents), as JSON.
+pub fn audit_outcomes(trail: &str) -> Vec<serde_json::Value> {
+    trail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("an audit line is JSON"))
+        .filter(|r| r.get("outcome").is_some())
+        .collect()
+}
+
+/// The final word on each change of a trail: the last outcome record per change.
+pub fn audit_finals(trail: &str) -> Vec<serde_json::Value> {
+    let mut last: Vec<(String, serde_json::Value)> = Vec::new();
+    for r in audit_outcomes(trail) {
+        let key = r["change"].to_string();
+        match last.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = r,
+            None => last.push((key, r)),
+        }
+    }
+    last.into_iter().map(|(_, r)| r).collect()
 }

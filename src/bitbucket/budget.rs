@@ -1,0 +1,484 @@
+//! One request budget per credential, shared by its reads and writes, as Bitbucket counts them
+//! (about 1,000 requests per rolling hour per credential; refused requests count too).
+//!
+//! - **Pacing**: a GCRA limiter from `governor` at `requests_per_hour` with a small burst, so a
+//!   large apply stays below the server's limit and sees no 429 at all. Its clock is tokio's,
+//!   so tests drive it under `tokio::time::pause()`.
+//! - **A 429 pauses the whole credential** (every request of every worker waits): for the
+//!   server's `Retry-After` when it gives one, else a full-jitter backoff that grows with each
+//!   429 in a row. A 429 answered to a request sent before the current pause began does not
+//!   escalate it again (four workers hitting one closed window are one event, not four).
+//! - **Step down, recover slowly**: after a 429 the pace halves (down to an eighth); each
+//!   `recover_after` without a 429 it steps back up one level.
+//! - **Stop, don't hammer**: when the wait would exceed `max_wait` (a long `Retry-After`, or a
+//!   pace too slow), or after `max_backoffs` 429s in a row without `Retry-After`, the budget is
+//!   *spent* for this run: every request through it fails at once with [`Spent`] (no request is
+//!   sent into a closed window), the work stays queued for the next run, and [`Spent::resume_in`]
+//!   says when the window should be open again. [`Budget::new_run`] lifts the stop.
+
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How a credential's requests are paced and how a 429 is handled.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BudgetSettings {
+    /// Requests per hour this credential may send (reads and writes together).
+    pub requests_per_hour: u32,
+    /// Requests that may go at once before pacing starts.
+    pub burst: u32,
+    /// Longest wait for the budget (a `Retry-After`, a backoff, the pace) before the
+    /// credential's remaining work stops for this run.
+    pub max_wait: Duration,
+    /// 429s in a row without `Retry-After` before the work stops for this run.
+    pub max_backoffs: u32,
+    /// First backoff ceiling after a 429 without `Retry-After`; doubles per 429 in a row.
+    pub backoff_base: Duration,
+    /// Time without a 429 before the pace steps back up one level.
+    pub recover_after: Duration,
+}
+
+impl Default for BudgetSettings {
+    fn default() -> Self {
+        BudgetSettings {
+            requests_per_hour: 900,
+            burst: 10,
+            max_wait: Duration::from_secs(300),
+            max_backoffs: 4,
+            backoff_base: Duration::from_secs(2),
+            recover_after: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Lowest pace after 429s: the configured rate divided by 2^MAX_LEVEL.
+const MAX_LEVEL: u32 = 3;
+
+/// The credential's budget is spent for this run.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the request budget of credential {credential:?} is spent for this run: {why}{}", resume_hint(*.resume_in))]
+pub struct Spent {
+    pub credential: String,
+    pub why: String,
+    /// When the window should be open again, if known.
+    pub resume_in: Option<Duration>,
+}
+
+fn resume_hint(d: Option<Duration>) -> String {
+    match d {
+        Some(d) => format!(" (expected to reopen in about {} s)", d.as_secs()),
+        None => String::new(),
+    }
+}
+
+/// A tokio-time clock for governor: paused time moves it in tests.
+#[derive(Clone, Debug)]
+struct TokioClock {
+    start: Instant,
+}
+
+impl Clock for TokioClock {
+    type Instant = Duration;
+    fn now(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.start)
+    }
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
+
+struct Inner {
+    limiter: Arc<Limiter>,
+    level: u32,
+    /// Last 429 or step up: when the pace may step up next.
+    level_since: Instant,
+    paused_until: Option<Instant>,
+    /// Incremented at each pause; a 429 to a request sent in an older epoch does not escalate.
+    epoch: u64,
+    /// 429s in a row without `Retry-After`.
+    backoffs: u32,
+    stopped: Option<Spent>,
+}
+
+/// What a request may be sent with: taken from [`Budget::acquire`], handed back on a 429.
+#[derive(Clone, Copy, Debug)]
+pub struct Permit {
+    epoch: u64,
+}
+
+/// A point-in-time view, for logs, reports and metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BudgetStatus {
+    pub credential: String,
+    /// Requests per hour allowed now (the configured rate, stepped down after 429s).
+    pub rate_per_hour: f64,
+    pub sent: u64,
+    pub rate_limited: u64,
+    pub paused_for: Option<Duration>,
+    pub spent: Option<Spent>,
+}
+
+pub struct Budget {
+    credential: String,
+    settings: BudgetSettings,
+    clock: TokioClock,
+    inner: Mutex<Inner>,
+    sent: AtomicU64,
+    limited: AtomicU64,
+}
+
+impl Budget {
+    pub fn new(credential: &str, settings: BudgetSettings) -> Budget {
+        let clock = TokioClock {
+            start: Instant::now(),
+        };
+        let limiter = Arc::new(limiter(&settings, 0, &clock));
+        Budget {
+            credential: credential.to_owned(),
+            settings,
+            clock,
+            inner: Mutex::new(Inner {
+                limiter,
+                level: 0,
+                level_since: Instant::now(),
+                paused_until: None,
+                epoch: 0,
+                backoffs: 0,
+                stopped: None,
+            }),
+            sent: AtomicU64::new(0),
+            limited: AtomicU64::new(0),
+        }
+    }
+
+    /// A budget that never paces (tests of other things, one-off probes).
+    pub fn unlimited(credential: &str) -> Budget {
+        Budget::new(
+            credential,
+            BudgetSettings {
+                requests_per_hour: u32::MAX / 2,
+                burst: 1_000_000,
+                ..BudgetSettings::default()
+            },
+        )
+    }
+
+    pub fn credential(&self) -> &str {
+        &self.credential
+    }
+
+    pub fn settings(&self) -> &BudgetSettings {
+        &self.settings
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn spend(&self, inner: &mut Inner, why: String, resume_in: Option<Duration>) -> Spent {
+        let s = Spent {
+            credential: self.credential.clone(),
+            why,
+            resume_in,
+        };
+        if inner.stopped.is_none() {
+            tracing::warn!(credential = %self.credential, reason = %s.why, resume_in_secs = resume_in.map(|d| d.as_secs()), "request budget spent for this run: the credential's remaining work stays queued");
+        }
+        inner.stopped = Some(s.clone());
+        s
+    }
+
+    /// Waits until a request may be sent (the pace, a 429 pause), or fails at once when the
+    /// budget is spent for this run or the wait would exceed `max_wait`.
+    pub async fn acquire(&self) -> Result<Permit, Spent> {
+        loop {
+            let wait = {
+                let mut inner = self.lock();
+                if let Some(s) = &inner.stopped {
+                    return Err(s.clone());
+                }
+                let now = Instant::now();
+                self.maybe_recover(&mut inner, now);
+                match inner.paused_until.filter(|u| *u > now) {
+                    Some(until) => until - now,
+                    None => match inner.limiter.check() {
+                        Ok(()) => {
+                            self.sent.fetch_add(1, Ordering::Relaxed);
+                            return Ok(Permit { epoch: inner.epoch });
+                        }
+                        Err(not_until) => not_until.wait_time_from(self.clock.now()),
+                    },
+                }
+            };
+            if wait > self.settings.max_wait {
+                let mut inner = self.lock();
+                return Err(self.spend(
+                    &mut inner,
+                    format!(
+                        "the next request could only go in {} s, more than apply.max_wait ({} s)",
+                        wait.as_secs(),
+                        self.settings.max_wait.as_secs()
+                    ),
+                    Some(wait),
+                ));
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn maybe_recover(&self, inner: &mut Inner, now: Instant) {
+        if inner.level > 0 && now.duration_since(inner.level_since) >= self.settings.recover_after
+        {
+            inner.level -= 1;
+            inner.level_since = now;
+            inner.limiter = Arc::new(limiter(&self.settings, inner.level, &self.clock));
+            tracing::info!(credential = %self.credential, rate_per_hour = rate(&self.settings, inner.level), "no 429 for a while: request pace steps up");
+        }
+    }
+
+    /// A 429 answered to a request sent with `permit`: pauses the credential (for `retry_after`
+    /// or a backoff), steps the pace down, or spends the budget for this run. `Ok` means the
+    /// request may be sent again once [`Budget::acquire`] lets it.
+    pub fn rate_limited(&self, permit: Permit, retry_after: Option<Duration>) -> Result<(), Spent> {
+        self.limited.fetch_add(1, Ordering::Relaxed);
+        let mut inner = self.lock();
+        if let Some(s) = &inner.stopped {
+            return Err(s.clone());
+        }
+        let now = Instant::now();
+        if permit.epoch != inner.epoch {
+            // Sent before the current pause: that pause already answers this 429.
+            return Ok(());
+        }
+        inner.epoch += 1;
+        inner.level_since = now;
+        if inner.level < MAX_LEVEL {
+            inner.level += 1;
+            inner.limiter = Arc::new(limiter(&self.settings, inner.level, &self.clock));
+        }
+        let wait = match retry_after {
+            Some(d) => {
+                inner.backoffs = 0;
+                if d > self.settings.max_wait {
+                    return Err(self.spend(
+                        &mut inner,
+                        format!(
+                            "Bitbucket answered 429 with Retry-After {} s, more than apply.max_wait ({} s)",
+                            d.as_secs(),
+                            self.settings.max_wait.as_secs()
+                        ),
+                        Some(d),
+                    ));
+                }
+                d
+            }
+            None => {
+                if inner.backoffs >= self.settings.max_backoffs {
+                    let why = format!("{} 429s in a row without Retry-After", inner.backoffs + 1);
+                    return Err(self.spend(
+                        &mut inner,
+                        why,
+                        // A rolling hour: the window is surely open again an hour from now.
+                        Some(Duration::from_secs(3600)),
+                    ));
+                }
+                let ceiling = self
+                    .settings
+                    .backoff_base
+                    .saturating_mul(1u32 << inner.backoffs.min(20))
+                    .min(self.settings.max_wait);
+                inner.backoffs += 1;
+                // Full jitter, but never less than a tenth of the ceiling: a pause of zero
+                // would send straight back into the closed window.
+                ceiling.mul_f64(0.1 + 0.9 * fastrand::f64())
+            }
+        };
+        inner.paused_until = Some(now + wait);
+        tracing::warn!(credential = %self.credential, pause_ms = wait.as_millis() as u64, rate_per_hour = rate(&self.settings, inner.level), retry_after = retry_after.is_some(), "rate limited (429): pausing every request of this credential");
+        Ok(())
+    }
+
+    /// Any answer but a 429: the window is open, the backoff starts over.
+    pub fn answered(&self) {
+        let mut inner = self.lock();
+        inner.backoffs = 0;
+    }
+
+    /// A new run may try again: lifts a stop (the pause and the stepped-down pace remain).
+    pub fn new_run(&self) {
+        self.lock().stopped = None;
+    }
+
+    pub fn status(&self) -> BudgetStatus {
+        let inner = self.lock();
+        let now = Instant::now();
+        BudgetStatus {
+            credential: self.credential.clone(),
+            rate_per_hour: rate(&self.settings, inner.level),
+            sent: self.sent.load(Ordering::Relaxed),
+            rate_limited: self.limited.load(Ordering::Relaxed),
+            paused_for: inner.paused_until.filter(|u| *u > now).map(|u| u - now),
+            spent: inner.stopped.clone(),
+        }
+    }
+
+    /// Requests per hour allowed now.
+    pub fn rate_per_hour(&self) -> f64 {
+        rate(&self.settings, self.lock().level)
+    }
+}
+
+fn rate(s: &BudgetSettings, level: u32) -> f64 {
+    f64::from(s.requests_per_hour.max(1)) / f64::from(1u32 << level)
+}
+
+fn limiter(s: &BudgetSettings, level: u32, clock: &TokioClock) -> Limiter {
+    let period = Duration::from_secs_f64(3600.0 / rate(s, level)).max(Duration::from_nanos(1));
+    let burst = NonZeroU32::new((s.burst >> level).max(1)).unwrap_or(NonZeroU32::MIN);
+    let quota = Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(burst);
+    RateLimiter::direct_with_clock(quota, clock.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(per_hour: u32, burst: u32) -> BudgetSettings {
+        BudgetSettings {
+            requests_per_hour: per_hour,
+            burst,
+            ..BudgetSettings::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacing_holds_the_configured_rate_after_the_burst() {
+        let b = Budget::new("admin", settings(3600, 5));
+        let start = Instant::now();
+        for _ in 0..5 {
+            b.acquire().await.expect("burst");
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "the burst goes at once");
+        for _ in 0..10 {
+            b.acquire().await.expect("paced");
+        }
+        // 3,600/hour = one a second after the burst.
+        let e = start.elapsed();
+        assert!(
+            e >= Duration::from_secs(10) && e < Duration::from_millis(10_050),
+            "{e:?}"
+        );
+        assert_eq!(b.status().sent, 15);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_with_retry_after_pauses_every_request_and_steps_the_pace_down() {
+        let b = Budget::new("admin", settings(3600, 100));
+        let p = b.acquire().await.expect("permit");
+        let stale = b.acquire().await.expect("permit sent in the same epoch");
+        b.rate_limited(p, Some(Duration::from_secs(30)))
+            .expect("paused");
+        assert_eq!(b.rate_per_hour(), 1800.0, "halved");
+        // A second 429 from the same window (another worker) does not escalate.
+        b.rate_limited(stale, None).expect("same pause");
+        assert_eq!(b.rate_per_hour(), 1800.0);
+        let start = Instant::now();
+        b.acquire().await.expect("after the pause");
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
+        assert_eq!(b.status().rate_limited, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_beyond_max_wait_spends_the_budget_until_the_next_run() {
+        let b = Budget::new("admin", settings(3600, 100));
+        let p = b.acquire().await.expect("permit");
+        let e = b
+            .rate_limited(p, Some(Duration::from_secs(3450)))
+            .expect_err("beyond max_wait");
+        assert_eq!(e.resume_in, Some(Duration::from_secs(3450)));
+        assert!(e.to_string().contains("Retry-After 3450 s"), "{e}");
+        // Every later request fails at once: nothing is sent into the closed window.
+        let start = Instant::now();
+        assert_eq!(b.acquire().await.expect_err("spent"), e);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        b.new_run();
+        assert!(b.acquire().await.is_ok(), "a new run tries again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_retry_after_a_few_growing_backoffs_then_stop() {
+        let s = BudgetSettings {
+            max_backoffs: 3,
+            ..settings(3600, 100)
+        };
+        let b = Budget::new("admin", s);
+        let start = Instant::now();
+        let mut pauses = Vec::new();
+        loop {
+            let p = match b.acquire().await {
+                Ok(p) => p,
+                Err(e) => {
+                    assert!(e.why.contains("4 429s in a row"), "{e}");
+                    break;
+                }
+            };
+            let before = Instant::now();
+            if b.rate_limited(p, None).is_err() {
+                break;
+            }
+            pauses.push(before);
+        }
+        assert_eq!(pauses.len(), 3, "three backoffs, then the budget is spent");
+        assert_eq!(b.status().rate_limited, 4);
+        // Ceilings 2, 4, 8 s with jitter of at least a tenth: between 1.4 s and 14 s in all.
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1400) && waited <= Duration::from_secs(15),
+            "{waited:?}"
+        );
+        assert!(b.status().spent.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_resets_the_backoff_and_the_pace_recovers_slowly() {
+        let s = BudgetSettings {
+            max_backoffs: 1,
+            recover_after: Duration::from_secs(60),
+            ..settings(3600, 100)
+        };
+        let b = Budget::new("admin", s);
+        let p = b.acquire().await.expect("permit");
+        b.rate_limited(p, None).expect("first backoff");
+        let p = b.acquire().await.expect("permit");
+        b.answered();
+        b.rate_limited(p, None)
+            .expect("the answer in between reset the count");
+        assert_eq!(b.rate_per_hour(), 900.0, "two steps down");
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        b.acquire().await.expect("permit");
+        assert_eq!(b.rate_per_hour(), 1800.0, "one step up per quiet minute");
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        b.acquire().await.expect("permit");
+        assert_eq!(b.rate_per_hour(), 3600.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pace_slower_than_max_wait_stops_instead_of_waiting_for_hours() {
+        let s = BudgetSettings {
+            max_wait: Duration::from_secs(10),
+            ..settings(60, 1)
+        };
+        let b = Budget::new("admin", s);
+        b.acquire().await.expect("the burst");
+        let e = b.acquire().await.expect_err("the next is a minute away");
+        assert!(e.why.contains("apply.max_wait (10 s)"), "{e}");
+        assert!(e.resume_in.is_some_and(|d| d <= Duration::from_secs(60)));
+    }
+}
