@@ -191,7 +191,8 @@ impl Emulator {
         lock(&self.shared.log).clear();
     }
 
-    /// Changes the per-credential hourly limit (0 = the default 1000); windows are kept.
+    /// Changes the per-credential hourly limit (0 = the default 1000); windows are kept. Every
+    /// authenticated request counts against it, refused ones (429s included) too.
     pub fn set_rate_limit(&self, per_hour: u32) {
         lock(&self.shared.store).seed.rate_limit_per_hour = effective_limit(per_hour);
     }

@@ -1150,6 +1150,32 @@ async fn rate_limit_429() {
 }
 
 #[tokio::test]
+async fn refused_requests_keep_the_window_closed() {
+    let (emu, c, base) = start().await;
+    emu.set_rate_limit(2);
+    let url = format!("{base}/2.0/repositories/acme");
+    for _ in 0..2 {
+        assert_eq!(c.get(&url).member().send().await.unwrap().status(), 200);
+    }
+    emu.advance_time(Duration::from_secs(1800));
+    assert_eq!(c.get(&url).member().send().await.unwrap().status(), 429);
+    // The two allowed requests leave the window; the 429 half an hour later is still in it.
+    emu.advance_time(Duration::from_secs(1800));
+    assert_eq!(c.get(&url).member().send().await.unwrap().status(), 200);
+    // That refusal and this request fill the window again: a 429 counts like any request.
+    assert_eq!(c.get(&url).member().send().await.unwrap().status(), 429);
+    // Retrying every ten minutes keeps it closed.
+    for _ in 0..6 {
+        emu.advance_time(Duration::from_secs(600));
+        assert_eq!(c.get(&url).member().send().await.unwrap().status(), 429);
+    }
+    // Backing off a whole hour opens it.
+    emu.advance_time(Duration::from_secs(3600));
+    assert_eq!(c.get(&url).member().send().await.unwrap().status(), 200);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
 async fn inspection_endpoints() {
     let (emu, c, base) = start().await;
     c.get(format!("{base}/2.0/repositories/acme"))
