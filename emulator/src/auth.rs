@@ -5,7 +5,7 @@ use crate::state::Store;
 use base64::Engine as _;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Kind of credential a request was authenticated with (the `x-credential-type` header value).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +74,13 @@ impl Clock {
     pub fn now(&self) -> Instant {
         let offset = *self.offset.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
+        now.checked_add(offset).unwrap_or(now)
+    }
+
+    /// Wall-clock time with the same offset (for HTTP dates such as `Retry-After`).
+    pub fn system_now(&self) -> SystemTime {
+        let offset = *self.offset.lock().unwrap_or_else(|e| e.into_inner());
+        let now = SystemTime::now();
         now.checked_add(offset).unwrap_or(now)
     }
 

@@ -91,11 +91,25 @@ pub struct Fault {
     pub after_serving: bool,
 }
 
+/// Whether and how a rate-limit 429 says when to retry (see [`Emulator::set_retry_after`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryAfterMode {
+    /// No `Retry-After` (the default: none was seen in captured 429s, sheet section 7).
+    #[default]
+    None,
+    /// `Retry-After: <seconds>`, rounded up.
+    Seconds,
+    /// `Retry-After: <RFC 7231 HTTP date>`, rounded up to the next whole second.
+    HttpDate,
+}
+
 struct Shared {
     store: Mutex<Store>,
     auth: Mutex<AuthState>,
     log: Mutex<Vec<RequestRecord>>,
     faults: Mutex<Vec<Fault>>,
+    retry_after: Mutex<RetryAfterMode>,
     clock: Clock,
     addr: SocketAddr,
 }
@@ -125,6 +139,7 @@ impl Emulator {
             auth: Mutex::new(AuthState::default()),
             log: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
+            retry_after: Mutex::new(RetryAfterMode::None),
             clock: Clock::default(),
             addr,
         });
@@ -133,6 +148,7 @@ impl Emulator {
             .route("/_emulator/requests", get(emu_requests))
             .route("/_emulator/requests/reset", post(emu_reset))
             .route("/_emulator/rate-limit", post(emu_rate_limit))
+            .route("/_emulator/retry-after", post(emu_retry_after))
             .fallback(dispatch)
             .with_state(shared.clone());
         let (tx, rx) = oneshot::channel::<()>();
@@ -195,6 +211,15 @@ impl Emulator {
     /// authenticated request counts against it, refused ones (429s included) too.
     pub fn set_rate_limit(&self, per_hour: u32) {
         lock(&self.shared.store).seed.rate_limit_per_hour = effective_limit(per_hour);
+    }
+
+    /// Whether a rate-limit 429 carries `Retry-After` (default [`RetryAfterMode::None`]). When
+    /// set, the value is the time, on the emulator clock ([`Emulator::advance_time`] moves it),
+    /// until a request of that credential would be allowed if it sent nothing meanwhile: until
+    /// enough of the oldest requests in the window (the refused ones count) have left it.
+    /// Faults injected with a 429 status are not affected (give them a header).
+    pub fn set_retry_after(&self, mode: RetryAfterMode) {
+        *lock(&self.shared.retry_after) = mode;
     }
 
     /// Forgets every rate-limit window (all credentials start from zero).
@@ -295,6 +320,43 @@ async fn emu_rate_limit(State(shared): State<Arc<Shared>>, body: Bytes) -> Respo
             format!("expected {{\"per_hour\": N}}: {e}"),
         )
             .into_response(),
+    }
+}
+
+async fn emu_retry_after(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        mode: RetryAfterMode,
+    }
+    match serde_json::from_slice::<Body>(&body) {
+        Ok(b) => {
+            *lock(&shared.retry_after) = b.mode;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"mode\": \"none\" | \"seconds\" | \"http_date\"}}: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+/// Whole seconds, rounded up.
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// `t` rounded up to the next whole second (an HTTP date has no fractions).
+fn ceil_to_second(t: std::time::SystemTime) -> std::time::SystemTime {
+    let nanos = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    if nanos == 0 {
+        t
+    } else {
+        t + Duration::from_nanos(u64::from(1_000_000_000 - nanos))
     }
 }
 
@@ -527,11 +589,31 @@ impl Shared {
         let cred = Some(caller.credential_id.clone());
 
         let per_hour = effective_limit(lock(&self.store).seed.rate_limit_per_hour);
-        let allowed = lock(&self.auth)
-            .limiter
-            .allow(&caller.credential_id, now, per_hour);
-        if !allowed {
-            let reply = Reply::text(429, RATE_LIMIT_BODY).with_header("content-type", "text/plain");
+        let refused_for = {
+            let mut auth = lock(&self.auth);
+            if auth.limiter.allow(&caller.credential_id, now, per_hour) {
+                None
+            } else {
+                Some(
+                    auth.limiter
+                        .retry_after(&caller.credential_id, now, per_hour)
+                        .unwrap_or_default(),
+                )
+            }
+        };
+        if let Some(wait) = refused_for {
+            let mut reply =
+                Reply::text(429, RATE_LIMIT_BODY).with_header("content-type", "text/plain");
+            match *lock(&self.retry_after) {
+                RetryAfterMode::None => {}
+                RetryAfterMode::Seconds => {
+                    reply = reply.with_header("retry-after", ceil_secs(wait).to_string());
+                }
+                RetryAfterMode::HttpDate => {
+                    let at = ceil_to_second(self.clock.system_now() + wait);
+                    reply = reply.with_header("retry-after", httpdate::fmt_http_date(at));
+                }
+            }
             return (reply, Some(caller), cred, route);
         }
 

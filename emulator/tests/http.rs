@@ -1176,6 +1176,66 @@ async fn refused_requests_keep_the_window_closed() {
 }
 
 #[tokio::test]
+async fn retry_after_on_429_is_configurable() {
+    use bbsync_emulator::RetryAfterMode;
+    let (emu, c, base) = start().await;
+    emu.set_rate_limit(2);
+    let url = format!("{base}/2.0/repositories/acme");
+    let retry_after = |r: &Response| {
+        r.headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    for _ in 0..2 {
+        assert_eq!(c.get(&url).member().send().await.unwrap().status(), 200);
+    }
+    let r = c.get(&url).member().send().await.unwrap();
+    assert_eq!((r.status(), retry_after(&r)), (429, None), "default: none");
+
+    emu.set_retry_after(RetryAfterMode::Seconds);
+    let r = c.get(&url).member().send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(retry_after(&r).as_deref(), Some("3600"));
+    // The emulator clock moves it: 1000 s later the first second's requests leave in 2600 s.
+    emu.advance_time(Duration::from_secs(1000));
+    let r = c.get(&url).member().send().await.unwrap();
+    assert_eq!(retry_after(&r).as_deref(), Some("2600"));
+    // A client that waits exactly that long is served.
+    emu.advance_time(Duration::from_secs(2600));
+    assert_eq!(c.get(&url).member().send().await.unwrap().status(), 200);
+
+    // HTTP date, through the control route.
+    let r = c
+        .post(format!("{base}/_emulator/retry-after"))
+        .json(&json!({"mode": "http_date"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = c.get(&url).member().send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let date = httpdate::parse_http_date(&retry_after(&r).unwrap()).unwrap();
+    // Window: the 429 at +1000 s, the 200 and this 429 at +3600 s: room only once the last
+    // two leave, an hour from now, and the emulator clock is 3600 s ahead of the real one.
+    let expected = std::time::SystemTime::now() + Duration::from_secs(3600 + 3600);
+    let diff = date
+        .duration_since(expected)
+        .unwrap_or_else(|e| e.duration());
+    assert!(diff <= Duration::from_secs(2), "{date:?} vs {expected:?}");
+    let r = c
+        .post(format!("{base}/_emulator/retry-after"))
+        .json(&json!({"mode": "sometimes"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    emu.set_retry_after(RetryAfterMode::None);
+    let r = c.get(&url).member().send().await.unwrap();
+    assert_eq!((r.status(), retry_after(&r)), (429, None));
+    emu.shutdown().await;
+}
+
+#[tokio::test]
 async fn inspection_endpoints() {
     let (emu, c, base) = start().await;
     c.get(format!("{base}/2.0/repositories/acme"))
