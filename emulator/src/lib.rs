@@ -110,6 +110,8 @@ struct Shared {
     log: Mutex<Vec<RequestRecord>>,
     faults: Mutex<Vec<Fault>>,
     retry_after: Mutex<RetryAfterMode>,
+    /// Sleep before answering each API request.
+    latency: Mutex<Duration>,
     clock: Clock,
     addr: SocketAddr,
 }
@@ -140,6 +142,7 @@ impl Emulator {
             log: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
             retry_after: Mutex::new(RetryAfterMode::None),
+            latency: Mutex::new(Duration::ZERO),
             clock: Clock::default(),
             addr,
         });
@@ -149,6 +152,7 @@ impl Emulator {
             .route("/_emulator/requests/reset", post(emu_reset))
             .route("/_emulator/rate-limit", post(emu_rate_limit))
             .route("/_emulator/retry-after", post(emu_retry_after))
+            .route("/_emulator/latency", post(emu_latency))
             .fallback(dispatch)
             .with_state(shared.clone());
         let (tx, rx) = oneshot::channel::<()>();
@@ -220,6 +224,12 @@ impl Emulator {
     /// Faults injected with a 429 status are not affected (give them a header).
     pub fn set_retry_after(&self, mode: RetryAfterMode) {
         *lock(&self.shared.retry_after) = mode;
+    }
+
+    /// Answers every API request (not `/_emulator/*`) only after sleeping this long
+    /// (`tokio::time::sleep`, so tests under paused time do not wait). Default zero.
+    pub fn set_latency(&self, latency: Duration) {
+        *lock(&self.shared.latency) = latency;
     }
 
     /// Forgets every rate-limit window (all credentials start from zero).
@@ -342,6 +352,25 @@ async fn emu_retry_after(State(shared): State<Arc<Shared>>, body: Bytes) -> Resp
     }
 }
 
+async fn emu_latency(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        ms: u64,
+    }
+    match serde_json::from_slice::<Body>(&body) {
+        Ok(b) => {
+            *lock(&shared.latency) = Duration::from_millis(b.ms);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"ms\": N}}: {e}"),
+        )
+            .into_response(),
+    }
+}
+
 /// Whole seconds, rounded up.
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
@@ -372,6 +401,10 @@ async fn dispatch(
     let raw_path = uri.path().to_string();
     if raw_path == "/_emulator" || raw_path.starts_with("/_emulator/") {
         return (StatusCode::NOT_FOUND, "Not Found").into_response();
+    }
+    let latency = *lock(&shared.latency);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
     }
     let path_and_query = uri
         .path_and_query()

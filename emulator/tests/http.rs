@@ -1236,6 +1236,80 @@ async fn retry_after_on_429_is_configurable() {
 }
 
 #[tokio::test]
+async fn latency_delays_api_requests_only() {
+    let (emu, c, base) = start().await;
+    emu.set_latency(Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    let r = c
+        .get(format!("{base}/2.0/repositories/acme"))
+        .admin()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    // Control routes are not delayed.
+    let t = std::time::Instant::now();
+    let r = c
+        .post(format!("{base}/_emulator/latency"))
+        .json(&json!({"ms": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    let t = std::time::Instant::now();
+    c.get(format!("{base}/1.0/groups/acme"))
+        .admin()
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    let r = c
+        .post(format!("{base}/_emulator/latency"))
+        .json(&json!({"ms": "slow"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    emu.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn latency_uses_tokio_time() {
+    let (emu, c, base) = start().await;
+    emu.set_latency(Duration::from_secs(30));
+    let real = std::time::Instant::now();
+    let virt = tokio::time::Instant::now();
+    let r = c
+        .get(format!("{base}/2.0/workspaces/acme"))
+        .admin()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(virt.elapsed() >= Duration::from_secs(30));
+    assert!(
+        real.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        real.elapsed()
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
 async fn inspection_endpoints() {
     let (emu, c, base) = start().await;
     c.get(format!("{base}/2.0/repositories/acme"))
