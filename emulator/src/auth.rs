@@ -340,6 +340,73 @@ pub enum Family {
     ProjectPermissionsDelete,
 }
 
+impl Family {
+    /// Every family, in scope-table order.
+    pub const ALL: &'static [Family] = &[
+        Family::RepositoriesRead,
+        Family::WorkspaceRead,
+        Family::MembersRead,
+        Family::ProjectsRead,
+        Family::WorkspacePermissionsRead,
+        Family::WorkspaceRepoPermissionsRead,
+        Family::GroupsRead,
+        Family::GroupsWrite,
+        Family::GroupsDelete,
+        Family::GroupPrivilegesRead,
+        Family::GroupPrivilegesWrite,
+        Family::GroupPrivilegesDelete,
+        Family::RepoPermissionsRead,
+        Family::RepoPermissionsWrite,
+        Family::RepoPermissionsDelete,
+        Family::ProjectPermissionsRead,
+        Family::ProjectPermissionsWrite,
+        Family::ProjectPermissionsDelete,
+    ];
+
+    /// The family's name in the README's scope table (e.g. `1.0 groups write`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::RepositoriesRead => "repositories read",
+            Family::WorkspaceRead => "workspace read",
+            Family::MembersRead => "members read",
+            Family::ProjectsRead => "projects read",
+            Family::WorkspacePermissionsRead => "workspace permissions",
+            Family::WorkspaceRepoPermissionsRead => "workspace repo permissions",
+            Family::GroupsRead => "1.0 groups read",
+            Family::GroupsWrite => "1.0 groups write",
+            Family::GroupsDelete => "1.0 groups delete",
+            Family::GroupPrivilegesRead => "1.0 group-privileges read",
+            Family::GroupPrivilegesWrite => "1.0 group-privileges write",
+            Family::GroupPrivilegesDelete => "1.0 group-privileges delete",
+            Family::RepoPermissionsRead => "repo permissions-config read",
+            Family::RepoPermissionsWrite => "repo permissions-config write",
+            Family::RepoPermissionsDelete => "repo permissions-config delete",
+            Family::ProjectPermissionsRead => "project permissions-config read",
+            Family::ProjectPermissionsWrite => "project permissions-config write",
+            Family::ProjectPermissionsDelete => "project permissions-config delete",
+        }
+    }
+
+    /// The family named `name`: its scope-table name ([`Family::name`]) with spaces, dashes
+    /// and underscores interchangeable and case ignored (`1.0 groups write`,
+    /// `1.0_groups_write`, `repo-permissions-config-write`), or the Rust variant name
+    /// (`GroupsWrite`, any case).
+    pub fn from_name(name: &str) -> Option<Family> {
+        fn norm(s: &str) -> String {
+            s.trim()
+                .to_ascii_lowercase()
+                .split([' ', '-', '_'])
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+        let wanted = norm(name);
+        Family::ALL.iter().copied().find(|f| {
+            norm(f.name()) == wanted || format!("{f:?}").eq_ignore_ascii_case(name.trim())
+        })
+    }
+}
+
 /// Authorization rule of a route family.
 #[derive(Clone, Copy, Debug)]
 pub struct ScopeRule {
@@ -621,6 +688,27 @@ mod tests {
                 1
             );
         }
+    }
+
+    #[test]
+    fn family_names() {
+        for f in Family::ALL {
+            assert_eq!(Family::from_name(f.name()), Some(*f));
+            assert_eq!(Family::from_name(&format!("{f:?}")), Some(*f));
+            assert!(scope_rule(*f).is_some());
+        }
+        assert_eq!(Family::ALL.len(), SCOPE_TABLE.len());
+        assert_eq!(
+            Family::from_name("1.0_Group_Privileges_Write"),
+            Some(Family::GroupPrivilegesWrite)
+        );
+        assert_eq!(
+            Family::from_name(" repo-permissions-config-delete "),
+            Some(Family::RepoPermissionsDelete)
+        );
+        assert_eq!(Family::from_name("groupswrite"), Some(Family::GroupsWrite));
+        assert_eq!(Family::from_name("groups write"), None);
+        assert_eq!(Family::from_name(""), None);
     }
 
     #[test]
