@@ -29,6 +29,7 @@ use crate::auth::{AuthError, AuthState, Caller, Clock, Family, Refusal};
 use crate::conn::{ConnTag, FaultListener};
 use crate::faults::{FaultTable, Probe, HTML_BODY, MALFORMED_BODY};
 use crate::http::{percent_decode, Body as ReplyBody, Reply, Req};
+use crate::paging::CursorKey;
 use crate::router::{Api, Match, RouteId};
 use crate::state::Store;
 use axum::body::{Body, Bytes, HttpBody as _};
@@ -99,6 +100,8 @@ struct Shared {
     addr: SocketAddr,
     /// Set to true when the emulator stops (ends hanging requests).
     stop: watch::Sender<bool>,
+    /// Signs the page cursors this emulator hands out (random per emulator).
+    cursor_key: Arc<CursorKey>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -133,6 +136,7 @@ impl Emulator {
             clock: Clock::default(),
             addr,
             stop: watch::Sender::new(false),
+            cursor_key: Arc::new(CursorKey::random()),
         });
         let app = Router::new()
             .route("/_emulator/state", get(emu_state))
@@ -924,6 +928,7 @@ impl Shared {
             body,
             caller: &caller,
             origin: origin_of(headers, self.addr),
+            cursor_key: &self.cursor_key,
         };
         let mut scratch = (!apply).then(|| store.clone());
         let target: &mut Store = match scratch.as_mut() {

@@ -1989,3 +1989,142 @@ async fn fault_control_routes() {
     assert_eq!(emu.state().fault_seed, Some(99));
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn cursors_are_signed_and_bound_to_their_collection() {
+    use base64::Engine as _;
+    let (emu, c, base) = start().await;
+    let (other, _, other_base) = start().await;
+    let repo_groups =
+        |repo: &str| format!("{base}/2.0/repositories/acme/{repo}/permissions-config/groups");
+    for repo in ["repo-00", "repo-01"] {
+        for g in ["developers", "web-team"] {
+            let r = c
+                .put(format!("{}/{g}", repo_groups(repo)))
+                .json(&json!({"permission": "read"}))
+                .admin()
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    }
+    let cursor_of = |body: &Value| {
+        let next = body["next"].as_str().unwrap();
+        assert!(!next.contains("page="), "{next}");
+        next.rsplit("cursor=").next().unwrap().to_string()
+    };
+    let first = |url: String| {
+        let c = c.clone();
+        async move {
+            let (s, body) = json_of(c.get(url).admin().send().await.unwrap()).await;
+            assert_eq!(s, 200, "{body}");
+            body
+        }
+    };
+    let members = format!("{base}/2.0/workspaces/acme/members");
+    let m_cursor = cursor_of(&first(format!("{members}?pagelen=1")).await);
+    let g_cursor = cursor_of(&first(format!("{}?pagelen=1", repo_groups("repo-00"))).await);
+    let p_cursor = {
+        let p = format!("{base}/2.0/workspaces/acme/projects/P1/permissions-config/users");
+        for id in [ADMIN, MEMBER] {
+            c.put(format!("{p}/{id}"))
+                .json(&json!({"permission": "read"}))
+                .admin()
+                .send()
+                .await
+                .unwrap();
+        }
+        cursor_of(&first(format!("{p}?pagelen=1")).await)
+    };
+    assert_ne!(m_cursor, g_cursor);
+
+    let refused = |url: String| {
+        let c = c.clone();
+        async move {
+            let (s, body) = json_of(c.get(&url).admin().send().await.unwrap()).await;
+            assert_eq!(s, 400, "{url}: {body}");
+            assert_eq!(body["type"], "error", "{url}");
+            assert_eq!(body["error"]["message"], "Invalid cursor", "{url}");
+        }
+    };
+    // The genuine ones work where they came from.
+    let (s, _) = json_of(
+        c.get(format!("{members}?pagelen=1&cursor={m_cursor}"))
+            .admin()
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    // Forged: the old unsigned format, a bare number.
+    let unsigned = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("bbsync-emu:1");
+    refused(format!("{members}?pagelen=1&cursor={unsigned}")).await;
+    refused(format!("{members}?pagelen=1&cursor=1")).await;
+    // Edited: one character changed.
+    let mut edited = m_cursor.clone().into_bytes();
+    edited[3] = if edited[3] == b'A' { b'B' } else { b'A' };
+    let edited = String::from_utf8(edited).unwrap();
+    refused(format!("{members}?pagelen=1&cursor={edited}")).await;
+    // Another collection: members <-> permissions-config, one repository's <-> another's,
+    // project grants.
+    refused(format!(
+        "{}?pagelen=1&cursor={m_cursor}",
+        repo_groups("repo-00")
+    ))
+    .await;
+    refused(format!(
+        "{}?pagelen=1&cursor={g_cursor}",
+        repo_groups("repo-01")
+    ))
+    .await;
+    refused(format!(
+        "{base}/2.0/repositories/acme/repo-00/permissions-config/users?pagelen=1&cursor={g_cursor}"
+    ))
+    .await;
+    refused(format!("{members}?pagelen=1&cursor={p_cursor}")).await;
+    // Another query: a different q or pagelen.
+    refused(format!("{members}?pagelen=2&cursor={m_cursor}")).await;
+    refused(format!(
+        "{members}?pagelen=1&q={}&cursor={m_cursor}",
+        support::encode(r#"user.nickname = "ann""#)
+    ))
+    .await;
+    // Another emulator (another key).
+    let (s, body) = json_of(
+        c.get(format!(
+            "{other_base}/2.0/workspaces/acme/members?pagelen=1&cursor={m_cursor}"
+        ))
+        .admin()
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, body["error"]["message"].as_str()),
+        (400, Some("Invalid cursor"))
+    );
+    // Following `next` as given walks the whole collection, `previous` too.
+    let mut url = format!("{}?pagelen=1", repo_groups("repo-01"));
+    let mut slugs = Vec::new();
+    let last = loop {
+        let body = first(url.clone()).await;
+        slugs.push(
+            body["values"][0]["group"]["slug"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+        match body["next"].as_str() {
+            Some(n) => url = n.to_string(),
+            None => break body,
+        }
+    };
+    assert_eq!(slugs, ["developers", "web-team"]);
+    let prev = first(last["previous"].as_str().unwrap().to_string()).await;
+    assert_eq!(prev["values"][0]["group"]["slug"], "developers");
+    emu.shutdown().await;
+    other.shutdown().await;
+}
