@@ -3,6 +3,12 @@
 //! permissions-config, the OAuth client-credentials token endpoint), served over real HTTP.
 //!
 //! One emulator = one workspace. See README.md for the seed format and every endpoint.
+//!
+//! Besides serving, it reproduces how the real service limits and fails: a rolling rate window
+//! that counts refused requests ([`auth::RateLimiter`]), an optional `Retry-After`
+//! ([`Emulator::set_retry_after`]), latency ([`Emulator::set_latency`]), injected faults per
+//! endpoint family, seeded ([`Fault`], [`FaultKind`]), and signed page cursors
+//! ([`paging::CursorKey`]).
 
 pub mod auth;
 pub mod bbql;
