@@ -5,7 +5,7 @@ use crate::state::Store;
 use base64::Engine as _;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Kind of credential a request was authenticated with (the `x-credential-type` header value).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,39 +77,128 @@ impl Clock {
         now.checked_add(offset).unwrap_or(now)
     }
 
+    /// Wall-clock time with the same offset (for HTTP dates such as `Retry-After`).
+    pub fn system_now(&self) -> SystemTime {
+        let offset = *self.offset.lock().unwrap_or_else(|e| e.into_inner());
+        let now = SystemTime::now();
+        now.checked_add(offset).unwrap_or(now)
+    }
+
     pub fn advance(&self, by: Duration) {
         let mut o = self.offset.lock().unwrap_or_else(|e| e.into_inner());
         *o = o.saturating_add(by);
     }
 }
 
-/// Rolling one-hour window per credential id.
+/// Rolling one-hour window per credential id, as on the real service (sheet section 7).
+///
+/// The window holds **every** authenticated request of the credential, allowed or refused
+/// (429): a request is allowed only when fewer than `per_hour` requests are in the window
+/// before it, and it is recorded either way. A client that keeps retrying into a closed window
+/// therefore keeps it closed; one that backs off sees it open as old requests leave.
+///
+/// Requests are counted in buckets of [`RATE_BUCKET`] (a bucket starts at its first request
+/// and leaves the window [`RATE_WINDOW`] after that), so memory is bounded: at most 3601
+/// buckets per credential whatever the request rate, and requests leave the window at most
+/// one second early.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
-    windows: HashMap<String, VecDeque<Instant>>,
+    windows: HashMap<String, Window>,
 }
 
-pub const RATE_WINDOW: Duration = Duration::from_secs(3600);
+/// The requests of one credential in the window, oldest bucket first.
+#[derive(Debug, Default)]
+struct Window {
+    buckets: VecDeque<Bucket>,
+    /// Sum of the buckets' counts.
+    total: u64,
+}
 
-impl RateLimiter {
-    /// Records a request and answers true when it is within the limit; a refused (429)
-    /// request is not recorded.
-    pub fn allow(&mut self, id: &str, now: Instant, per_hour: u32) -> bool {
-        let q = self.windows.entry(id.to_string()).or_default();
-        while let Some(front) = q.front() {
-            if now.saturating_duration_since(*front) >= RATE_WINDOW {
-                q.pop_front();
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    start: Instant,
+    count: u64,
+}
+
+impl Window {
+    /// Drops the buckets that have left the window at `now`.
+    fn evict(&mut self, now: Instant) {
+        while let Some(front) = self.buckets.front() {
+            if now.saturating_duration_since(front.start) >= RATE_WINDOW {
+                self.total = self.total.saturating_sub(front.count);
+                self.buckets.pop_front();
             } else {
                 break;
             }
         }
-        if q.len() >= per_hour as usize {
-            return false;
-        }
-        q.push_back(now);
-        true
     }
 
+    fn record(&mut self, now: Instant) {
+        self.total = self.total.saturating_add(1);
+        match self.buckets.back_mut() {
+            Some(b) if now.saturating_duration_since(b.start) < RATE_BUCKET => b.count += 1,
+            _ => self.buckets.push_back(Bucket {
+                start: now,
+                count: 1,
+            }),
+        }
+    }
+}
+
+/// Length of the rolling rate-limit window.
+pub const RATE_WINDOW: Duration = Duration::from_secs(3600);
+/// Granularity of the rate-limit window (see [`RateLimiter`]).
+pub const RATE_BUCKET: Duration = Duration::from_secs(1);
+
+impl RateLimiter {
+    /// Records a request of credential `id` at `now` and answers whether it is allowed: it is
+    /// when fewer than `per_hour` requests (allowed or refused) were in the window before it.
+    /// A refused (429) request is recorded too and keeps the window closed.
+    pub fn allow(&mut self, id: &str, now: Instant, per_hour: u32) -> bool {
+        let w = self.windows.entry(id.to_string()).or_default();
+        w.evict(now);
+        let allowed = w.total < u64::from(per_hour);
+        w.record(now);
+        allowed
+    }
+
+    /// Requests of credential `id` (allowed or refused) in the window at `now`.
+    pub fn in_window(&self, id: &str, now: Instant) -> u64 {
+        self.windows.get(id).map_or(0, |w| {
+            w.buckets
+                .iter()
+                .filter(|b| now.saturating_duration_since(b.start) < RATE_WINDOW)
+                .map(|b| b.count)
+                .sum()
+        })
+    }
+
+    /// How long from `now` until a request of credential `id` would be allowed, if it sends
+    /// nothing in between: the time until enough of the oldest requests have left the window
+    /// for fewer than `per_hour` to remain. `None` when a request would be allowed now.
+    pub fn retry_after(&self, id: &str, now: Instant, per_hour: u32) -> Option<Duration> {
+        let w = self.windows.get(id)?;
+        let live: Vec<&Bucket> = w
+            .buckets
+            .iter()
+            .filter(|b| now.saturating_duration_since(b.start) < RATE_WINDOW)
+            .collect();
+        let mut remaining: u64 = live.iter().map(|b| b.count).sum();
+        let limit = u64::from(per_hour);
+        if remaining < limit {
+            return None;
+        }
+        for b in live {
+            remaining = remaining.saturating_sub(b.count);
+            if remaining < limit {
+                let leaves = b.start.checked_add(RATE_WINDOW).unwrap_or(b.start);
+                return Some(leaves.saturating_duration_since(now));
+            }
+        }
+        None
+    }
+
+    /// Forgets every window.
     pub fn clear(&mut self) {
         self.windows.clear();
     }
@@ -249,6 +338,73 @@ pub enum Family {
     ProjectPermissionsWrite,
     /// `DELETE /2.0/workspaces/{ws}/projects/{key}/permissions-config/...`
     ProjectPermissionsDelete,
+}
+
+impl Family {
+    /// Every family, in scope-table order.
+    pub const ALL: &'static [Family] = &[
+        Family::RepositoriesRead,
+        Family::WorkspaceRead,
+        Family::MembersRead,
+        Family::ProjectsRead,
+        Family::WorkspacePermissionsRead,
+        Family::WorkspaceRepoPermissionsRead,
+        Family::GroupsRead,
+        Family::GroupsWrite,
+        Family::GroupsDelete,
+        Family::GroupPrivilegesRead,
+        Family::GroupPrivilegesWrite,
+        Family::GroupPrivilegesDelete,
+        Family::RepoPermissionsRead,
+        Family::RepoPermissionsWrite,
+        Family::RepoPermissionsDelete,
+        Family::ProjectPermissionsRead,
+        Family::ProjectPermissionsWrite,
+        Family::ProjectPermissionsDelete,
+    ];
+
+    /// The family's name in the README's scope table (e.g. `1.0 groups write`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::RepositoriesRead => "repositories read",
+            Family::WorkspaceRead => "workspace read",
+            Family::MembersRead => "members read",
+            Family::ProjectsRead => "projects read",
+            Family::WorkspacePermissionsRead => "workspace permissions",
+            Family::WorkspaceRepoPermissionsRead => "workspace repo permissions",
+            Family::GroupsRead => "1.0 groups read",
+            Family::GroupsWrite => "1.0 groups write",
+            Family::GroupsDelete => "1.0 groups delete",
+            Family::GroupPrivilegesRead => "1.0 group-privileges read",
+            Family::GroupPrivilegesWrite => "1.0 group-privileges write",
+            Family::GroupPrivilegesDelete => "1.0 group-privileges delete",
+            Family::RepoPermissionsRead => "repo permissions-config read",
+            Family::RepoPermissionsWrite => "repo permissions-config write",
+            Family::RepoPermissionsDelete => "repo permissions-config delete",
+            Family::ProjectPermissionsRead => "project permissions-config read",
+            Family::ProjectPermissionsWrite => "project permissions-config write",
+            Family::ProjectPermissionsDelete => "project permissions-config delete",
+        }
+    }
+
+    /// The family named `name`: its scope-table name ([`Family::name`]) with spaces, dashes
+    /// and underscores interchangeable and case ignored (`1.0 groups write`,
+    /// `1.0_groups_write`, `repo-permissions-config-write`), or the Rust variant name
+    /// (`GroupsWrite`, any case).
+    pub fn from_name(name: &str) -> Option<Family> {
+        fn norm(s: &str) -> String {
+            s.trim()
+                .to_ascii_lowercase()
+                .split([' ', '-', '_'])
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+        let wanted = norm(name);
+        Family::ALL.iter().copied().find(|f| {
+            norm(f.name()) == wanted || format!("{f:?}").eq_ignore_ascii_case(name.trim())
+        })
+    }
 }
 
 /// Authorization rule of a route family.
@@ -535,6 +691,27 @@ mod tests {
     }
 
     #[test]
+    fn family_names() {
+        for f in Family::ALL {
+            assert_eq!(Family::from_name(f.name()), Some(*f));
+            assert_eq!(Family::from_name(&format!("{f:?}")), Some(*f));
+            assert!(scope_rule(*f).is_some());
+        }
+        assert_eq!(Family::ALL.len(), SCOPE_TABLE.len());
+        assert_eq!(
+            Family::from_name("1.0_Group_Privileges_Write"),
+            Some(Family::GroupPrivilegesWrite)
+        );
+        assert_eq!(
+            Family::from_name(" repo-permissions-config-delete "),
+            Some(Family::RepoPermissionsDelete)
+        );
+        assert_eq!(Family::from_name("groupswrite"), Some(Family::GroupsWrite));
+        assert_eq!(Family::from_name("groups write"), None);
+        assert_eq!(Family::from_name(""), None);
+    }
+
+    #[test]
     fn limiter_window() {
         let mut l = RateLimiter::default();
         let t0 = Instant::now();
@@ -542,6 +719,62 @@ mod tests {
         assert!(l.allow("a", t0, 2));
         assert!(!l.allow("a", t0 + Duration::from_secs(10), 2));
         assert!(l.allow("b", t0, 2));
+        // The two allowed requests have left; the refused one (t0 + 10 s) is still there.
+        assert_eq!(l.in_window("a", t0 + RATE_WINDOW), 1);
         assert!(l.allow("a", t0 + RATE_WINDOW, 2));
+        assert!(!l.allow("a", t0 + RATE_WINDOW, 2));
+    }
+
+    #[test]
+    fn refused_requests_keep_the_window_closed() {
+        let mut l = RateLimiter::default();
+        let t0 = Instant::now();
+        assert!(l.allow("a", t0, 1));
+        // Retrying every 10 minutes: each refusal is counted, so the window never opens.
+        for i in 1..=12u64 {
+            assert!(!l.allow("a", t0 + Duration::from_secs(600 * i), 1), "{i}");
+        }
+        // Backing off for a whole window opens it.
+        assert!(l.allow("a", t0 + Duration::from_secs(7200 + 3600), 1));
+    }
+
+    #[test]
+    fn retry_after_is_when_the_window_has_room() {
+        let mut l = RateLimiter::default();
+        let t0 = Instant::now();
+        assert_eq!(l.retry_after("a", t0, 2), None);
+        assert!(l.allow("a", t0, 2));
+        assert_eq!(l.retry_after("a", t0, 2), None);
+        assert!(l.allow("a", t0, 2));
+        assert_eq!(l.retry_after("a", t0, 2), Some(RATE_WINDOW));
+        let t1 = t0 + Duration::from_secs(1000);
+        assert!(!l.allow("a", t1, 2));
+        // Three in the window (two at t0, one at t1): room once the two at t0 have left.
+        assert_eq!(l.retry_after("a", t1, 2), Some(Duration::from_secs(2600)));
+        let t2 = t0 + RATE_WINDOW;
+        assert_eq!(l.retry_after("a", t2, 2), None);
+        assert!(l.allow("a", t2, 2));
+        // t1's refusal and t2's request fill the window again: room when t1 leaves.
+        assert_eq!(l.retry_after("a", t2, 2), Some(Duration::from_secs(1000)));
+    }
+
+    #[test]
+    fn limiter_memory_is_bounded() {
+        let mut l = RateLimiter::default();
+        let t0 = Instant::now();
+        for _ in 0..100_000 {
+            l.allow("a", t0, 10);
+        }
+        assert_eq!(l.windows["a"].buckets.len(), 1);
+        assert_eq!(l.in_window("a", t0), 100_000);
+        // Four requests a second for two hours: at most one bucket per second of the window.
+        for i in 0..(4 * 7200u64) {
+            l.allow("b", t0 + Duration::from_millis(250 * i), 10);
+        }
+        assert!(l.windows["b"].buckets.len() <= 3601);
+        assert_eq!(
+            l.in_window("b", t0 + Duration::from_millis(250 * (4 * 7200 - 1))),
+            4 * 3600
+        );
     }
 }

@@ -1,8 +1,10 @@
 //! Small HTTP helpers: replies, percent-decoding, form/query parsing, request context.
 
 use crate::auth::Caller;
+use crate::paging::CursorKey;
 use axum::http::HeaderMap;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 /// Body of a reply.
 #[derive(Clone, Debug, PartialEq)]
@@ -159,6 +161,8 @@ pub struct Req<'a> {
     pub caller: &'a Caller,
     /// `http://host:port` from the Host header.
     pub origin: String,
+    /// The emulator's cursor key.
+    pub cursor_key: &'a Arc<CursorKey>,
 }
 
 impl Req<'_> {

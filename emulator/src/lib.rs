@@ -3,9 +3,17 @@
 //! permissions-config, the OAuth client-credentials token endpoint), served over real HTTP.
 //!
 //! One emulator = one workspace. See README.md for the seed format and every endpoint.
+//!
+//! Besides serving, it reproduces how the real service limits and fails: a rolling rate window
+//! that counts refused requests ([`auth::RateLimiter`]), an optional `Retry-After`
+//! ([`Emulator::set_retry_after`]), latency ([`Emulator::set_latency`]), injected faults per
+//! endpoint family, seeded ([`Fault`], [`FaultKind`]), and signed page cursors
+//! ([`paging::CursorKey`]).
 
 pub mod auth;
 pub mod bbql;
+pub mod conn;
+pub mod faults;
 pub mod fields;
 pub mod http;
 pub mod oauth;
@@ -16,29 +24,34 @@ pub mod routes_v2;
 pub mod seed;
 pub mod state;
 
+pub use faults::{BrokenNextMode, Fault, FaultKind, DEFAULT_FAULT_SEED};
 pub use seed::{
     group_slug_for, load_seed, CredentialKind, Seed, SeedCredential, SeedError, SeedGroup,
     SeedGroupGrant, SeedProject, SeedProjectGroupGrant, SeedProjectUserGrant, SeedRepo, SeedUser,
     SeedUserGrant, SeedWorkspace,
 };
 
-use crate::auth::{AuthError, AuthState, Caller, Clock, Refusal};
+use crate::auth::{AuthError, AuthState, Caller, Clock, Family, Refusal};
+use crate::conn::{ConnTag, FaultListener};
+use crate::faults::{FaultTable, Probe, HTML_BODY, MALFORMED_BODY};
 use crate::http::{percent_decode, Body as ReplyBody, Reply, Req};
+use crate::paging::CursorKey;
 use crate::router::{Api, Match, RouteId};
 use crate::state::Store;
-use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::body::{Body, Bytes, HttpBody as _};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::Router;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 /// The exact body of every 429.
 pub const RATE_LIMIT_BODY: &str = "Rate limit for this resource has been exceeded";
@@ -68,36 +81,33 @@ impl RequestRecord {
     }
 }
 
-/// An answer the emulator gives instead of serving a request, for tests of failure paths
-/// (a 5xx, a 400 to a query, an HTML page answered with 200, a `Retry-After`...). The request
-/// is recorded as served with that status; nothing in the state changes.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fault {
-    /// Only this method (`None`: any).
-    pub method: Option<String>,
-    /// Only requests whose path and query contain this text (`""`: any).
-    pub path_contains: String,
-    pub status: u16,
-    pub body: String,
-    /// `text/plain` when `None`.
-    pub content_type: Option<String>,
-    /// Extra response headers, e.g. `("retry-after", "120")`.
-    pub headers: Vec<(String, String)>,
-    /// Answer this many matching requests, then serve normally (`None`: every one).
-    pub times: Option<u32>,
-    /// Serve the request first (its effect happens), then answer with the fault instead of
-    /// the real answer: an answer lost on the way back (a proxy's 502, a timeout).
-    #[serde(default)]
-    pub after_serving: bool,
+/// Whether and how a rate-limit 429 says when to retry (see [`Emulator::set_retry_after`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryAfterMode {
+    /// No `Retry-After` (the default: none was seen in captured 429s, sheet section 7).
+    #[default]
+    None,
+    /// `Retry-After: <seconds>`, rounded up.
+    Seconds,
+    /// `Retry-After: <RFC 7231 HTTP date>`, rounded up to the next whole second.
+    HttpDate,
 }
 
 struct Shared {
     store: Mutex<Store>,
     auth: Mutex<AuthState>,
     log: Mutex<Vec<RequestRecord>>,
-    faults: Mutex<Vec<Fault>>,
+    faults: Mutex<FaultTable>,
+    retry_after: Mutex<RetryAfterMode>,
+    /// Sleep before answering each API request.
+    latency: Mutex<Duration>,
     clock: Clock,
     addr: SocketAddr,
+    /// Set to true when the emulator stops (ends hanging requests).
+    stop: watch::Sender<bool>,
+    /// Signs the page cursors this emulator hands out (random per emulator).
+    cursor_key: Arc<CursorKey>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -124,24 +134,43 @@ impl Emulator {
             store: Mutex::new(store),
             auth: Mutex::new(AuthState::default()),
             log: Mutex::new(Vec::new()),
-            faults: Mutex::new(Vec::new()),
+            faults: Mutex::new(FaultTable::new(
+                seed.fault_seed.unwrap_or(DEFAULT_FAULT_SEED),
+            )),
+            retry_after: Mutex::new(RetryAfterMode::None),
+            latency: Mutex::new(Duration::ZERO),
             clock: Clock::default(),
             addr,
+            stop: watch::Sender::new(false),
+            cursor_key: Arc::new(CursorKey::random()),
         });
         let app = Router::new()
             .route("/_emulator/state", get(emu_state))
             .route("/_emulator/requests", get(emu_requests))
             .route("/_emulator/requests/reset", post(emu_reset))
             .route("/_emulator/rate-limit", post(emu_rate_limit))
+            .route("/_emulator/retry-after", post(emu_retry_after))
+            .route("/_emulator/latency", post(emu_latency))
+            .route(
+                "/_emulator/faults",
+                get(emu_faults_list)
+                    .post(emu_faults_add)
+                    .delete(emu_faults_clear),
+            )
+            .route("/_emulator/fault-seed", post(emu_fault_seed))
             .fallback(dispatch)
             .with_state(shared.clone());
         let (tx, rx) = oneshot::channel::<()>();
+        let listener = FaultListener::new(listener);
         let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<ConnTag>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
             if let Err(e) = served {
                 tracing::warn!(error = %e, "bitbucket emulator server stopped");
             }
@@ -170,10 +199,14 @@ impl Emulator {
     }
 
     /// Replaces the whole state (validated like a start seed); issued OAuth tokens and
-    /// rate-limit windows are kept. Lets tests simulate changes made outside bbsync.
+    /// rate-limit windows are kept. Lets tests simulate changes made outside bbsync. A seed
+    /// with a `fault_seed` also reseeds the fault generator.
     pub fn replace_state(&self, seed: Seed) -> Result<(), String> {
         let store = Store::new(&seed)?;
         *lock(&self.shared.store) = store;
+        if let Some(s) = seed.fault_seed {
+            lock(&self.shared.faults).reseed(s);
+        }
         Ok(())
     }
 
@@ -191,9 +224,25 @@ impl Emulator {
         lock(&self.shared.log).clear();
     }
 
-    /// Changes the per-credential hourly limit (0 = the default 1000); windows are kept.
+    /// Changes the per-credential hourly limit (0 = the default 1000); windows are kept. Every
+    /// authenticated request counts against it, refused ones (429s included) too.
     pub fn set_rate_limit(&self, per_hour: u32) {
         lock(&self.shared.store).seed.rate_limit_per_hour = effective_limit(per_hour);
+    }
+
+    /// Whether a rate-limit 429 carries `Retry-After` (default [`RetryAfterMode::None`]). When
+    /// set, the value is the time, on the emulator clock ([`Emulator::advance_time`] moves it),
+    /// until a request of that credential would be allowed if it sent nothing meanwhile: until
+    /// enough of the oldest requests in the window (the refused ones count) have left it.
+    /// Faults injected with a 429 status are not affected (give them a header).
+    pub fn set_retry_after(&self, mode: RetryAfterMode) {
+        *lock(&self.shared.retry_after) = mode;
+    }
+
+    /// Answers every API request (not `/_emulator/*`) only after sleeping this long
+    /// (`tokio::time::sleep`, so tests under paused time do not wait). Default zero.
+    pub fn set_latency(&self, latency: Duration) {
+        *lock(&self.shared.latency) = latency;
     }
 
     /// Forgets every rate-limit window (all credentials start from zero).
@@ -201,15 +250,39 @@ impl Emulator {
         lock(&self.shared.auth).limiter.clear();
     }
 
-    /// Answers matching requests with `fault` until it is used up (see [`Fault`]); the first
-    /// matching fault of those injected wins.
+    /// Applies `fault` to matching requests until it is used up (see [`Fault`] and
+    /// [`FaultKind`]); the first matching fault of those injected that fires wins.
+    ///
+    /// # Panics
+    /// When the fault is not valid ([`Fault::validate`]: an unknown family, a probability
+    /// outside 0..=1): a fault that can never match is a broken test.
     pub fn inject_fault(&self, fault: Fault) {
-        lock(&self.shared.faults).push(fault);
+        if let Err(e) = self.try_inject_fault(fault) {
+            panic!("invalid emulator fault: {e}");
+        }
     }
 
-    /// Removes every injected fault.
+    /// [`Emulator::inject_fault`], answering an invalid fault with why instead of panicking.
+    pub fn try_inject_fault(&self, fault: Fault) -> Result<(), String> {
+        lock(&self.shared.faults).push(fault)
+    }
+
+    /// The faults still injected, in order, with what is left of their `times`.
+    pub fn faults(&self) -> Vec<Fault> {
+        lock(&self.shared.faults).list()
+    }
+
+    /// Removes every injected fault (the fault generator keeps its state).
     pub fn clear_faults(&self) {
         lock(&self.shared.faults).clear();
+    }
+
+    /// Restarts the generator deciding whether a fault with a `probability` fires from `seed`
+    /// (the seed JSON's `fault_seed`; [`DEFAULT_FAULT_SEED`] when neither is given): the same
+    /// seed and the same requests in the same order give the same faults.
+    pub fn set_fault_seed(&self, seed: u64) {
+        lock(&self.shared.faults).reseed(seed);
+        lock(&self.shared.store).seed.fault_seed = Some(seed);
     }
 
     /// Moves the emulator's clock forward (OAuth expiry, rate-limit windows) without sleeping.
@@ -219,6 +292,7 @@ impl Emulator {
 
     /// Stops serving (waits up to 2 s for open connections, then aborts).
     pub async fn shutdown(mut self) {
+        self.shared.stop.send_replace(true);
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -235,6 +309,7 @@ impl Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
+        self.shared.stop.send_replace(true);
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -297,10 +372,129 @@ async fn emu_rate_limit(State(shared): State<Arc<Shared>>, body: Bytes) -> Respo
     }
 }
 
+async fn emu_retry_after(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        mode: RetryAfterMode,
+    }
+    match serde_json::from_slice::<Body>(&body) {
+        Ok(b) => {
+            *lock(&shared.retry_after) = b.mode;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"mode\": \"none\" | \"seconds\" | \"http_date\"}}: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+async fn emu_latency(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        ms: u64,
+    }
+    match serde_json::from_slice::<Body>(&body) {
+        Ok(b) => {
+            *lock(&shared.latency) = Duration::from_millis(b.ms);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"ms\": N}}: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+async fn emu_faults_list(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(lock(&shared.faults).list()).into_response()
+}
+
+async fn emu_faults_add(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let pushed = serde_json::from_slice::<Fault>(&body)
+        .map_err(|e| format!("expected a JSON fault: {e}"))
+        .and_then(|f| lock(&shared.faults).push(f));
+    match pushed {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+    }
+}
+
+async fn emu_faults_clear(State(shared): State<Arc<Shared>>) -> Response {
+    lock(&shared.faults).clear();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn emu_fault_seed(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        seed: u64,
+    }
+    match serde_json::from_slice::<Body>(&body) {
+        Ok(b) => {
+            lock(&shared.faults).reseed(b.seed);
+            lock(&shared.store).seed.fault_seed = Some(b.seed);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"seed\": N}}: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+/// Whole seconds, rounded up.
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// `t` rounded up to the next whole second (an HTTP date has no fractions).
+fn ceil_to_second(t: std::time::SystemTime) -> std::time::SystemTime {
+    let nanos = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    if nanos == 0 {
+        t
+    } else {
+        t + Duration::from_nanos(u64::from(1_000_000_000 - nanos))
+    }
+}
+
 // ----- the Bitbucket API -----
+
+/// Decoded path segments (without the leading empty one, nor a single trailing empty one).
+fn path_segments(raw_path: &str) -> Vec<String> {
+    let mut segments: Vec<String> = raw_path
+        .split('/')
+        .skip(1)
+        .map(|s| percent_decode(s, false))
+        .collect();
+    if segments.len() > 1 && segments.last().is_some_and(|s| s.is_empty()) {
+        segments.pop();
+    }
+    segments
+}
+
+/// `http://host:port` from the Host header (the listening address without one).
+fn origin_of(headers: &HeaderMap, addr: SocketAddr) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| addr.to_string());
+    format!("http://{host}")
+}
 
 async fn dispatch(
     State(shared): State<Arc<Shared>>,
+    conn: Option<Extension<ConnectInfo<ConnTag>>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -310,60 +504,171 @@ async fn dispatch(
     if raw_path == "/_emulator" || raw_path.starts_with("/_emulator/") {
         return (StatusCode::NOT_FOUND, "Not Found").into_response();
     }
+    let latency = *lock(&shared.latency);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let method = method.as_str();
     let path_and_query = uri
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| raw_path.clone());
-    if let Some(fault) = shared.take_fault(method.as_str(), &path_and_query) {
-        if fault.after_serving {
-            let _ = shared.serve(method.as_str(), &raw_path, uri.query(), &headers, &body);
-        }
-        let segments: Vec<String> = raw_path
-            .split('/')
-            .skip(1)
-            .map(|s| percent_decode(s, false))
-            .collect();
-        let route = match router::match_route(method.as_str(), &segments) {
-            Match::Found(d, _) => d.pattern,
-            Match::MethodNotAllowed(p) => p,
-            Match::NotFound => UNMATCHED_ROUTE,
+    let segments = path_segments(&raw_path);
+    let (route, family): (&'static str, Option<Family>) =
+        match router::match_route(method, &segments) {
+            Match::Found(d, _) => (d.pattern, d.family),
+            Match::MethodNotAllowed(p) => (p, None),
+            Match::NotFound => (UNMATCHED_ROUTE, None),
         };
-        lock(&shared.log).push(RequestRecord {
-            method: method.as_str().to_string(),
-            route: route.to_string(),
-            path: path_and_query,
-            status: fault.status,
-            credential: None,
-        });
-        let mut resp = Response::new(Body::from(fault.body));
-        *resp.status_mut() =
-            StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let ct = fault.content_type.as_deref().unwrap_or("text/plain");
-        if let Ok(v) = HeaderValue::from_str(ct) {
-            resp.headers_mut().insert(header::CONTENT_TYPE, v);
-        }
-        for (name, value) in fault.headers {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(&value),
-            ) {
-                resp.headers_mut().insert(n, v);
+    let taken = lock(&shared.faults).take(&Probe {
+        method,
+        path_and_query: &path_and_query,
+        family,
+        v2_get: method == "GET" && Api::of_path(&segments) == Api::V2,
+    });
+    let serve = |apply: bool| shared.serve(method, &raw_path, uri.query(), &headers, &body, apply);
+    let Some((fault_id, fault)) = taken else {
+        let (reply, caller, credential, route) = serve(true);
+        shared.record(method, route, path_and_query, reply.status, credential);
+        return to_response(reply, caller.as_ref());
+    };
+    let conn = conn.map(|Extension(ConnectInfo(c))| c);
+    match fault.kind {
+        FaultKind::Status
+        | FaultKind::Reset
+        | FaultKind::Hang
+        | FaultKind::Malformed
+        | FaultKind::Html200 => {
+            // Answered instead of the request: recorded without a credential, no rate
+            // budget spent, nothing changed (unless served first, `after_serving`).
+            if fault.after_serving {
+                let _ = serve(true);
+            }
+            let status = match fault.kind {
+                FaultKind::Status => fault.status,
+                FaultKind::Malformed | FaultKind::Html200 => 200,
+                _ => 0,
+            };
+            shared.record(method, route, path_and_query, status, None);
+            match fault.kind {
+                FaultKind::Reset => closed(conn.as_ref()),
+                FaultKind::Hang => {
+                    shared.hang(fault.hang_ms).await;
+                    closed(conn.as_ref())
+                }
+                _ => fault_response(&fault),
             }
         }
-        return resp;
+        FaultKind::Truncated => {
+            let (reply, caller, credential, route) = serve(true);
+            shared.record(method, route, path_and_query, reply.status, credential);
+            let resp = to_response(reply, caller.as_ref());
+            let len = resp.body().size_hint().exact().unwrap_or(0);
+            if let Some(c) = &conn {
+                c.cut((len > 0).then(|| usize::try_from(len / 2).unwrap_or(0)));
+            }
+            resp
+        }
+        FaultKind::LostWrite => {
+            let (reply, caller, credential, route) = serve(false);
+            shared.record(method, route, path_and_query, reply.status, credential);
+            to_response(reply, caller.as_ref())
+        }
+        FaultKind::BrokenNext => {
+            let (mut reply, caller, credential, route) = serve(true);
+            if reply.status == 200 {
+                if let ReplyBody::Json(Value::Object(page)) = &mut reply.body {
+                    if let Some(Value::String(next)) = page.get_mut("next") {
+                        let this_page =
+                            format!("{}{path_and_query}", origin_of(&headers, shared.addr));
+                        *next = broken_next(next, fault.broken_next, &this_page);
+                        lock(&shared.faults).used(fault_id);
+                    }
+                }
+            }
+            shared.record(method, route, path_and_query, reply.status, credential);
+            to_response(reply, caller.as_ref())
+        }
     }
-    let (reply, caller, credential, route) =
-        shared.serve(method.as_str(), &raw_path, uri.query(), &headers, &body);
-    let record = RequestRecord {
-        method: method.as_str().to_string(),
-        route: route.to_string(),
-        path: path_and_query,
-        status: reply.status,
-        credential,
+}
+
+/// Closes the connection without an answer (the response returned is never sent).
+fn closed(conn: Option<&ConnTag>) -> Response {
+    if let Some(c) = conn {
+        c.close();
+    }
+    StatusCode::INTERNAL_SERVER_ERROR.into_response()
+}
+
+/// The answer of a [`FaultKind::Status`], [`FaultKind::Malformed`] or [`FaultKind::Html200`].
+fn fault_response(fault: &Fault) -> Response {
+    let (status, body, default_type) = match fault.kind {
+        FaultKind::Malformed => (
+            StatusCode::OK,
+            if fault.body.is_empty() {
+                MALFORMED_BODY
+            } else {
+                &fault.body
+            },
+            "application/json",
+        ),
+        FaultKind::Html200 => (
+            StatusCode::OK,
+            if fault.body.is_empty() {
+                HTML_BODY
+            } else {
+                &fault.body
+            },
+            "text/html; charset=utf-8",
+        ),
+        _ => (
+            StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            fault.body.as_str(),
+            "text/plain",
+        ),
     };
-    tracing::debug!(method = %record.method, path = %record.path, status = record.status, "emulator request");
-    lock(&shared.log).push(record);
-    to_response(reply, caller.as_ref())
+    let mut resp = Response::new(Body::from(body.to_string()));
+    *resp.status_mut() = status;
+    let ct = fault.content_type.as_deref().unwrap_or(default_type);
+    if let Ok(v) = HeaderValue::from_str(ct) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    for (name, value) in &fault.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            resp.headers_mut().insert(n, v);
+        }
+    }
+    resp
+}
+
+/// The `next` link a [`FaultKind::BrokenNext`] fault answers instead of `next`.
+fn broken_next(next: &str, mode: BrokenNextMode, this_page: &str) -> String {
+    match mode {
+        BrokenNextMode::SamePage => this_page.to_string(),
+        BrokenNextMode::NotFound => match next.find("/2.0/") {
+            Some(i) => format!("{}/2.0/_gone/{}", &next[..i], &next[i + 5..]),
+            None => format!("{next}/_gone"),
+        },
+        BrokenNextMode::BadRequest => {
+            let (base, query) = next.split_once('?').unwrap_or((next, ""));
+            let mut pairs = http::raw_pairs(query);
+            if let Some(p) = pairs.iter_mut().find(|(k, _)| k == "cursor") {
+                p.1 = "c3BvaWxlZA".into();
+            } else if let Some(p) = pairs.iter_mut().find(|(k, _)| k == "page") {
+                p.1 = "0".into();
+            } else {
+                pairs.push(("page".into(), "0".into()));
+            }
+            let query: Vec<String> = pairs
+                .into_iter()
+                .map(|(k, v)| if v.is_empty() { k } else { format!("{k}={v}") })
+                .collect();
+            format!("{base}?{}", query.join("&"))
+        }
+    }
 }
 
 fn to_response(reply: Reply, caller: Option<&Caller>) -> Response {
@@ -452,24 +757,45 @@ fn refusal_reply(api: Api, r: Refusal) -> Reply {
 }
 
 impl Shared {
-    /// The injected fault for this request, if any (its use counted).
-    fn take_fault(&self, method: &str, path_and_query: &str) -> Option<Fault> {
-        let mut faults = lock(&self.faults);
-        let i = faults.iter().position(|f| {
-            f.method
-                .as_deref()
-                .is_none_or(|m| m.eq_ignore_ascii_case(method))
-                && path_and_query.contains(&f.path_contains)
-                && f.times != Some(0)
-        })?;
-        let f = &mut faults[i];
-        if let Some(n) = &mut f.times {
-            *n -= 1;
+    fn record(
+        &self,
+        method: &str,
+        route: &str,
+        path: String,
+        status: u16,
+        credential: Option<String>,
+    ) {
+        let record = RequestRecord {
+            method: method.to_string(),
+            route: route.to_string(),
+            path,
+            status,
+            credential,
+        };
+        tracing::debug!(method = %record.method, path = %record.path, status = record.status, "emulator request");
+        lock(&self.log).push(record);
+    }
+
+    /// Waits `ms` milliseconds (tokio time; `None`: forever), or until the emulator stops.
+    async fn hang(&self, ms: Option<u64>) {
+        let mut stop = self.stop.subscribe();
+        let stopped = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        match ms {
+            Some(ms) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                    _ = stopped => {}
+                }
+            }
+            None => stopped.await,
         }
-        Some(f.clone())
     }
 
     /// Serves one Bitbucket API request: (reply, caller, credential id, route template).
+    /// With `apply` false the endpoint runs against a copy of the state, thrown away after
+    /// (a lost write); authentication and the rate limit happen as usual.
     fn serve(
         &self,
         method: &str,
@@ -477,15 +803,9 @@ impl Shared {
         raw_query: Option<&str>,
         headers: &HeaderMap,
         body: &[u8],
+        apply: bool,
     ) -> (Reply, Option<Caller>, Option<String>, &'static str) {
-        let mut segments: Vec<String> = raw_path
-            .split('/')
-            .skip(1)
-            .map(|s| percent_decode(s, false))
-            .collect();
-        if segments.len() > 1 && segments.last().is_some_and(|s| s.is_empty()) {
-            segments.pop();
-        }
+        let segments = path_segments(raw_path);
         let api = Api::of_path(&segments);
         let m = router::match_route(method, &segments);
         let route: &'static str = match &m {
@@ -526,11 +846,31 @@ impl Shared {
         let cred = Some(caller.credential_id.clone());
 
         let per_hour = effective_limit(lock(&self.store).seed.rate_limit_per_hour);
-        let allowed = lock(&self.auth)
-            .limiter
-            .allow(&caller.credential_id, now, per_hour);
-        if !allowed {
-            let reply = Reply::text(429, RATE_LIMIT_BODY).with_header("content-type", "text/plain");
+        let refused_for = {
+            let mut auth = lock(&self.auth);
+            if auth.limiter.allow(&caller.credential_id, now, per_hour) {
+                None
+            } else {
+                Some(
+                    auth.limiter
+                        .retry_after(&caller.credential_id, now, per_hour)
+                        .unwrap_or_default(),
+                )
+            }
+        };
+        if let Some(wait) = refused_for {
+            let mut reply =
+                Reply::text(429, RATE_LIMIT_BODY).with_header("content-type", "text/plain");
+            match *lock(&self.retry_after) {
+                RetryAfterMode::None => {}
+                RetryAfterMode::Seconds => {
+                    reply = reply.with_header("retry-after", ceil_secs(wait).to_string());
+                }
+                RetryAfterMode::HttpDate => {
+                    let at = ceil_to_second(self.clock.system_now() + wait);
+                    reply = reply.with_header("retry-after", httpdate::fmt_http_date(at));
+                }
+            }
             return (reply, Some(caller), cred, route);
         }
 
@@ -583,11 +923,6 @@ impl Shared {
             return (Reply::text(405, "None"), Some(caller), cred, route);
         }
 
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .unwrap_or_else(|| self.addr.to_string());
         let raw_query_str = raw_query.unwrap_or("");
         let req = Req {
             method,
@@ -598,13 +933,20 @@ impl Shared {
             headers,
             body,
             caller: &caller,
-            origin: format!("http://{host}"),
+            origin: origin_of(headers, self.addr),
+            cursor_key: &self.cursor_key,
+        };
+        let mut scratch = (!apply).then(|| store.clone());
+        let target: &mut Store = match scratch.as_mut() {
+            Some(copy) => copy,
+            None => &mut store,
         };
         let mut reply = match api {
-            Api::V1 => routes_v1::handle(def.id, &mut store, &req),
-            _ => routes_v2::handle(def.id, &mut store, &req),
+            Api::V1 => routes_v1::handle(def.id, target, &req),
+            _ => routes_v2::handle(def.id, target, &req),
         };
         drop(store);
+        drop(scratch);
         if api == Api::V2 && method == "GET" && reply.status == 200 {
             if let ReplyBody::Json(v) = &reply.body {
                 let trimmed = fields::apply(v, &reply.hidden_fields, req.q("fields"));

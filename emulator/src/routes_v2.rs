@@ -105,6 +105,7 @@ fn page_ctx(req: &Req, store: &Store) -> PageContext {
         page: req.q("page").map(str::to_string),
         cursor: req.q("cursor").map(str::to_string),
         default_pagelen: store.seed.default_pagelen as usize,
+        cursor_key: req.cursor_key.clone(),
     }
 }
 

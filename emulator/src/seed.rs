@@ -52,6 +52,10 @@ pub struct Seed {
     /// have access answers 402. `None` = unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_limit: Option<u32>,
+    /// Seed of the generator deciding whether an injected fault with a `probability` fires
+    /// (`None`: 0). The same seed and the same requests in the same order give the same faults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_seed: Option<u64>,
 }
 
 fn default_rate_limit() -> u32 {
@@ -79,6 +83,7 @@ impl Default for Seed {
             group_writes_require_oauth: false,
             default_pagelen: default_pagelen(),
             user_limit: None,
+            fault_seed: None,
         }
     }
 }

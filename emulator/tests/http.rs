@@ -1150,6 +1150,166 @@ async fn rate_limit_429() {
 }
 
 #[tokio::test]
+async fn refused_requests_keep_the_window_closed() {
+    let (emu, c, base) = start().await;
+    emu.set_rate_limit(2);
+    let url = format!("{base}/2.0/repositories/acme");
+    for _ in 0..2 {
+        assert_eq!(c.get(&url).member().send().await.unwrap().status(), 200);
+    }
+    emu.advance_time(Duration::from_secs(1800));
+    assert_eq!(c.get(&url).member().send().await.unwrap().status(), 429);
+    // The two allowed requests leave the window; the 429 half an hour later is still in it.
+    emu.advance_time(Duration::from_secs(1800));
+    assert_eq!(c.get(&url).member().send().await.unwrap().status(), 200);
+    // That refusal and this request fill the window again: a 429 counts like any request.
+    assert_eq!(c.get(&url).member().send().await.unwrap().status(), 429);
+    // Retrying every ten minutes keeps it closed.
+    for _ in 0..6 {
+        emu.advance_time(Duration::from_secs(600));
+        assert_eq!(c.get(&url).member().send().await.unwrap().status(), 429);
+    }
+    // Backing off a whole hour opens it.
+    emu.advance_time(Duration::from_secs(3600));
+    assert_eq!(c.get(&url).member().send().await.unwrap().status(), 200);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn retry_after_on_429_is_configurable() {
+    use bbsync_emulator::RetryAfterMode;
+    let (emu, c, base) = start().await;
+    emu.set_rate_limit(2);
+    let url = format!("{base}/2.0/repositories/acme");
+    let retry_after = |r: &Response| {
+        r.headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    for _ in 0..2 {
+        assert_eq!(c.get(&url).member().send().await.unwrap().status(), 200);
+    }
+    let r = c.get(&url).member().send().await.unwrap();
+    assert_eq!((r.status(), retry_after(&r)), (429, None), "default: none");
+
+    emu.set_retry_after(RetryAfterMode::Seconds);
+    let r = c.get(&url).member().send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(retry_after(&r).as_deref(), Some("3600"));
+    // The emulator clock moves it: 1000 s later the first second's requests leave in 2600 s.
+    emu.advance_time(Duration::from_secs(1000));
+    let r = c.get(&url).member().send().await.unwrap();
+    assert_eq!(retry_after(&r).as_deref(), Some("2600"));
+    // A client that waits exactly that long is served.
+    emu.advance_time(Duration::from_secs(2600));
+    assert_eq!(c.get(&url).member().send().await.unwrap().status(), 200);
+
+    // HTTP date, through the control route.
+    let r = c
+        .post(format!("{base}/_emulator/retry-after"))
+        .json(&json!({"mode": "http_date"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = c.get(&url).member().send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let date = httpdate::parse_http_date(&retry_after(&r).unwrap()).unwrap();
+    // Window: the 429 at +1000 s, the 200 and this 429 at +3600 s: room only once the last
+    // two leave, an hour from now, and the emulator clock is 3600 s ahead of the real one.
+    let expected = std::time::SystemTime::now() + Duration::from_secs(3600 + 3600);
+    let diff = date
+        .duration_since(expected)
+        .unwrap_or_else(|e| e.duration());
+    assert!(diff <= Duration::from_secs(2), "{date:?} vs {expected:?}");
+    let r = c
+        .post(format!("{base}/_emulator/retry-after"))
+        .json(&json!({"mode": "sometimes"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    emu.set_retry_after(RetryAfterMode::None);
+    let r = c.get(&url).member().send().await.unwrap();
+    assert_eq!((r.status(), retry_after(&r)), (429, None));
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn latency_delays_api_requests_only() {
+    let (emu, c, base) = start().await;
+    emu.set_latency(Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    let r = c
+        .get(format!("{base}/2.0/repositories/acme"))
+        .admin()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    // Control routes are not delayed.
+    let t = std::time::Instant::now();
+    let r = c
+        .post(format!("{base}/_emulator/latency"))
+        .json(&json!({"ms": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    let t = std::time::Instant::now();
+    c.get(format!("{base}/1.0/groups/acme"))
+        .admin()
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    let r = c
+        .post(format!("{base}/_emulator/latency"))
+        .json(&json!({"ms": "slow"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    emu.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn latency_uses_tokio_time() {
+    let (emu, c, base) = start().await;
+    emu.set_latency(Duration::from_secs(30));
+    let real = std::time::Instant::now();
+    let virt = tokio::time::Instant::now();
+    let r = c
+        .get(format!("{base}/2.0/workspaces/acme"))
+        .admin()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(virt.elapsed() >= Duration::from_secs(30));
+    assert!(
+        real.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        real.elapsed()
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
 async fn inspection_endpoints() {
     let (emu, c, base) = start().await;
     c.get(format!("{base}/2.0/repositories/acme"))
@@ -1188,4 +1348,783 @@ async fn inspection_endpoints() {
     assert!(emu.requests().is_empty());
     assert!(emu.request_counts().is_empty());
     emu.shutdown().await;
+}
+
+// ----- faults -----
+
+fn grant_of(emu: &Emulator, repo: &str, group: &str) -> Option<String> {
+    emu.state()
+        .group_grants
+        .iter()
+        .find(|g| g.repo == repo && g.group == group)
+        .map(|g| g.permission.clone())
+}
+
+/// Status, headers and body of a raw answer, and the Content-Length it announced.
+fn split_raw(raw: &[u8]) -> (u16, Option<usize>, Vec<u8>) {
+    let r = support::parse_response(raw).unwrap();
+    let len = r
+        .headers()
+        .get("content-length")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    let status = r.status();
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    (status, len, raw[end..].to_vec())
+}
+
+#[tokio::test]
+async fn status_faults_behave_as_before() {
+    use bbsync_emulator::Fault;
+    let (emu, c, base) = start().await;
+    emu.set_rate_limit(1);
+    emu.inject_fault(Fault {
+        method: Some("PUT".into()),
+        path_contains: "/permissions-config/groups/".into(),
+        status: 503,
+        body: "Service Unavailable".into(),
+        ..Fault::default()
+    });
+    let url = format!("{base}/2.0/repositories/acme/repo-00/permissions-config/groups/developers");
+    for _ in 0..3 {
+        let r = c
+            .put(&url)
+            .json(&json!({"permission": "read"}))
+            .admin()
+            .send()
+            .await
+            .unwrap();
+        let (s, ct, body) = status_text(r).await;
+        assert_eq!(
+            (s, ct.as_str(), body.as_str()),
+            (503, "text/plain", "Service Unavailable")
+        );
+    }
+    assert_eq!(
+        grant_of(&emu, "repo-00", "developers").as_deref(),
+        Some("write")
+    );
+    // No rate budget spent: the one request of the hour is still there.
+    assert_eq!(c.get(&url).admin().send().await.unwrap().status(), 200);
+    let log = emu.requests();
+    assert_eq!(log[0].status, 503);
+    assert_eq!(log[0].credential, None);
+    assert_eq!(
+        log[0].route,
+        "/2.0/repositories/{ws}/{repo}/permissions-config/groups/{group}"
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn faults_by_endpoint_family() {
+    use bbsync_emulator::Fault;
+    let (emu, c, base) = start().await;
+    emu.inject_fault(Fault {
+        family: Some("repo permissions-config write".into()),
+        status: 502,
+        body: "Bad Gateway".into(),
+        ..Fault::default()
+    });
+    let grp = format!("{base}/2.0/repositories/acme/repo-00/permissions-config/groups/developers");
+    assert_eq!(c.get(&grp).admin().send().await.unwrap().status(), 200);
+    let r = c
+        .put(&grp)
+        .json(&json!({"permission": "read"}))
+        .admin()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    // Trailing slash: same route, same family.
+    let r = c
+        .put(format!("{grp}/"))
+        .json(&json!({"permission": "read"}))
+        .admin()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let r = c.delete(&grp).admin().send().await.unwrap();
+    assert_eq!(r.status(), 204, "delete is another family");
+    let r = c
+        .post(format!("{base}/1.0/groups/acme"))
+        .form(&[("name", "Ops")])
+        .admin()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    emu.clear_faults();
+    // Names: the scope table's, dashes/underscores/case free, or the Rust variant's.
+    for name in ["1.0_groups_write", "1.0 Groups Write", "GroupsWrite"] {
+        emu.inject_fault(Fault {
+            family: Some(name.into()),
+            status: 500,
+            times: Some(1),
+            ..Fault::default()
+        });
+        let r = c
+            .post(format!("{base}/1.0/groups/acme"))
+            .form(&[("name", "Web")])
+            .admin()
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 500, "{name}");
+    }
+    let e = emu
+        .try_inject_fault(Fault {
+            family: Some("groups".into()),
+            ..Fault::default()
+        })
+        .unwrap_err();
+    assert!(e.contains("1.0 groups write"), "{e}");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "invalid emulator fault")]
+async fn an_invalid_fault_panics() {
+    let (emu, _c, _base) = start().await;
+    emu.inject_fault(bbsync_emulator::Fault {
+        probability: Some(2.0),
+        ..Default::default()
+    });
+}
+
+#[tokio::test]
+async fn reset_and_hang_close_without_an_answer() {
+    use bbsync_emulator::{Fault, FaultKind};
+    let (emu, c, base) = start().await;
+    let url = format!("{base}/2.0/repositories/acme");
+    emu.inject_fault(Fault {
+        kind: FaultKind::Reset,
+        path_contains: "/2.0/repositories/acme".into(),
+        times: Some(1),
+        ..Fault::default()
+    });
+    let raw = c.get(&url).admin().send_raw().await;
+    assert!(raw.as_ref().map_or(true, |b| b.is_empty()), "{raw:?}");
+    assert_eq!(c.get(&url).admin().send().await.unwrap().status(), 200);
+
+    emu.inject_fault(Fault {
+        kind: FaultKind::Hang,
+        hang_ms: Some(300),
+        times: Some(1),
+        ..Fault::default()
+    });
+    let t = std::time::Instant::now();
+    let raw = c.get(&url).admin().send_raw().await;
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(raw.as_ref().map_or(true, |b| b.is_empty()), "{raw:?}");
+
+    // Without hang_ms: no answer at all, until the emulator stops.
+    emu.inject_fault(Fault {
+        kind: FaultKind::Hang,
+        method: Some("DELETE".into()),
+        ..Fault::default()
+    });
+    let r = tokio::time::timeout(
+        Duration::from_millis(500),
+        c.delete(format!("{base}/1.0/groups/acme/developers"))
+            .admin()
+            .send_raw(),
+    )
+    .await;
+    assert!(r.is_err(), "timed out");
+    let log = emu.requests();
+    let statuses: Vec<u16> = log.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [0, 200, 0, 0]);
+    assert!(log
+        .iter()
+        .filter(|r| r.status == 0)
+        .all(|r| r.credential.is_none()));
+    assert_eq!(emu.state().groups.len(), 2, "nothing deleted");
+    // A hanging request does not hold up shutdown.
+    let pending = tokio::spawn({
+        let url = format!("{base}/1.0/groups/acme/developers");
+        async move { Client::new().delete(url).admin().send_raw().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = std::time::Instant::now();
+    emu.shutdown().await;
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let raw = pending.await.unwrap();
+    assert!(raw.as_ref().map_or(true, |b| b.is_empty()), "{raw:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn hang_uses_tokio_time() {
+    use bbsync_emulator::{Fault, FaultKind};
+    let (emu, c, base) = start().await;
+    emu.inject_fault(Fault {
+        kind: FaultKind::Hang,
+        hang_ms: Some(600_000),
+        ..Fault::default()
+    });
+    let real = std::time::Instant::now();
+    let virt = tokio::time::Instant::now();
+    let raw = c
+        .get(format!("{base}/2.0/workspaces/acme"))
+        .admin()
+        .send_raw()
+        .await;
+    assert!(raw.as_ref().map_or(true, |b| b.is_empty()), "{raw:?}");
+    assert!(virt.elapsed() >= Duration::from_secs(600));
+    assert!(
+        real.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        real.elapsed()
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn truncated_answers_are_cut_after_the_headers() {
+    use bbsync_emulator::{Fault, FaultKind};
+    let (emu, c, base) = start().await;
+    emu.inject_fault(Fault {
+        kind: FaultKind::Truncated,
+        ..Fault::default()
+    });
+    let raw = c
+        .get(format!("{base}/2.0/repositories/acme"))
+        .admin()
+        .send_raw()
+        .await
+        .unwrap();
+    let (status, len, body) = split_raw(&raw);
+    assert_eq!(status, 200);
+    let len = len.unwrap();
+    assert!(len > 100);
+    assert_eq!(body.len(), len / 2);
+    assert!(serde_json::from_slice::<Value>(&body).is_err());
+    // A write is served for real; only its answer is cut.
+    let grp = format!("{base}/2.0/repositories/acme/repo-00/permissions-config/groups/developers");
+    let raw = c
+        .put(&grp)
+        .json(&json!({"permission": "admin"}))
+        .admin()
+        .send_raw()
+        .await
+        .unwrap();
+    let (status, len, body) = split_raw(&raw);
+    assert_eq!(status, 200);
+    assert!(body.len() < len.unwrap());
+    assert_eq!(
+        grant_of(&emu, "repo-00", "developers").as_deref(),
+        Some("admin")
+    );
+    // An answer without a body is cut in its status line.
+    let raw = c.delete(&grp).admin().send_raw().await.unwrap();
+    assert_eq!(raw, b"HTTP/1.1 204 No Content\r\n");
+    assert_eq!(grant_of(&emu, "repo-00", "developers"), None);
+    let log = emu.requests();
+    assert_eq!(
+        log.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [200, 200, 204]
+    );
+    assert_eq!(log[1].credential.as_deref(), Some("admin-token"));
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_and_html_answers_change_nothing() {
+    use bbsync_emulator::{Fault, FaultKind};
+    let (emu, c, base) = start().await;
+    emu.inject_fault(Fault {
+        kind: FaultKind::Malformed,
+        method: Some("GET".into()),
+        times: Some(1),
+        ..Fault::default()
+    });
+    let r = c
+        .get(format!("{base}/2.0/repositories/acme"))
+        .admin()
+        .send()
+        .await
+        .unwrap();
+    let (s, ct, body) = status_text(r).await;
+    assert_eq!((s, ct.as_str()), (200, "application/json"));
+    assert!(serde_json::from_str::<Value>(&body).is_err(), "{body}");
+
+    emu.inject_fault(Fault {
+        kind: FaultKind::Html200,
+        ..Fault::default()
+    });
+    let grp = format!("{base}/2.0/repositories/acme/repo-00/permissions-config/groups/developers");
+    let r = c
+        .put(&grp)
+        .json(&json!({"permission": "read"}))
+        .admin()
+        .send()
+        .await
+        .unwrap();
+    let (s, ct, body) = status_text(r).await;
+    assert_eq!((s, ct.as_str()), (200, "text/html; charset=utf-8"));
+    assert!(body.starts_with("<!DOCTYPE html>"), "{body}");
+    let r = c
+        .get(format!("{base}/1.0/groups/acme"))
+        .admin()
+        .send()
+        .await
+        .unwrap();
+    let (s, ct, _) = status_text(r).await;
+    assert_eq!((s, ct.as_str()), (200, "text/html; charset=utf-8"));
+    assert_eq!(
+        grant_of(&emu, "repo-00", "developers").as_deref(),
+        Some("write")
+    );
+    assert!(emu
+        .requests()
+        .iter()
+        .all(|r| r.status == 200 && r.credential.is_none()));
+    // A body of one's own.
+    emu.clear_faults();
+    emu.inject_fault(Fault {
+        kind: FaultKind::Malformed,
+        body: "[1, 2".into(),
+        ..Fault::default()
+    });
+    let (_, _, body) = status_text(
+        c.get(format!("{base}/2.0/workspaces/acme"))
+            .admin()
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(body, "[1, 2");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn lost_writes_answer_like_real_ones_and_change_nothing() {
+    use bbsync_emulator::{Fault, FaultKind};
+    let (emu, c, base) = start().await;
+    let grp = |repo: &str| {
+        format!("{base}/2.0/repositories/acme/{repo}/permissions-config/groups/developers")
+    };
+    // The real answer, for comparison.
+    let r = c
+        .put(grp("repo-01"))
+        .json(&json!({"permission": "read"}))
+        .admin()
+        .send()
+        .await
+        .unwrap();
+    let (_, real) = json_of(r).await;
+    emu.inject_fault(Fault {
+        kind: FaultKind::LostWrite,
+        ..Fault::default()
+    });
+    let r = c
+        .put(grp("repo-02"))
+        .json(&json!({"permission": "read"}))
+        .admin()
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("x-credential-type").is_some());
+    let (s, lost) = json_of(r).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        lost.to_string(),
+        real.to_string().replace("repo-01", "repo-02")
+    );
+    assert_eq!(
+        grant_of(&emu, "repo-02", "developers"),
+        None,
+        "never applied"
+    );
+    // A lost group create: 200 with the new group, no group; a client re-reading finds none.
+    let r = c
+        .post(format!("{base}/1.0/groups/acme"))
+        .form(&[("name", "Ops")])
+        .admin()
+        .send()
+        .await
+        .unwrap();
+    let (s, body) = json_of(r).await;
+    assert_eq!((s, body["slug"].as_str()), (200, Some("ops")));
+    assert!(emu.state().groups.iter().all(|g| g.name != "Ops"));
+    // Errors are answered as the real request would (a 404 for an unknown group).
+    let r = c
+        .put(format!(
+            "{base}/2.0/repositories/acme/repo-02/permissions-config/groups/nobody"
+        ))
+        .json(&json!({"permission": "read"}))
+        .admin()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Reads are served as usual.
+    let (s, body) = json_of(c.get(grp("repo-01")).admin().send().await.unwrap()).await;
+    assert_eq!((s, body["permission"].as_str()), (200, Some("read")));
+    // Recorded as served, with the credential, and the rate budget is spent.
+    let log = emu.requests();
+    assert!(log[1..]
+        .iter()
+        .all(|r| r.credential.as_deref() == Some("admin-token")));
+    assert_eq!(log[2].status, 200);
+    emu.set_rate_limit(log.len() as u32 + 1);
+    assert_eq!(
+        c.get(grp("repo-01")).admin().send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        c.get(grp("repo-01")).admin().send().await.unwrap().status(),
+        429
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn broken_next_links() {
+    use bbsync_emulator::{BrokenNextMode, Fault, FaultKind};
+    let (emu, c, base) = start().await;
+    let members = format!("{base}/2.0/workspaces/acme/members?pagelen=1");
+    let repos = format!("{base}/2.0/repositories/acme?pagelen=5");
+    let next_of = |body: &Value| body["next"].as_str().unwrap().to_string();
+    let broken = |mode| Fault {
+        kind: FaultKind::BrokenNext,
+        broken_next: mode,
+        times: Some(1),
+        ..Fault::default()
+    };
+
+    // bad_request: a cursor never handed out (cursor collection) or page=0 (numbered).
+    emu.inject_fault(broken(BrokenNextMode::BadRequest));
+    let (s, body) = json_of(c.get(&members).admin().send().await.unwrap()).await;
+    assert_eq!(s, 200);
+    assert_eq!(body["values"].as_array().unwrap().len(), 1);
+    let (s, err) = json_of(c.get(next_of(&body)).admin().send().await.unwrap()).await;
+    assert_eq!(s, 400);
+    assert_eq!(err["type"], "error");
+    assert_eq!(err["error"]["message"], "Invalid cursor");
+    emu.inject_fault(broken(BrokenNextMode::BadRequest));
+    let (_, body) = json_of(c.get(&repos).admin().send().await.unwrap()).await;
+    assert!(next_of(&body).ends_with("page=0"), "{body}");
+    let (s, err) = json_of(c.get(next_of(&body)).admin().send().await.unwrap()).await;
+    assert_eq!(
+        (s, err["error"]["message"].as_str()),
+        (400, Some("Invalid page"))
+    );
+
+    // not_found.
+    emu.inject_fault(broken(BrokenNextMode::NotFound));
+    let (_, body) = json_of(c.get(&repos).admin().send().await.unwrap()).await;
+    let (s, err) = json_of(c.get(next_of(&body)).admin().send().await.unwrap()).await;
+    assert_eq!(s, 404);
+    assert_eq!(err["type"], "error");
+
+    // same_page: following it serves the same page again.
+    emu.inject_fault(broken(BrokenNextMode::SamePage));
+    let (_, first) = json_of(c.get(&members).admin().send().await.unwrap()).await;
+    assert_eq!(next_of(&first), members);
+    let (_, again) = json_of(c.get(next_of(&first)).admin().send().await.unwrap()).await;
+    assert_eq!(again["values"], first["values"]);
+    // Used up: the next link is good again.
+    let (_, second) = json_of(c.get(next_of(&again)).admin().send().await.unwrap()).await;
+    assert_ne!(second["values"], first["values"]);
+
+    // A page without `next` does not use the fault up; writes and 1.0 never match it.
+    emu.clear_faults();
+    emu.inject_fault(broken(BrokenNextMode::NotFound));
+    let (_, last) = json_of(
+        c.get(format!("{base}/2.0/repositories/acme?pagelen=100"))
+            .admin()
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(last.get("next").is_none());
+    assert_eq!(
+        c.get(format!("{base}/1.0/groups/acme"))
+            .admin()
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(emu.faults()[0].times, Some(1));
+    let (_, body) = json_of(c.get(&repos).admin().send().await.unwrap()).await;
+    assert!(
+        next_of(&body).contains("/2.0/_gone/repositories/acme"),
+        "{body}"
+    );
+    assert_eq!(emu.faults()[0].times, Some(0));
+    emu.shutdown().await;
+}
+
+async fn statuses_with_probability(seed: Option<u64>, set_seed: Option<u64>) -> Vec<u16> {
+    use bbsync_emulator::Fault;
+    let mut s = seed_json();
+    if let Some(seed) = seed {
+        s["fault_seed"] = json!(seed);
+    }
+    let (emu, c, base) = start_with(serde_json::from_value(s).unwrap()).await;
+    if let Some(seed) = set_seed {
+        emu.set_fault_seed(seed);
+    }
+    emu.inject_fault(Fault {
+        path_contains: "/2.0/workspaces/acme".into(),
+        status: 500,
+        probability: Some(0.3),
+        ..Fault::default()
+    });
+    let mut out = Vec::new();
+    for _ in 0..40 {
+        let r = c
+            .get(format!("{base}/2.0/workspaces/acme"))
+            .admin()
+            .send()
+            .await
+            .unwrap();
+        out.push(r.status());
+        // Requests the fault does not match draw nothing.
+        c.get(format!("{base}/2.0/repositories/acme"))
+            .admin()
+            .send()
+            .await
+            .unwrap();
+    }
+    emu.shutdown().await;
+    out
+}
+
+#[tokio::test]
+async fn fault_probability_is_deterministic_for_a_seed() {
+    let a = statuses_with_probability(Some(7), None).await;
+    assert_eq!(a, statuses_with_probability(Some(7), None).await);
+    assert_eq!(a, statuses_with_probability(None, Some(7)).await);
+    assert_ne!(a, statuses_with_probability(Some(8), None).await);
+    let fired = a.iter().filter(|s| **s == 500).count();
+    assert!((3..=25).contains(&fired), "{a:?}");
+    assert!(a.iter().all(|s| *s == 200 || *s == 500));
+    // No seed at all: the default one, deterministic too.
+    assert_eq!(
+        statuses_with_probability(None, None).await,
+        statuses_with_probability(Some(bbsync_emulator::DEFAULT_FAULT_SEED), None).await
+    );
+}
+
+#[tokio::test]
+async fn fault_control_routes() {
+    let (emu, c, base) = start().await;
+    let post = |body: Value| {
+        c.post(format!("{base}/_emulator/faults"))
+            .json(&body)
+            .send()
+    };
+    let r = post(json!({"kind": "reset", "family": "members read", "times": 1}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = post(json!({"status": 503, "body": "down", "method": "GET", "path_contains": "/1.0/"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    for bad in [
+        json!({"family": "nope"}),
+        json!({"probability": -0.5}),
+        json!({"kind": "explode"}),
+        json!({"stauts": 503}),
+    ] {
+        let r = post(bad.clone()).await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    let (s, list) = json_of(
+        c.get(format!("{base}/_emulator/faults"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list[0]["kind"], "reset");
+    assert_eq!(emu.faults()[1].status, 503);
+    let raw = c
+        .get(format!("{base}/2.0/workspaces/acme/members"))
+        .admin()
+        .send_raw()
+        .await;
+    assert!(raw.as_ref().map_or(true, |b| b.is_empty()));
+    let r = c
+        .get(format!("{base}/1.0/groups/acme"))
+        .admin()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let r = c
+        .delete(format!("{base}/_emulator/faults"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(emu.faults().is_empty());
+    let r = c
+        .get(format!("{base}/1.0/groups/acme"))
+        .admin()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .post(format!("{base}/_emulator/fault-seed"))
+        .json(&json!({"seed": 99}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(emu.state().fault_seed, Some(99));
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn cursors_are_signed_and_bound_to_their_collection() {
+    use base64::Engine as _;
+    let (emu, c, base) = start().await;
+    let (other, _, other_base) = start().await;
+    let repo_groups =
+        |repo: &str| format!("{base}/2.0/repositories/acme/{repo}/permissions-config/groups");
+    for repo in ["repo-00", "repo-01"] {
+        for g in ["developers", "web-team"] {
+            let r = c
+                .put(format!("{}/{g}", repo_groups(repo)))
+                .json(&json!({"permission": "read"}))
+                .admin()
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    }
+    let cursor_of = |body: &Value| {
+        let next = body["next"].as_str().unwrap();
+        assert!(!next.contains("page="), "{next}");
+        next.rsplit("cursor=").next().unwrap().to_string()
+    };
+    let first = |url: String| {
+        let c = c.clone();
+        async move {
+            let (s, body) = json_of(c.get(url).admin().send().await.unwrap()).await;
+            assert_eq!(s, 200, "{body}");
+            body
+        }
+    };
+    let members = format!("{base}/2.0/workspaces/acme/members");
+    let m_cursor = cursor_of(&first(format!("{members}?pagelen=1")).await);
+    let g_cursor = cursor_of(&first(format!("{}?pagelen=1", repo_groups("repo-00"))).await);
+    let p_cursor = {
+        let p = format!("{base}/2.0/workspaces/acme/projects/P1/permissions-config/users");
+        for id in [ADMIN, MEMBER] {
+            c.put(format!("{p}/{id}"))
+                .json(&json!({"permission": "read"}))
+                .admin()
+                .send()
+                .await
+                .unwrap();
+        }
+        cursor_of(&first(format!("{p}?pagelen=1")).await)
+    };
+    assert_ne!(m_cursor, g_cursor);
+
+    let refused = |url: String| {
+        let c = c.clone();
+        async move {
+            let (s, body) = json_of(c.get(&url).admin().send().await.unwrap()).await;
+            assert_eq!(s, 400, "{url}: {body}");
+            assert_eq!(body["type"], "error", "{url}");
+            assert_eq!(body["error"]["message"], "Invalid cursor", "{url}");
+        }
+    };
+    // The genuine ones work where they came from.
+    let (s, _) = json_of(
+        c.get(format!("{members}?pagelen=1&cursor={m_cursor}"))
+            .admin()
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    // Forged: the old unsigned format, a bare number.
+    let unsigned = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("bbsync-emu:1");
+    refused(format!("{members}?pagelen=1&cursor={unsigned}")).await;
+    refused(format!("{members}?pagelen=1&cursor=1")).await;
+    // Edited: one character changed.
+    let mut edited = m_cursor.clone().into_bytes();
+    edited[3] = if edited[3] == b'A' { b'B' } else { b'A' };
+    let edited = String::from_utf8(edited).unwrap();
+    refused(format!("{members}?pagelen=1&cursor={edited}")).await;
+    // Another collection: members <-> permissions-config, one repository's <-> another's,
+    // project grants.
+    refused(format!(
+        "{}?pagelen=1&cursor={m_cursor}",
+        repo_groups("repo-00")
+    ))
+    .await;
+    refused(format!(
+        "{}?pagelen=1&cursor={g_cursor}",
+        repo_groups("repo-01")
+    ))
+    .await;
+    refused(format!(
+        "{base}/2.0/repositories/acme/repo-00/permissions-config/users?pagelen=1&cursor={g_cursor}"
+    ))
+    .await;
+    refused(format!("{members}?pagelen=1&cursor={p_cursor}")).await;
+    // Another query: a different q or pagelen.
+    refused(format!("{members}?pagelen=2&cursor={m_cursor}")).await;
+    refused(format!(
+        "{members}?pagelen=1&q={}&cursor={m_cursor}",
+        support::encode(r#"user.nickname = "ann""#)
+    ))
+    .await;
+    // Another emulator (another key).
+    let (s, body) = json_of(
+        c.get(format!(
+            "{other_base}/2.0/workspaces/acme/members?pagelen=1&cursor={m_cursor}"
+        ))
+        .admin()
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, body["error"]["message"].as_str()),
+        (400, Some("Invalid cursor"))
+    );
+    // Following `next` as given walks the whole collection, `previous` too.
+    let mut url = format!("{}?pagelen=1", repo_groups("repo-01"));
+    let mut slugs = Vec::new();
+    let last = loop {
+        let body = first(url.clone()).await;
+        slugs.push(
+            body["values"][0]["group"]["slug"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+        match body["next"].as_str() {
+            Some(n) => url = n.to_string(),
+            None => break body,
+        }
+    };
+    assert_eq!(slugs, ["developers", "web-team"]);
+    let prev = first(last["previous"].as_str().unwrap().to_string()).await;
+    assert_eq!(prev["values"][0]["group"]["slug"], "developers");
+    emu.shutdown().await;
+    other.shutdown().await;
 }

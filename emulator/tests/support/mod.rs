@@ -112,6 +112,13 @@ impl RequestBuilder {
     }
 
     pub async fn send(self) -> io::Result<Response> {
+        let raw = self.send_raw().await?;
+        parse_response(&raw)
+    }
+
+    /// Sends the request and answers every byte received until the server closed the
+    /// connection (for answers that are not well-formed: cut, or nothing at all).
+    pub async fn send_raw(self) -> io::Result<Vec<u8>> {
         let rest = self
             .url
             .strip_prefix("http://")
@@ -134,7 +141,7 @@ impl RequestBuilder {
         stream.write_all(&self.body).await?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await?;
-        parse_response(&raw)
+        Ok(raw)
     }
 }
 
@@ -157,7 +164,9 @@ fn dechunk(mut data: &[u8]) -> io::Result<Vec<u8>> {
     }
 }
 
-fn parse_response(raw: &[u8]) -> io::Result<Response> {
+/// Parses a whole HTTP/1.1 answer (the body is taken as received, whatever its
+/// Content-Length says).
+pub fn parse_response(raw: &[u8]) -> io::Result<Response> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
