@@ -21,6 +21,7 @@
 //!      seams with their Bitbucket implementations.
 //!    - [`apply`]: runs a plan through those seams; the audit trail.
 //!    - [`state`]: what must survive a restart (when people went missing), written atomically.
+//!    - [`lock`]: one writer per workspace (an exclusive `flock` in the state directory).
 //! 5. **Orchestration**: [`reconcile`] (one whole run), [`review`] (plans written for review,
 //!    approval of held revocations), [`check`] (what the credentials can do), [`report`] (human
 //!    and JSON renderings), [`metrics`] (the Prometheus registry), [`demo`] (embedded emulator +
@@ -35,6 +36,7 @@ pub mod config;
 pub mod demo;
 pub mod directory;
 pub mod family;
+pub mod lock;
 pub mod mapping;
 pub mod metrics;
 pub mod model;

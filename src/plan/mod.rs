@@ -12,7 +12,7 @@ use crate::mapping::{Desired, RuleNote, WantedGrant};
 use crate::model::{
     AccountId, GrantTarget, GroupSlug, Permission, ProjectKey, ProjectPermission, RepoSlug,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -44,7 +44,7 @@ pub struct Actual {
 }
 
 /// Why a change is made.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reason {
     /// A rule wants it: `rule` names it (`groups[0]`, `grants[2]`), `detail` says how.
@@ -90,7 +90,7 @@ impl fmt::Display for Reason {
 }
 
 /// One idempotent operation against Bitbucket.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Change {
     RemoveMember {
