@@ -329,8 +329,10 @@ async fn run_demo(once: bool) -> anyhow::Result<u8> {
     let emu =
         bbsync_emulator::Emulator::start(demo::seed()?, SocketAddr::from(([127, 0, 0, 1], 0)))
             .await?;
-    let audit =
-        std::env::temp_dir().join(format!("bbsync-demo-audit-{}.jsonl", std::process::id()));
+    // A directory per demo: the audit trail and the workspace lock beside it are its own.
+    let audit = std::env::temp_dir()
+        .join(format!("bbsync-demo-{}", std::process::id()))
+        .join("audit.jsonl");
     outln!(
         "bbsync demo: embedded Bitbucket emulator at {} (workspace acme, 50 repositories)",
         emu.base_url()

@@ -43,6 +43,16 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// Another bbsync holds the workspace lock.
+    #[error("not applying: {0}")]
+    Locked(#[from] crate::lock::LockError),
+    /// The audit trail cannot be read or written for recovery.
+    #[error("cannot settle the audit trail of an interrupted run ({path}): {source}")]
+    Recovery {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// `apply --plan`: the workspace or the directory is no longer what the reviewed plan was
     /// computed from; nothing was written.
     #[error("the reviewed plan no longer matches, nothing changed: {0}")]
@@ -61,7 +71,8 @@ impl RunError {
             RunError::Mapping(_) => "mapping",
             RunError::Read(e) | RunError::Client(e) => e.metric_label(),
             RunError::NoCredential(_) => "config",
-            RunError::Audit { .. } => "audit",
+            RunError::Audit { .. } | RunError::Recovery { .. } => "audit",
+            RunError::Locked(e) => e.metric_label(),
             RunError::PlanMoved(_) => "plan_moved",
         }
     }
@@ -386,6 +397,9 @@ pub struct Reconciler {
     state: Option<crate::state::StateFile>,
     /// Opened by the first run that applies; a plan never creates or opens the audit file.
     audit: std::sync::Mutex<Option<Arc<Audit>>>,
+    /// One writer per workspace: taken by the first applying run, held until the reconciler
+    /// is dropped (a daemon holds it for its lifetime).
+    lock: std::sync::Mutex<Option<crate::lock::WorkspaceLock>>,
 }
 
 impl Reconciler {
@@ -401,7 +415,49 @@ impl Reconciler {
             cfg,
             clients,
             audit: std::sync::Mutex::new(None),
+            lock: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Where the workspace lock lives: `offboarding.state_dir`, else the audit file's
+    /// directory.
+    fn lock_dir(&self) -> Option<std::path::PathBuf> {
+        self.cfg.offboarding.state_dir.clone().or_else(|| {
+            self.cfg
+                .audit_path
+                .as_deref()
+                .and_then(std::path::Path::parent)
+                .map(|d| {
+                    if d.as_os_str().is_empty() {
+                        std::path::PathBuf::from(".")
+                    } else {
+                        d.to_path_buf()
+                    }
+                })
+        })
+    }
+
+    /// Takes the workspace lock (once; kept).
+    fn take_lock(&self) -> Result<(), RunError> {
+        let mut slot = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() {
+            return Ok(());
+        }
+        match self.lock_dir() {
+            Some(dir) => {
+                std::fs::create_dir_all(&dir).map_err(|source| {
+                    crate::lock::LockError::Io {
+                        path: dir.clone(),
+                        source,
+                    }
+                })?;
+                *slot = Some(crate::lock::WorkspaceLock::acquire(&dir)?);
+            }
+            None => tracing::warn!(
+                "neither offboarding.state_dir nor audit.path is set: a second bbsync applying to this workspace cannot be detected"
+            ),
+        }
+        Ok(())
     }
 
     /// The audit trail, opened (its directory created) on first use.
@@ -411,7 +467,14 @@ impl Reconciler {
             return Ok(Arc::clone(a));
         }
         let audit = Arc::new(match &self.cfg.audit_path {
-            Some(p) => Audit::to_file(p).map_err(|source| RunError::Audit {
+            Some(p) => Audit::to_file_with(
+                p,
+                match self.cfg.audit_fsync {
+                    crate::config::AuditFsync::Always => crate::apply::audit::FsyncPolicy::Always,
+                    crate::config::AuditFsync::Never => crate::apply::audit::FsyncPolicy::Never,
+                },
+            )
+            .map_err(|source| RunError::Audit {
                 path: p.display().to_string(),
                 source,
             })?,
@@ -582,7 +645,12 @@ impl Reconciler {
                 .collect()
         };
 
-        // Before anything is read: an apply that could not audit must not start.
+        // Before anything is read: an apply that could not audit, or that another bbsync is
+        // already running, must not start.
+        if apply {
+            self.take_lock()?;
+            self.clients.new_run();
+        }
         let audit = if apply { Some(self.audit()?) } else { None };
         let mut dir = self.source.read().await?;
         self.freeze_accounts_of_unusable_entries(&mut dir).await?;
@@ -614,6 +682,26 @@ impl Reconciler {
             repos,
             projects,
         } = read;
+        // An interrupted run's changes with no outcome: settled from what was just read.
+        if let Some(audit) = &audit {
+            let r = crate::apply::recover::recover(audit, &run_id, &actual, &self.clients)
+                .await
+                .map_err(|source| RunError::Recovery {
+                    path: audit
+                        .path()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    source,
+                })?;
+            if r.done + r.not_done + r.unsettled > 0 {
+                tracing::warn!(
+                    done = r.done,
+                    not_done = r.not_done,
+                    unsettled = r.unsettled,
+                    "settled the changes an interrupted run left without an outcome"
+                );
+            }
+        }
 
         let now = SystemTime::now();
         let (mut state, vanished_unknown) = self.load_state(apply);

@@ -65,22 +65,29 @@ async fn an_audit_trail_that_cannot_be_written_stops_the_apply() {
     );
     // Every write to /dev/full fails with ENOSPC: a full disk.
     cfg.audit_path = Some("/dev/full".into());
+    cfg.offboarding.state_dir = Some(tmp.path().join("state"));
     let report = Reconciler::new(cfg)
         .expect("rec")
         .run(true)
         .await
         .expect("run");
     assert!(!report.ok());
-    // The group create went out; its record could not be kept, so nothing more was sent.
-    assert_eq!(
-        writes(&emu),
-        ["POST /1.0/groups/acme -> 200"],
-        "changes were sent after the audit trail failed"
+    // The group create's intent could not be written ahead, so it was not sent; nor was
+    // anything after it.
+    assert!(
+        writes(&emu).is_empty(),
+        "changes were sent without their audit intent: {:?}",
+        writes(&emu)
     );
-    assert_eq!(report.count(OutcomeKind::Applied), 1);
+    assert_eq!(report.count(OutcomeKind::Applied), 0);
     assert_eq!(
         blocked_kinds(&report),
-        [(ChangeKind::AddMember, "audit_unavailable"); 3]
+        [
+            (ChangeKind::CreateGroup, "audit_unavailable"),
+            (ChangeKind::AddMember, "group_not_created"),
+            (ChangeKind::AddMember, "group_not_created"),
+            (ChangeKind::AddMember, "group_not_created"),
+        ]
     );
 }
 

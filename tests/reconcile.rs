@@ -56,7 +56,10 @@ async fn contractors_get_write_on_all_100_repositories_of_proj_and_a_second_appl
     let audit = std::fs::read_to_string(tmp.path().join("audit.jsonl")).expect("audit file");
     let finals = audit_finals(&audit);
     assert_eq!(finals.len(), 100);
-    assert!(finals.iter().all(|r| r["outcome"]["result"] == "applied"), "{audit}");
+    assert!(
+        finals.iter().all(|r| r["outcome"]["result"] == "applied"),
+        "{audit}"
+    );
 
     emu.reset_requests();
     let second = rec.run(true).await.expect("second run");

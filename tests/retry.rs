@@ -5,11 +5,11 @@
 mod common;
 
 use bbsync::bitbucket::{ApiError, Budget, BudgetSettings, Client, ClientOptions, RetryPolicy};
-use std::sync::Arc;
 use bbsync::config::{Credential, Secret};
 use bbsync::model::{BbUuid, GroupSlug};
 use bbsync_emulator::{Emulator, Fault};
 use common::*;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn client_with(base_url: &str, retry: RetryPolicy) -> Client {
@@ -230,7 +230,11 @@ async fn a_429_storm_without_retry_after_pauses_the_credential_then_stops_it_for
     let e = c.list_groups().await.expect_err("the window is closed");
     let spent = e.spent().expect("the budget is spent, not a plain 429");
     assert_eq!(spent.credential, "admin");
-    assert!(e.to_string().contains("3 429s in a row without Retry-After"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("3 429s in a row without Retry-After"),
+        "{e}"
+    );
     assert_eq!(e.metric_label(), "budget_spent");
     // 1 good request, then the 429 and two backoffs: the 429s do not spend max_retries.
     assert_eq!(c.request_count(), 4);
@@ -322,7 +326,10 @@ async fn an_html_page_answered_200_to_a_write_is_not_success_and_is_retried() {
         .expect_err("an HTML 200 is not a delete");
     assert!(matches!(e, ApiError::BadAnswer { .. }), "{e}");
     assert!(e.to_string().contains("text/html"), "{e}");
-    assert_eq!(sent(&emu, "DELETE", "/1.0/groups/acme/developers/members/"), 4);
+    assert_eq!(
+        sent(&emu, "DELETE", "/1.0/groups/acme/developers/members/"),
+        4
+    );
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@
 
 pub mod audit;
 pub mod queue;
+pub mod recover;
 
 use crate::bitbucket::{
     ApiError, ApiFamily, Clients, GrantState, MembershipBackend, Principal, Spent, Target,
@@ -160,6 +161,8 @@ struct Job {
     reason: Reason,
     family: ApiFamily,
     outcome: Option<Outcome>,
+    /// The audit intent written before it was sent.
+    intent: Option<audit::IntentId>,
 }
 
 /// The state of one apply: the queue and what the workers learned.
@@ -175,6 +178,11 @@ struct RunState {
     /// Failures in a row per family, and the last error.
     failures: BTreeMap<ApiFamily, (u32, String)>,
     audit_broken: Option<String>,
+    /// Families that have had a write succeed this run; until then one write at a time
+    /// (a refused family costs one refused request, not `concurrency` of them).
+    proven: std::collections::BTreeSet<ApiFamily>,
+    /// Families whose first write is in flight.
+    probing: std::collections::BTreeSet<ApiFamily>,
     finished: usize,
     last_progress: Instant,
 }
@@ -233,6 +241,8 @@ impl Applier<'_> {
                 refused: BTreeMap::new(),
                 failures: BTreeMap::new(),
                 audit_broken: None,
+                proven: Default::default(),
+                probing: Default::default(),
                 finished: 0,
                 last_progress: Instant::now(),
             }),
@@ -258,6 +268,7 @@ impl Applier<'_> {
                     reason: p.reason.clone(),
                     family,
                     outcome: None,
+                    intent: None,
                 });
                 let lane = self.clients.credential_index(family);
                 let priority = Priority::of(&p.change, &p.reason);
@@ -267,7 +278,10 @@ impl Applier<'_> {
                         st.creates.insert(group.clone(), id);
                     }
                     Change::RemoveUserGrant { account_id, .. } => {
-                        st.user_grants.entry(account_id.clone()).or_default().push(id);
+                        st.user_grants
+                            .entry(account_id.clone())
+                            .or_default()
+                            .push(id);
                     }
                     Change::RemoveMember { account_id, .. } => {
                         deps.extend(st.user_grants.get(account_id).into_iter().flatten());
@@ -339,21 +353,53 @@ impl Applier<'_> {
                 if st.queue.is_finished() {
                     return;
                 }
-                st.queue.next(lane).map(|id| {
-                    let j = &st.jobs[id];
-                    (id, j.change.clone(), j.family, self.precheck(&st, id))
-                })
+                match st.queue.next(lane) {
+                    Some(id) => {
+                        let family = st.jobs[id].family;
+                        let pre = self.precheck(&st, id);
+                        if pre.is_none() && !st.proven.contains(&family) {
+                            if st.probing.contains(&family) {
+                                // Its family's first write is out: wait for its answer.
+                                st.queue.requeue(id);
+                                None
+                            } else {
+                                st.probing.insert(family);
+                                Some((id, st.jobs[id].change.clone(), family, pre))
+                            }
+                        } else {
+                            Some((id, st.jobs[id].change.clone(), family, pre))
+                        }
+                    }
+                    None => None,
+                }
             };
             let Some((id, change, family, pre)) = picked else {
                 notified.await;
                 continue;
             };
+            let reason = run.lock().jobs[id].reason.clone();
             let outcome = match pre {
                 Some(reason) => blocked(reason),
-                None => self.execute(&change, family).await,
+                // Written ahead: no change reaches Bitbucket without its intent on disk.
+                None => match self.audit.intent(self.run_id, &change, &reason) {
+                    Ok(intent) => {
+                        run.lock().jobs[id].intent = Some(intent);
+                        self.execute(&change, family).await
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, change = %change, "cannot write the audit intent; not sending, and stopping this apply");
+                        let error = e.to_string();
+                        run.lock().audit_broken.get_or_insert(error.clone());
+                        blocked(BlockReason::AuditUnavailable { error })
+                    }
+                },
             };
             let records = {
                 let mut st = run.lock();
+                st.probing.remove(&family);
+                if outcome.is_done() {
+                    st.proven.insert(family);
+                }
                 self.learn(&mut st, id, &outcome);
                 let mut records = Vec::new();
                 if let Outcome::Deferred { .. } = &outcome {
@@ -445,6 +491,7 @@ impl Applier<'_> {
         (!matches!(outcome, Outcome::Deferred { .. })).then(|| Record {
             change: j.change.clone(),
             reason: j.reason.clone(),
+            intent: j.intent.clone(),
             outcome,
         })
     }
@@ -483,7 +530,7 @@ impl Applier<'_> {
         let total = st.jobs.len();
         let now = Instant::now();
         if st.finished != total
-            && st.finished % 100 != 0
+            && !st.finished.is_multiple_of(100)
             && now.duration_since(st.last_progress).as_secs() < 10
         {
             return;
@@ -518,10 +565,13 @@ impl Applier<'_> {
 
     fn write_records(&self, run: &Run, records: Vec<Record>) {
         for r in records {
-            if let Err(e) = self
-                .audit
-                .record(self.run_id, &r.change, &r.reason, &r.outcome)
-            {
+            let written = match &r.intent {
+                Some(id) => self.audit.outcome(id, &r.change, &r.reason, &r.outcome),
+                None => self
+                    .audit
+                    .record(self.run_id, &r.change, &r.reason, &r.outcome),
+            };
+            if let Err(e) = written {
                 // Lose nothing: without an audit trail, stop changing things.
                 tracing::error!(error = %e, change = %r.change, outcome = r.outcome.kind().label(), "cannot write the audit trail; stopping this apply");
                 run.lock().audit_broken.get_or_insert(e.to_string());
@@ -711,6 +761,7 @@ impl Applier<'_> {
                 records.push(Record {
                     change: j.change.clone(),
                     reason: j.reason.clone(),
+                    intent: j.intent.clone(),
                     outcome,
                 });
             }
@@ -781,8 +832,13 @@ impl Applier<'_> {
                     ..
                 } => {
                     let now = match &bulk {
-                        Some(b) => b.get(&(repo.clone(), group.clone())).map(|p| p.as_str().to_owned()),
-                        None => read.permission(Target::Repo(repo), Principal::Group(group)).await?,
+                        Some(b) => b
+                            .get(&(repo.clone(), group.clone()))
+                            .map(|p| p.as_str().to_owned()),
+                        None => {
+                            read.permission(Target::Repo(repo), Principal::Group(group))
+                                .await?
+                        }
                     };
                     now.as_deref() == Some(permission.as_str())
                 }
@@ -827,6 +883,8 @@ impl Applier<'_> {
 struct Record {
     change: Change,
     reason: Reason,
+    /// The intent it closes (sent changes); `None` for decisions (never sent).
+    intent: Option<audit::IntentId>,
     outcome: Outcome,
 }
 

@@ -184,6 +184,12 @@ impl Queue {
         None
     }
 
+    /// Puts a running job back, as it was (a worker took it but may not start it yet).
+    pub fn requeue(&mut self, id: usize) {
+        debug_assert_eq!(self.slots[id].state, State::Running);
+        self.make_ready(id);
+    }
+
     /// Marks a running job finished. When it did not succeed, every job that depends on it,
     /// directly or not, is cancelled and returned with the dependency that failed.
     pub fn finish(&mut self, id: usize, done: bool) -> Cancelled {
@@ -218,10 +224,7 @@ impl Queue {
         let mut out = Vec::new();
         let mut stack = vec![(id, because)];
         while let Some((j, why)) = stack.pop() {
-            if matches!(
-                self.slots[j].state,
-                State::Finished(_) | State::Running
-            ) {
+            if matches!(self.slots[j].state, State::Finished(_) | State::Running) {
                 continue;
             }
             self.close(j, false);
@@ -322,6 +325,18 @@ mod tests {
     }
 
     #[test]
+    fn a_requeued_job_is_next_again() {
+        let mut q = Queue::new(1);
+        let (a, _) = q.add(0, Removal, &[]);
+        let (b, _) = q.add(0, Addition, &[]);
+        assert_eq!(q.next(0), Some(a));
+        q.requeue(a);
+        assert_eq!(q.state(a), State::Ready);
+        assert_eq!(q.next(0), Some(a));
+        assert_eq!(q.next(0), Some(b));
+    }
+
+    #[test]
     fn a_job_waits_for_all_of_its_dependencies() {
         let mut q = Queue::new(1);
         let (a, _) = q.add(0, Offboarding, &[]);
@@ -351,7 +366,10 @@ mod tests {
         assert_eq!(q.next(0), Some(running));
         let mut stopped = q.stop_lane(0);
         stopped.sort();
-        assert_eq!(stopped, vec![(queued, queued), (create, create), (grant, create)]);
+        assert_eq!(
+            stopped,
+            vec![(queued, queued), (create, create), (grant, create)]
+        );
         assert_eq!(q.next(0), None);
         assert_eq!(q.open(0), 1, "one is still running");
         q.finish(running, true);

@@ -232,8 +232,7 @@ impl Budget {
     }
 
     fn maybe_recover(&self, inner: &mut Inner, now: Instant) {
-        if inner.level > 0 && now.duration_since(inner.level_since) >= self.settings.recover_after
-        {
+        if inner.level > 0 && now.duration_since(inner.level_since) >= self.settings.recover_after {
             inner.level -= 1;
             inner.level_since = now;
             inner.limiter = Arc::new(limiter(&self.settings, inner.level, &self.clock));

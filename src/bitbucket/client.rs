@@ -522,7 +522,9 @@ impl Client {
         let fetched = self
             .opts
             .retry
-            .run(true, &what, || self.fetch_token(client_id, secret, token_url))
+            .run(true, &what, || {
+                self.fetch_token(client_id, secret, token_url)
+            })
             .await;
         let answer = fetched.0?;
         // Capped: a nonsensical lifetime must not overflow Instant arithmetic.

@@ -62,7 +62,7 @@ impl GrantState for PermissionsConfigGrants {
                 for g in listed {
                     insert(&mut out, repo.clone(), &g.group.slug, &g.permission);
                 }
-                if (i + 1) % 100 == 0 {
+                if (i + 1).is_multiple_of(100) {
                     tracing::info!(done = i + 1, total = repos.len(), "reading grants");
                 }
             }

@@ -80,6 +80,17 @@ pub enum Mode {
     Apply,
 }
 
+/// When the audit file is flushed to stable storage (`[audit] fsync`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditFsync {
+    /// `fdatasync` after every record: survives a power loss.
+    #[default]
+    Always,
+    /// The page cache only: survives a crash or `kill -9` of bbsync, not a power loss.
+    Never,
+}
+
 /// Which API writes repository grants of groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -212,6 +223,7 @@ pub struct Config {
     pub safety: Safety,
     /// JSON-lines audit file; `None` sends audit records to the log (target `bbsync::audit`).
     pub audit_path: Option<PathBuf>,
+    pub audit_fsync: AuditFsync,
     /// `[apply]`: the worker pool, the request budgets, verification.
     pub apply: ApplySettings,
     pub interval: Duration,
@@ -282,6 +294,8 @@ impl RawTable for RawSafety {}
 struct RawAudit {
     /// JSON-lines audit file, relative to the configuration file; without it records go to the log.
     path: Field<PathBuf>,
+    /// `"always"` (default): fdatasync after every record; `"never"`: the page cache only.
+    fsync: Field<Word<AuditFsync>>,
 }
 
 impl RawTable for RawAudit {}
@@ -413,7 +427,8 @@ fn validate(tree: Table<RawConfig>, origin: String, base: &Path) -> Result<Confi
     let protected = scope::validate_protected(protected, &mut p);
     let offboarding = scope::validate_offboarding(offboarding, &resolve, &mut p);
     let safety = validate_safety(safety, &mut p);
-    let audit_path = validate_audit(audit, &mut p).map(resolve);
+    let (audit_path, audit_fsync) = validate_audit(audit, &mut p);
+    let audit_path = audit_path.map(resolve);
     let apply = apply::validate_apply(apply, &mut p);
     let interval = validate_daemon(daemon, &mut p);
 
@@ -438,6 +453,7 @@ fn validate(tree: Table<RawConfig>, origin: String, base: &Path) -> Result<Confi
         offboarding,
         safety,
         audit_path,
+        audit_fsync,
         apply,
         interval,
     })
@@ -476,9 +492,12 @@ fn validate_safety(raw: Table<RawSafety>, p: &mut Problems) -> Safety {
 }
 
 /// `[audit]`: the audit file, if any (not yet resolved against the configuration's directory).
-fn validate_audit(raw: Table<RawAudit>, p: &mut Problems) -> Option<PathBuf> {
-    let RawAudit { path } = raw.read("audit", p).unwrap_or_default();
-    path.get("audit.path", p)
+fn validate_audit(raw: Table<RawAudit>, p: &mut Problems) -> (Option<PathBuf>, AuditFsync) {
+    let RawAudit { path, fsync } = raw.read("audit", p).unwrap_or_default();
+    (
+        path.get("audit.path", p),
+        fsync.word("audit.fsync", p).unwrap_or_default(),
+    )
 }
 
 /// `[daemon]`: the time between reconciles.
