@@ -76,12 +76,30 @@ pub fn human(r: &RunReport) -> String {
     if r.applied && !r.outcomes.is_empty() {
         let _ = writeln!(
             s,
-            "Applied: {} applied, {} already done, {} failed, {} blocked",
-            r.count(OutcomeKind::Applied),
+            "Applied: {} applied, {} already done, {} failed, {} blocked, {} deferred",
+            r.count(OutcomeKind::Applied) + r.count(OutcomeKind::Accepted),
             r.count(OutcomeKind::AlreadyDone),
             r.count(OutcomeKind::Failed),
-            r.count(OutcomeKind::Blocked)
+            r.count(OutcomeKind::Blocked),
+            r.count(OutcomeKind::Deferred)
         );
+        if r.count(OutcomeKind::Accepted) > 0 {
+            let _ = writeln!(
+                s,
+                "  {} acknowledged by Bitbucket but not read back (the verification read failed)",
+                r.count(OutcomeKind::Accepted)
+            );
+        }
+        if let Some(first) = r.outcomes.iter().find_map(|o| match &o.outcome {
+            Outcome::Deferred { why, .. } => Some(why),
+            _ => None,
+        }) {
+            let _ = writeln!(
+                s,
+                "  DEFERRED {} change(s) to the next run: {first}",
+                r.count(OutcomeKind::Deferred)
+            );
+        }
         for o in &r.outcomes {
             match &o.outcome {
                 Outcome::Failed { error, .. } => {
