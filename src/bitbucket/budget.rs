@@ -48,7 +48,7 @@ impl Default for BudgetSettings {
     fn default() -> Self {
         BudgetSettings {
             requests_per_hour: 900,
-            burst: 10,
+            burst: 100,
             max_wait: Duration::from_secs(300),
             max_backoffs: 4,
             backoff_base: Duration::from_secs(2),

@@ -13,7 +13,9 @@ pub struct ApplySettings {
     /// Requests per hour each credential may send, reads and writes together (Bitbucket
     /// allows about 1,000 per rolling hour and counts refused requests too).
     pub requests_per_hour: u32,
-    /// Requests that may go at once before pacing starts.
+    /// Requests that may go at once before pacing starts. With GCRA, any hour holds at most
+    /// `burst + requests_per_hour` requests: the defaults (100 + 900) stay within Bitbucket's
+    /// 1,000.
     pub burst: u32,
     /// Longest a credential's work waits for its budget (a `Retry-After`, a backoff, the pace)
     /// before it stops for this run and stays queued for the next.
@@ -30,7 +32,7 @@ impl Default for ApplySettings {
         ApplySettings {
             concurrency: 4,
             requests_per_hour: 900,
-            burst: 10,
+            burst: 100,
             max_wait: Duration::from_secs(300),
             circuit_failures: 5,
             verify: true,
@@ -46,7 +48,7 @@ pub(super) struct RawApply {
     concurrency: Field<usize>,
     /// Requests per hour per credential (reads and writes); default 900.
     requests_per_hour: Field<u32>,
-    /// Requests that may go at once before pacing starts; default 10.
+    /// Requests that may go at once before pacing starts; default 100 (burst + rate <= 1,000/h).
     burst: Field<u32>,
     /// Seconds a credential's work may wait for its budget before stopping for this run; 300.
     max_wait_secs: Field<u64>,

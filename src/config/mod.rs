@@ -541,6 +541,47 @@ projects = ["proj"]
 "#;
 
     #[test]
+    fn apply_settings_default_to_a_paced_pool_and_name_every_bad_value() {
+        let c = parse(GOOD).expect("valid");
+        assert_eq!(c.apply, ApplySettings::default());
+        assert_eq!(c.apply.concurrency, 4);
+        assert_eq!(c.apply.requests_per_hour + c.apply.burst, 1000);
+        assert!(c.apply.verify);
+        assert_eq!(c.audit_fsync, AuditFsync::Always);
+        let custom = format!(
+            "{GOOD}[apply]\nconcurrency = 8\nrequests_per_hour = 500\nburst = 5\nmax_wait_secs = 60\ncircuit_failures = 3\nverify = false\n[audit]\nfsync = \"never\"\n"
+        );
+        let c = parse(&custom).expect("valid");
+        assert_eq!(
+            c.apply,
+            ApplySettings {
+                concurrency: 8,
+                requests_per_hour: 500,
+                burst: 5,
+                max_wait: Duration::from_secs(60),
+                circuit_failures: 3,
+                verify: false,
+            }
+        );
+        assert_eq!(c.audit_fsync, AuditFsync::Never);
+        let bad = format!(
+            "{GOOD}[apply]\nconcurrency = 0\nrequests_per_hour = 0\nburst = 0\ncircuit_failures = 0\nverify = [1]\nworkers = 3\n[audit]\nfsync = \"sometimes\"\n"
+        );
+        let msg = parse(&bad).expect_err("invalid").to_string();
+        for key in [
+            "apply.concurrency",
+            "apply.requests_per_hour",
+            "apply.burst",
+            "apply.circuit_failures",
+            "apply.verify",
+            "apply.workers",
+            "audit.fsync",
+        ] {
+            assert!(msg.contains(key), "{key} not named in {msg}");
+        }
+    }
+
+    #[test]
     fn a_good_config_has_safe_defaults() {
         let c = parse(GOOD).expect("valid");
         assert_eq!(c.mode, Mode::DryRun);
