@@ -649,8 +649,9 @@ impl Reconciler {
         // already running, must not start.
         if apply {
             self.take_lock()?;
-            self.clients.new_run();
         }
+        // A budget spent by the last run may try again (its pause and pace remain).
+        self.clients.new_run();
         let audit = if apply { Some(self.audit()?) } else { None };
         let mut dir = self.source.read().await?;
         self.freeze_accounts_of_unusable_entries(&mut dir).await?;

@@ -385,10 +385,11 @@ async fn a_leavers_revocation_submitted_behind_a_long_queue_starts_within_the_ne
 #[tokio::test]
 async fn a_spent_budget_defers_the_rest_and_the_next_run_finishes_without_resending() {
     let (emu, _tmp, cfg) = grants_setup(40).await;
+    let (cfg, first_cfg) = (cfg.clone(), cfg);
     // Bitbucket's window closes after 30 requests and says when it reopens (an hour).
     emu.set_rate_limit(30);
     emu.set_retry_after(RetryAfterMode::Seconds);
-    let rec = Reconciler::new(cfg).expect("rec");
+    let rec = Reconciler::new(first_cfg).expect("rec");
     let first = rec.run(true).await.expect("first run");
     assert!(!first.ok());
     let deferred = first.count(OutcomeKind::Deferred);
@@ -411,13 +412,24 @@ async fn a_spent_budget_defers_the_rest_and_the_next_run_finishes_without_resend
     let limited = emu.requests().iter().filter(|r| r.status == 429).count();
     assert!((1..=4).contains(&limited), "{limited} 429s");
 
-    // The window reopens; the next run does the rest and sends nothing twice.
+    // A run right after sends nothing: the window is still closed.
+    let mut log = emu.requests();
+    emu.reset_requests();
+    let e = rec.run(true).await.expect_err("still closed");
+    assert!(e.to_string().contains("reopens in"), "{e}");
+    assert!(emu.requests().is_empty(), "{:?}", emu.requests());
+
+    // The window reopens (for a process started later); the next run does the rest and
+    // sends nothing twice.
     emu.advance_time(Duration::from_secs(3601));
+    drop(rec);
+    let rec = Reconciler::new(cfg).expect("rec");
     let second = rec.run(true).await.expect("second run");
     assert!(second.ok(), "{:#?}", second.outcomes);
     assert_eq!(emu.state().group_grants.len(), 40);
     let mut per_path: BTreeMap<String, usize> = BTreeMap::new();
-    for r in emu.requests() {
+    log.extend(emu.requests());
+    for r in log {
         if r.method == "PUT" && r.status == 200 {
             *per_path.entry(r.path.clone()).or_insert(0) += 1;
         }

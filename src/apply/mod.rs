@@ -181,8 +181,11 @@ struct RunState {
     /// Families that have had a write succeed this run; until then one write at a time
     /// (a refused family costs one refused request, not `concurrency` of them).
     proven: std::collections::BTreeSet<ApiFamily>,
-    /// Families whose first write is in flight.
-    probing: std::collections::BTreeSet<ApiFamily>,
+    /// Families whose first write is in flight, with that job.
+    probing: BTreeMap<ApiFamily, usize>,
+    /// Set once the queue ran dry: every worker of this drive stops (sticky, so a change
+    /// submitted meanwhile waits for the next drive instead of stranding one worker).
+    drained: bool,
     finished: usize,
     last_progress: Instant,
 }
@@ -242,7 +245,8 @@ impl Applier<'_> {
                 failures: BTreeMap::new(),
                 audit_broken: None,
                 proven: Default::default(),
-                probing: Default::default(),
+                probing: BTreeMap::new(),
+                drained: false,
                 finished: 0,
                 last_progress: Instant::now(),
             }),
@@ -306,7 +310,11 @@ impl Applier<'_> {
 
     /// Works the run until every queued change is finished (or deferred).
     pub async fn drive(&self, run: &Run) {
-        let lanes = run.lock().queue.lanes();
+        let lanes = {
+            let mut st = run.lock();
+            st.drained = false;
+            st.queue.lanes()
+        };
         let workers = (0..lanes)
             .flat_map(|lane| (0..self.settings.concurrency.max(1)).map(move |_| lane))
             .map(|lane| self.worker(run, lane));
@@ -350,7 +358,12 @@ impl Applier<'_> {
             notified.as_mut().enable();
             let picked = {
                 let mut st = run.lock();
-                if st.queue.is_finished() {
+                if st.drained || st.queue.is_finished() {
+                    if !st.drained {
+                        st.drained = true;
+                        drop(st);
+                        run.notify.notify_waiters();
+                    }
                     return;
                 }
                 match st.queue.next(lane) {
@@ -358,13 +371,15 @@ impl Applier<'_> {
                         let family = st.jobs[id].family;
                         let pre = self.precheck(&st, id);
                         if pre.is_none() && !st.proven.contains(&family) {
-                            if st.probing.contains(&family) {
+                            if let std::collections::btree_map::Entry::Vacant(e) =
+                                st.probing.entry(family)
+                            {
+                                e.insert(id);
+                                Some((id, st.jobs[id].change.clone(), family, pre))
+                            } else {
                                 // Its family's first write is out: wait for its answer.
                                 st.queue.requeue(id);
                                 None
-                            } else {
-                                st.probing.insert(family);
-                                Some((id, st.jobs[id].change.clone(), family, pre))
                             }
                         } else {
                             Some((id, st.jobs[id].change.clone(), family, pre))
@@ -378,8 +393,8 @@ impl Applier<'_> {
                 continue;
             };
             let reason = run.lock().jobs[id].reason.clone();
-            let outcome = match pre {
-                Some(reason) => blocked(reason),
+            let (outcome, counts) = match pre {
+                Some(reason) => (blocked(reason), false),
                 // Written ahead: no change reaches Bitbucket without its intent on disk.
                 None => match self.audit.intent(self.run_id, &change, &reason) {
                     Ok(intent) => {
@@ -390,17 +405,21 @@ impl Applier<'_> {
                         tracing::error!(error = %e, change = %change, "cannot write the audit intent; not sending, and stopping this apply");
                         let error = e.to_string();
                         run.lock().audit_broken.get_or_insert(error.clone());
-                        blocked(BlockReason::AuditUnavailable { error })
+                        (blocked(BlockReason::AuditUnavailable { error }), false)
                     }
                 },
             };
             let records = {
                 let mut st = run.lock();
-                st.probing.remove(&family);
+                if st.probing.get(&family) == Some(&id) {
+                    st.probing.remove(&family);
+                }
                 if outcome.is_done() {
                     st.proven.insert(family);
                 }
-                self.learn(&mut st, id, &outcome);
+                if counts {
+                    self.learn(&mut st, id, &outcome);
+                }
                 let mut records = Vec::new();
                 if let Outcome::Deferred { .. } = &outcome {
                     // The lane's budget is spent: its queued work waits for the next run.
@@ -487,8 +506,10 @@ impl Applier<'_> {
         let j = &mut st.jobs[id];
         log_outcome(&j.change, &outcome);
         j.outcome = Some(outcome.clone());
-        // Deferred work was not attempted and is not decided: the next run plans it again.
-        (!matches!(outcome, Outcome::Deferred { .. })).then(|| Record {
+        // Deferred work that was never attempted is not decided: the next run plans it again
+        // (no record). One whose intent was written (its request found the budget spent, or
+        // a retry did) closes that intent.
+        (!matches!(outcome, Outcome::Deferred { .. }) || j.intent.is_some()).then(|| Record {
             change: j.change.clone(),
             reason: j.reason.clone(),
             intent: j.intent.clone(),
@@ -579,9 +600,13 @@ impl Applier<'_> {
         }
     }
 
-    /// Sends one change; every error becomes an outcome.
-    async fn execute(&self, change: &Change, family: ApiFamily) -> Outcome {
-        match self.apply_one(change, family).await {
+    /// Sends one change; every error becomes an outcome. The flag says whether a failure
+    /// counts toward the family's circuit (a failed read needed to name the person does not:
+    /// it says nothing about the writes).
+    async fn execute(&self, change: &Change, family: ApiFamily) -> (Outcome, bool) {
+        let result = self.apply_one(change, family).await;
+        let counts = !matches!(result, Err(WriteError::MembersUnreadable(_)));
+        let outcome = match result {
             Ok(Written::Done) if self.settings.verify => Outcome::Accepted,
             Ok(Written::Done) => Outcome::Applied,
             Ok(Written::AlreadyDone) => Outcome::AlreadyDone,
@@ -597,7 +622,8 @@ impl Applier<'_> {
                     status: e.status(),
                 },
             },
-        }
+        };
+        (outcome, counts)
     }
 
     async fn apply_one(&self, c: &Change, family: ApiFamily) -> Result<Written, WriteError> {
@@ -664,27 +690,18 @@ impl Applier<'_> {
     // ---- verification ------------------------------------------------------------------------
 
     /// Reads back every acknowledged change; a lost one is sent once more and read again;
-    /// what is still missing is failed.
+    /// what is still missing is failed. What cannot be read stays `Accepted`.
     async fn verify(&self, run: &Run) {
-        let accepted = |run: &Run| -> Vec<usize> {
+        let ids: Vec<usize> = {
             let st = run.lock();
             (0..st.jobs.len())
                 .filter(|&i| st.jobs[i].outcome == Some(Outcome::Accepted))
                 .collect()
         };
-        let ids = accepted(run);
         if ids.is_empty() {
             return;
         }
-        let jobs: Vec<Change> = {
-            let st = run.lock();
-            ids.iter().map(|&i| st.jobs[i].change.clone()).collect()
-        };
-        let Some(lost) = self.missing(&jobs).await else {
-            return self.verified(run, &ids, &[], false);
-        };
-        let lost_ids: Vec<usize> = lost.iter().map(|&k| ids[k]).collect();
-        self.verified(run, &ids, &lost_ids, false);
+        let lost_ids = self.judge(run, &ids, false).await;
         if lost_ids.is_empty() {
             return;
         }
@@ -707,53 +724,58 @@ impl Applier<'_> {
         let first_new = run.lock().jobs.len();
         self.submit(run, &again);
         self.drive(run).await;
-        let retried: Vec<usize> = (first_new..first_new + again.len()).collect();
         let redo: Vec<usize> = {
             let st = run.lock();
-            retried
-                .iter()
-                .copied()
+            (first_new..first_new + again.len())
                 .filter(|&i| st.jobs[i].outcome == Some(Outcome::Accepted))
                 .collect()
         };
-        let changes: Vec<Change> = {
-            let st = run.lock();
-            redo.iter().map(|&i| st.jobs[i].change.clone()).collect()
-        };
-        let still = match self.missing(&changes).await {
-            Some(l) => l.iter().map(|&k| redo[k]).collect(),
-            None => Vec::new(),
-        };
-        self.verified(run, &redo, &still, true);
-        // The first attempts' final word is the second attempt's.
+        self.judge(run, &redo, true).await;
+        // The first attempts' final word is the second attempt's; the retries are folded
+        // into the originals.
         let mut st = run.lock();
         for (k, &orig) in lost_ids.iter().enumerate() {
-            let second = st.jobs[first_new + k].outcome.clone();
-            if let Some(o) = second {
+            if let Some(o) = st.jobs[first_new + k].outcome.clone() {
                 st.jobs[orig].outcome = Some(o);
             }
         }
-        // The retries are folded into the originals.
         st.jobs.truncate(first_new);
     }
 
-    /// Records the verdict on acknowledged jobs: `lost` failed, the others applied.
-    fn verified(&self, run: &Run, ids: &[usize], lost: &[usize], second: bool) {
+    /// Reads back acknowledged jobs and records the verdicts: shown, applied; not shown,
+    /// failed (a lost write); not readable, left acknowledged. Returns the lost ones.
+    async fn judge(&self, run: &Run, ids: &[usize], second: bool) -> Vec<usize> {
+        let changes: Vec<Change> = {
+            let st = run.lock();
+            ids.iter().map(|&i| st.jobs[i].change.clone()).collect()
+        };
+        let verdicts = self.read_back(&changes).await;
+        let unread = verdicts.iter().filter(|v| v.is_none()).count();
+        if unread > 0 {
+            tracing::warn!(
+                unread,
+                "cannot read back some acknowledged changes; they stay acknowledged, not verified"
+            );
+        }
+        let mut lost = Vec::new();
         let mut records = Vec::new();
         {
             let mut st = run.lock();
-            for &i in ids {
-                let outcome = if lost.contains(&i) {
-                    Outcome::Failed {
-                        error: if second {
-                            "Bitbucket acknowledged this write twice but does not show it (a lost write)".into()
-                        } else {
-                            "Bitbucket acknowledged this write but does not show it (a lost write); sending it once more".into()
-                        },
-                        status: None,
+            for (&i, verdict) in ids.iter().zip(verdicts) {
+                let outcome = match verdict {
+                    None => continue,
+                    Some(true) => Outcome::Applied,
+                    Some(false) => {
+                        lost.push(i);
+                        Outcome::Failed {
+                            error: if second {
+                                "Bitbucket acknowledged this write twice but does not show it (a lost write)".into()
+                            } else {
+                                "Bitbucket acknowledged this write but does not show it (a lost write); sending it once more".into()
+                            },
+                            status: None,
+                        }
                     }
-                } else {
-                    Outcome::Applied
                 };
                 let j = &mut st.jobs[i];
                 log_outcome(&j.change, &outcome);
@@ -767,21 +789,15 @@ impl Applier<'_> {
             }
         }
         self.write_records(run, records);
+        lost
     }
 
-    /// Which of `changes` Bitbucket does not show; `None` when it could not be read (the
-    /// changes stay acknowledged, not verified).
-    async fn missing(&self, changes: &[Change]) -> Option<Vec<usize>> {
-        match self.read_back(changes).await {
-            Ok(lost) => Some(lost),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read back what was written; the changes stay acknowledged, not verified");
-                None
-            }
-        }
-    }
-
-    async fn read_back(&self, changes: &[Change]) -> Result<Vec<usize>, ApiError> {
+    /// Whether Bitbucket shows each change: `Some(true)` shown, `Some(false)` not shown,
+    /// `None` when it could not be read.
+    async fn read_back(&self, changes: &[Change]) -> Vec<Option<bool>> {
+        let warn = |what: &str, e: &ApiError| {
+            tracing::warn!(error = %e, what, "read-back failed");
+        };
         let memberships = changes.iter().any(|c| {
             matches!(
                 c,
@@ -789,7 +805,12 @@ impl Applier<'_> {
             )
         });
         let groups = match memberships {
-            true => Some(self.members.read_groups().await?),
+            true => self
+                .members
+                .read_groups()
+                .await
+                .map_err(|e| warn("groups", &e))
+                .ok(),
             false => None,
         };
         let repo_grants = changes
@@ -797,85 +818,80 @@ impl Applier<'_> {
             .filter(|c| matches!(c, Change::SetGrant { .. } | Change::RemoveGrant { .. }))
             .count();
         let bulk = match repo_grants > TARGETED_VERIFY_MAX {
-            true => Some(
-                crate::bitbucket::V1GroupPrivileges(
-                    self.clients.shared(ApiFamily::GroupPrivilegesRead),
-                )
-                .read(&[])
-                .await?,
-            ),
+            true => crate::bitbucket::V1GroupPrivileges(
+                self.clients.shared(ApiFamily::GroupPrivilegesRead),
+            )
+            .read(&[])
+            .await
+            .map_err(|e| warn("group privileges", &e))
+            .ok(),
             false => None,
         };
         let read = self.clients.get(ApiFamily::PermissionsRead);
-        let mut lost = Vec::new();
-        for (i, c) in changes.iter().enumerate() {
-            let shows = match c {
-                Change::CreateGroup { group, .. } => {
-                    groups.as_ref().is_some_and(|g| g.contains_key(group))
+        let member = |group: &GroupSlug, id: &AccountId| -> Option<bool> {
+            groups
+                .as_ref()
+                .map(|g| g.get(group).is_some_and(|g| g.members.contains_key(id)))
+        };
+        let mut out = Vec::with_capacity(changes.len());
+        for c in changes {
+            let one = |r: Result<Option<String>, ApiError>| match r {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    warn("permission", &e);
+                    None
                 }
+            };
+            let verdict = match c {
+                Change::CreateGroup { group, .. } => groups.as_ref().map(|g| g.contains_key(group)),
                 Change::AddMember {
                     group, account_id, ..
-                } => groups
-                    .as_ref()
-                    .and_then(|g| g.get(group))
-                    .is_some_and(|g| g.members.contains_key(account_id)),
+                } => member(group, account_id),
                 Change::RemoveMember {
                     group, account_id, ..
-                } => !groups
-                    .as_ref()
-                    .and_then(|g| g.get(group))
-                    .is_some_and(|g| g.members.contains_key(account_id)),
+                } => member(group, account_id).map(|m| !m),
                 Change::SetGrant {
                     repo,
                     group,
                     permission,
                     ..
-                } => {
-                    let now = match &bulk {
-                        Some(b) => b
-                            .get(&(repo.clone(), group.clone()))
-                            .map(|p| p.as_str().to_owned()),
-                        None => {
-                            read.permission(Target::Repo(repo), Principal::Group(group))
-                                .await?
-                        }
-                    };
-                    now.as_deref() == Some(permission.as_str())
-                }
-                Change::RemoveGrant { repo, group, .. } => match &bulk {
-                    Some(b) => !b.contains_key(&(repo.clone(), group.clone())),
-                    None => read
+                } => match &bulk {
+                    Some(b) => Some(b.get(&(repo.clone(), group.clone())) == Some(permission)),
+                    None => one(read
                         .permission(Target::Repo(repo), Principal::Group(group))
-                        .await?
-                        .is_none(),
+                        .await)
+                    .map(|p| p.as_deref() == Some(permission.as_str())),
+                },
+                Change::RemoveGrant { repo, group, .. } => match &bulk {
+                    Some(b) => Some(!b.contains_key(&(repo.clone(), group.clone()))),
+                    None => one(read
+                        .permission(Target::Repo(repo), Principal::Group(group))
+                        .await)
+                    .map(|p| p.is_none()),
                 },
                 Change::SetProjectGrant {
                     project,
                     group,
                     permission,
                     ..
-                } => {
-                    read.permission(Target::Project(project), Principal::Group(group))
-                        .await?
-                        .as_deref()
-                        == Some(permission.as_str())
-                }
-                Change::RemoveProjectGrant { project, group, .. } => read
+                } => one(read
                     .permission(Target::Project(project), Principal::Group(group))
-                    .await?
-                    .is_none(),
+                    .await)
+                .map(|p| p.as_deref() == Some(permission.as_str())),
+                Change::RemoveProjectGrant { project, group, .. } => one(read
+                    .permission(Target::Project(project), Principal::Group(group))
+                    .await)
+                .map(|p| p.is_none()),
                 Change::RemoveUserGrant {
                     target, account_id, ..
-                } => read
+                } => one(read
                     .permission(grant_target(target), Principal::User(account_id.as_str()))
-                    .await?
-                    .is_none(),
+                    .await)
+                .map(|p| p.is_none()),
             };
-            if !shows {
-                lost.push(i);
-            }
+            out.push(verdict);
         }
-        Ok(lost)
+        out
     }
 }
 

@@ -60,6 +60,12 @@ impl Default for BudgetSettings {
 /// Lowest pace after 429s: the configured rate divided by 2^MAX_LEVEL.
 const MAX_LEVEL: u32 = 3;
 
+/// Shortest pause a `Retry-After` gives (a `0` or a date in the past would resend at once).
+const MIN_PAUSE: Duration = Duration::from_secs(1);
+
+/// How long a credential rests after a storm of 429s without `Retry-After`.
+const QUIET_AFTER_STORM: Duration = Duration::from_secs(900);
+
 /// The credential's budget is spent for this run.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("the request budget of credential {credential:?} is spent for this run: {why}{}", resume_hint(*.resume_in))]
@@ -137,7 +143,7 @@ impl Budget {
         let clock = TokioClock {
             start: Instant::now(),
         };
-        let limiter = Arc::new(limiter(&settings, 0, &clock));
+        let limiter = Arc::new(limiter(&settings, 0, &clock, false));
         Budget {
             credential: credential.to_owned(),
             settings,
@@ -180,12 +186,21 @@ impl Budget {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Spends the budget for this run. `resume_in`, when known, is also kept as a pause, so
+    /// that the next run (a new run lifts the stop) does not send into the window either
+    /// before it reopens.
     fn spend(&self, inner: &mut Inner, why: String, resume_in: Option<Duration>) -> Spent {
         let s = Spent {
             credential: self.credential.clone(),
             why,
             resume_in,
         };
+        if let Some(d) = resume_in {
+            let until = Instant::now().checked_add(d);
+            if until > inner.paused_until {
+                inner.paused_until = until;
+            }
+        }
         if inner.stopped.is_none() {
             tracing::warn!(credential = %self.credential, reason = %s.why, resume_in_secs = resume_in.map(|d| d.as_secs()), "request budget spent for this run: the credential's remaining work stays queued");
         }
@@ -197,7 +212,7 @@ impl Budget {
     /// budget is spent for this run or the wait would exceed `max_wait`.
     pub async fn acquire(&self) -> Result<Permit, Spent> {
         loop {
-            let wait = {
+            let (wait, paused) = {
                 let mut inner = self.lock();
                 if let Some(s) = &inner.stopped {
                     return Err(s.clone());
@@ -205,27 +220,32 @@ impl Budget {
                 let now = Instant::now();
                 self.maybe_recover(&mut inner, now);
                 match inner.paused_until.filter(|u| *u > now) {
-                    Some(until) => until - now,
+                    Some(until) => (until - now, true),
                     None => match inner.limiter.check() {
                         Ok(()) => {
                             self.sent.fetch_add(1, Ordering::Relaxed);
                             return Ok(Permit { epoch: inner.epoch });
                         }
-                        Err(not_until) => not_until.wait_time_from(self.clock.now()),
+                        Err(not_until) => (not_until.wait_time_from(self.clock.now()), false),
                     },
                 }
             };
             if wait > self.settings.max_wait {
                 let mut inner = self.lock();
-                return Err(self.spend(
-                    &mut inner,
+                let why = if paused {
+                    format!(
+                        "Bitbucket's window for this credential reopens in {} s, more than apply.max_wait ({} s)",
+                        wait.as_secs(),
+                        self.settings.max_wait.as_secs()
+                    )
+                } else {
                     format!(
                         "the next request could only go in {} s, more than apply.max_wait ({} s)",
                         wait.as_secs(),
                         self.settings.max_wait.as_secs()
-                    ),
-                    Some(wait),
-                ));
+                    )
+                };
+                return Err(self.spend(&mut inner, why, Some(wait)));
             }
             tokio::time::sleep(wait).await;
         }
@@ -235,7 +255,7 @@ impl Budget {
         if inner.level > 0 && now.duration_since(inner.level_since) >= self.settings.recover_after {
             inner.level -= 1;
             inner.level_since = now;
-            inner.limiter = Arc::new(limiter(&self.settings, inner.level, &self.clock));
+            inner.limiter = Arc::new(limiter(&self.settings, inner.level, &self.clock, true));
             tracing::info!(credential = %self.credential, rate_per_hour = rate(&self.settings, inner.level), "no 429 for a while: request pace steps up");
         }
     }
@@ -250,41 +270,48 @@ impl Budget {
             return Err(s.clone());
         }
         let now = Instant::now();
+        // A zero or past Retry-After would send straight back: at least a second.
+        let retry_after = retry_after.map(|d| d.max(MIN_PAUSE));
+        if let Some(d) = retry_after.filter(|d| *d > self.settings.max_wait) {
+            // Whatever epoch it was sent in: the server says the window stays closed.
+            inner.backoffs = 0;
+            return Err(self.spend(
+                &mut inner,
+                format!(
+                    "Bitbucket answered 429 with Retry-After {} s, more than apply.max_wait ({} s)",
+                    d.as_secs(),
+                    self.settings.max_wait.as_secs()
+                ),
+                Some(d),
+            ));
+        }
         if permit.epoch != inner.epoch {
-            // Sent before the current pause: that pause already answers this 429.
+            // Sent before the current pause: that pause answers this 429, lengthened if the
+            // server now says later.
+            if let Some(until) = retry_after.and_then(|d| now.checked_add(d)) {
+                if Some(until) > inner.paused_until {
+                    inner.paused_until = Some(until);
+                }
+            }
             return Ok(());
         }
         inner.epoch += 1;
         inner.level_since = now;
         if inner.level < MAX_LEVEL {
             inner.level += 1;
-            inner.limiter = Arc::new(limiter(&self.settings, inner.level, &self.clock));
+            inner.limiter = Arc::new(limiter(&self.settings, inner.level, &self.clock, true));
         }
         let wait = match retry_after {
             Some(d) => {
                 inner.backoffs = 0;
-                if d > self.settings.max_wait {
-                    return Err(self.spend(
-                        &mut inner,
-                        format!(
-                            "Bitbucket answered 429 with Retry-After {} s, more than apply.max_wait ({} s)",
-                            d.as_secs(),
-                            self.settings.max_wait.as_secs()
-                        ),
-                        Some(d),
-                    ));
-                }
                 d
             }
             None => {
                 if inner.backoffs >= self.settings.max_backoffs {
                     let why = format!("{} 429s in a row without Retry-After", inner.backoffs + 1);
-                    return Err(self.spend(
-                        &mut inner,
-                        why,
-                        // A rolling hour: the window is surely open again an hour from now.
-                        Some(Duration::from_secs(3600)),
-                    ));
+                    // The rolling hour frees up as old requests age out; not trying again for
+                    // a while costs less than refused probes, which count too.
+                    return Err(self.spend(&mut inner, why, Some(QUIET_AFTER_STORM)));
                 }
                 let ceiling = self
                     .settings
@@ -297,7 +324,7 @@ impl Budget {
                 ceiling.mul_f64(0.1 + 0.9 * fastrand::f64())
             }
         };
-        inner.paused_until = Some(now + wait);
+        inner.paused_until = now.checked_add(wait);
         tracing::warn!(credential = %self.credential, pause_ms = wait.as_millis() as u64, rate_per_hour = rate(&self.settings, inner.level), retry_after = retry_after.is_some(), "rate limited (429): pausing every request of this credential");
         Ok(())
     }
@@ -336,13 +363,19 @@ fn rate(s: &BudgetSettings, level: u32) -> f64 {
     f64::from(s.requests_per_hour.max(1)) / f64::from(1u32 << level)
 }
 
-fn limiter(s: &BudgetSettings, level: u32, clock: &TokioClock) -> Limiter {
+fn limiter(s: &BudgetSettings, level: u32, clock: &TokioClock, rebuilt: bool) -> Limiter {
     let period = Duration::from_secs_f64(3600.0 / rate(s, level)).max(Duration::from_nanos(1));
     let burst = NonZeroU32::new((s.burst >> level).max(1)).unwrap_or(NonZeroU32::MIN);
     let quota = Quota::with_period(period)
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
         .allow_burst(burst);
-    RateLimiter::direct_with_clock(quota, clock.clone())
+    let l = RateLimiter::direct_with_clock(quota, clock.clone());
+    if rebuilt {
+        // Rebuilt after a 429 or on the way back up: it starts empty, not with a fresh burst
+        // (an hour must not hold more than burst + rate).
+        let _ = l.check_n(burst);
+    }
+    l
 }
 
 #[cfg(test)]
@@ -407,8 +440,58 @@ mod tests {
         let start = Instant::now();
         assert_eq!(b.acquire().await.expect_err("spent"), e);
         assert_eq!(start.elapsed(), Duration::ZERO);
+        // The next run does not send into the window before Bitbucket said it reopens...
         b.new_run();
-        assert!(b.acquire().await.is_ok(), "a new run tries again");
+        let again = b.acquire().await.expect_err("still closed");
+        assert!(again.why.contains("reopens in"), "{again}");
+        assert_eq!(b.status().sent, 1, "nothing more was sent");
+        // ...and does once it has.
+        tokio::time::sleep(Duration::from_secs(3450)).await;
+        b.new_run();
+        assert!(b.acquire().await.is_ok(), "a later run tries again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_longer_retry_after_from_a_concurrent_request_lengthens_the_pause() {
+        let b = Budget::new("admin", settings(3600, 100));
+        let a = b.acquire().await.expect("permit");
+        let other = b.acquire().await.expect("permit");
+        b.rate_limited(a, Some(Duration::from_secs(10)))
+            .expect("paused");
+        b.rate_limited(other, Some(Duration::from_secs(40)))
+            .expect("same window, later");
+        assert_eq!(b.rate_per_hour(), 1800.0, "stepped down once");
+        let start = Instant::now();
+        b.acquire().await.expect("after the longer pause");
+        assert_eq!(start.elapsed(), Duration::from_secs(40));
+        // A stale 429 whose Retry-After is beyond max_wait spends the budget all the same.
+        let c = b.acquire().await.expect("permit");
+        let d = b.acquire().await.expect("permit");
+        b.rate_limited(c, Some(Duration::from_secs(1)))
+            .expect("paused");
+        assert!(b.rate_limited(d, Some(Duration::from_secs(3600))).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_retry_after_still_pauses_and_a_rebuilt_pace_starts_without_a_burst() {
+        let b = Budget::new("admin", settings(3600, 100));
+        let p = b.acquire().await.expect("permit");
+        b.rate_limited(p, Some(Duration::ZERO)).expect("paused");
+        let start = Instant::now();
+        b.acquire().await.expect("after the pause");
+        // The pause (1 s), then the emptied pace's first slot (one period of 2 s).
+        assert!(start.elapsed() >= MIN_PAUSE, "at least a second");
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        // Stepped down to 1,800/hour (one per 2 s) with no fresh burst of 50.
+        let start = Instant::now();
+        for _ in 0..3 {
+            b.acquire().await.expect("paced");
+        }
+        assert!(
+            start.elapsed() >= Duration::from_secs(4),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]

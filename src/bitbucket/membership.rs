@@ -219,9 +219,18 @@ impl MembershipBackend for V1Groups {
                             tracing::warn!(group = %slug, error = %e, "the group create got no good answer and the group is not there: sending it once more");
                             match self.write.create_group(name).await {
                                 Ok(_) => Ok(Written::Done),
+                                // The first one landed late after all.
+                                Err(e2) if e2.status() == Some(400) => {
+                                    match self.read.get_group(slug).await {
+                                        Ok(Some(_)) => Ok(Written::Done),
+                                        _ => Err(e2.into()),
+                                    }
+                                }
                                 Err(e2) => Err(e2.into()),
                             }
                         }
+                        // A spent budget is the answer that matters: the work is deferred.
+                        Err(lookup) if lookup.spent().is_some() => Err(lookup.into()),
                         Ok(None) | Err(_) => Err(e.into()),
                     }
                 }

@@ -50,7 +50,7 @@ pub(super) struct RawApply {
     requests_per_hour: Field<u32>,
     /// Requests that may go at once before pacing starts; default 100 (burst + rate <= 1,000/h).
     burst: Field<u32>,
-    /// Seconds a credential's work may wait for its budget before stopping for this run; 300.
+    /// Seconds a credential's work may wait for its budget before stopping for this run; 300, at most 3600.
     max_wait_secs: Field<u64>,
     /// Failures in a row that open an API family's circuit for the run; default 5.
     circuit_failures: Field<u32>,
@@ -101,13 +101,23 @@ pub(super) fn validate_apply(raw: Table<RawApply>, p: &mut Problems) -> ApplySet
             "apply.circuit_failures must be at least 1",
         );
     }
+    let max_wait = max_wait_secs
+        .get("apply.max_wait_secs", p)
+        .map_or(d.max_wait, Duration::from_secs);
+    if max_wait > Duration::from_secs(3600) {
+        p.push(
+            "apply.max_wait_secs",
+            format!(
+                "{} s is more than an hour (Bitbucket's window is an hour; work waiting longer belongs to the next run)",
+                max_wait.as_secs()
+            ),
+        );
+    }
     ApplySettings {
         concurrency,
         requests_per_hour,
         burst,
-        max_wait: max_wait_secs
-            .get("apply.max_wait_secs", p)
-            .map_or(d.max_wait, Duration::from_secs),
+        max_wait,
         circuit_failures,
         verify: verify.get("apply.verify", p).unwrap_or(d.verify),
     }
