@@ -73,7 +73,6 @@ pub enum State {
 struct Slot {
     lane: usize,
     priority: Priority,
-    seq: u64,
     state: State,
     dependents: Vec<usize>,
 }
@@ -82,8 +81,9 @@ struct Slot {
 #[derive(Debug, Default)]
 pub struct Queue {
     slots: Vec<Slot>,
-    ready: Vec<BinaryHeap<Reverse<(Priority, u64, usize)>>>,
-    seq: u64,
+    /// Per lane, by priority and then by id: ids grow with arrival, so equal priorities go
+    /// first come, first served.
+    ready: Vec<BinaryHeap<Reverse<(Priority, usize)>>>,
     /// Jobs not finished, per lane.
     open: Vec<usize>,
 }
@@ -109,19 +109,10 @@ impl Queue {
         self.slots[id].state
     }
 
-    pub fn lane(&self, id: usize) -> usize {
-        self.slots[id].lane
-    }
-
-    pub fn priority(&self, id: usize) -> Priority {
-        self.slots[id].priority
-    }
-
     /// Adds a job that may start once every job in `deps` (earlier ids) is done. A
     /// dependency that already failed cancels it at once: the answer lists it.
     pub fn add(&mut self, lane: usize, priority: Priority, deps: &[usize]) -> (usize, Cancelled) {
         let id = self.slots.len();
-        self.seq += 1;
         let mut waiting = 0;
         let mut failed = None;
         for &d in deps {
@@ -137,7 +128,6 @@ impl Queue {
         self.slots.push(Slot {
             lane,
             priority,
-            seq: self.seq,
             state: State::Waiting(waiting),
             dependents: Vec::new(),
         });
@@ -155,11 +145,9 @@ impl Queue {
     /// later that depend on it are cancelled at once.
     pub fn add_closed(&mut self, lane: usize, priority: Priority) -> usize {
         let id = self.slots.len();
-        self.seq += 1;
         self.slots.push(Slot {
             lane,
             priority,
-            seq: self.seq,
             state: State::Finished(false),
             dependents: Vec::new(),
         });
@@ -169,12 +157,12 @@ impl Queue {
     fn make_ready(&mut self, id: usize) {
         let s = &mut self.slots[id];
         s.state = State::Ready;
-        self.ready[s.lane].push(Reverse((s.priority, s.seq, id)));
+        self.ready[s.lane].push(Reverse((s.priority, id)));
     }
 
     /// The highest-priority ready job of `lane`, now running.
     pub fn next(&mut self, lane: usize) -> Option<usize> {
-        while let Some(Reverse((_, _, id))) = self.ready[lane].pop() {
+        while let Some(Reverse((_, id))) = self.ready[lane].pop() {
             // A job cancelled while ready stays in the heap: skip it.
             if self.slots[id].state == State::Ready {
                 self.slots[id].state = State::Running;
@@ -322,6 +310,42 @@ mod tests {
         assert_eq!(q.next(1), None);
         q.finish(other, true);
         assert!(q.is_finished());
+    }
+
+    #[test]
+    fn a_dependency_already_done_does_not_hold_a_job_back() {
+        let mut q = Queue::new(2);
+        assert_eq!(q.lanes(), 2);
+        let (create, _) = q.add(0, Addition, &[]);
+        assert_eq!(q.next(0), Some(create));
+        q.finish(create, true);
+        let (member, cancelled) = q.add(1, Addition, &[create]);
+        assert!(cancelled.is_empty());
+        assert_eq!(q.state(member), State::Ready);
+        assert_eq!(q.next(1), Some(member));
+    }
+
+    #[test]
+    fn a_job_decided_before_the_run_takes_the_next_id_and_its_dependents_with_it() {
+        let mut q = Queue::new(1);
+        let (a, _) = q.add(0, Addition, &[]);
+        let blocked = q.add_closed(0, Removal);
+        assert_eq!(blocked, a + 1);
+        assert_eq!(q.state(blocked), State::Finished(false));
+        let (c, cancelled) = q.add(0, Addition, &[blocked]);
+        assert_eq!(c, blocked + 1);
+        assert_eq!(cancelled, vec![(c, blocked)]);
+        assert_eq!(q.open(0), 1, "only the first is open");
+        assert_eq!(q.next(0), Some(a));
+    }
+
+    #[test]
+    fn priority_labels_are_the_metric_labels() {
+        let labels: Vec<&str> = Priority::ALL.iter().map(|p| p.label()).collect();
+        assert_eq!(labels, ["offboarding", "removal", "addition", "repair"]);
+        for p in Priority::ALL {
+            assert_eq!(serde_json::to_value(p).expect("json"), p.label());
+        }
     }
 
     #[test]
