@@ -782,11 +782,27 @@ impl Client {
     }
 
     /// GET a JSON document, failing on any non-2xx.
+    /// A body that does not decode (garbled, cut inside a string) is read again, up to the
+    /// retry policy's `max_retries`: a GET is idempotent, and a listing must not fail a whole
+    /// reconcile on one bad answer.
     pub async fn get_json<T: DeserializeOwned>(&self, url: &str) -> Result<T, ApiError> {
-        self.send_expecting(Method::GET, url, Body::None, expect::json_document)
-            .await?
-            .ok()?
-            .json()
+        let mut attempt = 0u32;
+        loop {
+            let decoded = self
+                .send_expecting(Method::GET, url, Body::None, expect::json_document)
+                .await?
+                .ok()?
+                .json();
+            match decoded {
+                Err(e @ ApiError::Decode { .. }) if attempt < self.opts.retry.max_retries => {
+                    let wait = self.opts.retry.backoff(attempt, fastrand::f64());
+                    tracing::warn!(error = %e, attempt = attempt + 1, delay_ms = wait.as_millis() as u64, "reading again: the answer did not decode");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Follows a 2.0 collection through every `next` link. `next` must stay on the API's origin
