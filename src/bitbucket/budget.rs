@@ -174,14 +174,6 @@ impl Budget {
         )
     }
 
-    pub fn credential(&self) -> &str {
-        &self.credential
-    }
-
-    pub fn settings(&self) -> &BudgetSettings {
-        &self.settings
-    }
-
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -436,6 +428,10 @@ mod tests {
             .expect_err("beyond max_wait");
         assert_eq!(e.resume_in, Some(Duration::from_secs(3450)));
         assert!(e.to_string().contains("Retry-After 3450 s"), "{e}");
+        assert!(
+            e.to_string().contains("expected to reopen in about 3450 s"),
+            "{e}"
+        );
         // Every later request fails at once: nothing is sent into the closed window.
         let start = Instant::now();
         assert_eq!(b.acquire().await.expect_err("spent"), e);
@@ -449,6 +445,17 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(3450)).await;
         b.new_run();
         assert!(b.acquire().await.is_ok(), "a later run tries again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unlimited_budget_never_makes_a_request_wait() {
+        let b = Budget::unlimited("probe");
+        let start = Instant::now();
+        for _ in 0..10_000 {
+            b.acquire().await.expect("permit");
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(b.status().credential, "probe");
     }
 
     #[tokio::test(start_paused = true)]
