@@ -414,6 +414,7 @@ async fn apply_on(
         audit: &audit,
         run_id: "bench",
         settings: cfg.apply.clone(),
+        stop: None,
     };
     emu.reset_requests();
     let t = Instant::now();
@@ -845,6 +846,7 @@ async fn offboarding(o: &Opts, rows: &mut Vec<Row>) {
         audit: &audit,
         run_id: "bench-offboarding",
         settings: cfg.apply.clone(),
+        stop: None,
     };
     let plan = plan_of((0..n).map(|i| grant(&repo_slug(i))).collect());
     let leaver = account(LEAVER);

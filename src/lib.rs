@@ -22,7 +22,8 @@
 //!    - [`apply`]: runs a plan through those seams; the audit trail.
 //!    - [`state`]: what must survive a restart (when people went missing), written atomically.
 //!    - [`lock`]: one writer per workspace (an exclusive `flock` in the state directory).
-//! 5. **Orchestration**: [`reconcile`] (one whole run), [`review`] (plans written for review,
+//! 5. **Orchestration**: [`reconcile`] (one whole run), [`daemon`] (runs on a schedule until
+//!    stopped), [`review`] (plans written for review,
 //!    approval of held revocations), [`check`] (what the credentials can do), [`report`] (human
 //!    and JSON renderings), [`metrics`] (the Prometheus registry), [`demo`] (embedded emulator +
 //!    sample directory).
@@ -33,6 +34,7 @@ pub mod apply;
 pub mod bitbucket;
 pub mod check;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod directory;
 pub mod family;

@@ -2,7 +2,6 @@
 //! sets up logging, and turns results into exit codes.
 
 use anyhow::Context;
-use bbsync::apply::OutcomeKind;
 use bbsync::config::{Config, ConfigError, Mode};
 use bbsync::reconcile::{Reconciler, RunError};
 use bbsync::{demo, report};
@@ -498,42 +497,39 @@ async fn read_source(path: &std::path::Path, output: Output) -> anyhow::Result<u
 async fn run_loop(path: &std::path::Path) -> anyhow::Result<u8> {
     let cfg = Config::load(path)?;
     let apply = cfg.mode == Mode::Apply;
-    let interval = cfg.interval;
+    let schedule = bbsync::daemon::Schedule::every(cfg.interval);
     let rec = Reconciler::new(cfg)?;
     let metrics = bbsync::metrics::Metrics::new()?;
-    tracing::info!(apply, interval_secs = interval.as_secs(), "bbsync running");
-    loop {
-        let result = rec.run(apply).await;
-        match &result {
-            Ok(r) => metrics.observe(r, rec.clients.total_requests()),
-            Err(e) => {
-                metrics.observe_error(e);
-                metrics.observe_requests(rec.clients.total_requests());
-            }
-        }
-        match result {
-            Ok(r) => tracing::info!(
-                run_id = r.run_id,
-                changes = r.plan.changes.len(),
-                applied = r.count(OutcomeKind::Applied),
-                failed = r.count(OutcomeKind::Failed),
-                blocked = r.count(OutcomeKind::Blocked),
-                ok = r.ok(),
-                "reconcile finished"
-            ),
-            Err(e) => {
-                tracing::error!(error = %e, kind = e.metric_label(), "reconcile failed; nothing changed")
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("stopping");
-                return Ok(EXIT_OK);
-            }
+    let shutdown = rec.shutdown_token();
+    bbsync::daemon::watch_signals(shutdown.clone()).context("cannot watch signals")?;
+    tracing::info!(
+        apply,
+        interval_secs = schedule.interval.as_secs(),
+        "bbsync running"
+    );
+    let job = bbsync::daemon::job::ReconcileJob {
+        rec: &rec,
+        apply,
+        metrics: &metrics,
+    };
+    let triggers = bbsync::daemon::Triggers::default();
+    let serve = bbsync::daemon::serve(&job, &schedule, &triggers, &shutdown);
+    // Once told to stop, the requests in flight get this long to finish and be recorded.
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_TIMEOUT).await;
+    };
+    tokio::select! {
+        _ = serve => Ok(EXIT_OK),
+        _ = deadline => {
+            tracing::error!(timeout_secs = SHUTDOWN_TIMEOUT.as_secs(), "requests in flight did not finish in time; exiting");
+            Ok(EXIT_FAILED)
         }
     }
 }
+
+/// How long a stopping daemon waits for the requests in flight.
+const SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 // mimalloc: reading a 100k-person directory is allocation-bound; with glibc malloc the LDAP
 // source took 1.52x ldapsearch's time, with mimalloc 1.13x (docs/performance.md).

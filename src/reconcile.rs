@@ -400,6 +400,8 @@ pub struct Reconciler {
     /// One writer per workspace: taken by the first applying run, held until the reconciler
     /// is dropped (a daemon holds it for its lifetime).
     lock: std::sync::Mutex<Option<crate::lock::WorkspaceLock>>,
+    /// Cancelled when bbsync is stopping: an apply in progress starts no new change.
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Reconciler {
@@ -416,7 +418,13 @@ impl Reconciler {
             clients,
             audit: std::sync::Mutex::new(None),
             lock: std::sync::Mutex::new(None),
+            shutdown: tokio_util::sync::CancellationToken::new(),
         })
+    }
+
+    /// The token that stops this reconciler's applies (cancel it to shut down gracefully).
+    pub fn shutdown_token(&self) -> tokio_util::sync::CancellationToken {
+        self.shutdown.clone()
     }
 
     /// Where the workspace lock lives: `offboarding.state_dir`, else the audit file's
@@ -884,6 +892,7 @@ impl Reconciler {
                 audit,
                 run_id: &run_id,
                 settings: self.cfg.apply.clone(),
+                stop: Some(&self.shutdown),
             }
             .apply(&plan)
             .await;

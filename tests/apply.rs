@@ -292,6 +292,7 @@ async fn a_blocked_group_create_blocks_its_member_adds_with_the_reason() {
         audit: &Audit::to_log(),
         run_id: "t",
         settings: bbsync::config::ApplySettings::default(),
+        stop: None,
     }
     .apply(&plan)
     .await;

@@ -271,3 +271,59 @@ async fn a_held_guard_is_released_from_the_command_line_by_reviewing_and_approvi
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("no longer matches"), "{}", text(&o));
 }
+
+#[tokio::test]
+async fn the_daemon_logs_what_a_dry_run_would_change_and_sigterm_stops_it_with_exit_0() {
+    use tokio::io::AsyncBufReadExt;
+    let mut s = seed(&["ann"]);
+    s.groups.push(group("Developers", &[]));
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(&emu, tmp.path(), "acme");
+    let mut child = Command::new(BIN)
+        .args(["run", "-c", cfg.to_str().expect("utf8")])
+        .env_remove("RUST_LOG")
+        .env("BBSYNC__CREDENTIALS__ADMIN__TOKEN", ADMIN_TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut seen = Vec::new();
+    let finished = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(l) = lines.next_line().await.expect("read") {
+            let done = l.contains("reconcile finished");
+            seen.push(l);
+            if done {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(finished, "no reconcile finished: {seen:#?}");
+    let log = seen.join("\n");
+    assert!(
+        log.contains("would change (dry run)") && log.contains("add Person ann"),
+        "{log}"
+    );
+    assert!(writes(&emu).is_empty(), "a dry-run daemon wrote");
+    let pid = child.id().expect("pid").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
+        .await
+        .expect("stopped within 20 s")
+        .expect("wait");
+    let mut rest = Vec::new();
+    while let Ok(Some(l)) = lines.next_line().await {
+        rest.push(l);
+    }
+    assert_eq!(status.code(), Some(0), "{}", rest.join("\n"));
+    assert!(rest.join("\n").contains("SIGTERM"), "{rest:#?}");
+}

@@ -319,6 +319,7 @@ async fn a_leavers_revocation_submitted_behind_a_long_queue_starts_within_the_ne
             verify: false,
             ..ApplySettings::default()
         },
+        stop: None,
     };
     let dev = GroupSlug::from_name("developers");
     let grants: Vec<Planned> = (0..200)
@@ -565,4 +566,71 @@ async fn a_refused_project_grant_does_not_block_repository_grants_of_the_same_fa
     );
     assert_eq!(emu.state().group_grants.len(), 3);
     let _ = BlockReason::NotWorkspaceMember;
+}
+
+#[tokio::test]
+async fn a_stop_lets_the_requests_in_flight_finish_audited_and_leaves_the_rest_for_the_next_run() {
+    let (emu, tmp, cfg) = grants_setup(200).await;
+    emu.set_latency(Duration::from_millis(15));
+    let clients = Clients::new(&cfg).expect("clients");
+    let members = clients.v1_groups();
+    let trail = tmp.path().join("audit.jsonl");
+    let audit = Audit::to_file(&trail).expect("audit");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let applier = Applier {
+        clients: &clients,
+        members: &members,
+        grant_writes: GrantWrites::PermissionsConfig,
+        audit: &audit,
+        run_id: "t",
+        settings: ApplySettings {
+            concurrency: 2,
+            ..ApplySettings::default()
+        },
+        stop: Some(&stop),
+    };
+    let dev = GroupSlug::from_name("developers");
+    let grants: Vec<Planned> = (0..200)
+        .map(|i| {
+            planned(
+                Change::SetGrant {
+                    repo: RepoSlug::new(&format!("r-{i:03}")),
+                    group: dev.clone(),
+                    permission: Permission::Write,
+                    previous: None,
+                },
+                Reason::Rule {
+                    rule: "grants[0]".into(),
+                    detail: "t".into(),
+                },
+            )
+        })
+        .collect();
+    let plan = Plan {
+        changes: grants,
+        ..Plan::default()
+    };
+    let (results, ()) = tokio::join!(applier.apply(&plan), async {
+        while sent(&emu, "PUT", "permissions-config") < 20 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.cancel();
+    });
+    let done = results.iter().filter(|r| r.outcome.is_done()).count();
+    let deferred = results
+        .iter()
+        .filter(|r| matches!(&r.outcome, Outcome::Deferred { why, .. } if why.contains("stopping")))
+        .count();
+    assert_eq!(done + deferred, 200, "{results:#?}");
+    assert!(
+        deferred >= 170,
+        "only {deferred} left: the stop did not stop"
+    );
+    let puts = sent(&emu, "PUT", "permissions-config");
+    assert_eq!(puts, done, "every request sent finished and counts");
+    // Every change sent has its intent and its outcome: nothing is left dangling.
+    let (dangling, _) = bbsync::apply::audit::dangling(&trail, 0).expect("scan");
+    assert!(dangling.is_empty(), "{dangling:#?}");
+    let finals = audit_finals(&std::fs::read_to_string(&trail).expect("trail"));
+    assert_eq!(finals.len(), done, "the ones not started have no record");
 }

@@ -433,6 +433,7 @@ async fn creating_a_group_that_already_exists_counts_as_done() {
         audit: &audit,
         run_id: "t",
         settings: bbsync::config::ApplySettings::default(),
+        stop: None,
     }
     .apply(&plan)
     .await;

@@ -153,6 +153,9 @@ pub struct Applier<'a> {
     pub audit: &'a audit::Audit,
     pub run_id: &'a str,
     pub settings: ApplySettings,
+    /// Cancelled when bbsync is stopping: no new change starts; the requests in flight finish
+    /// and are recorded; what is left is deferred to the next run.
+    pub stop: Option<&'a tokio_util::sync::CancellationToken>,
 }
 
 /// One change in the pool.
@@ -358,6 +361,27 @@ impl Applier<'_> {
             notified.as_mut().enable();
             let picked = {
                 let mut st = run.lock();
+                if !st.drained && self.stop.is_some_and(|t| t.is_cancelled()) {
+                    let why = Outcome::Deferred {
+                        why: "bbsync is stopping: not started, left for the next run".into(),
+                        resume_in_secs: None,
+                    };
+                    let mut n = 0;
+                    for l in 0..st.queue.lanes() {
+                        for (j, _) in st.queue.stop_lane(l) {
+                            st.jobs[j].outcome = Some(why.clone());
+                            st.finished += 1;
+                            n += 1;
+                        }
+                    }
+                    if n > 0 {
+                        tracing::warn!(
+                            deferred = n,
+                            "stopping: changes not started are left for the next run"
+                        );
+                    }
+                    // The workers still holding a change finish it; then the queue is done.
+                }
                 if st.drained || st.queue.is_finished() {
                     if !st.drained {
                         st.drained = true;
@@ -389,7 +413,17 @@ impl Applier<'_> {
                 }
             };
             let Some((id, change, family, pre)) = picked else {
-                notified.await;
+                match self.stop {
+                    // Not stopping yet: woken by new work, a finished change, or the stop.
+                    Some(stop) if !stop.is_cancelled() => {
+                        tokio::select! {
+                            _ = notified => {}
+                            _ = stop.cancelled() => {}
+                        }
+                    }
+                    // Stopping (or no stop): only a finished change can end the wait.
+                    _ => notified.await,
+                }
                 continue;
             };
             let reason = run.lock().jobs[id].reason.clone();
