@@ -292,6 +292,26 @@ from = ["eng"]
     assert_eq!(sent(&emu, "POST", "/site/oauth2/access_token"), 3);
 }
 
+/// `developers` gets write on r-000 .. r-(n-1), by rule.
+fn write_grants(dev: &GroupSlug, n: usize) -> Vec<Planned> {
+    (0..n)
+        .map(|i| {
+            planned(
+                Change::SetGrant {
+                    repo: RepoSlug::new(&format!("r-{i:03}")),
+                    group: dev.clone(),
+                    permission: Permission::Write,
+                    previous: None,
+                },
+                Reason::Rule {
+                    rule: "grants[0]".into(),
+                    detail: "t".into(),
+                },
+            )
+        })
+        .collect()
+}
+
 fn planned(change: Change, reason: Reason) -> Planned {
     Planned {
         change,
@@ -322,22 +342,7 @@ async fn a_leavers_revocation_submitted_behind_a_long_queue_starts_within_the_ne
         stop: None,
     };
     let dev = GroupSlug::from_name("developers");
-    let grants: Vec<Planned> = (0..200)
-        .map(|i| {
-            planned(
-                Change::SetGrant {
-                    repo: RepoSlug::new(&format!("r-{i:03}")),
-                    group: dev.clone(),
-                    permission: Permission::Write,
-                    previous: None,
-                },
-                Reason::Rule {
-                    rule: "grants[0]".into(),
-                    detail: "t".into(),
-                },
-            )
-        })
-        .collect();
+    let grants = write_grants(&dev, 200);
     let run = applier.start(&Plan {
         changes: grants,
         ..Plan::default()
@@ -590,22 +595,7 @@ async fn a_stop_lets_the_requests_in_flight_finish_audited_and_leaves_the_rest_f
         stop: Some(&stop),
     };
     let dev = GroupSlug::from_name("developers");
-    let grants: Vec<Planned> = (0..200)
-        .map(|i| {
-            planned(
-                Change::SetGrant {
-                    repo: RepoSlug::new(&format!("r-{i:03}")),
-                    group: dev.clone(),
-                    permission: Permission::Write,
-                    previous: None,
-                },
-                Reason::Rule {
-                    rule: "grants[0]".into(),
-                    detail: "t".into(),
-                },
-            )
-        })
-        .collect();
+    let grants = write_grants(&dev, 200);
     let plan = Plan {
         changes: grants,
         ..Plan::default()

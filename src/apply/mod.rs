@@ -27,7 +27,7 @@ use crate::bitbucket::{
     WriteError, Written,
 };
 use crate::config::{ApplySettings, GrantWrites};
-use crate::model::{AccountId, GrantTarget, GroupSlug};
+use crate::model::{AccountId, GroupSlug};
 use crate::plan::{BlockReason, Change, ChangeKind, Plan, Planned, Reason};
 use queue::{Priority, Queue};
 use serde::Serialize;
@@ -399,20 +399,32 @@ impl Applier<'_> {
                                 st.probing.entry(family)
                             {
                                 e.insert(id);
-                                Some((id, st.jobs[id].change.clone(), family, pre))
+                                Some((
+                                    id,
+                                    st.jobs[id].change.clone(),
+                                    st.jobs[id].reason.clone(),
+                                    family,
+                                    pre,
+                                ))
                             } else {
                                 // Its family's first write is out: wait for its answer.
                                 st.queue.requeue(id);
                                 None
                             }
                         } else {
-                            Some((id, st.jobs[id].change.clone(), family, pre))
+                            Some((
+                                id,
+                                st.jobs[id].change.clone(),
+                                st.jobs[id].reason.clone(),
+                                family,
+                                pre,
+                            ))
                         }
                     }
                     None => None,
                 }
             };
-            let Some((id, change, family, pre)) = picked else {
+            let Some((id, change, reason, family, pre)) = picked else {
                 match self.stop {
                     // Not stopping yet: woken by new work, a finished change, or the stop.
                     Some(stop) if !stop.is_cancelled() => {
@@ -426,7 +438,6 @@ impl Applier<'_> {
                 }
                 continue;
             };
-            let reason = run.lock().jobs[id].reason.clone();
             let (outcome, counts) = match pre {
                 Some(reason) => (blocked(reason), false),
                 // Written ahead: no change reaches Bitbucket without its intent on disk.
@@ -715,7 +726,7 @@ impl Applier<'_> {
             Change::RemoveUserGrant {
                 target, account_id, ..
             } => {
-                cl.delete_permission(grant_target(target), Principal::User(account_id.as_str()))
+                cl.delete_permission(Target::from(target), Principal::User(account_id.as_str()))
                     .await?
             }
         })
@@ -869,59 +880,41 @@ impl Applier<'_> {
         };
         let mut out = Vec::with_capacity(changes.len());
         for c in changes {
-            let one = |r: Result<Option<String>, ApiError>| match r {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    warn("permission", &e);
-                    None
+            let verdict = match (c, &bulk) {
+                (Change::CreateGroup { group, .. }, _) => {
+                    groups.as_ref().map(|g| g.contains_key(group))
                 }
-            };
-            let verdict = match c {
-                Change::CreateGroup { group, .. } => groups.as_ref().map(|g| g.contains_key(group)),
-                Change::AddMember {
-                    group, account_id, ..
-                } => member(group, account_id),
-                Change::RemoveMember {
-                    group, account_id, ..
-                } => member(group, account_id).map(|m| !m),
-                Change::SetGrant {
-                    repo,
-                    group,
-                    permission,
-                    ..
-                } => match &bulk {
-                    Some(b) => Some(b.get(&(repo.clone(), group.clone())) == Some(permission)),
-                    None => one(read
-                        .permission(Target::Repo(repo), Principal::Group(group))
-                        .await)
-                    .map(|p| p.as_deref() == Some(permission.as_str())),
+                (
+                    Change::AddMember {
+                        group, account_id, ..
+                    },
+                    _,
+                ) => member(group, account_id),
+                (
+                    Change::RemoveMember {
+                        group, account_id, ..
+                    },
+                    _,
+                ) => member(group, account_id).map(|m| !m),
+                (
+                    Change::SetGrant {
+                        repo,
+                        group,
+                        permission,
+                        ..
+                    },
+                    Some(b),
+                ) => Some(b.get(&(repo.clone(), group.clone())) == Some(permission)),
+                (Change::RemoveGrant { repo, group, .. }, Some(b)) => {
+                    Some(!b.contains_key(&(repo.clone(), group.clone())))
+                }
+                (grant, _) => match shows_grant(read, grant).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        warn("permission", &e);
+                        None
+                    }
                 },
-                Change::RemoveGrant { repo, group, .. } => match &bulk {
-                    Some(b) => Some(!b.contains_key(&(repo.clone(), group.clone()))),
-                    None => one(read
-                        .permission(Target::Repo(repo), Principal::Group(group))
-                        .await)
-                    .map(|p| p.is_none()),
-                },
-                Change::SetProjectGrant {
-                    project,
-                    group,
-                    permission,
-                    ..
-                } => one(read
-                    .permission(Target::Project(project), Principal::Group(group))
-                    .await)
-                .map(|p| p.as_deref() == Some(permission.as_str())),
-                Change::RemoveProjectGrant { project, group, .. } => one(read
-                    .permission(Target::Project(project), Principal::Group(group))
-                    .await)
-                .map(|p| p.is_none()),
-                Change::RemoveUserGrant {
-                    target, account_id, ..
-                } => one(read
-                    .permission(grant_target(target), Principal::User(account_id.as_str()))
-                    .await)
-                .map(|p| p.is_none()),
             };
             out.push(verdict);
         }
@@ -942,11 +935,31 @@ fn blocked(reason: BlockReason) -> Outcome {
     Outcome::Blocked { reason }
 }
 
-fn grant_target(t: &GrantTarget) -> Target<'_> {
-    match t {
-        GrantTarget::Repo(r) => Target::Repo(r),
-        GrantTarget::Project(p) => Target::Project(p),
-    }
+/// Whether Bitbucket shows a grant change, by one targeted permissions-config read (verify
+/// and crash recovery alike); `None` for membership changes, which are read in bulk.
+pub(crate) async fn shows_grant(
+    read: &crate::bitbucket::Client,
+    change: &Change,
+) -> Result<Option<bool>, ApiError> {
+    let (on, who) = match change {
+        Change::SetGrant { repo, group, .. } | Change::RemoveGrant { repo, group, .. } => {
+            (Target::Repo(repo), Principal::Group(group))
+        }
+        Change::SetProjectGrant { project, group, .. }
+        | Change::RemoveProjectGrant { project, group, .. } => {
+            (Target::Project(project), Principal::Group(group))
+        }
+        Change::RemoveUserGrant {
+            target, account_id, ..
+        } => (Target::from(target), Principal::User(account_id.as_str())),
+        _ => return Ok(None),
+    };
+    let now = read.permission(on, who).await?;
+    Ok(Some(match change {
+        Change::SetGrant { permission, .. } => now.as_deref() == Some(permission.as_str()),
+        Change::SetProjectGrant { permission, .. } => now.as_deref() == Some(permission.as_str()),
+        _ => now.is_none(),
+    }))
 }
 
 fn log_outcome(change: &Change, outcome: &Outcome) {

@@ -9,8 +9,7 @@
 //! wanted.
 
 use super::audit::{self, Audit, Dangling};
-use crate::bitbucket::{ApiError, ApiFamily, Clients, Principal, Target};
-use crate::model::GrantTarget;
+use crate::bitbucket::{ApiError, ApiFamily, Clients};
 use crate::plan::{Actual, Change};
 use std::path::{Path, PathBuf};
 
@@ -80,36 +79,8 @@ pub fn observed_done(change: &Change, actual: &Actual) -> Option<bool> {
 /// One targeted read for what the bulk read does not cover.
 async fn read_one(change: &Change, clients: &Clients) -> Result<bool, ApiError> {
     let read = clients.get(ApiFamily::PermissionsRead);
-    Ok(match change {
-        Change::SetProjectGrant {
-            project,
-            group,
-            permission,
-            ..
-        } => {
-            read.permission(Target::Project(project), Principal::Group(group))
-                .await?
-                .as_deref()
-                == Some(permission.as_str())
-        }
-        Change::RemoveProjectGrant { project, group, .. } => read
-            .permission(Target::Project(project), Principal::Group(group))
-            .await?
-            .is_none(),
-        Change::RemoveUserGrant {
-            target, account_id, ..
-        } => {
-            let on = match target {
-                GrantTarget::Repo(r) => Target::Repo(r),
-                GrantTarget::Project(p) => Target::Project(p),
-            };
-            read.permission(on, Principal::User(account_id.as_str()))
-                .await?
-                .is_none()
-        }
-        // Covered by the bulk read.
-        _ => false,
-    })
+    // Membership changes are covered by the bulk read.
+    Ok(super::shows_grant(read, change).await?.unwrap_or(false))
 }
 
 /// Where the scan offset of an audit file is kept.

@@ -480,6 +480,15 @@ pub enum Target<'a> {
     Project(&'a ProjectKey),
 }
 
+impl<'a> From<&'a crate::model::GrantTarget> for Target<'a> {
+    fn from(t: &'a crate::model::GrantTarget) -> Target<'a> {
+        match t {
+            crate::model::GrantTarget::Repo(r) => Target::Repo(r),
+            crate::model::GrantTarget::Project(p) => Target::Project(p),
+        }
+    }
+}
+
 /// Who a permissions-config grant is for.
 #[derive(Clone, Copy, Debug)]
 pub enum Principal<'a> {
