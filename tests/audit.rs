@@ -50,18 +50,29 @@ fn write_records(audit: &Audit, name: &str) {
     }
 }
 
+/// Held while a child is spawned, and by a test whose lock must be released when it drops it.
+/// Between `fork` and `exec` a child holds a copy of every descriptor of this process, the lock
+/// file's included, so a lock dropped in that window stays held until the `exec` (which closes
+/// it: std opens files `O_CLOEXEC`). `Command::spawn` returns only after the `exec`.
+static FORKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn spawn(cmd: &mut Command) -> Child {
+    let _forking = FORKING.lock().unwrap_or_else(|p| p.into_inner());
+    cmd.spawn().expect("spawn a child")
+}
+
 /// This binary, running only the test `role` in the role `role` (see the module doc).
 fn spawn_role(role: &str, path: &Path, writer: &str) -> Child {
-    Command::new(std::env::current_exe().expect("test binary"))
-        .args([role, "--exact", "--nocapture", "--test-threads=1"])
-        .env(ROLE, role)
-        .env(TARGET, path)
-        .env(WRITER, writer)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the test binary")
+    spawn(
+        Command::new(std::env::current_exe().expect("test binary"))
+            .args([role, "--exact", "--nocapture", "--test-threads=1"])
+            .env(ROLE, role)
+            .env(TARGET, path)
+            .env(WRITER, writer)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    )
 }
 
 /// Reads the child's stdout up to the line holding `marker` (the harness prints its own lines
@@ -297,6 +308,8 @@ fn a_full_disk_fails_the_intent_with_an_error_naming_the_file() {
 
 #[test]
 fn a_second_acquire_in_one_process_is_refused_with_the_first_ones_pid() {
+    // No child may be forked while the first lock is open (see `FORKING`).
+    let _forking = FORKING.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().expect("tmp");
     let first = WorkspaceLock::acquire(dir.path()).expect("first");
     match WorkspaceLock::acquire(dir.path()) {
@@ -336,22 +349,26 @@ fn a_lock_held_by_another_process_names_its_pid_until_it_exits() {
 
 #[test]
 fn a_lock_taken_with_the_flock_command_is_respected() {
-    let Ok(status) = Command::new("flock").arg("--version").output() else {
+    let version = {
+        let _forking = FORKING.lock().unwrap_or_else(|p| p.into_inner());
+        Command::new("flock").arg("--version").output()
+    };
+    let Ok(status) = version else {
         eprintln!("no flock(1) here; skipped");
         return;
     };
     assert!(status.status.success());
     let dir = tempfile::tempdir().expect("tmp");
     let file = dir.path().join(LOCK_FILE);
-    let mut child = Command::new("flock")
-        .arg("-n")
-        .arg(&file)
-        .args(["-c", r#"echo $$ > "$LOCK"; echo "LOCKED $$"; read x; true"#])
-        .env("LOCK", &file)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("flock");
+    let mut child = spawn(
+        Command::new("flock")
+            .arg("-n")
+            .arg(&file)
+            .args(["-c", r#"echo $$ > "$LOCK"; echo "LOCKED $$"; read x; true"#])
+            .env("LOCK", &file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     let pid: u32 = wait_for(&mut out, "LOCKED").parse().expect("pid");
     let err = WorkspaceLock::acquire(dir.path()).expect_err("held by flock(1)");
