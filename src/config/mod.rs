@@ -12,6 +12,7 @@
 mod apply;
 mod bitbucket;
 mod credentials;
+mod daemon;
 mod raw;
 mod rules;
 mod scope;
@@ -20,6 +21,9 @@ mod syntax;
 
 pub use crate::secret::Secret;
 pub use apply::ApplySettings;
+pub use daemon::{
+    cron_period, parse_cron, DaemonSettings, HttpSettings, LogFormat, ScheduleSpec, DEFAULT_LISTEN,
+};
 pub use scope::{Offboarding, Scope};
 pub use source::{
     is_valid_ldap_filter, LdapSettings, Schema, SearchScope, SearchSettings, SourceSettings,
@@ -226,7 +230,10 @@ pub struct Config {
     pub audit_fsync: AuditFsync,
     /// `[apply]`: the worker pool, the request budgets, verification.
     pub apply: ApplySettings,
+    /// A full reconcile's usual period (`daemon.interval`).
     pub interval: Duration,
+    /// `[daemon]`, `[schedule]`, `[http]`, `[log]`.
+    pub daemon: DaemonSettings,
 }
 
 // ---- raw, as written -------------------------------------------------------------------------
@@ -265,7 +272,13 @@ struct RawConfig {
     /// `[apply]`: the worker pool, request budgets and verification.
     apply: Table<apply::RawApply>,
     /// `[daemon]`: `bbsync run` settings.
-    daemon: Table<RawDaemon>,
+    daemon: Table<daemon::RawDaemon>,
+    /// `[schedule]`: when the daemon's full reconciles run.
+    schedule: Table<daemon::RawSchedule>,
+    /// `[http]`: the daemon's endpoints.
+    http: Table<daemon::RawHttp>,
+    /// `[log]`: the log format.
+    log: Table<daemon::RawLog>,
 }
 
 impl RawTable for RawConfig {}
@@ -299,16 +312,6 @@ struct RawAudit {
 }
 
 impl RawTable for RawAudit {}
-
-/// `[daemon]` as written.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct RawDaemon {
-    /// Seconds between reconciles of `bbsync run`; default 300, at least 10.
-    interval_secs: Field<u64>,
-}
-
-impl RawTable for RawDaemon {}
 
 // ---- loading ---------------------------------------------------------------------------------
 
@@ -407,6 +410,9 @@ fn validate(tree: Table<RawConfig>, origin: String, base: &Path) -> Result<Confi
         audit,
         apply,
         daemon,
+        schedule,
+        http,
+        log,
     } = tree.read("", &mut p).unwrap_or_default();
 
     let mode = mode.word("mode", &mut p).unwrap_or(Mode::DryRun);
@@ -430,7 +436,16 @@ fn validate(tree: Table<RawConfig>, origin: String, base: &Path) -> Result<Confi
     let (audit_path, audit_fsync) = validate_audit(audit, &mut p);
     let audit_path = audit_path.map(resolve);
     let apply = apply::validate_apply(apply, &mut p);
-    let interval = validate_daemon(daemon, &mut p);
+    let daemon = daemon::validate_daemon(
+        daemon::RawDaemonSections {
+            daemon,
+            schedule,
+            http,
+            log,
+        },
+        &resolve,
+        &mut p,
+    );
 
     if !p.is_empty() {
         return Err(ConfigError::Invalid {
@@ -455,7 +470,8 @@ fn validate(tree: Table<RawConfig>, origin: String, base: &Path) -> Result<Confi
         audit_path,
         audit_fsync,
         apply,
-        interval,
+        interval: daemon.interval,
+        daemon,
     })
 }
 
@@ -498,19 +514,6 @@ fn validate_audit(raw: Table<RawAudit>, p: &mut Problems) -> (Option<PathBuf>, A
         path.get("audit.path", p),
         fsync.word("audit.fsync", p).unwrap_or_default(),
     )
-}
-
-/// `[daemon]`: the time between reconciles.
-fn validate_daemon(raw: Table<RawDaemon>, p: &mut Problems) -> Duration {
-    let RawDaemon { interval_secs } = raw.read("daemon", p).unwrap_or_default();
-    let secs = interval_secs.get("daemon.interval_secs", p).unwrap_or(300);
-    if secs < 10 {
-        p.say(
-            "daemon.interval_secs",
-            "daemon.interval_secs must be at least 10",
-        );
-    }
-    Duration::from_secs(secs)
 }
 
 #[cfg(test)]
@@ -578,6 +581,66 @@ projects = ["proj"]
             "audit.fsync",
         ] {
             assert!(msg.contains(key), "{key} not named in {msg}");
+        }
+    }
+
+    #[test]
+    fn daemon_settings_default_sanely_and_name_every_bad_value() {
+        let c = parse(GOOD).expect("valid");
+        let d = &c.daemon;
+        assert_eq!(d.schedule, ScheduleSpec::Every(Duration::from_secs(300)));
+        assert_eq!(d.interval, Duration::from_secs(300));
+        assert_eq!(c.interval, d.interval);
+        assert_eq!(d.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(d.http.listen, Some(DEFAULT_LISTEN.parse().expect("addr")));
+        assert_eq!(d.http.ready_max_age, Duration::from_secs(900));
+        assert!(d.http.token.is_none());
+        assert_eq!(d.log_format, LogFormat::Text);
+        assert_eq!(c.offboarding.poll_interval, Some(Duration::from_secs(30)));
+
+        let custom = format!(
+            "{GOOD}[schedule]\ncron = \"*/10 * * * *\"\n[daemon]\nshutdown_timeout_secs = 5\n[http]\nlisten = \"[::1]:9999\"\ntoken = \"0123456789abcdef\"\n[log]\nformat = \"json\"\n"
+        );
+        let c = parse(&format!("{custom}[offboarding]\npoll_interval_secs = 0\n")).expect("valid");
+        let d = &c.daemon;
+        assert_eq!(d.schedule, ScheduleSpec::Cron("*/10 * * * *".into()));
+        assert_eq!(d.interval, Duration::from_secs(600));
+        assert_eq!(d.http.ready_max_age, Duration::from_secs(1800));
+        assert_eq!(d.http.listen, Some("[::1]:9999".parse().expect("addr")));
+        assert_eq!(
+            d.http.token.as_ref().map(Secret::expose),
+            Some("0123456789abcdef")
+        );
+        assert_eq!(d.log_format, LogFormat::Json);
+        assert_eq!(d.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(c.offboarding.poll_interval, None);
+        let off = parse(&format!("{GOOD}[http]\nlisten = \"\"\n")).expect("valid");
+        assert_eq!(off.daemon.http.listen, None);
+
+        let bad = format!(
+            "{GOOD}[schedule]\ncron = \"every five minutes\"\n[daemon]\nshutdown_timeout_secs = 0\n[http]\nlisten = \"localhost\"\ntoken = \"sh0rt\"\nready_max_age_secs = 1\n[log]\nformat = \"xml\"\n[offboarding]\npoll_interval_secs = 2\n"
+        );
+        let msg = parse(&bad).expect_err("invalid").to_string();
+        for key in [
+            "schedule.cron",
+            "daemon.shutdown_timeout_secs",
+            "http.listen",
+            "http.token",
+            "http.ready_max_age_secs",
+            "log.format",
+            "offboarding.poll_interval_secs",
+        ] {
+            assert!(msg.contains(key), "{key} not named in {msg}");
+        }
+        assert!(!msg.contains("sh0rt"), "the token is not quoted: {msg}");
+        let both =
+            format!("{GOOD}[schedule]\ncron = \"*/5 * * * *\"\n[daemon]\ninterval_secs = 60\n");
+        let msg = parse(&both).expect_err("both").to_string();
+        assert!(msg.contains("both set"), "{msg}");
+        for never in ["0 0 31 2 *", "* * * * * * *", "*/2 * * * * *"] {
+            let c = format!("{GOOD}[schedule]\ncron = \"{never}\"\n");
+            let msg = parse(&c).expect_err(never).to_string();
+            assert!(msg.contains("schedule.cron"), "{never}: {msg}");
         }
     }
 

@@ -33,6 +33,8 @@ pub struct Offboarding {
     pub direct_grants: bool,
     /// How long someone whose direct grants were found clean is not read again.
     pub recheck: Duration,
+    /// The daemon's fast off-boarding poll between full reconciles (`None`: off).
+    pub poll_interval: Option<Duration>,
 }
 
 impl Default for Offboarding {
@@ -42,6 +44,7 @@ impl Default for Offboarding {
             state_dir: None,
             direct_grants: true,
             recheck: Duration::from_secs(86_400),
+            poll_interval: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -97,6 +100,8 @@ pub(super) struct RawOffboarding {
     direct_grants: Field<bool>,
     /// Seconds before someone found clean is read again; 86400.
     recheck_secs: Field<u64>,
+    /// Seconds between the daemon's light reads for new leavers; default 30, 0 turns it off.
+    poll_interval_secs: Field<u64>,
 }
 
 impl RawTable for RawOffboarding {}
@@ -192,7 +197,17 @@ pub(super) fn validate_offboarding(
         state_dir,
         direct_grants,
         recheck_secs,
+        poll_interval_secs,
     } = raw.read("offboarding", p).unwrap_or_default();
+    let poll = poll_interval_secs
+        .get("offboarding.poll_interval_secs", p)
+        .unwrap_or(30);
+    if poll > 0 && poll < 5 {
+        p.say(
+            "offboarding.poll_interval_secs",
+            "offboarding.poll_interval_secs must be 0 (off) or at least 5",
+        );
+    }
     let grace = missing_grace_secs
         .get("offboarding.missing_grace_secs", p)
         .unwrap_or(0);
@@ -214,5 +229,6 @@ pub(super) fn validate_offboarding(
                 .get("offboarding.recheck_secs", p)
                 .unwrap_or(86_400),
         ),
+        poll_interval: (poll > 0).then(|| Duration::from_secs(poll)),
     }
 }
