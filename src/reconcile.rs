@@ -402,7 +402,17 @@ pub struct Reconciler {
     lock: std::sync::Mutex<Option<crate::lock::WorkspaceLock>>,
     /// Cancelled when bbsync is stopping: an apply in progress starts no new change.
     shutdown: tokio_util::sync::CancellationToken,
+    /// Held by a full run from start to end, and by an off-boarding poll that applies on its
+    /// own: two applies never plan against each other's half-done work.
+    slot: tokio::sync::Mutex<()>,
+    /// What the last full run saw, and the apply in progress (for the off-boarding poll).
+    current: std::sync::Mutex<poll::Current>,
+    /// Told when a full run's apply starts (a poll waiting for the slot submits into it).
+    live_changed: tokio::sync::Notify,
 }
+
+mod poll;
+pub use poll::PollReport;
 
 impl Reconciler {
     pub fn new(cfg: Config) -> Result<Reconciler, RunError> {
@@ -419,6 +429,9 @@ impl Reconciler {
             audit: std::sync::Mutex::new(None),
             lock: std::sync::Mutex::new(None),
             shutdown: tokio_util::sync::CancellationToken::new(),
+            slot: tokio::sync::Mutex::new(()),
+            current: std::sync::Mutex::new(poll::Current::default()),
+            live_changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -639,8 +652,10 @@ impl Reconciler {
         run_id: String,
         gate: &Gate,
     ) -> Result<RunReport, RunError> {
+        let _slot = self.slot.lock().await;
         let started = Instant::now();
         let started_at = crate::time::now_rfc3339();
+        let read_at = SystemTime::now();
         let requests_before = self.clients.request_counts();
         let requests_since = |clients: &Clients| -> BTreeMap<String, u64> {
             clients
@@ -883,9 +898,24 @@ impl Reconciler {
             }
         }
 
+        // The baseline of the off-boarding poll: who is a leaver already, and what to take
+        // from someone who becomes one.
+        self.keep_snapshot(poll::Snapshot {
+            read_at,
+            people: dir
+                .people
+                .iter()
+                .map(|(id, p)| (id.clone(), (p.dn.clone(), p.display_name.clone())))
+                .collect(),
+            desired: desired.clone(),
+            actual: actual.clone(),
+            policy: policy.clone(),
+            membership: members.write_family(),
+        });
+
         let mut outcomes = Vec::new();
         if let Some(audit) = &audit {
-            outcomes = Applier {
+            let applier = Applier {
                 clients: &self.clients,
                 members: &members,
                 grant_writes: self.cfg.bitbucket.grant_writes,
@@ -893,9 +923,8 @@ impl Reconciler {
                 run_id: &run_id,
                 settings: self.cfg.apply.clone(),
                 stop: Some(&self.shutdown),
-            }
-            .apply(&plan)
-            .await;
+            };
+            outcomes = self.apply_live(&applier, &plan).await;
             // Whose direct grants are now clean: everyone checked whose removals all went
             // through (their next runs need not read again).
             for id in &check {

@@ -482,3 +482,58 @@ async fn the_bind_password_can_come_from_a_file_and_a_misnamed_account_id_attrib
     assert!(matches!(err, SourceError::NoUsablePerson { .. }), "{err}");
     assert!(err.to_string().contains("account_id_attribute"), "{err}");
 }
+
+/// The off-boarding poll's light read against the real server: people disabled by an attribute
+/// or a ppolicy lock among those modified since a time (the server's `modifyTimestamp`), and
+/// the DNs the disabled filter matches.
+#[tokio::test]
+async fn the_poll_read_finds_people_disabled_since_a_time_and_by_the_disabled_filter() {
+    let ldif = [
+        person("ann", ""),
+        person("bob", ""),
+        person("carol", "nsAccountLock: TRUE\n"),
+        person("dave", "description: contractor-ended\n"),
+        group("engineering", &["ann", "bob", "carol", "dave"], &[]),
+    ]
+    .concat();
+    let slapd = slapd_with(ldif);
+    let cfg = config(
+        &slapd.url(),
+        "disabled_filter = \"(description=contractor-ended)\"",
+    );
+    let source = Source::new(&cfg.source, &cfg.directory);
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+    slapd
+        .ldapmodify(&format!(
+            "dn: uid=bob,ou=people,{BASE}\nchangetype: modify\nreplace: nsAccountLock\nnsAccountLock: TRUE\n\ndn: uid=ann,ou=people,{BASE}\nchangetype: modify\nreplace: pwdAccountLockedTime\npwdAccountLockedTime: 000001010000Z\n"
+        ))
+        .expect("ldapmodify");
+    let found = source.read_leavers(before).await.expect("poll read");
+    let ids: Vec<String> = found
+        .disabled
+        .iter()
+        .map(|(id, _)| id.as_str().to_owned())
+        .collect();
+    for who in ["ann", "bob", "carol"] {
+        assert!(ids.contains(&acc(who)), "{who} disabled: {found:?}");
+    }
+    assert!(!ids.contains(&acc("dave")), "dave only matches the filter");
+    assert_eq!(
+        found
+            .by_filter
+            .iter()
+            .map(|d| d.as_str().to_owned())
+            .collect::<Vec<_>>(),
+        [format!("uid=dave,ou=people,{BASE}")]
+    );
+    // Nothing was modified after this time: the time filter leaves everyone out, but the
+    // disabled filter is not limited by time.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    let found = source.read_leavers(later).await.expect("poll read");
+    assert!(found.disabled.is_empty(), "{found:?}");
+    assert_eq!(found.by_filter.len(), 1);
+
+    // A server that is gone is an error, never "nobody left".
+    drop(slapd);
+    assert!(source.read_leavers(before).await.is_err());
+}

@@ -549,6 +549,82 @@ impl LdapSource {
     }
 }
 
+impl LdapSource {
+    /// The light read of the off-boarding poll: the people modified at or after `since`
+    /// (`modifyTimestamp`, the server's clock), resolved like a full read (so the same
+    /// attributes, `userAccountControl` and ppolicy locks make someone disabled), and the DNs
+    /// of everyone matching `source.disabled_filter` (DNs only, not limited by time: a filter
+    /// on group membership changes no person entry). Groups are not read.
+    pub async fn read_leavers(&self, since: &str) -> Result<Leavers, SourceError> {
+        let limit = self.cfg.read_timeout;
+        let read = async {
+            let mut ldap = self.connect().await?;
+            let mut resolver = super::Resolver::new(&self.schema);
+            let filter = format!("(&{}(modifyTimestamp>={since}))", self.cfg.users.filter);
+            self.paged_search(
+                &mut ldap,
+                "changed users",
+                &self.cfg.users,
+                &filter,
+                &self.user_attributes(),
+                &mut |e| resolver.add_person(e),
+            )
+            .await?;
+            let mut by_filter = Vec::new();
+            if let Some(f) = &self.cfg.disabled_filter {
+                let filter = format!("(&{}{f})", self.cfg.users.filter);
+                self.paged_search(
+                    &mut ldap,
+                    "disabled users",
+                    &self.cfg.users,
+                    &filter,
+                    &["1.1".to_owned()],
+                    &mut |e| by_filter.push(e.dn),
+                )
+                .await?;
+            }
+            let _ = ldap.unbind().await;
+            let dir = resolver.finish();
+            Ok(Leavers {
+                disabled: dir
+                    .people
+                    .into_values()
+                    .filter_map(|p| p.disabled.map(|why| (p.account_id, why)))
+                    .collect(),
+                by_filter,
+            })
+        };
+        match tokio::time::timeout(limit, read).await {
+            Ok(r) => r,
+            Err(_) => Err(self.err(
+                "poll",
+                format!(
+                    "did not finish within {} s (source.read_timeout_secs)",
+                    limit.as_secs()
+                ),
+            )),
+        }
+    }
+}
+
+/// Who the off-boarding poll found disabled.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Leavers {
+    /// Disabled people, with why, by account id.
+    pub disabled: Vec<(crate::model::AccountId, String)>,
+    /// DNs matching `source.disabled_filter` (their account ids are those of the last full
+    /// read).
+    pub by_filter: Vec<Dn>,
+}
+
+/// `t` as an LDAP GeneralizedTime (`20261201135500Z`).
+pub fn generalized_time(t: std::time::SystemTime) -> String {
+    let rfc = crate::time::format_rfc3339(t);
+    // 2026-12-01T13:55:00.123Z -> 20261201135500Z
+    let digits: String = rfc[..19].chars().filter(char::is_ascii_digit).collect();
+    format!("{digits}Z")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -614,6 +690,12 @@ mod tests {
             in_chain_filter("(objectClass=user)", "CN=R&D (EU),OU=Groups,DC=corp"),
             "(&(objectClass=user)(memberOf:1.2.840.113556.1.4.1941:=CN=R&D \\28EU\\29,OU=Groups,DC=corp))"
         );
+    }
+
+    #[test]
+    fn generalized_time_is_what_modify_timestamp_compares_with() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_795_449_155_123);
+        assert_eq!(generalized_time(t), "20261123155235Z");
     }
 
     #[test]

@@ -630,6 +630,29 @@ impl Source {
         Ok(resolve(Entries::split(entries, &self.schema), &self.schema))
     }
 
+    /// The off-boarding poll's light read: who is disabled among the people changed since
+    /// `since` (LDAP `modifyTimestamp`), plus everyone `source.disabled_filter` matches. A file
+    /// source is small: it is read whole.
+    pub async fn read_leavers(
+        &self,
+        since: std::time::SystemTime,
+    ) -> Result<ldap::Leavers, SourceError> {
+        match &self.kind {
+            Kind::Ldap(l) => l.read_leavers(&ldap::generalized_time(since)).await,
+            _ => {
+                let dir = self.read().await?;
+                Ok(ldap::Leavers {
+                    disabled: dir
+                        .people
+                        .into_values()
+                        .filter_map(|p| p.disabled.map(|why| (p.account_id, why)))
+                        .collect(),
+                    by_filter: Vec::new(),
+                })
+            }
+        }
+    }
+
     pub fn schema(&self) -> &Schema {
         &self.schema
     }

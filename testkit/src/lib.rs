@@ -321,7 +321,16 @@ overlay ppolicy
 
     /// Adds entries through the running server (so overlays such as memberof run).
     pub fn ldapadd(&self, ldif: &str) -> io::Result<()> {
-        let mut child = Command::new("ldapadd")
+        self.ldap_tool("ldapadd", ldif)
+    }
+
+    /// Modifies entries through the running server (`changetype: modify` LDIF).
+    pub fn ldapmodify(&self, ldif: &str) -> io::Result<()> {
+        self.ldap_tool("ldapmodify", ldif)
+    }
+
+    fn ldap_tool(&self, tool: &str, ldif: &str) -> io::Result<()> {
+        let mut child = Command::new(tool)
             .args(["-x", "-H", &self.url(), "-D", ADMIN_DN, "-w", ADMIN_PW])
             .stdin(Stdio::piped())
             // Not piped: ldapadd prints a line per entry and would block on a full pipe.
@@ -336,7 +345,7 @@ overlay ppolicy
             Ok(())
         } else {
             Err(io::Error::other(format!(
-                "ldapadd failed: {}",
+                "{tool} failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             )))
         }

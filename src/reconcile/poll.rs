@@ -1,0 +1,327 @@
+//! The fast off-boarding poll: between full reconciles, a light read of only who became a
+//! leaver, and their revocations through the highest priority.
+//!
+//! - The read is [`Source::read_leavers`](crate::source::Source::read_leavers): for LDAP the
+//!   people modified since the last full read (with a margin for the clocks of bbsync and the
+//!   server), plus the DNs `source.disabled_filter` matches; a file source is read whole.
+//! - Someone is a new leaver when the poll finds them disabled and the last full run saw them
+//!   active. Their revocations are planned by the same planner, from the last full run's view
+//!   of Bitbucket and with the same safety guards, and only those revocations are applied:
+//!   nothing else the poll could plan (drift, additions) is its business.
+//! - While a full run is applying, the revocations go into that run, ahead of everything
+//!   queued; otherwise the poll applies them itself (holding the run slot, so no full run
+//!   plans meanwhile). A poll that fails changes nothing: the next full reconcile still finds
+//!   the leaver.
+//! - Direct (per-user) grants of a new leaver are not read by the poll (one listing per
+//!   managed repository); the next full reconcile removes them.
+
+use super::{Reconciler, RunError};
+use crate::apply::{Applier, ChangeResult, Run};
+use crate::bitbucket::ApiFamily;
+use crate::mapping::{Desired, Leaver};
+use crate::model::{AccountId, Dn};
+use crate::plan::{self, Actual, Change, Plan, Planned, Policy};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// What the last full run saw.
+pub(super) struct Snapshot {
+    /// When its directory read started.
+    pub read_at: SystemTime,
+    /// Everyone with a usable entry: DN and display name.
+    pub people: BTreeMap<AccountId, (Dn, String)>,
+    pub desired: Desired,
+    pub actual: Actual,
+    pub policy: Policy,
+    pub membership: ApiFamily,
+}
+
+/// The reconciler's view shared with the poll.
+#[derive(Default)]
+pub(super) struct Current {
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// The apply in progress, with its run id.
+    pub live: Option<(Arc<Run>, String)>,
+    /// Revoked by polls since the snapshot was taken (not revoked twice).
+    pub revoked: BTreeSet<AccountId>,
+}
+
+/// What one poll did.
+#[derive(Debug, Default)]
+pub struct PollReport {
+    /// Disabled people the light read returned.
+    pub seen_disabled: usize,
+    /// Of them, people the last full run saw active.
+    pub new_leavers: Vec<AccountId>,
+    /// Revocations planned for them.
+    pub planned: usize,
+    /// The run they went into: the full run in progress, or the poll's own.
+    pub run_id: Option<String>,
+    /// True when they were added to a full run in progress (its report has the outcomes).
+    pub submitted_to_live: bool,
+    /// The outcomes, when the poll applied them itself (empty in dry-run mode).
+    pub outcomes: Vec<ChangeResult>,
+    /// The revocations a dry-run poll would make.
+    pub would: Vec<Planned>,
+    /// No full run has finished planning yet: nothing to compare with.
+    pub no_baseline: bool,
+}
+
+impl PollReport {
+    /// Whether every revocation it applied is done (or it had nothing to do).
+    pub fn ok(&self) -> bool {
+        self.outcomes.iter().all(|o| o.outcome.is_done())
+    }
+}
+
+/// How far before the last full read the poll looks: the clocks of bbsync and the directory
+/// server may disagree, and a change made while the full read was running may be missing
+/// from it.
+const CLOCK_MARGIN: Duration = Duration::from_secs(300);
+
+/// The revocations of `leavers` (account id -> why) that `snapshot` would plan: the
+/// snapshot's desired state with them marked as leavers, through the planner and its guards,
+/// keeping only their off-boarding changes.
+pub(super) fn revocations_for(
+    snapshot: &Snapshot,
+    leavers: &BTreeMap<AccountId, String>,
+    now: SystemTime,
+) -> Plan {
+    let mut desired = snapshot.desired.clone();
+    for (id, why) in leavers {
+        for g in desired.groups.values_mut() {
+            g.members.remove(id);
+        }
+        let display_name = snapshot
+            .people
+            .get(id)
+            .map(|(_, n)| n.clone())
+            .unwrap_or_default();
+        desired.leavers.insert(
+            id.clone(),
+            Leaver {
+                display_name,
+                reason: why.clone(),
+            },
+        );
+    }
+    let policy = Policy {
+        now,
+        ..snapshot.policy.clone()
+    };
+    let mut planned = plan::plan(&desired, &snapshot.actual, &policy);
+    planned.changes.retain(|p| {
+        let who = match &p.change {
+            Change::RemoveMember { account_id, .. }
+            | Change::RemoveUserGrant { account_id, .. } => account_id,
+            _ => return false,
+        };
+        p.reason.is_offboarding() && leavers.contains_key(who)
+    });
+    planned.skipped.clear();
+    planned.notes.clear();
+    planned.warnings.clear();
+    planned
+}
+
+impl Reconciler {
+    pub(super) fn keep_snapshot(&self, snapshot: Snapshot) {
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        cur.snapshot = Some(Arc::new(snapshot));
+        cur.revoked.clear();
+    }
+
+    /// Applies `plan` as the live run: a poll meanwhile adds its revocations to it.
+    pub(super) async fn apply_live(&self, applier: &Applier<'_>, plan: &Plan) -> Vec<ChangeResult> {
+        let run = Arc::new(applier.start(plan));
+        self.set_live(Some((Arc::clone(&run), applier.run_id.to_owned())));
+        loop {
+            applier.drive(&run).await;
+            // Submissions happen under this lock: once cleared, none can come, and what was
+            // submitted after the drive ended is driven now.
+            let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+            if run.pending().is_empty() || self.shutdown.is_cancelled() {
+                cur.live = None;
+                break;
+            }
+        }
+        self.live_changed.notify_waiters();
+        match Arc::try_unwrap(run) {
+            Ok(run) => applier.finish(run).await,
+            // Unreachable: only this function and `current.live` held it.
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn set_live(&self, live: Option<(Arc<Run>, String)>) {
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).live = live;
+        self.live_changed.notify_waiters();
+    }
+
+    /// One off-boarding poll (see the module doc). `apply`: write (else log what it would do).
+    pub async fn poll_leavers(&self, apply: bool) -> Result<PollReport, RunError> {
+        let Some(snapshot) = self.snapshot() else {
+            return Ok(PollReport {
+                no_baseline: true,
+                ..PollReport::default()
+            });
+        };
+        let since = snapshot
+            .read_at
+            .checked_sub(CLOCK_MARGIN)
+            .unwrap_or(snapshot.read_at);
+        let found = self.source.read_leavers(since).await?;
+        let mut report = PollReport {
+            seen_disabled: found.disabled.len() + found.by_filter.len(),
+            ..PollReport::default()
+        };
+        // The newest snapshot: a full run may have finished planning meanwhile.
+        let (snapshot, revoked) = {
+            let cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                cur.snapshot.clone().unwrap_or(snapshot),
+                cur.revoked.clone(),
+            )
+        };
+        let mut leavers: BTreeMap<AccountId, String> = found.disabled.into_iter().collect();
+        if !found.by_filter.is_empty() {
+            let by_dn: HashMap<&str, &AccountId> = snapshot
+                .people
+                .iter()
+                .map(|(id, (dn, _))| (dn.normalised(), id))
+                .collect();
+            for dn in &found.by_filter {
+                if let Some(id) = by_dn.get(dn.normalised()) {
+                    leavers
+                        .entry((*id).clone())
+                        .or_insert_with(|| "matches source.disabled_filter".to_owned());
+                }
+            }
+        }
+        leavers.retain(|id, _| {
+            snapshot.people.contains_key(id)
+                && !snapshot.desired.leavers.contains_key(id)
+                && !revoked.contains(id)
+        });
+        if leavers.is_empty() {
+            return Ok(report);
+        }
+        report.new_leavers = leavers.keys().cloned().collect();
+        let mut plan = revocations_for(&snapshot, &leavers, SystemTime::now());
+        report.planned = plan.changes.len();
+        tracing::warn!(
+            leavers = leavers.len(),
+            revocations = plan.changes.len(),
+            "off-boarding poll: people became leavers since the last full reconcile"
+        );
+        if !apply {
+            for p in &plan.changes {
+                tracing::info!(change = %p.change, reason = %p.reason, kind = p.change.kind().label(), "would change (dry run, off-boarding poll)");
+            }
+            report.would = plan.changes;
+            return Ok(report);
+        }
+        if plan.changes.is_empty() {
+            self.mark_revoked(&leavers);
+            return Ok(report);
+        }
+        self.block_what_credentials_cannot_do(&mut plan, snapshot.membership)
+            .await;
+        loop {
+            // Into the apply in progress, if there is one.
+            if let Some(run_id) = self.submit_to_live(&plan) {
+                self.mark_revoked(&leavers);
+                report.run_id = Some(run_id);
+                report.submitted_to_live = true;
+                return Ok(report);
+            }
+            let wait_live = self.live_changed.notified();
+            tokio::pin!(wait_live);
+            wait_live.as_mut().enable();
+            tokio::select! {
+                slot = self.slot.lock() => {
+                    let _slot = slot;
+                    return self.apply_poll(plan, leavers, report).await;
+                }
+                _ = wait_live => {}
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot
+            .clone()
+    }
+
+    fn mark_revoked(&self, leavers: &BTreeMap<AccountId, String>) {
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        cur.revoked.extend(leavers.keys().cloned());
+    }
+
+    /// Adds the plan's changes to the full run applying now; its run id, or `None`.
+    fn submit_to_live(&self, plan: &Plan) -> Option<String> {
+        let cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let (run, run_id) = cur.live.as_ref()?;
+        let members = self.clients.v1_groups();
+        let audit = self.audit().ok()?;
+        Applier {
+            clients: &self.clients,
+            members: &members,
+            grant_writes: self.cfg.bitbucket.grant_writes,
+            audit: &audit,
+            run_id,
+            settings: self.cfg.apply.clone(),
+            stop: Some(&self.shutdown),
+        }
+        .submit(run, &plan.changes);
+        tracing::info!(
+            run_id,
+            revocations = plan.changes.len(),
+            "off-boarding poll: revocations added to the apply in progress, ahead of its queue"
+        );
+        Some(run_id.clone())
+    }
+
+    /// The poll's own apply (no full run in progress; the slot is held).
+    async fn apply_poll(
+        &self,
+        plan: Plan,
+        leavers: BTreeMap<AccountId, String>,
+        mut report: PollReport,
+    ) -> Result<PollReport, RunError> {
+        self.take_lock()?;
+        self.clients.new_run();
+        let audit = self.audit()?;
+        let run_id = format!("poll-{:x}", fastrand::u64(..));
+        let members = self.clients.v1_groups();
+        let applier = Applier {
+            clients: &self.clients,
+            members: &members,
+            grant_writes: self.cfg.bitbucket.grant_writes,
+            audit: &audit,
+            run_id: &run_id,
+            settings: self.cfg.apply.clone(),
+            stop: Some(&self.shutdown),
+        };
+        report.outcomes = applier.apply(&plan).await;
+        if report.ok() {
+            self.mark_revoked(&leavers);
+        }
+        tracing::info!(
+            run_id,
+            revocations = report.outcomes.len(),
+            done = report
+                .outcomes
+                .iter()
+                .filter(|o| o.outcome.is_done())
+                .count(),
+            "off-boarding poll applied"
+        );
+        report.run_id = Some(run_id);
+        Ok(report)
+    }
+}

@@ -1,0 +1,217 @@
+//! The fast off-boarding poll over real HTTP against the emulator, with an LDIF directory that
+//! the tests rewrite: someone disabled after a full reconcile loses their memberships on the
+//! next poll (once), a dry-run poll only says what it would do, the guards still hold, a poll
+//! during a large apply puts the revocation into it ahead of the queue, and a failing read
+//! changes nothing. The LDAP light read itself is tested against slapd in `tests/ldap.rs`.
+
+mod common;
+
+use bbsync::plan::Change;
+use bbsync::reconcile::Reconciler;
+use common::*;
+use std::time::Duration;
+
+const RULES: &str = "[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n";
+
+fn members(emu: &bbsync_emulator::Emulator, slug: &str) -> Vec<String> {
+    let mut m = emu
+        .state()
+        .groups
+        .into_iter()
+        .find(|g| g.slug() == slug)
+        .map(|g| g.members)
+        .unwrap_or_default();
+    m.sort();
+    m
+}
+
+fn sorted(names: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = names.iter().map(|n| acc(n)).collect();
+    v.sort();
+    v
+}
+
+fn directory(disabled: &[&str]) -> String {
+    let people: Vec<(&str, bool)> = ["ann", "bob", "carol"]
+        .iter()
+        .map(|p| (*p, disabled.contains(p)))
+        .collect();
+    ldif(&people, &[("eng", &["ann", "bob", "carol"])])
+}
+
+async fn setup(rules: &str) -> (bbsync_emulator::Emulator, tempfile::TempDir, Reconciler) {
+    let mut s = seed(&["ann", "bob", "carol"]);
+    s.groups.push(group("Developers", &["ann", "bob", "carol"]));
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = config(&emu, tmp.path(), &directory(&[]), rules);
+    let rec = Reconciler::new(cfg).expect("reconciler");
+    (emu, tmp, rec)
+}
+
+#[tokio::test]
+async fn a_poll_before_any_full_run_has_no_baseline_and_reads_nothing_from_bitbucket() {
+    let (emu, _tmp, rec) = setup(RULES).await;
+    let r = rec.poll_leavers(true).await.expect("poll");
+    assert!(r.no_baseline);
+    assert!(emu.requests().is_empty());
+}
+
+#[tokio::test]
+async fn someone_disabled_after_a_reconcile_loses_their_memberships_on_the_next_poll_once() {
+    let (emu, tmp, rec) = setup(RULES).await;
+    let first = rec.run(true).await.expect("full run");
+    assert!(first.ok());
+    assert!(first.plan.changes.is_empty(), "{:?}", first.plan.changes);
+
+    std::fs::write(tmp.path().join("directory.ldif"), directory(&["bob"])).expect("ldif");
+    let before = emu.requests().len();
+    let r = rec.poll_leavers(true).await.expect("poll");
+    assert_eq!(r.new_leavers.len(), 1);
+    assert_eq!(r.new_leavers[0].as_str(), acc("bob"));
+    assert_eq!(r.planned, 1);
+    assert!(!r.submitted_to_live);
+    assert!(r.ok(), "{:?}", r.outcomes);
+    assert!(r
+        .run_id
+        .as_deref()
+        .is_some_and(|id| id.starts_with("poll-")));
+    assert_eq!(members(&emu, "developers"), sorted(&["ann", "carol"]));
+    // One write, the removal; the reads are the member's UUID and the verification, not a
+    // full read of Bitbucket.
+    let sent: Vec<_> = emu.requests()[before..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        sent.iter().filter(|r| !r.starts_with("GET ")).count(),
+        1,
+        "{sent:?}"
+    );
+    assert!(
+        sent.iter()
+            .any(|r| r.starts_with("DELETE /1.0/groups/acme/developers/members/")),
+        "{sent:?}"
+    );
+    assert!(sent.len() <= 3, "{sent:?}");
+    // Audited like every change: intent and outcome.
+    let trail = std::fs::read_to_string(tmp.path().join("audit.jsonl")).expect("audit");
+    let finals = audit_finals(&trail);
+    assert!(
+        finals
+            .iter()
+            .any(|r| r["change"]["op"] == "remove_member" && r["outcome"]["result"] == "applied"),
+        "{trail}"
+    );
+
+    // The next poll finds bob again (still disabled, still modified recently) and does nothing.
+    let before = emu.requests().len();
+    let again = rec.poll_leavers(true).await.expect("poll");
+    assert!(again.new_leavers.is_empty(), "{again:?}");
+    assert_eq!(emu.requests().len(), before);
+    // Nor does the next full run: bob is gone already.
+    let full = rec.run(true).await.expect("full run");
+    assert!(full.plan.changes.is_empty(), "{:?}", full.plan.changes);
+}
+
+#[tokio::test]
+async fn a_dry_run_poll_says_what_it_would_revoke_and_writes_nothing() {
+    let (emu, tmp, rec) = setup(RULES).await;
+    rec.run(false).await.expect("plan");
+    std::fs::write(tmp.path().join("directory.ldif"), directory(&["carol"])).expect("ldif");
+    let before = emu.requests().len();
+    let r = rec.poll_leavers(false).await.expect("poll");
+    assert_eq!(r.would.len(), 1);
+    assert!(matches!(
+        &r.would[0].change,
+        Change::RemoveMember { account_id, .. } if account_id.as_str() == acc("carol")
+    ));
+    assert_eq!(emu.requests().len(), before, "nothing sent");
+    assert_eq!(members(&emu, "developers").len(), 3);
+}
+
+#[tokio::test]
+async fn the_safety_guards_hold_a_poll_that_would_revoke_too_much() {
+    let (emu, tmp, rec) = setup(&format!("{RULES}[safety]\nmax_removals = 1\n")).await;
+    rec.run(true).await.expect("full run");
+    std::fs::write(
+        tmp.path().join("directory.ldif"),
+        directory(&["bob", "carol"]),
+    )
+    .expect("ldif");
+    let r = rec.poll_leavers(true).await.expect("poll");
+    assert_eq!(r.new_leavers.len(), 2);
+    assert!(!r.ok(), "held revocations are not done");
+    assert!(r
+        .outcomes
+        .iter()
+        .all(|o| matches!(o.outcome, bbsync::apply::Outcome::Blocked { .. })));
+    assert_eq!(members(&emu, "developers").len(), 3, "nobody removed");
+}
+
+#[tokio::test]
+async fn a_failing_poll_read_changes_nothing() {
+    let (emu, tmp, rec) = setup(RULES).await;
+    rec.run(true).await.expect("full run");
+    std::fs::remove_file(tmp.path().join("directory.ldif")).expect("rm");
+    let before = emu.requests().len();
+    assert!(rec.poll_leavers(true).await.is_err());
+    assert_eq!(emu.requests().len(), before);
+    assert_eq!(members(&emu, "developers").len(), 3);
+}
+
+#[tokio::test]
+async fn a_poll_during_a_large_apply_puts_the_revocation_into_it_ahead_of_the_queue() {
+    let mut s = seed(&["ann", "bob", "carol"]);
+    s.groups.push(group("Developers", &["ann", "bob", "carol"]));
+    add_repos(&mut s, "PROJ", "r", 120);
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rules = format!(
+        "{RULES}[[grants]]\ngroup = \"developers\"\npermission = \"write\"\nprojects = [\"PROJ\"]\n"
+    );
+    let mut cfg = config(&emu, tmp.path(), &directory(&[]), &rules);
+    cfg.apply.concurrency = 1;
+    cfg.apply.verify = false;
+    let rec = std::sync::Arc::new(Reconciler::new(cfg).expect("reconciler"));
+    // 120 grants at 10 ms each, one at a time: the apply takes over a second.
+    emu.set_latency(Duration::from_millis(10));
+    let full = tokio::spawn({
+        let rec = std::sync::Arc::clone(&rec);
+        async move { rec.run(true).await }
+    });
+    // Wait for the apply to be under way (its first grant write).
+    let t0 = std::time::Instant::now();
+    while !emu.requests().iter().any(|r| r.method == "PUT") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the apply never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    std::fs::write(tmp.path().join("directory.ldif"), directory(&["bob"])).expect("ldif");
+    let r = rec.poll_leavers(true).await.expect("poll");
+    assert!(r.submitted_to_live, "{r:?}");
+    let report = full.await.expect("join").expect("full run");
+    let removal = report
+        .outcomes
+        .iter()
+        .find(|o| matches!(&o.change, Change::RemoveMember { account_id, .. } if account_id.as_str() == acc("bob")))
+        .expect("the poll's revocation is in the full run's report");
+    assert!(removal.outcome.is_done(), "{:?}", removal.outcome);
+    assert_eq!(members(&emu, "developers"), sorted(&["ann", "carol"]));
+    // It went ahead of the grants still queued: well before the last grant write.
+    let log = emu.requests();
+    let delete = log
+        .iter()
+        .position(|r| r.method == "DELETE")
+        .expect("the removal was sent");
+    let last_put = log
+        .iter()
+        .rposition(|r| r.method == "PUT" && r.path.contains("permissions-config"))
+        .expect("grant writes");
+    assert!(
+        last_put > delete + 20,
+        "the removal ({delete}) came just before the last grant ({last_put})"
+    );
+}
