@@ -513,7 +513,7 @@ async fn run_loop(path: &std::path::Path) -> anyhow::Result<u8> {
         metrics: &metrics,
     };
     let triggers = bbsync::daemon::Triggers::default();
-    let serve = bbsync::daemon::serve(&job, &schedule, &triggers, &shutdown);
+    let serve = bbsync::daemon::serve(&job, None, &schedule, &triggers, &shutdown);
     // Once told to stop, the requests in flight get this long to finish and be recorded.
     let deadline = async {
         shutdown.cancelled().await;

@@ -13,14 +13,17 @@
 //!   same token (the pool takes no new change, lets the requests in flight finish and records
 //!   them) and the loop returns when it has.
 //!
-//! Still to come with issue 18: the cron schedule, the fast off-boarding poll, the HTTP
-//! endpoints, SIGHUP reload and systemd notify.
+//! - With `schedule.cron` the runs start at its occurrences (UTC) instead, plus the jitter
+//!   (0 to 5% of its period, after the occurrence); the backoff skips occurrences.
+//! - The off-boarding poll, when given, runs every `offboarding.poll_interval_secs` alongside:
+//!   polls never overlap each other, and one that finds a leaver during a full run hands the
+//!   revocation to that run (see `reconcile::poll`).
 
 pub mod job;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -29,14 +32,35 @@ pub trait Job: Send + Sync {
     fn run(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
 }
 
+/// The wall clock the cron schedule reads (tests give one that follows paused tokio time).
+pub type WallClock = std::sync::Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
 /// When runs happen.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone)]
 pub struct Schedule {
+    /// The time between runs (for a cron schedule: its longest gap, the unit of the backoff).
     pub interval: Duration,
     /// Longest wait after failed runs.
     pub max_backoff: Duration,
     /// Share of the interval the wait may vary by (0.05: ±5%).
     pub jitter: f64,
+    /// Runs at these occurrences instead of every `interval`.
+    pub cron: Option<croner::Cron>,
+    /// The off-boarding poll's period.
+    pub poll: Option<Duration>,
+    pub clock: WallClock,
+}
+
+impl std::fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Schedule")
+            .field("interval", &self.interval)
+            .field("max_backoff", &self.max_backoff)
+            .field("jitter", &self.jitter)
+            .field("cron", &self.cron.as_ref().map(|c| c.pattern.to_string()))
+            .field("poll", &self.poll)
+            .finish()
+    }
 }
 
 impl Schedule {
@@ -45,12 +69,27 @@ impl Schedule {
             interval,
             max_backoff: (interval * 8).max(Duration::from_secs(60)),
             jitter: 0.05,
+            cron: None,
+            poll: None,
+            clock: std::sync::Arc::new(SystemTime::now),
         }
+    }
+
+    /// The schedule of the configuration: `schedule.cron` or `daemon.interval_secs`, and the
+    /// off-boarding poll.
+    pub fn from_config(cfg: &crate::config::Config) -> Result<Schedule, String> {
+        let mut s = Schedule::every(cfg.daemon.interval);
+        if let crate::config::ScheduleSpec::Cron(expr) = &cfg.daemon.schedule {
+            s.cron = Some(crate::config::parse_cron(expr)?);
+        }
+        s.poll = cfg.offboarding.poll_interval;
+        Ok(s)
     }
 
     /// The wait before the next run after `failures` failed runs in a row; `unit` is uniform
     /// in [0, 1] (the jitter).
     pub fn wait(&self, failures: u32, unit: f64) -> Duration {
+        let unit = unit.clamp(0.0, 1.0);
         let base = match failures {
             0 => self.interval,
             n => self
@@ -58,7 +97,19 @@ impl Schedule {
                 .saturating_mul(1u32 << (n - 1).min(16))
                 .min(self.max_backoff.max(self.interval)),
         };
-        base.mul_f64(1.0 + self.jitter * (2.0 * unit.clamp(0.0, 1.0) - 1.0))
+        let Some(cron) = &self.cron else {
+            return base.mul_f64(1.0 + self.jitter * (2.0 * unit - 1.0));
+        };
+        // The first occurrence after now, or after now plus the backoff beyond one period.
+        let now = (self.clock)();
+        let from = now + base.saturating_sub(self.interval);
+        let from_utc = chrono::DateTime::<chrono::Utc>::from(from);
+        let next = match cron.find_next_occurrence(&from_utc, false) {
+            Ok(t) => SystemTime::from(t),
+            // Validated to fire when loaded; should it stop, fall back to the interval.
+            Err(_) => now + base,
+        };
+        next.duration_since(now).unwrap_or_default() + self.interval.mul_f64(self.jitter * unit)
     }
 }
 
@@ -82,10 +133,43 @@ pub struct Stats {
     pub runs: u32,
     pub failed: u32,
     pub triggered: u32,
+    pub polls: u32,
 }
 
-/// Runs `job` at start and then on `schedule` or `triggers`, until `shutdown` is cancelled.
+/// Runs `job` at start and then on `schedule` or `triggers`, and `poll` every
+/// `schedule.poll`, until `shutdown` is cancelled.
 pub async fn serve(
+    job: &dyn Job,
+    poll: Option<&dyn Job>,
+    schedule: &Schedule,
+    triggers: &Triggers,
+    shutdown: &CancellationToken,
+) -> Stats {
+    let polls = async {
+        let (Some(poll), Some(every)) = (poll, schedule.poll) else {
+            return 0;
+        };
+        let mut n = 0u32;
+        // The first poll one period after start (the start-up reconcile is the baseline).
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = shutdown.cancelled() => return n,
+            }
+            n += 1;
+            // Not raced against the shutdown: an apply the poll started stops through the
+            // same token as a full run's, letting its requests in flight finish.
+            poll.run().await;
+        }
+    };
+    let (mut stats, polls) = tokio::join!(serve_runs(job, schedule, triggers, shutdown), polls);
+    stats.polls = polls;
+    stats
+}
+
+async fn serve_runs(
     job: &dyn Job,
     schedule: &Schedule,
     triggers: &Triggers,
@@ -226,7 +310,7 @@ mod tests {
         let triggers = Triggers::default();
         let s = exact(300);
         let stopper = stop.clone();
-        let (stats, ()) = tokio::join!(serve(&*job, &s, &triggers, &stop), async move {
+        let (stats, ()) = tokio::join!(serve(&*job, None, &s, &triggers, &stop), async move {
             tokio::time::sleep(Duration::from_secs(1000)).await;
             stopper.cancel();
         });
@@ -243,7 +327,7 @@ mod tests {
         let triggers = Triggers::default();
         let s = exact(300);
         let (t, stopper) = (&triggers, stop.clone());
-        tokio::join!(serve(&*job, &s, &triggers, &stop), async move {
+        tokio::join!(serve(&*job, None, &s, &triggers, &stop), async move {
             // A burst of ten triggers during the first run.
             tokio::time::sleep(Duration::from_secs(5)).await;
             for _ in 0..10 {
@@ -266,7 +350,7 @@ mod tests {
             ..exact(100)
         };
         let stopper = stop.clone();
-        let (stats, ()) = tokio::join!(serve(&*job, &s, &triggers, &stop), async move {
+        let (stats, ()) = tokio::join!(serve(&*job, None, &s, &triggers, &stop), async move {
             tokio::time::sleep(Duration::from_secs(1950)).await;
             stopper.cancel();
         });
@@ -291,6 +375,111 @@ mod tests {
         assert_eq!(s.max_backoff, Duration::from_secs(2400));
     }
 
+    /// A wall clock that starts at `start` and follows (paused) tokio time.
+    fn paused_clock(start: SystemTime) -> WallClock {
+        let t0 = Instant::now();
+        std::sync::Arc::new(move || start + t0.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cron_schedule_runs_at_its_occurrences_and_backs_off_by_skipping_them() {
+        // 10:02:30 UTC on some day; the cron fires every 5 minutes.
+        let start = std::time::UNIX_EPOCH + Duration::from_secs(1_795_000_000 / 300 * 300 + 150);
+        let job = Fake::new(Duration::from_secs(10), vec![1, 2]);
+        let stop = CancellationToken::new();
+        let triggers = Triggers::default();
+        let s = Schedule {
+            jitter: 0.0,
+            cron: Some(crate::config::parse_cron("*/5 * * * *").expect("cron")),
+            clock: paused_clock(start),
+            ..Schedule::every(Duration::from_secs(300))
+        };
+        let stopper = stop.clone();
+        tokio::join!(serve(&*job, None, &s, &triggers, &stop), async move {
+            tokio::time::sleep(Duration::from_secs(3000)).await;
+            stopper.cancel();
+        });
+        // Start-up at 0; then the occurrences at 150 s, 450 s...; runs 1 and 2 fail: after
+        // the first the next occurrence runs, after the second one is skipped (750), and a
+        // success restores every occurrence.
+        assert_eq!(
+            job.starts(),
+            vec![0, 150, 450, 1050, 1350, 1650, 1950, 2250, 2550, 2850]
+        );
+    }
+
+    #[test]
+    fn cron_jitter_only_delays_and_by_at_most_five_percent() {
+        let start = std::time::UNIX_EPOCH + Duration::from_secs(1_795_000_000 / 300 * 300);
+        let s = Schedule {
+            cron: Some(crate::config::parse_cron("*/5 * * * *").expect("cron")),
+            clock: std::sync::Arc::new(move || start),
+            ..Schedule::every(Duration::from_secs(300))
+        };
+        // At an occurrence: the next is a full period away.
+        assert_eq!(s.wait(0, 0.0), Duration::from_secs(300));
+        assert_eq!(s.wait(0, 1.0), Duration::from_secs(315));
+    }
+
+    /// Counts polls and whether one ever overlapped another.
+    struct Poll {
+        started: Mutex<Vec<u64>>,
+        t0: Instant,
+        takes: Duration,
+        running: AtomicU32,
+        overlapped: AtomicU32,
+    }
+
+    impl Job for Poll {
+        fn run(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+            Box::pin(async move {
+                if self.running.fetch_add(1, Ordering::SeqCst) > 0 {
+                    self.overlapped.fetch_add(1, Ordering::SeqCst);
+                }
+                self.started
+                    .lock()
+                    .expect("lock")
+                    .push(self.t0.elapsed().as_secs());
+                tokio::time::sleep(self.takes).await;
+                self.running.fetch_sub(1, Ordering::SeqCst);
+                true
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_poll_runs_every_period_alongside_full_runs_and_never_overlaps_itself() {
+        // Full runs take 100 s (a long apply); polls take 45 s, longer than their period.
+        let job = Fake::new(Duration::from_secs(100), vec![]);
+        let poll = Poll {
+            started: Mutex::new(Vec::new()),
+            t0: Instant::now(),
+            takes: Duration::from_secs(45),
+            running: AtomicU32::new(0),
+            overlapped: AtomicU32::new(0),
+        };
+        let stop = CancellationToken::new();
+        let triggers = Triggers::default();
+        let s = Schedule {
+            poll: Some(Duration::from_secs(30)),
+            ..exact(300)
+        };
+        let stopper = stop.clone();
+        let (stats, ()) = tokio::join!(
+            serve(&*job, Some(&poll), &s, &triggers, &stop),
+            async move {
+                tokio::time::sleep(Duration::from_secs(200)).await;
+                stopper.cancel();
+            }
+        );
+        // During the first full run (0-100 s) polls happen too; a late tick is delayed, not
+        // doubled.
+        assert_eq!(*poll.started.lock().expect("lock"), vec![30, 75, 120, 165]);
+        assert_eq!(poll.overlapped.load(Ordering::SeqCst), 0);
+        assert_eq!(stats.polls, 4);
+        assert_eq!(job.starts(), vec![0]);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn shutdown_during_a_wait_returns_at_once() {
         let job = Fake::new(Duration::ZERO, vec![]);
@@ -299,7 +488,7 @@ mod tests {
         let s = exact(3600);
         let stopper = stop.clone();
         let started = Instant::now();
-        tokio::join!(serve(&*job, &s, &triggers, &stop), async move {
+        tokio::join!(serve(&*job, None, &s, &triggers, &stop), async move {
             tokio::time::sleep(Duration::from_secs(5)).await;
             stopper.cancel();
         });
