@@ -404,7 +404,7 @@ pub struct Reconciler {
     shutdown: tokio_util::sync::CancellationToken,
     /// Held by a full run from start to end, and by an off-boarding poll that applies on its
     /// own: two applies never plan against each other's half-done work.
-    slot: tokio::sync::Mutex<()>,
+    slot: Arc<tokio::sync::Mutex<()>>,
     /// What the last full run saw, and the apply in progress (for the off-boarding poll).
     current: std::sync::Mutex<poll::Current>,
     /// Told when a full run's apply starts (a poll waiting for the slot submits into it).
@@ -429,10 +429,36 @@ impl Reconciler {
             audit: std::sync::Mutex::new(None),
             lock: std::sync::Mutex::new(None),
             shutdown: tokio_util::sync::CancellationToken::new(),
-            slot: tokio::sync::Mutex::new(()),
+            slot: Arc::new(tokio::sync::Mutex::new(())),
             current: std::sync::Mutex::new(poll::Current::default()),
             live_changed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// A reconciler for `cfg` that takes this one's place (SIGHUP): it waits until no run or
+    /// poll is applying, then takes over the workspace lock (or takes the new one first, when
+    /// the state directory moved), the run slot and the shutdown token. The audit file is
+    /// opened anew on its first apply (logrotate's rename is followed). What the last full
+    /// run saw is not carried over: the rules may have changed.
+    pub async fn reload(&self, cfg: Config) -> Result<Reconciler, RunError> {
+        let mut next = Reconciler::new(cfg)?;
+        next.shutdown = self.shutdown.clone();
+        next.slot = Arc::clone(&self.slot);
+        let _slot = self.slot.lock().await;
+        let mut mine = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        if mine.is_some() {
+            let same = match (&*mine, next.lock_dir()) {
+                (Some(held), Some(dir)) => held.path() == dir.join(crate::lock::LOCK_FILE),
+                _ => false,
+            };
+            if same {
+                *next.lock.lock().unwrap_or_else(|e| e.into_inner()) = mine.take();
+            } else {
+                next.take_lock()?;
+                *mine = None;
+            }
+        }
+        Ok(next)
     }
 
     /// The token that stops this reconciler's applies (cancel it to shut down gracefully).
