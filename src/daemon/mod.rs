@@ -17,6 +17,7 @@
 //! endpoints, SIGHUP reload and systemd notify.
 
 pub mod job;
+pub mod notify;
 
 use std::future::Future;
 use std::pin::Pin;
