@@ -20,6 +20,7 @@
 //!   revocation to that run (see `reconcile::poll`).
 
 pub mod job;
+pub mod notify;
 
 use std::future::Future;
 use std::pin::Pin;
