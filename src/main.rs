@@ -501,7 +501,11 @@ async fn run_loop(path: &std::path::Path) -> anyhow::Result<u8> {
     let rec = Reconciler::new(cfg)?;
     let metrics = bbsync::metrics::Metrics::new()?;
     let shutdown = rec.shutdown_token();
-    bbsync::daemon::watch_signals(shutdown.clone()).context("cannot watch signals")?;
+    bbsync::daemon::watch_signals(
+        shutdown.clone(),
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+    )
+    .context("cannot watch signals")?;
     tracing::info!(
         apply,
         interval_secs = schedule.interval.as_secs(),

@@ -461,6 +461,12 @@ impl Reconciler {
         Ok(next)
     }
 
+    /// This reconciler, stopped by `token` (the daemon's shutdown).
+    pub fn with_shutdown(mut self, token: tokio_util::sync::CancellationToken) -> Reconciler {
+        self.shutdown = token;
+        self
+    }
+
     /// The token that stops this reconciler's applies (cancel it to shut down gracefully).
     pub fn shutdown_token(&self) -> tokio_util::sync::CancellationToken {
         self.shutdown.clone()

@@ -20,6 +20,7 @@
 //!   revocation to that run (see `reconcile::poll`).
 
 pub mod job;
+// pub mod run; (wired once the endpoints land)
 pub mod notify;
 
 use std::future::Future;
@@ -215,13 +216,15 @@ async fn serve_runs(
     stats
 }
 
-/// Turns SIGTERM and SIGINT into `shutdown`; SIGHUP is logged and otherwise ignored until
-/// configuration reload lands (issue 18), instead of killing the process.
-pub fn watch_signals(shutdown: CancellationToken) -> std::io::Result<()> {
+/// Turns SIGTERM and SIGINT into `shutdown`, and SIGHUP into `hup` (configuration reload).
+pub fn watch_signals(
+    shutdown: CancellationToken,
+    hup: std::sync::Arc<Notify>,
+) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -233,8 +236,9 @@ pub fn watch_signals(shutdown: CancellationToken) -> std::io::Result<()> {
                     tracing::info!(signal = "SIGINT", "stopping: no new change starts; the requests in flight finish and are recorded");
                     shutdown.cancel();
                 }
-                _ = hup.recv() => {
-                    tracing::warn!(signal = "SIGHUP", "configuration reload is not supported yet; restart bbsync to load a new configuration");
+                _ = hangup.recv() => {
+                    tracing::info!(signal = "SIGHUP", "reloading the configuration");
+                    hup.notify_one();
                 }
             }
         }

@@ -249,6 +249,15 @@ impl Reconciler {
         }
     }
 
+    /// The unfinished work of the apply in progress, by priority (empty when none is).
+    pub fn live_pending(&self) -> BTreeMap<crate::apply::queue::Priority, usize> {
+        let cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        cur.live
+            .as_ref()
+            .map(|(run, _)| run.pending())
+            .unwrap_or_default()
+    }
+
     fn snapshot(&self) -> Option<Arc<Snapshot>> {
         self.current
             .lock()
