@@ -157,8 +157,9 @@ pub async fn serve(
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = ticks.tick() => {}
+                biased;
                 _ = shutdown.cancelled() => return n,
+                _ = ticks.tick() => {}
             }
             n += 1;
             // Not raced against the shutdown: an apply the poll started stops through the
