@@ -156,6 +156,11 @@ impl RunReport {
     }
 }
 
+/// A fresh run id (16 hex digits), on every log line and audit record of its run.
+pub fn new_run_id() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
 /// Builds one client per credential for the configured workspace.
 pub fn clients_for(cfg: &Config) -> Result<Clients, RunError> {
     Clients::new(cfg).map_err(|e| match e {
@@ -673,7 +678,17 @@ impl Reconciler {
     /// computes exactly it from exactly the same inputs, and an approved held revocation set
     /// is let through the guards only when this run's revocations are exactly that set.
     pub async fn run_gated(&self, apply: bool, gate: &Gate) -> Result<RunReport, RunError> {
-        let run_id = format!("{:x}", fastrand::u64(..));
+        self.run_as(apply, gate, new_run_id()).await
+    }
+
+    /// [`Reconciler::run_gated`] with the run id given (the daemon shows it before the run
+    /// ends).
+    pub async fn run_as(
+        &self,
+        apply: bool,
+        gate: &Gate,
+        run_id: String,
+    ) -> Result<RunReport, RunError> {
         let span = tracing::info_span!("reconcile", run_id, apply);
         self.run_inner(apply, run_id, gate).instrument(span).await
     }

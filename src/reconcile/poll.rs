@@ -316,7 +316,11 @@ impl Reconciler {
             settings: self.cfg.apply.clone(),
             stop: Some(&self.shutdown),
         };
-        report.outcomes = applier.apply(&plan).await;
+        report.outcomes = tracing::Instrument::instrument(
+            applier.apply(&plan),
+            tracing::info_span!("offboarding_poll", run_id),
+        )
+        .await;
         if report.ok() {
             self.mark_revoked(&leavers);
         }
