@@ -22,6 +22,7 @@
 pub mod job;
 // pub mod run; (wired once the endpoints land)
 pub mod notify;
+pub mod state;
 
 use std::future::Future;
 use std::pin::Pin;
