@@ -19,6 +19,7 @@
 //!   polls never overlap each other, and one that finds a leaver during a full run hands the
 //!   revocation to that run (see `reconcile::poll`).
 
+pub mod http;
 pub mod job;
 // pub mod run; (wired once the endpoints land)
 pub mod notify;
