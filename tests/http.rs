@@ -138,6 +138,7 @@ fn summary(kind: RunKind, outcome: &'static str, held: Option<&str>) -> RunSumma
         held_revocations: held.map(str::to_owned),
         error_kind: None,
         errors: Vec::new(),
+        notes: Vec::new(),
         pending: BTreeMap::new(),
         eta_secs: None,
         api_requests: 4,

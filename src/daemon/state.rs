@@ -10,10 +10,10 @@
 
 use super::Triggers;
 use crate::apply::queue::Priority;
-use crate::apply::{Outcome, OutcomeKind};
+use crate::apply::{ChangeResult, Outcome};
 use crate::metrics::Metrics;
-use crate::plan::BlockReason;
-use crate::reconcile::{RunError, RunReport};
+use crate::plan::{BlockReason, Planned, Reason};
+use crate::reconcile::{PollReport, RunError, RunReport};
 use crate::secret::Secret;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
@@ -96,6 +96,8 @@ pub struct RunSummary {
     pub error_kind: Option<&'static str>,
     /// What went wrong, redacted and without people's names.
     pub errors: Vec<String>,
+    /// What else the operator should know about the run (counts, where its work went).
+    pub notes: Vec<String>,
     /// Changes deferred to the next run (a spent request budget), by priority.
     pub pending: BTreeMap<String, usize>,
     /// When the deferred changes' budget should be open again, at the latest.
@@ -103,74 +105,104 @@ pub struct RunSummary {
     pub api_requests: u64,
 }
 
+/// Counts of one run's changes, built change by change.
+#[derive(Default)]
+struct Counts {
+    changes: BTreeMap<String, BTreeMap<String, usize>>,
+    reasons: BTreeMap<String, usize>,
+    errors: Tally,
+    pending: BTreeMap<String, usize>,
+    eta_secs: Option<u64>,
+    deferred: usize,
+}
+
+impl Counts {
+    fn bump(&mut self, kind: &str, outcome: &str) {
+        *self
+            .changes
+            .entry(kind.to_owned())
+            .or_default()
+            .entry(outcome.to_owned())
+            .or_default() += 1;
+    }
+
+    fn reason(&mut self, reason: &Reason) {
+        *self.reasons.entry(reason.label().to_owned()).or_default() += 1;
+    }
+
+    /// A change of a plan that was not applied (a dry run): planned or blocked.
+    fn planned(&mut self, p: &Planned) {
+        let kind = p.change.kind().label();
+        match &p.blocked {
+            None => self.bump(kind, "planned"),
+            Some(b) => {
+                self.bump(kind, "blocked");
+                if let Some(line) = blocked_line(kind, b) {
+                    self.errors.add(line);
+                }
+            }
+        }
+    }
+
+    /// What happened to a change that was applied.
+    fn outcome(&mut self, o: &ChangeResult) {
+        let kind = o.change.kind().label();
+        self.bump(kind, o.outcome.kind().label());
+        match &o.outcome {
+            // The message may name the person (a dependency, an endpoint): the status code is
+            // what an operator can act on; the log has the rest.
+            Outcome::Failed { status, .. } => self.errors.add(match status {
+                Some(s) => format!("{kind} failed: HTTP {s}"),
+                None => format!("{kind} failed: no usable answer"),
+            }),
+            Outcome::Blocked { reason } => {
+                if let Some(line) = blocked_line(kind, reason) {
+                    self.errors.add(line);
+                }
+            }
+            Outcome::Deferred { resume_in_secs, .. } => {
+                self.deferred += 1;
+                *self
+                    .pending
+                    .entry(Priority::of(&o.change, &o.reason).label().to_owned())
+                    .or_default() += 1;
+                if let Some(s) = *resume_in_secs {
+                    self.eta_secs = Some(self.eta_secs.map_or(s, |e| e.max(s)));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn errors(mut self) -> (Counts, Vec<String>) {
+        if self.deferred > 0 {
+            self.errors.add(format!(
+                "{} changes deferred to the next run: a request budget is spent",
+                self.deferred
+            ));
+        }
+        let errors = std::mem::take(&mut self.errors).lines();
+        (self, errors)
+    }
+}
+
 impl RunSummary {
     /// The summary of a run that produced a report (`outcome` is `ok` or `failed`).
     pub fn from_report(report: &RunReport, kind: RunKind) -> RunSummary {
         let dry_run = !report.applied;
-        let mut changes: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-        let mut bump = |kind: &str, outcome: &str| {
-            *changes
-                .entry(kind.to_owned())
-                .or_default()
-                .entry(outcome.to_owned())
-                .or_default() += 1;
-        };
-        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        let mut counts = Counts::default();
         for p in &report.plan.changes {
-            *reasons.entry(p.reason.label().to_owned()).or_default() += 1;
-        }
-
-        // Distinct error lines with how often each happened, in first-seen order.
-        let mut errors = Tally::default();
-        let mut pending: BTreeMap<String, usize> = BTreeMap::new();
-        let mut eta_secs = None;
-        if dry_run {
-            for p in &report.plan.changes {
-                let kind = p.change.kind().label();
-                match &p.blocked {
-                    None => bump(kind, "planned"),
-                    Some(b) => {
-                        bump(kind, "blocked");
-                        if let Some(line) = blocked_line(kind, b) {
-                            errors.add(line);
-                        }
-                    }
-                }
+            counts.reason(&p.reason);
+            if dry_run {
+                counts.planned(p);
             }
-        } else {
+        }
+        if !dry_run {
             for o in &report.outcomes {
-                let kind = o.change.kind().label();
-                bump(kind, o.outcome.kind().label());
-                match &o.outcome {
-                    // The message may name the person (a dependency, an endpoint): the status
-                    // code is what an operator can act on; the log has the rest.
-                    Outcome::Failed { status, .. } => errors.add(match status {
-                        Some(s) => format!("{kind} failed: HTTP {s}"),
-                        None => format!("{kind} failed: no usable answer"),
-                    }),
-                    Outcome::Blocked { reason } => {
-                        if let Some(line) = blocked_line(kind, reason) {
-                            errors.add(line);
-                        }
-                    }
-                    Outcome::Deferred { resume_in_secs, .. } => {
-                        *pending
-                            .entry(Priority::of(&o.change, &o.reason).label().to_owned())
-                            .or_default() += 1;
-                        if let Some(s) = resume_in_secs {
-                            eta_secs = Some(eta_secs.map_or(*s, |e: u64| e.max(*s)));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            let deferred = report.count(OutcomeKind::Deferred);
-            if deferred > 0 {
-                errors.add(format!(
-                    "{deferred} changes deferred to the next run: a request budget is spent"
-                ));
+                counts.outcome(o);
             }
         }
+        let (counts, errors) = counts.errors();
 
         let held: Vec<HeldGuard> = report
             .plan
@@ -192,15 +224,68 @@ impl RunSummary {
             duration_ms: report.duration_ms,
             outcome: if report.ok() { "ok" } else { "failed" },
             dry_run,
-            changes,
-            reasons,
+            changes: counts.changes,
+            reasons: counts.reasons,
             held,
             held_revocations,
             error_kind: None,
-            errors: errors.lines(),
-            pending,
-            eta_secs,
+            errors,
+            notes: Vec::new(),
+            pending: counts.pending,
+            eta_secs: counts.eta_secs,
             api_requests: report.api_requests,
+        }
+    }
+
+    /// The summary of an off-boarding poll that found leavers; `ended_at` (RFC 3339) is when
+    /// it ended and `secs` how long it took. A poll that handed its revocations to the full
+    /// run in progress says so in `notes` (that run's summary has their outcomes).
+    pub fn from_poll(report: &PollReport, ended_at: &str, secs: f64) -> RunSummary {
+        let duration = Duration::try_from_secs_f64(secs).unwrap_or_default();
+        let started_at = chrono::DateTime::parse_from_rfc3339(ended_at)
+            .ok()
+            .and_then(|t| SystemTime::from(t).checked_sub(duration))
+            .map_or_else(|| ended_at.to_owned(), crate::time::format_rfc3339);
+        let mut counts = Counts::default();
+        for p in &report.would {
+            counts.reason(&p.reason);
+            counts.planned(p);
+        }
+        for o in &report.outcomes {
+            counts.reason(&o.reason);
+            counts.outcome(o);
+        }
+        let (counts, errors) = counts.errors();
+        let mut notes = vec![format!(
+            "{} disabled people seen, {} new leavers, {} revocations planned",
+            report.seen_disabled,
+            report.new_leavers.len(),
+            report.planned
+        )];
+        if report.submitted_to_live {
+            notes.push(format!(
+                "the revocations went into the full run in progress ({})",
+                report.run_id.as_deref().unwrap_or("unknown")
+            ));
+        }
+        RunSummary {
+            run_id: report.run_id.clone().unwrap_or_else(|| "none".to_owned()),
+            kind: RunKind::OffboardingPoll,
+            started_at,
+            ended_at: ended_at.to_owned(),
+            duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            outcome: if report.ok() { "ok" } else { "failed" },
+            dry_run: report.outcomes.is_empty() && !report.would.is_empty(),
+            changes: counts.changes,
+            reasons: counts.reasons,
+            held: Vec::new(),
+            held_revocations: None,
+            error_kind: None,
+            errors,
+            notes,
+            pending: counts.pending,
+            eta_secs: counts.eta_secs,
+            api_requests: 0,
         }
     }
 
@@ -231,6 +316,7 @@ impl RunSummary {
             held_revocations: None,
             error_kind: Some(error.metric_label()),
             errors: vec![redact(&error.to_string())],
+            notes: Vec::new(),
             pending: BTreeMap::new(),
             eta_secs: None,
             api_requests: 0,
@@ -400,6 +486,9 @@ impl DaemonState {
         for g in &mut summary.held {
             g.message = redact(&g.message);
         }
+        for n in &mut summary.notes {
+            *n = redact(n);
+        }
         let mut inner = self.inner();
         inner.current = None;
         if summary.kind == RunKind::Full {
@@ -522,9 +611,8 @@ impl DaemonState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::ChangeResult;
     use crate::model::{AccountId, GroupSlug, Permission, RepoSlug};
-    use crate::plan::{Change, Guard, Plan, Planned, Reason};
+    use crate::plan::{Change, Guard, Plan};
     use crate::reconcile::{Inputs, SourceSummary};
 
     fn state(max_age: u64) -> DaemonState {
@@ -556,6 +644,7 @@ mod tests {
             held_revocations: held.map(str::to_owned),
             error_kind: None,
             errors: Vec::new(),
+            notes: Vec::new(),
             pending: BTreeMap::new(),
             eta_secs: None,
             api_requests: 0,
@@ -737,6 +826,64 @@ mod tests {
         );
         let json = serde_json::to_string(&s).expect("json");
         assert!(!json.contains('@') && !json.contains("Ann"), "{json}");
+    }
+
+    #[test]
+    fn a_poll_summary_counts_its_revocations_and_says_where_they_went() {
+        let applied = PollReport {
+            seen_disabled: 4,
+            new_leavers: vec![
+                AccountId::parse(&crate::model::synthetic_account_id("ann")).expect("id")
+            ],
+            planned: 1,
+            run_id: Some("p1".into()),
+            outcomes: vec![ChangeResult {
+                change: remove_ann(),
+                reason: leaver(),
+                outcome: Outcome::Applied,
+            }],
+            ..PollReport::default()
+        };
+        let s = RunSummary::from_poll(&applied, "2026-01-01T00:00:10.000Z", 2.5);
+        assert_eq!(s.kind, RunKind::OffboardingPoll);
+        assert_eq!(s.run_id, "p1");
+        assert_eq!(s.outcome, "ok");
+        assert!(!s.dry_run);
+        assert_eq!(s.started_at, "2026-01-01T00:00:07.500Z");
+        assert_eq!(s.duration_ms, 2500);
+        assert_eq!(s.changes["remove_member"]["applied"], 1);
+        assert_eq!(s.reasons["leaver"], 1);
+        assert_eq!(
+            s.notes,
+            vec!["4 disabled people seen, 1 new leavers, 1 revocations planned"]
+        );
+        let json = serde_json::to_string(&s).expect("json");
+        assert!(!json.contains('@') && !json.contains("Ann"), "{json}");
+
+        let handed = PollReport {
+            planned: 2,
+            run_id: Some("full7".into()),
+            submitted_to_live: true,
+            ..PollReport::default()
+        };
+        let s = RunSummary::from_poll(&handed, "garbled", 0.1);
+        assert_eq!(
+            s.started_at, "garbled",
+            "an unreadable end is kept as it is"
+        );
+        assert_eq!(
+            s.notes[1],
+            "the revocations went into the full run in progress (full7)"
+        );
+
+        let dry = PollReport {
+            would: vec![planned(remove_ann(), leaver(), None)],
+            ..PollReport::default()
+        };
+        let s = RunSummary::from_poll(&dry, "2026-01-01T00:00:10.000Z", 1.0);
+        assert!(s.dry_run);
+        assert_eq!(s.run_id, "none");
+        assert_eq!(s.changes["remove_member"]["planned"], 1);
     }
 
     #[test]
