@@ -223,8 +223,13 @@ impl Metrics {
             )?,
             budgets: Arc::new(Mutex::new(Vec::new())),
         };
+        // Every outcome from the start, so that rate() and increase() see the first one.
+        let runs = counter("reconciles_total", "Reconciles by outcome", &["outcome"])?;
+        for outcome in ["ok", "failed", "error"] {
+            runs.with_label_values(&[outcome]);
+        }
         Ok(Metrics {
-            runs: counter("reconciles_total", "Reconciles by outcome", &["outcome"])?,
+            runs,
             changes: counter(
                 "changes_total",
                 "Changes by kind and outcome",
