@@ -295,12 +295,7 @@ impl Metrics {
             .with_label_values(&[if r.ok() { "ok" } else { "failed" }])
             .inc();
         for o in &r.outcomes {
-            self.changes
-                .with_label_values(&[o.change.kind().label(), o.outcome.kind().label()])
-                .inc();
-            if let crate::apply::Outcome::Blocked { reason } = &o.outcome {
-                self.blocked.with_label_values(&[reason.label()]).inc();
-            }
+            self.observe_change(o);
         }
         if !r.applied {
             for p in r.plan.blocked() {
@@ -337,6 +332,18 @@ impl Metrics {
         }
         clients.set_metrics(self.api());
         self.api.refresh_budgets();
+    }
+
+    /// One change that ended (a reconcile's, through [`Metrics::observe`], or one the
+    /// off-boarding poll applied itself): `changes_total`, and `blocked_changes_total` when
+    /// it was not sent.
+    pub fn observe_change(&self, o: &crate::apply::ChangeResult) {
+        self.changes
+            .with_label_values(&[o.change.kind().label(), o.outcome.kind().label()])
+            .inc();
+        if let crate::apply::Outcome::Blocked { reason } = &o.outcome {
+            self.blocked.with_label_values(&[reason.label()]).inc();
+        }
     }
 
     /// After a run: what it left undone, by priority (a dry run leaves its whole plan; an
@@ -410,7 +417,8 @@ impl Metrics {
             .observe(secs.max(0.0));
     }
 
-    /// One fast off-boarding poll, by outcome (`ok`, `failed`, `error`, ... one word).
+    /// One fast off-boarding poll, by outcome, one word (the daemon's: `no_baseline`,
+    /// `nothing_new`, `submitted`, `dry_run`, `revoked`, `failed`, `error`).
     pub fn observe_poll(&self, outcome: &str) {
         self.polls.with_label_values(&[word(outcome)]).inc();
     }

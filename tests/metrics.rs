@@ -580,7 +580,7 @@ async fn a_guard_hold_and_a_dry_run_leave_pending_changes() {
 async fn daemon_side_observations_render_and_pass_promtool() {
     let metrics = Metrics::new().expect("metrics");
     metrics.observe_duration("offboarding_poll", 0.4);
-    metrics.observe_poll("ok");
+    metrics.observe_poll("revoked");
     metrics.observe_poll("error");
     metrics.observe_revocation_latency("offboarding_poll", 12.0);
     metrics.observe_revocation_latency("reconcile", 700.0);
