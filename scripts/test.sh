@@ -10,13 +10,15 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # The LDAP tests start their own private slapd (Debian: slapd, ldap-utils; openssl makes the
-# test CA). Install them when missing; root installs directly, others through sudo.
+# test CA); the metrics test pipes /metrics through `promtool check metrics` (Debian:
+# prometheus). Install them when missing; root installs directly, others through sudo.
 need=()
 [ -x /usr/sbin/slapd ] || need+=(slapd)
 command -v ldapadd >/dev/null 2>&1 || need+=(ldap-utils)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if ((${#need[@]})); then
-  echo "installing ${need[*]} for the LDAP tests" >&2
+  echo "installing ${need[*]} for the LDAP and metrics tests" >&2
   sudo=()
   if [ "$(id -u)" -ne 0 ]; then
     if ! command -v sudo >/dev/null 2>&1; then

@@ -349,15 +349,57 @@ impl Budget {
     pub fn rate_per_hour(&self) -> f64 {
         rate(&self.settings, self.lock().level)
     }
+
+    /// Requests this budget would let go at once now, without waiting: 0 while it is spent
+    /// for the run or paused after a 429, else what is left of the pace's burst. For the
+    /// `bbsync_rate_budget_remaining` gauge; takes nothing from the budget.
+    ///
+    /// governor cannot show a limiter's state without taking from it, so this asks for the
+    /// whole burst at once, under the lock [`Budget::acquire`] takes around its own check. The
+    /// usual answer is a refusal saying when the burst would fit, which gives exactly what is
+    /// left; a grant means the limiter was full, and it is replaced by a fresh one with the
+    /// same quota, which is full too. Either way the pace is left exactly as it was.
+    pub fn available_now(&self) -> u64 {
+        let mut inner = self.lock();
+        if inner.stopped.is_some() || inner.paused_until.is_some_and(|u| u > Instant::now()) {
+            return 0;
+        }
+        let level = inner.level;
+        let period = period(&self.settings, level);
+        let burst = burst(&self.settings, level);
+        match inner.limiter.check_n(burst) {
+            Ok(Ok(())) => {
+                inner.limiter = Arc::new(limiter(&self.settings, level, &self.clock, false));
+                u64::from(burst.get())
+            }
+            Ok(Err(not_until)) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                let short = wait.as_nanos().div_ceil(period.as_nanos().max(1));
+                u64::from(burst.get()).saturating_sub(u64::try_from(short).unwrap_or(u64::MAX))
+            }
+            // Not reached: the burst asked for is the quota's own.
+            Err(_) => 0,
+        }
+    }
 }
 
 fn rate(s: &BudgetSettings, level: u32) -> f64 {
     f64::from(s.requests_per_hour.max(1)) / f64::from(1u32 << level)
 }
 
+/// Time between two requests at `level`.
+fn period(s: &BudgetSettings, level: u32) -> Duration {
+    Duration::from_secs_f64(3600.0 / rate(s, level)).max(Duration::from_nanos(1))
+}
+
+/// Requests that may go at once at `level`.
+fn burst(s: &BudgetSettings, level: u32) -> NonZeroU32 {
+    NonZeroU32::new((s.burst >> level).max(1)).unwrap_or(NonZeroU32::MIN)
+}
+
 fn limiter(s: &BudgetSettings, level: u32, clock: &TokioClock, rebuilt: bool) -> Limiter {
-    let period = Duration::from_secs_f64(3600.0 / rate(s, level)).max(Duration::from_nanos(1));
-    let burst = NonZeroU32::new((s.burst >> level).max(1)).unwrap_or(NonZeroU32::MIN);
+    let period = period(s, level);
+    let burst = burst(s, level);
     let quota = Quota::with_period(period)
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
         .allow_burst(burst);

@@ -5,12 +5,14 @@ use super::budget::{Budget, Spent};
 use super::dto::{ErrorBody, Page, TokenAnswer};
 use super::retry::{is_idempotent, parse_retry_after, Class, Classify, RetryPolicy};
 use crate::config::Credential;
+use crate::family::ApiFamily;
+use crate::metrics::ClientMetrics;
 use crate::secret::Secret;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
@@ -399,6 +401,9 @@ pub struct Client {
     /// Scopes the service says this credential holds (`x-oauth-scopes`, or the OAuth token
     /// answer), once any call has told us.
     scopes: std::sync::Mutex<Option<Vec<String>>>,
+    /// Where every attempt is recorded, once attached ([`Client::set_metrics`]); unset, a
+    /// request costs one atomic load more than it did without metrics.
+    metrics: OnceLock<ClientMetrics>,
 }
 
 /// Refresh an OAuth token this long before it expires.
@@ -447,6 +452,7 @@ impl Client {
             requests: AtomicU64::new(0),
             budget: Arc::new(Budget::unlimited("-")),
             scopes: std::sync::Mutex::new(None),
+            metrics: OnceLock::new(),
         })
     }
 
@@ -458,6 +464,25 @@ impl Client {
 
     pub fn budget(&self) -> &Budget {
         &self.budget
+    }
+
+    /// The budget, not kept alive by the holder (the metrics' budget gauge).
+    pub(crate) fn budget_weak(&self) -> Weak<Budget> {
+        Arc::downgrade(&self.budget)
+    }
+
+    /// Records every attempt from now on into `metrics` (requests by family and status
+    /// class, latency, 429s). The first attachment wins: `false` when the client already
+    /// records somewhere (attaching the same handles again changes nothing).
+    pub fn set_metrics(&self, metrics: ClientMetrics) -> bool {
+        self.metrics.set(metrics).is_ok()
+    }
+
+    /// One attempt sent and finished (`status`: `None` when no complete answer came back).
+    fn record(&self, family: impl FnOnce() -> &'static str, status: Option<u16>, started: Instant) {
+        if let Some(m) = self.metrics.get() {
+            m.record(family(), status, started.elapsed());
+        }
     }
 
     pub fn workspace(&self) -> &str {
@@ -547,6 +572,7 @@ impl Client {
     /// One token request, classified for the retry loop.
     async fn fetch_token(&self, client_id: &str, secret: &Secret, token_url: &str) -> TokenFetch {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let err = |detail: String| ApiError::OAuth {
             url: token_url.to_owned(),
             detail,
@@ -561,6 +587,7 @@ impl Client {
         {
             Ok(r) => r,
             Err(e) => {
+                self.record(|| OAUTH_TOKEN_FAMILY, None, started);
                 let class = if e.is_connect() {
                     Class::NotProcessed { retry_after: None }
                 } else {
@@ -578,12 +605,14 @@ impl Client {
         let text = match resp.text().await {
             Ok(t) => t,
             Err(e) => {
+                self.record(|| OAUTH_TOKEN_FAMILY, None, started);
                 return TokenFetch(
                     Err(err(e.without_url().to_string())),
                     Class::MaybeProcessed { retry_after: None },
-                )
+                );
             }
         };
+        self.record(|| OAUTH_TOKEN_FAMILY, Some(status.as_u16()), started);
         if !status.is_success() {
             let class = if status == StatusCode::TOO_MANY_REQUESTS {
                 Class::NotProcessed { retry_after }
@@ -751,7 +780,14 @@ impl Client {
         };
         self.requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let resp = req.send().await.map_err(transport)?;
+        let family = || family_label(method, endpoint);
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.record(family, None, started);
+                return Err(transport(e));
+            }
+        };
         let status = resp.status();
         let header = |n: &str| {
             resp.headers()
@@ -768,7 +804,14 @@ impl Client {
         let content_type = header(CONTENT_TYPE.as_str())
             .and_then(|v| v.split(';').next().map(|t| t.trim().to_ascii_lowercase()))
             .unwrap_or_default();
-        let text = resp.text().await.map_err(transport)?;
+        let text = match resp.text().await {
+            Ok(t) => t,
+            Err(e) => {
+                self.record(family, None, started);
+                return Err(transport(e));
+            }
+        };
+        self.record(family, Some(status.as_u16()), started);
         tracing::debug!(%method, endpoint, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "bitbucket call");
         Ok(Answer {
             status,
@@ -873,6 +916,43 @@ impl Classify for Result<Answer, ApiError> {
     }
 }
 
+/// The `family` label of an OAuth token request (not an API family: the token endpoint
+/// serves them all).
+pub const OAUTH_TOKEN_FAMILY: &str = "oauth_token";
+
+/// The `family` label of a request that belongs to no API family (the probes of `bbsync
+/// check`: `GET /2.0/user/workspaces`, `GET /2.0/workspaces/{ws}`).
+pub const OTHER_FAMILY: &str = "other";
+
+/// The [`ApiFamily`] key of a request, from its method and path, for the metrics: a client
+/// serves every family its credential is configured for, so the family is told by the
+/// endpoint, as the callers route them (`reconcile.rs`, `apply`): the workspace owners listing
+/// (`/2.0/workspaces/{ws}/permissions`) is read with the groups credential, the effective
+/// permissions of one person (`.../permissions/repositories`) with the permissions one.
+pub fn family_label(method: &Method, endpoint: &str) -> &'static str {
+    use ApiFamily::*;
+    let segments: Vec<&str> = endpoint.split('/').filter(|s| !s.is_empty()).collect();
+    let Some(start) = segments.iter().position(|s| *s == "1.0" || *s == "2.0") else {
+        return OTHER_FAMILY;
+    };
+    let read = *method == Method::GET;
+    let either = |r: ApiFamily, w: ApiFamily| if read { r } else { w };
+    let family = match &segments[start..] {
+        ["1.0", "groups", ..] => either(GroupsRead, GroupsWrite),
+        ["1.0", "group-privileges", ..] => either(GroupPrivilegesRead, GroupPrivilegesWrite),
+        ["2.0", "repositories", _, _, "permissions-config", ..]
+        | ["2.0", "workspaces", _, "projects", _, "permissions-config", ..] => {
+            either(PermissionsRead, PermissionsWrite)
+        }
+        ["2.0", "workspaces", _, "members", ..] => MembersRead,
+        ["2.0", "repositories", _] | ["2.0", "workspaces", _, "projects"] => RepositoriesRead,
+        ["2.0", "workspaces", _, "permissions"] => GroupsRead,
+        ["2.0", "workspaces", _, "permissions", "repositories"] => PermissionsRead,
+        _ => return OTHER_FAMILY,
+    };
+    family.key()
+}
+
 /// The path of a URL, for errors and logs (never the query: it can carry emails).
 fn endpoint_of(url: &str) -> String {
     url::Url::parse(url)
@@ -886,5 +966,82 @@ struct TokenFetch(Result<TokenAnswer, ApiError>, Class);
 impl Classify for TokenFetch {
     fn class(&self) -> Class {
         self.1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_endpoint_is_labelled_with_the_family_that_serves_it() {
+        let cases = [
+            ("GET", "/1.0/groups/acme", "groups_read"),
+            ("GET", "/1.0/groups/acme/devs", "groups_read"),
+            ("POST", "/1.0/groups/acme", "groups_write"),
+            (
+                "PUT",
+                "/1.0/groups/acme/devs/members/%7Bu%7D",
+                "groups_write",
+            ),
+            (
+                "DELETE",
+                "/1.0/groups/acme/devs/members/%7Bu%7D",
+                "groups_write",
+            ),
+            ("GET", "/1.0/group-privileges/acme", "group_privileges_read"),
+            (
+                "PUT",
+                "/1.0/group-privileges/acme/api/acme/devs",
+                "group_privileges_write",
+            ),
+            (
+                "DELETE",
+                "/1.0/group-privileges/acme/api/acme/devs",
+                "group_privileges_write",
+            ),
+            ("GET", "/2.0/repositories/acme", "repositories_read"),
+            ("GET", "/2.0/workspaces/acme/projects", "repositories_read"),
+            ("GET", "/2.0/workspaces/acme/members", "members_read"),
+            ("GET", "/2.0/workspaces/acme/permissions", "groups_read"),
+            (
+                "GET",
+                "/2.0/workspaces/acme/permissions/repositories",
+                "permissions_read",
+            ),
+            (
+                "GET",
+                "/2.0/repositories/acme/api/permissions-config/groups",
+                "permissions_read",
+            ),
+            (
+                "GET",
+                "/2.0/repositories/acme/api/permissions-config/users/557058:x",
+                "permissions_read",
+            ),
+            (
+                "PUT",
+                "/2.0/repositories/acme/api/permissions-config/groups/devs",
+                "permissions_write",
+            ),
+            (
+                "DELETE",
+                "/2.0/workspaces/acme/projects/API/permissions-config/groups/devs",
+                "permissions_write",
+            ),
+            ("GET", "/2.0/user/workspaces", OTHER_FAMILY),
+            ("GET", "/2.0/workspaces/acme", OTHER_FAMILY),
+            ("GET", "/elsewhere", OTHER_FAMILY),
+            // An API URL with a path prefix (a proxy) is labelled the same.
+            (
+                "GET",
+                "/bitbucket/2.0/repositories/acme",
+                "repositories_read",
+            ),
+        ];
+        for (method, path, want) in cases {
+            let m = Method::from_bytes(method.as_bytes()).expect("method");
+            assert_eq!(family_label(&m, path), want, "{method} {path}");
+        }
     }
 }

@@ -121,6 +121,23 @@ impl Clients {
         self.by_name.len()
     }
 
+    /// Attaches every client to `api` (each credential's client records its requests,
+    /// latency and 429s there) and points the `rate_budget_remaining` gauge at these
+    /// clients' budgets. Call it on every new `Clients` (start-up, each reload) with the same
+    /// [`Metrics::api`](crate::metrics::Metrics::api): the counters go on across reloads.
+    /// Calling it again is harmless (a client keeps the first handles it was given).
+    pub fn set_metrics(&self, api: crate::metrics::ApiMetrics) {
+        for (name, (_, c)) in &self.by_name {
+            c.set_metrics(api.for_credential(name));
+        }
+        api.watch_budgets(
+            self.by_name
+                .iter()
+                .map(|(name, (_, c))| (name.clone(), c.budget_weak()))
+                .collect(),
+        );
+    }
+
     pub fn total_requests(&self) -> u64 {
         self.by_name.values().map(|(_, c)| c.request_count()).sum()
     }

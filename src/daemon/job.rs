@@ -17,14 +17,15 @@ pub struct ReconcileJob<'a> {
 impl Job for ReconcileJob<'_> {
     fn run(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
         Box::pin(async move {
+            // Idempotent: the clients record every request from the first run on.
+            self.rec.clients.set_metrics(self.metrics.api());
+            let started = std::time::Instant::now();
             let result = self.rec.run(self.apply).await;
-            let total = self.rec.clients.total_requests();
+            self.metrics
+                .observe_duration("full", started.elapsed().as_secs_f64());
             match &result {
-                Ok(r) => self.metrics.observe(r, total),
-                Err(e) => {
-                    self.metrics.observe_error(e);
-                    self.metrics.observe_requests(total);
-                }
+                Ok(r) => self.metrics.observe(r, &self.rec.clients),
+                Err(e) => self.metrics.observe_error(e, &self.rec.clients),
             }
             match result {
                 Ok(r) => {
