@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use bbsync::config::{Config, ConfigError, Mode};
+use bbsync::daemon::run::DaemonError;
 use bbsync::reconcile::{Reconciler, RunError};
 use bbsync::{demo, report};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -55,9 +56,9 @@ const EXIT_DRIFT: u8 = 3;
 Exit codes: 0 ok, 1 run failed, 2 bad usage or configuration, 3 drift found (plan --check)."
 )]
 struct Cli {
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
-    log_format: LogFormat,
+    /// Log format on stderr (default: `log.format` of the configuration for `run`, else text).
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -172,7 +173,18 @@ fn main() -> ExitCode {
         Command::Run { .. } | Command::Apply { .. } | Command::Emulator { .. } => "info",
         _ => "warn",
     };
-    init_logging(cli.log_format, default_level);
+    // The daemon's configuration is read before logging starts: it says the log format.
+    let mut preloaded = match &cli.command {
+        Command::Run { config } => Some(Config::load(config)),
+        _ => None,
+    };
+    let format = cli.log_format.unwrap_or(match &preloaded {
+        Some(Ok(cfg)) if cfg.daemon.log_format == bbsync::config::LogFormat::Json => {
+            LogFormat::Json
+        }
+        _ => LogFormat::Text,
+    });
+    init_logging(format, default_level);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -183,12 +195,14 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    match rt.block_on(dispatch(cli.command)) {
+    match rt.block_on(dispatch(cli.command, preloaded.take())) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let config_problem = e.downcast_ref::<ConfigError>().is_some()
                 || e.downcast_ref::<RunError>()
-                    .is_some_and(RunError::is_config);
+                    .is_some_and(RunError::is_config)
+                || e.downcast_ref::<DaemonError>()
+                    .is_some_and(DaemonError::is_config);
             let code = if config_problem {
                 EXIT_CONFIG
             } else {
@@ -200,7 +214,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
+async fn dispatch(
+    cmd: Command,
+    preloaded: Option<Result<Config, ConfigError>>,
+) -> anyhow::Result<u8> {
     match cmd {
         Command::Demo { once } => run_demo(once).await,
         Command::Plan {
@@ -284,7 +301,24 @@ async fn dispatch(cmd: Command) -> anyhow::Result<u8> {
             probe_writes,
             output,
         } => check(&config, probe_writes, output).await,
-        Command::Run { config } => run_loop(&config).await,
+        Command::Run { config } => {
+            let cfg = match preloaded {
+                Some(r) => r?,
+                None => Config::load(&config)?,
+            };
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let exit = bbsync::daemon::run::run(
+                cfg,
+                shutdown,
+                bbsync::daemon::run::Options {
+                    path: Some(config),
+                    signals: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            Ok(exit.code)
+        }
         Command::Source { config, output } => read_source(&config, output).await,
         Command::Emulator { listen, seed } => {
             let seed = match seed {
@@ -352,11 +386,39 @@ async fn run_demo(once: bool) -> anyhow::Result<u8> {
         emu.shutdown().await;
         return Ok(code);
     }
-    outln!("\nThe emulator keeps running at {} (try: curl -u admin@acme.test:demo-token {}/1.0/groups/acme).", emu.base_url(), emu.base_url());
-    outln!("Metrics will be served at http://127.0.0.1:9184/metrics once the daemon lands. Ctrl-C to stop.");
-    let _ = tokio::signal::ctrl_c().await;
+    // The daemon against the same emulator: its endpoints, its schedule and its poll.
+    let cfg = demo::config(&emu.base_url(), &audit).map_err(|e| anyhow::anyhow!(e))?;
+    let base = emu.base_url();
+    let on_listening: bbsync::daemon::run::OnListening = Box::new(move |addr| {
+        outln!("\nThe daemon now runs against the emulator ({base}; try: curl -u admin@acme.test:demo-token {base}/1.0/groups/acme):");
+        match addr {
+            Some(a) => {
+                outln!("  health   http://{a}/healthz");
+                outln!("  ready    http://{a}/readyz");
+                outln!("  metrics  http://{a}/metrics");
+                outln!("  status   http://{a}/status");
+            }
+            None => outln!("  (no HTTP endpoints: http.listen is empty)"),
+        }
+        outln!("Ctrl-C or SIGTERM stops it.");
+    });
+    let exit = bbsync::daemon::run::run(
+        cfg,
+        tokio_util::sync::CancellationToken::new(),
+        bbsync::daemon::run::Options {
+            path: None,
+            signals: true,
+            any_port_if_taken: true,
+            on_listening: Some(on_listening),
+        },
+    )
+    .await?;
     emu.shutdown().await;
-    Ok(code)
+    Ok(if exit.code == EXIT_OK {
+        code
+    } else {
+        exit.code
+    })
 }
 
 async fn check(path: &std::path::Path, probe_writes: bool, output: Output) -> anyhow::Result<u8> {
@@ -493,47 +555,6 @@ async fn read_source(path: &std::path::Path, output: Output) -> anyhow::Result<u
     );
     Ok(EXIT_OK)
 }
-
-async fn run_loop(path: &std::path::Path) -> anyhow::Result<u8> {
-    let cfg = Config::load(path)?;
-    let apply = cfg.mode == Mode::Apply;
-    let schedule = bbsync::daemon::Schedule::every(cfg.interval);
-    let rec = Reconciler::new(cfg)?;
-    let metrics = bbsync::metrics::Metrics::new()?;
-    let shutdown = rec.shutdown_token();
-    bbsync::daemon::watch_signals(
-        shutdown.clone(),
-        std::sync::Arc::new(tokio::sync::Notify::new()),
-    )
-    .context("cannot watch signals")?;
-    tracing::info!(
-        apply,
-        interval_secs = schedule.interval.as_secs(),
-        "bbsync running"
-    );
-    let job = bbsync::daemon::job::ReconcileJob {
-        rec: &rec,
-        apply,
-        metrics: &metrics,
-    };
-    let triggers = bbsync::daemon::Triggers::default();
-    let serve = bbsync::daemon::serve(&job, None, &schedule, &triggers, &shutdown);
-    // Once told to stop, the requests in flight get this long to finish and be recorded.
-    let deadline = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(SHUTDOWN_TIMEOUT).await;
-    };
-    tokio::select! {
-        _ = serve => Ok(EXIT_OK),
-        _ = deadline => {
-            tracing::error!(timeout_secs = SHUTDOWN_TIMEOUT.as_secs(), "requests in flight did not finish in time; exiting");
-            Ok(EXIT_FAILED)
-        }
-    }
-}
-
-/// How long a stopping daemon waits for the requests in flight.
-const SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 // mimalloc: reading a 100k-person directory is allocation-bound; with glibc malloc the LDAP
 // source took 1.52x ldapsearch's time, with mimalloc 1.13x (docs/performance.md).

@@ -3,7 +3,7 @@
 //! for `/status`, and, in dry-run mode, logs every change it would make.
 
 use super::notify::Notifier;
-use super::run::{current, Current};
+use super::run::{in_use, Current};
 use super::state::{DaemonState, RunKind, RunSummary};
 use super::Job;
 use crate::apply::OutcomeKind;
@@ -47,7 +47,7 @@ fn log_dry_run(r: &RunReport) {
 impl Job for FullJob {
     fn run(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
         Box::pin(async move {
-            let rec = current(&self.current);
+            let rec = in_use(&self.current);
             let apply = rec.cfg.mode == Mode::Apply;
             let approved = self.state.take_approval();
             if let Some(fp) = &approved {
@@ -73,7 +73,9 @@ impl Job for FullJob {
                     let latency_secs = started.elapsed().as_secs_f64();
                     if r.applied
                         && r.outcomes.iter().any(|o| {
-                            o.reason.is_offboarding() && o.change.is_revocation() && o.outcome.is_done()
+                            o.reason.is_offboarding()
+                                && o.change.is_revocation()
+                                && o.outcome.is_done()
                         })
                     {
                         // Detected by this run's read, gone by its end.
@@ -129,7 +131,7 @@ impl Job for FullJob {
 impl Job for PollJob {
     fn run(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
         Box::pin(async move {
-            let rec = current(&self.current);
+            let rec = in_use(&self.current);
             let apply = rec.cfg.mode == Mode::Apply;
             let started = Instant::now();
             let result = rec.poll_leavers(apply).await;

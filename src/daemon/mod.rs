@@ -20,9 +20,9 @@
 //!   revocation to that run (see `reconcile::poll`).
 
 pub mod http;
-pub mod job;
-// pub mod run; (wired once the endpoints land)
+pub mod jobs;
 pub mod notify;
+pub mod run;
 pub mod state;
 
 use std::future::Future;

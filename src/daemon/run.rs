@@ -15,14 +15,14 @@
 //!   requests off).
 
 use super::http;
-use super::job::{FullJob, PollJob};
+use super::jobs::{FullJob, PollJob};
 use super::notify::Notifier;
 use super::state::{DaemonState, StateInfo};
 use super::{Schedule, Triggers};
 use crate::config::{Config, ConfigError, Mode};
 use crate::metrics::Metrics;
 use crate::reconcile::{Reconciler, RunError};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -63,7 +63,7 @@ impl DaemonError {
 /// The reconciler in use; SIGHUP swaps it.
 pub type Current = Arc<RwLock<Arc<Reconciler>>>;
 
-pub fn current(c: &Current) -> Arc<Reconciler> {
+pub fn in_use(c: &Current) -> Arc<Reconciler> {
     Arc::clone(&c.read().unwrap_or_else(|e| e.into_inner()))
 }
 
@@ -75,15 +75,30 @@ pub struct Exit {
 /// Told when the endpoints are up (the demo prints their addresses).
 pub type OnListening = Box<dyn FnOnce(Option<std::net::SocketAddr>) + Send>;
 
-/// Runs the daemon for the configuration at `path` until `shutdown` is cancelled (by a
-/// signal when `signals` is set).
+/// How the daemon is run.
+#[derive(Default)]
+pub struct Options {
+    /// The configuration file, read again on SIGHUP; `None`: no reload (the demo).
+    pub path: Option<PathBuf>,
+    /// SIGTERM and SIGINT stop it, SIGHUP reloads.
+    pub signals: bool,
+    /// When `http.listen` is taken, listen on a free port of the same address (the demo).
+    pub any_port_if_taken: bool,
+    pub on_listening: Option<OnListening>,
+}
+
+/// Runs the daemon for `cfg` until `shutdown` is cancelled.
 pub async fn run(
-    path: &Path,
     cfg: Config,
     shutdown: CancellationToken,
-    signals: bool,
-    on_listening: Option<OnListening>,
+    opts: Options,
 ) -> Result<Exit, DaemonError> {
+    let Options {
+        path,
+        signals,
+        any_port_if_taken,
+        on_listening,
+    } = opts;
     let schedule = Schedule::from_config(&cfg).map_err(DaemonError::Schedule)?;
     let settings = cfg.daemon.clone();
     let metrics = Arc::new(Metrics::new()?);
@@ -121,9 +136,14 @@ pub async fn run(
     let mut http_task = None;
     let mut bound = None;
     if let Some(addr) = settings.http.listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| DaemonError::Listen { addr, source })?;
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Err(e) if any_port_if_taken && e.kind() == std::io::ErrorKind::AddrInUse => {
+                let any = std::net::SocketAddr::new(addr.ip(), 0);
+                tokio::net::TcpListener::bind(any).await
+            }
+            other => other,
+        }
+        .map_err(|source| DaemonError::Listen { addr, source })?;
         let local = listener.local_addr().ok();
         bound = local;
         tracing::info!(
@@ -159,7 +179,7 @@ pub async fn run(
         });
     }
     let reloads = tokio::spawn(reload_on_hup(
-        path.to_path_buf(),
+        path,
         Arc::clone(&current),
         Arc::clone(&hup),
         notifier.clone(),
@@ -169,6 +189,7 @@ pub async fn run(
     let pending = tokio::spawn(track_pending(
         Arc::clone(&current),
         Arc::clone(&state),
+        Arc::clone(&metrics),
         shutdown.clone(),
     ));
 
@@ -228,7 +249,7 @@ fn schedule_label(cfg: &Config) -> String {
 
 /// SIGHUP: reload the configuration (see the module doc).
 async fn reload_on_hup(
-    path: PathBuf,
+    path: Option<PathBuf>,
     current: Current,
     hup: Arc<Notify>,
     notifier: Option<Arc<Notifier>>,
@@ -240,7 +261,14 @@ async fn reload_on_hup(
         if let Some(n) = &notifier {
             n.reloading();
         }
-        match Config::load(&path) {
+        let Some(path) = &path else {
+            tracing::warn!("SIGHUP: this daemon has no configuration file to read again");
+            if let Some(n) = &notifier {
+                n.ready();
+            }
+            continue;
+        };
+        match Config::load(path) {
             Err(e) => {
                 tracing::error!(error = %e, "SIGHUP: the new configuration is rejected; the running one stays in force");
             }
@@ -248,7 +276,7 @@ async fn reload_on_hup(
                 if cfg.daemon != started_with {
                     tracing::warn!("SIGHUP: [daemon], [schedule], [http] and [log] changes take effect at the next restart");
                 }
-                let old = current(&current);
+                let old = in_use(&current);
                 match old.reload(cfg).await {
                     Ok(next) => {
                         next.clients.set_metrics(metrics.api());
@@ -271,19 +299,28 @@ async fn reload_on_hup(
     }
 }
 
-/// Keeps the pending work of an apply in progress in /status and the metrics.
-async fn track_pending(current: Current, state: Arc<DaemonState>, stop: CancellationToken) {
+/// Keeps the pending work of an apply in progress in /status and the metrics (between
+/// applies both show what the last run left undone).
+async fn track_pending(
+    current: Current,
+    state: Arc<DaemonState>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let pending: std::collections::BTreeMap<String, usize> = current(&current)
-            .live_pending()
+        let Some(live) = in_use(&current).live_pending() else {
+            continue;
+        };
+        let pending: std::collections::BTreeMap<String, usize> = live
             .into_iter()
             .map(|(p, n)| (p.label().to_owned(), n))
             .collect();
+        metrics.set_pending(&pending);
         state.set_pending(pending);
     }
 }

@@ -249,13 +249,10 @@ impl Reconciler {
         }
     }
 
-    /// The unfinished work of the apply in progress, by priority (empty when none is).
-    pub fn live_pending(&self) -> BTreeMap<crate::apply::queue::Priority, usize> {
+    /// The unfinished work of the apply in progress, by priority (`None`: none is running).
+    pub fn live_pending(&self) -> Option<BTreeMap<crate::apply::queue::Priority, usize>> {
         let cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        cur.live
-            .as_ref()
-            .map(|(run, _)| run.pending())
-            .unwrap_or_default()
+        cur.live.as_ref().map(|(run, _)| run.pending())
     }
 
     fn snapshot(&self) -> Option<Arc<Snapshot>> {

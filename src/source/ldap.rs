@@ -556,6 +556,23 @@ impl LdapSource {
     /// of everyone matching `source.disabled_filter` (DNs only, not limited by time: a filter
     /// on group membership changes no person entry). Groups are not read.
     pub async fn read_leavers(&self, since: &str) -> Result<Leavers, SourceError> {
+        // Like the full read, on a thread of its own (the page sink is not `Send`).
+        let me = self.clone();
+        let since = since.to_owned();
+        let task = tokio::task::spawn_blocking(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| me.err("poll", format!("cannot start the LDAP runtime: {e}")))?;
+            rt.block_on(me.read_leavers_here(&since))
+        });
+        match task.await {
+            Ok(r) => r,
+            Err(e) => Err(self.err("poll", format!("the LDAP client failed: {e}"))),
+        }
+    }
+
+    async fn read_leavers_here(&self, since: &str) -> Result<Leavers, SourceError> {
         let limit = self.cfg.read_timeout;
         let read = async {
             let mut ldap = self.connect().await?;
