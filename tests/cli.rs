@@ -284,6 +284,8 @@ async fn the_daemon_logs_what_a_dry_run_would_change_and_sigterm_stops_it_with_e
         .args(["run", "-c", cfg.to_str().expect("utf8")])
         .env_remove("RUST_LOG")
         .env("BBSYNC__CREDENTIALS__ADMIN__TOKEN", ADMIN_TOKEN)
+        // A free port: tests run in parallel.
+        .env("BBSYNC__HTTP__LISTEN", "127.0.0.1:0")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
