@@ -466,6 +466,12 @@ impl Reconciler {
         Ok(next)
     }
 
+    /// Closes the audit file; the next apply opens it again by its path (logrotate renamed
+    /// it). An apply in progress finishes writing to the file it opened.
+    pub fn reopen_audit(&self) {
+        *self.audit.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// This reconciler, stopped by `token` (the daemon's shutdown).
     pub fn with_shutdown(mut self, token: tokio_util::sync::CancellationToken) -> Reconciler {
         self.shutdown = token;

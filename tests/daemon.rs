@@ -464,3 +464,59 @@ async fn the_demo_serves_the_endpoints_it_prints_and_sigterm_stops_it_with_exit_
         .expect("wait");
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn systemd_hears_ready_and_stopping_on_notify_socket() {
+    let mut s = seed(&["ann"]);
+    s.groups.push(group("Developers", &["ann"]));
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        tmp.path().join("dir.ldif"),
+        ldif(&[("ann", false)], &[("eng", &["ann"])]),
+    )
+    .expect("ldif");
+    let cfg = write_config(&emu, tmp.path(), "");
+    let sock_path = tmp.path().join("notify.sock");
+    let sock = tokio::net::UnixDatagram::bind(&sock_path).expect("bind");
+    let mut child = Command::new(BIN)
+        .args(["run", "-c", cfg.to_str().expect("utf8")])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut got: Vec<String> = Vec::new();
+    recv_until(&sock, "READY=1", &mut got).await;
+    // The watchdog pings at half of WATCHDOG_USEC while the daemon is healthy.
+    recv_until(&sock, "WATCHDOG=1", &mut got).await;
+    let pid = child.id().expect("pid").to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    recv_until(&sock, "STOPPING=1", &mut got).await;
+    let status = child.wait().await.expect("wait");
+    assert_eq!(status.code(), Some(0), "{got:?}");
+}
+
+/// Receives notify datagrams into `got` until one contains `want`.
+async fn recv_until(sock: &tokio::net::UnixDatagram, want: &str, got: &mut Vec<String>) {
+    let mut buf = vec![0u8; 4096];
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let n = sock.recv(&mut buf).await.expect("recv");
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let done = msg.contains(want);
+            got.push(msg);
+            if done {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "no {want}: {got:?}");
+}

@@ -271,6 +271,8 @@ async fn reload_on_hup(
         match Config::load(path) {
             Err(e) => {
                 tracing::error!(error = %e, "SIGHUP: the new configuration is rejected; the running one stays in force");
+                // logrotate still expects the audit file to be let go of.
+                in_use(&current).reopen_audit();
             }
             Ok(cfg) => {
                 if cfg.daemon != started_with {
