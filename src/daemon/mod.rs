@@ -12,12 +12,15 @@
 //! - Shutdown: the loop stops waiting at once; a run in progress is asked to stop through the
 //!   same token (the pool takes no new change, lets the requests in flight finish and records
 //!   them) and the loop returns when it has.
-//!
 //! - With `schedule.cron` the runs start at its occurrences (UTC) instead, plus the jitter
 //!   (0 to 5% of its period, after the occurrence); the backoff skips occurrences.
 //! - The off-boarding poll, when given, runs every `offboarding.poll_interval_secs` alongside:
 //!   polls never overlap each other, and one that finds a leaver during a full run hands the
 //!   revocation to that run (see `reconcile::poll`).
+//!
+//! The rest of the daemon: [`jobs`] (the two jobs), [`state`] (what `/status` and `/readyz`
+//! show), [`http`] (the endpoints), [`notify`] (systemd), [`run`] (everything wired, signals,
+//! reload). docs/operations.md is the operator's view.
 
 pub mod http;
 pub mod jobs;
