@@ -12,8 +12,7 @@ use bbsync::reconcile::Reconciler;
 use bbsync_emulator::{Emulator, Fault, FaultKind, Seed, SeedGroupGrant};
 use common::*;
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
+
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -213,44 +212,6 @@ fn assert_no_personal_labels(text: &str, seed: &Seed) {
             );
         }
     }
-}
-
-/// Pipes `text` through `promtool check metrics`. Without promtool: fails when `CI` is set,
-/// else says it skipped and returns false.
-fn promtool_accepts(text: &str) -> bool {
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "promtool is not installed and CI is set (scripts/test.sh installs Debian's prometheus)"
-            );
-            eprintln!("SKIP promtool check: promtool is not installed (scripts/test.sh installs Debian's prometheus)");
-            return false;
-        }
-        Err(e) => panic!("cannot run promtool: {e}"),
-    };
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write to promtool");
-    let out = child.wait_with_output().expect("promtool runs");
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}\n{}{}\n--- the text ---\n{text}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    true
 }
 
 #[tokio::test]

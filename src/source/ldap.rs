@@ -481,20 +481,32 @@ impl LdapSource {
         for g in groups {
             into.add_group(g);
         }
-        if let Some(f) = &self.cfg.disabled_filter {
-            let filter = format!("(&{}{f})", self.cfg.users.filter);
-            self.paged_search(
-                &mut ldap,
-                "disabled users",
-                &self.cfg.users,
-                &filter,
-                &["1.1".to_owned()],
-                &mut |e| into.add_disabled(e.dn),
-            )
+        self.disabled_by_filter(&mut ldap, &mut |dn| into.add_disabled(dn))
             .await?;
-        }
         let _ = ldap.unbind().await;
         Ok(users)
+    }
+
+    /// The DNs of the people `source.disabled_filter` matches (none without one).
+    async fn disabled_by_filter(
+        &self,
+        ldap: &mut Ldap,
+        sink: &mut dyn FnMut(Dn),
+    ) -> Result<(), SourceError> {
+        let Some(f) = &self.cfg.disabled_filter else {
+            return Ok(());
+        };
+        let filter = format!("(&{}{f})", self.cfg.users.filter);
+        self.paged_search(
+            ldap,
+            "disabled users",
+            &self.cfg.users,
+            &filter,
+            &["1.1".to_owned()],
+            &mut |e| sink(e.dn),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Reads people and groups and resolves them, or fails.
@@ -588,18 +600,8 @@ impl LdapSource {
             )
             .await?;
             let mut by_filter = Vec::new();
-            if let Some(f) = &self.cfg.disabled_filter {
-                let filter = format!("(&{}{f})", self.cfg.users.filter);
-                self.paged_search(
-                    &mut ldap,
-                    "disabled users",
-                    &self.cfg.users,
-                    &filter,
-                    &["1.1".to_owned()],
-                    &mut |e| by_filter.push(e.dn),
-                )
+            self.disabled_by_filter(&mut ldap, &mut |dn| by_filter.push(dn))
                 .await?;
-            }
             let _ = ldap.unbind().await;
             let dir = resolver.finish();
             Ok(Leavers {

@@ -211,3 +211,42 @@ pub fn audit_finals(trail: &str) -> Vec<serde_json::Value> {
     }
     last.into_iter().map(|(_, r)| r).collect()
 }
+
+/// Pipes `text` through `promtool check metrics`. Without promtool: fails when `CI` is set,
+/// else says it skipped and returns false.
+pub fn promtool_accepts(text: &str) -> bool {
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "promtool is not installed and CI is set (scripts/test.sh installs Debian's prometheus)"
+            );
+            eprintln!("SKIP promtool check: promtool is not installed (scripts/test.sh installs Debian's prometheus)");
+            return false;
+        }
+        Err(e) => panic!("cannot run promtool: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}\n{}{}\n--- the text ---\n{text}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
