@@ -749,9 +749,11 @@ impl Reconciler {
         // Map before reading Bitbucket: a mapping error costs no API calls.
         let groups = mapping::desired_groups(&dir, &self.cfg.groups)?;
         // One backend per run: what it learns of the workspace (who is who) is per run too.
-        let members = self.clients.v1_groups();
+        // Kept with the snapshot: the off-boarding poll names people by the UUIDs this run's
+        // group read learnt (no member listing per poll).
+        let members = Arc::new(self.clients.v1_groups());
         let grant_state = V1GroupPrivileges(self.clients.shared(ApiFamily::GroupPrivilegesRead));
-        let read = read_actual(&self.cfg, &members, &grant_state, &self.clients)
+        let read = read_actual(&self.cfg, &*members, &grant_state, &self.clients)
             .await
             .map_err(|e| RunError::Read(Box::new(e)))?;
         let Read {
@@ -964,13 +966,14 @@ impl Reconciler {
             actual: actual.clone(),
             policy: policy.clone(),
             membership: members.write_family(),
+            members: Arc::clone(&members),
         });
 
         let mut outcomes = Vec::new();
         if let Some(audit) = &audit {
             let applier = Applier {
                 clients: &self.clients,
-                members: &members,
+                members: &*members,
                 grant_writes: self.cfg.bitbucket.grant_writes,
                 audit,
                 run_id: &run_id,

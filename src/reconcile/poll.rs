@@ -35,6 +35,8 @@ pub(super) struct Snapshot {
     pub actual: Actual,
     pub policy: Policy,
     pub membership: ApiFamily,
+    /// The run's membership backend, with the UUIDs its group read learnt.
+    pub members: Arc<crate::bitbucket::V1Groups>,
 }
 
 /// The reconciler's view shared with the poll.
@@ -242,7 +244,7 @@ impl Reconciler {
             tokio::select! {
                 slot = self.slot.lock() => {
                     let _slot = slot;
-                    return self.apply_poll(plan, leavers, report).await;
+                    return self.apply_poll(plan, leavers, report, &snapshot).await;
                 }
                 _ = wait_live => {}
             }
@@ -272,11 +274,11 @@ impl Reconciler {
     fn submit_to_live(&self, plan: &Plan) -> Option<String> {
         let cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let (run, run_id) = cur.live.as_ref()?;
-        let members = self.clients.v1_groups();
+        let members = Arc::clone(&cur.snapshot.as_ref()?.members);
         let audit = self.audit().ok()?;
         Applier {
             clients: &self.clients,
-            members: &members,
+            members: &*members,
             grant_writes: self.cfg.bitbucket.grant_writes,
             audit: &audit,
             run_id,
@@ -298,15 +300,15 @@ impl Reconciler {
         plan: Plan,
         leavers: BTreeMap<AccountId, String>,
         mut report: PollReport,
+        snapshot: &Snapshot,
     ) -> Result<PollReport, RunError> {
         self.take_lock()?;
         self.clients.new_run();
         let audit = self.audit()?;
         let run_id = format!("poll-{:x}", fastrand::u64(..));
-        let members = self.clients.v1_groups();
         let applier = Applier {
             clients: &self.clients,
-            members: &members,
+            members: &*snapshot.members,
             grant_writes: self.cfg.bitbucket.grant_writes,
             audit: &audit,
             run_id: &run_id,
