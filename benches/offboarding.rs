@@ -449,23 +449,9 @@ struct PollJob {
     log: Mutex<Vec<PollRecord>>,
 }
 
-/// `rec.poll_leavers(true)`, driven on a blocking-pool thread of the runtime.
-///
-/// `Reconciler::poll_leavers` returns a future that is not `Send` with an LDAP source, so it
-/// cannot be boxed as a `Job`'s future (nor `tokio::spawn`ed) as it is: the light read,
-/// `LdapSource::read_leavers`, awaits `paged_search`, whose `sink: &mut dyn FnMut(Entry)` is
-/// not `Send` (the full read escapes this by running on a thread of its own). Until that
-/// parameter is `&mut (dyn FnMut(Entry) + Send)`, the bench blocks a blocking-pool thread on
-/// the poll with the runtime's handle: the LDAP and HTTP connections still run on the
-/// runtime's workers, and the measured work is the same.
-async fn poll_on_a_blocking_thread(rec: &Arc<Reconciler>) -> Result<PollReport, String> {
-    let rec = Arc::clone(rec);
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        handle.block_on(async move { rec.poll_leavers(true).await.map_err(|e| e.to_string()) })
-    })
-    .await
-    .unwrap_or_else(|e| Err(format!("the poll panicked: {e}")))
+/// `rec.poll_leavers(true)`, errors as text.
+async fn poll_once(rec: &Arc<Reconciler>) -> Result<PollReport, String> {
+    rec.poll_leavers(true).await.map_err(|e| e.to_string())
 }
 
 impl Job for PollJob {
@@ -473,7 +459,7 @@ impl Job for PollJob {
         Box::pin(async move {
             let start = Instant::now();
             let before = self.emu.requests().len();
-            let result = poll_on_a_blocking_thread(&self.rec).await;
+            let result = poll_once(&self.rec).await;
             let ok = result.as_ref().is_ok_and(PollReport::ok);
             let end = Instant::now();
             let after = self.emu.requests().len();
