@@ -137,7 +137,7 @@ impl RunReport {
                 || matches!(
                     o,
                     crate::apply::Outcome::Blocked {
-                        reason: BlockReason::NotWorkspaceMember
+                        reason: BlockReason::NotWorkspaceMember | BlockReason::BecameLeaver
                     }
                 )
         };

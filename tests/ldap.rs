@@ -512,7 +512,7 @@ async fn the_poll_read_finds_people_disabled_since_a_time_and_by_the_disabled_fi
     let ids: Vec<String> = found
         .disabled
         .iter()
-        .map(|(id, _)| id.as_str().to_owned())
+        .map(|(id, _, _)| id.as_str().to_owned())
         .collect();
     for who in ["ann", "bob", "carol"] {
         assert!(ids.contains(&acc(who)), "{who} disabled: {found:?}");

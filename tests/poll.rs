@@ -220,3 +220,105 @@ async fn a_poll_during_a_large_apply_puts_the_revocation_into_it_ahead_of_the_qu
         "the removal ({delete}) came just before the last grant ({last_put})"
     );
 }
+
+#[tokio::test]
+async fn people_who_leave_during_an_apply_that_adds_them_end_in_no_group() {
+    // 60 new hires being added one at a time; they all leave while it runs. The adds not yet
+    // started are withdrawn, the ones made are undone after them.
+    let names: Vec<String> = (0..60).map(|i| format!("h{i:02}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut everyone = vec!["ann"];
+    everyone.extend(&refs);
+    let mut s = seed(&everyone);
+    s.groups.push(group("Developers", &["ann"]));
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let people = |disabled: bool| -> Vec<(&str, bool)> {
+        std::iter::once(("ann", false))
+            .chain(refs.iter().map(|n| (*n, disabled)))
+            .collect()
+    };
+    let dir = |disabled: bool| ldif(&people(disabled), &[("eng", &everyone)]);
+    let mut cfg = config(
+        &emu,
+        tmp.path(),
+        &dir(false),
+        &format!("{RULES}[safety]\nmax_removal_ratio = 1.0\nmax_group_removal_ratio = 1.0\nmax_removals = 100\n"),
+    );
+    cfg.apply.concurrency = 1;
+    let rec = std::sync::Arc::new(Reconciler::new(cfg).expect("reconciler"));
+    emu.set_latency(Duration::from_millis(15));
+    let full = tokio::spawn({
+        let rec = std::sync::Arc::clone(&rec);
+        async move { rec.run(true).await }
+    });
+    let t0 = std::time::Instant::now();
+    while emu.requests().iter().filter(|r| r.method == "PUT").count() < 5 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the apply never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    std::fs::write(tmp.path().join("directory.ldif"), dir(true)).expect("ldif");
+    let r = rec.poll_leavers(true).await.expect("poll");
+    assert!(r.submitted_to_live, "{r:?}");
+    assert_eq!(r.new_leavers.len(), 60);
+    let report = full.await.expect("join").expect("full run");
+    emu.set_latency(Duration::ZERO);
+    let removals: Vec<_> = report
+        .outcomes
+        .iter()
+        .filter(|o| matches!(o.change, Change::RemoveMember { .. }))
+        .map(|o| format!("{:?}", o.outcome))
+        .collect();
+    assert_eq!(
+        members(&emu, "developers"),
+        sorted(&["ann"]),
+        "nobody who left stays: {removals:?}"
+    );
+    let withdrawn = report
+        .outcomes
+        .iter()
+        .filter(|o| {
+            matches!(
+                &o.outcome,
+                bbsync::apply::Outcome::Blocked {
+                    reason: bbsync::plan::BlockReason::BecameLeaver
+                }
+            )
+        })
+        .count();
+    let undone = report
+        .outcomes
+        .iter()
+        .filter(|o| matches!(o.change, Change::RemoveMember { .. }) && o.outcome.is_done())
+        .count();
+    assert!(
+        withdrawn > 0 && undone > 0,
+        "{withdrawn} withdrawn, {undone} undone"
+    );
+    assert_eq!(withdrawn + undone, 60, "each hire withdrawn or undone");
+    assert!(report.ok(), "{:?}", report.outcomes);
+    // The next full run finds nothing to do.
+    let again = rec.run(true).await.expect("full run");
+    assert!(again.plan.changes.is_empty(), "{:?}", again.plan.changes);
+}
+
+#[tokio::test]
+async fn a_second_entry_with_an_active_persons_id_is_left_to_the_full_read() {
+    let (emu, tmp, rec) = setup(RULES).await;
+    rec.run(true).await.expect("full run");
+    // A new, disabled entry carrying bob's account id: ambiguous, which only a full read sees.
+    let mut text = directory(&[]);
+    text.push_str(&format!(
+        "dn: uid=bob2,ou=people,dc=acme,dc=test\nobjectClass: inetOrgPerson\nuid: bob2\ncn: Other bob\natlassianAccountId: {}\nnsAccountLock: TRUE\n\n",
+        acc("bob")
+    ));
+    std::fs::write(tmp.path().join("directory.ldif"), text).expect("ldif");
+    let before = emu.requests().len();
+    let r = rec.poll_leavers(true).await.expect("poll");
+    assert!(r.new_leavers.is_empty(), "{r:?}");
+    assert_eq!(emu.requests().len(), before, "nothing sent");
+    assert_eq!(members(&emu, "developers").len(), 3);
+}

@@ -290,8 +290,17 @@ impl Applier<'_> {
                             .or_default()
                             .push(id);
                     }
-                    Change::RemoveMember { account_id, .. } => {
+                    Change::RemoveMember {
+                        account_id, group, ..
+                    } => {
                         deps.extend(st.user_grants.get(account_id).into_iter().flatten());
+                        // A removal submitted after an addition of the same membership (the
+                        // person left meanwhile) goes after it.
+                        deps.extend(st.jobs[..id].iter().enumerate().filter_map(|(j, job)| {
+                            matches!(&job.change, Change::AddMember { group: g, account_id: a, .. }
+                                if g == group && a == account_id)
+                            .then_some(j)
+                        }));
                     }
                     c => deps.extend(c.group().and_then(|g| st.creates.get(g))),
                 }
@@ -309,6 +318,64 @@ impl Applier<'_> {
         }
         self.write_records(run, records);
         run.notify.notify_waiters();
+    }
+
+    /// People who became leavers while `run` is applying: their additions that have not
+    /// started are withdrawn (blocked, `became_leaver`, and audited); returns the additions
+    /// already started or done, whose membership the caller removes again (a removal waits
+    /// for the addition of the same membership).
+    pub fn withdraw_additions(
+        &self,
+        run: &Run,
+        leavers: &std::collections::BTreeSet<AccountId>,
+    ) -> Vec<(GroupSlug, AccountId, String)> {
+        let mut records = Vec::new();
+        let mut started = Vec::new();
+        {
+            let mut st = run.lock();
+            let adds: Vec<usize> = st
+                .jobs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, j)| match &j.change {
+                    Change::AddMember { account_id, .. } if leavers.contains(account_id) => Some(i),
+                    _ => None,
+                })
+                .collect();
+            for id in adds {
+                match st.queue.withdraw(id) {
+                    Some(cancelled) => {
+                        // The add and whatever waited for it.
+                        for (j, _) in cancelled {
+                            records.extend(self.settle(
+                                &mut st,
+                                j,
+                                blocked(BlockReason::BecameLeaver),
+                            ));
+                        }
+                    }
+                    None => {
+                        if let Change::AddMember {
+                            group,
+                            account_id,
+                            display_name,
+                        } = &st.jobs[id].change
+                        {
+                            if !matches!(st.jobs[id].outcome, Some(ref o) if !o.is_done()) {
+                                started.push((
+                                    group.clone(),
+                                    account_id.clone(),
+                                    display_name.clone(),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.write_records(run, records);
+        run.notify.notify_waiters();
+        started
     }
 
     /// Works the run until every queued change is finished (or deferred).
@@ -739,8 +806,19 @@ impl Applier<'_> {
     async fn verify(&self, run: &Run) {
         let ids: Vec<usize> = {
             let st = run.lock();
+            // An addition undone later in the run (the person left meanwhile) is not read
+            // back: its absence is the point, not a lost write.
+            let undone = |i: usize| match &st.jobs[i].change {
+                Change::AddMember {
+                    group, account_id, ..
+                } => st.jobs[i + 1..].iter().any(|j| {
+                    matches!(&j.change, Change::RemoveMember { group: g, account_id: a, .. }
+                        if g == group && a == account_id)
+                }),
+                _ => false,
+            };
             (0..st.jobs.len())
-                .filter(|&i| st.jobs[i].outcome == Some(Outcome::Accepted))
+                .filter(|&i| st.jobs[i].outcome == Some(Outcome::Accepted) && !undone(i))
                 .collect()
         };
         if ids.is_empty() {

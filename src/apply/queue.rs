@@ -224,6 +224,16 @@ impl Queue {
         out
     }
 
+    /// Takes a job that has not started out of the queue (with its dependents); `false` when
+    /// it has started or finished.
+    pub fn withdraw(&mut self, id: usize) -> Option<Cancelled> {
+        if matches!(self.slots[id].state, State::Ready | State::Waiting(_)) {
+            Some(self.cancel(id, id))
+        } else {
+            None
+        }
+    }
+
     /// Takes every job of `lane` that has not started out of the queue (the lane's budget is
     /// spent for this run): returned with their dependents on other lanes, each with the job
     /// of the stopped lane it waited for (itself for the lane's own jobs).

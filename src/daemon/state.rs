@@ -332,7 +332,9 @@ impl RunSummary {
 /// elsewhere (a guard: `held`) or is no failure (someone not yet in the workspace).
 fn blocked_line(kind: &str, reason: &BlockReason) -> Option<String> {
     match reason {
-        BlockReason::SafetyGuard { .. } | BlockReason::NotWorkspaceMember => None,
+        BlockReason::SafetyGuard { .. }
+        | BlockReason::NotWorkspaceMember
+        | BlockReason::BecameLeaver => None,
         // Names an account.
         BlockReason::DirectGrantsPending { .. } => Some(format!(
             "{kind} blocked: a direct grant of the person could not be removed"

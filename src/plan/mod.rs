@@ -348,6 +348,9 @@ pub enum BlockReason {
     GroupNotCreated { group: GroupSlug, why: String },
     /// The person is not a member of the workspace (1.0 groups only take members).
     NotWorkspaceMember,
+    /// The person became a leaver while this apply was running (the off-boarding poll saw
+    /// it): an addition for them that had not started is withdrawn.
+    BecameLeaver,
     /// A direct grant of this person could not be removed: their memberships stay until it
     /// is (so the next run still sees them).
     DirectGrantsPending { account_id: AccountId },
@@ -367,6 +370,7 @@ impl BlockReason {
             BlockReason::MissingGroup { .. } => "missing_group",
             BlockReason::GroupNotCreated { .. } => "group_not_created",
             BlockReason::NotWorkspaceMember => "not_workspace_member",
+            BlockReason::BecameLeaver => "became_leaver",
             BlockReason::DirectGrantsPending { .. } => "direct_grants_pending",
             BlockReason::AuditUnavailable { .. } => "audit_unavailable",
         }
@@ -416,6 +420,9 @@ impl fmt::Display for BlockReason {
             }
             BlockReason::NotWorkspaceMember => f.write_str(
                 "not a member of the workspace: invite them first (1.0 groups only take workspace members)",
+            ),
+            BlockReason::BecameLeaver => f.write_str(
+                "withdrawn: the person became a leaver while this apply was running",
             ),
             BlockReason::DirectGrantsPending { account_id } => write!(
                 f,
@@ -1098,7 +1105,13 @@ pub fn fingerprint<T: Serialize>(value: &T) -> String {
 }
 
 /// The guards this run's revocations trip.
-fn guards(revoking: &[&Change], desired: &Desired, actual: &Actual, policy: &Policy) -> Vec<Guard> {
+/// The safety guards `revoking` trips (empty: none).
+pub fn guards(
+    revoking: &[&Change],
+    desired: &Desired,
+    actual: &Actual,
+    policy: &Policy,
+) -> Vec<Guard> {
     let mut out = Vec::new();
     let n = revoking.len();
     if n > policy.max_removals {

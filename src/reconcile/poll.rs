@@ -20,7 +20,7 @@ use crate::apply::{Applier, ChangeResult, Run};
 use crate::bitbucket::ApiFamily;
 use crate::mapping::{Desired, Leaver};
 use crate::model::{AccountId, Dn};
-use crate::plan::{self, Actual, Change, Plan, Planned, Policy};
+use crate::plan::{self, Actual, BlockReason, Change, Plan, Planned, Policy};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -47,6 +47,14 @@ pub(super) struct Current {
     pub live: Option<(Arc<Run>, String)>,
     /// Revoked by polls since the snapshot was taken (not revoked twice).
     pub revoked: BTreeSet<AccountId>,
+}
+
+/// What happened to a poll's revocations at the apply in progress.
+enum Live {
+    Submitted(String),
+    /// That apply planned from a newer snapshot.
+    Stale,
+    None,
 }
 
 /// What one poll did.
@@ -121,10 +129,61 @@ pub(super) fn revocations_for(
         };
         p.reason.is_offboarding() && leavers.contains_key(who)
     });
+    // The guards judge these revocations alone: the snapshot's own, planned from Bitbucket as
+    // it was before that run applied them, are done or the full run's business.
+    let revoking: Vec<&Change> = planned
+        .changes
+        .iter()
+        .map(|p| &p.change)
+        .filter(|c| c.is_revocation())
+        .collect();
+    planned.held = plan::guards(&revoking, &desired, &snapshot.actual, &policy);
+    for p in &mut planned.changes {
+        p.blocked = planned.held.first().map(|guard| BlockReason::SafetyGuard {
+            guard: guard.clone(),
+        });
+    }
     planned.skipped.clear();
     planned.notes.clear();
     planned.warnings.clear();
     planned
+}
+
+/// Who among `found` became a leaver since `snapshot` (account id -> why): disabled now,
+/// active in the snapshot under the same entry, and not revoked by a poll already.
+fn new_leavers(
+    found: &crate::source::ldap::Leavers,
+    snapshot: &Snapshot,
+    revoked: &BTreeSet<AccountId>,
+) -> BTreeMap<AccountId, String> {
+    let mut leavers = BTreeMap::new();
+    for (id, dn, why) in &found.disabled {
+        // The entry the full read had for this id: another one with the same id (which the
+        // light read alone cannot see is a duplicate) is left to the next full read.
+        if snapshot
+            .people
+            .get(id)
+            .is_some_and(|(known, _)| known.normalised() == dn.normalised())
+        {
+            leavers.insert(id.clone(), why.clone());
+        }
+    }
+    if !found.by_filter.is_empty() {
+        let by_dn: HashMap<&str, &AccountId> = snapshot
+            .people
+            .iter()
+            .map(|(id, (dn, _))| (dn.normalised(), id))
+            .collect();
+        for dn in &found.by_filter {
+            if let Some(id) = by_dn.get(dn.normalised()) {
+                leavers
+                    .entry((*id).clone())
+                    .or_insert_with(|| "matches source.disabled_filter".to_owned());
+            }
+        }
+    }
+    leavers.retain(|id, _| !snapshot.desired.leavers.contains_key(id) && !revoked.contains(id));
+    leavers
 }
 
 impl Reconciler {
@@ -163,86 +222,85 @@ impl Reconciler {
 
     /// One off-boarding poll (see the module doc). `apply`: write (else log what it would do).
     pub async fn poll_leavers(&self, apply: bool) -> Result<PollReport, RunError> {
-        let Some(snapshot) = self.snapshot() else {
+        let Some(first) = self.snapshot() else {
             return Ok(PollReport {
                 no_baseline: true,
                 ..PollReport::default()
             });
         };
-        let since = snapshot
+        let since = first
             .read_at
             .checked_sub(CLOCK_MARGIN)
-            .unwrap_or(snapshot.read_at);
+            .unwrap_or(first.read_at);
         let found = self.source.read_leavers(since).await?;
         let mut report = PollReport {
             seen_disabled: found.disabled.len() + found.by_filter.len(),
             ..PollReport::default()
         };
-        // The newest snapshot: a full run may have finished planning meanwhile.
-        let (snapshot, revoked) = {
-            let cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-            (
-                cur.snapshot.clone().unwrap_or(snapshot),
-                cur.revoked.clone(),
-            )
-        };
-        let mut leavers: BTreeMap<AccountId, String> = found.disabled.into_iter().collect();
-        if !found.by_filter.is_empty() {
-            let by_dn: HashMap<&str, &AccountId> = snapshot
-                .people
-                .iter()
-                .map(|(id, (dn, _))| (dn.normalised(), id))
-                .collect();
-            for dn in &found.by_filter {
-                if let Some(id) = by_dn.get(dn.normalised()) {
-                    leavers
-                        .entry((*id).clone())
-                        .or_insert_with(|| "matches source.disabled_filter".to_owned());
-                }
-            }
-        }
-        leavers.retain(|id, _| {
-            snapshot.people.contains_key(id)
-                && !snapshot.desired.leavers.contains_key(id)
-                && !revoked.contains(id)
-        });
-        if leavers.is_empty() {
-            return Ok(report);
-        }
-        report.new_leavers = leavers.keys().cloned().collect();
-        let mut plan = revocations_for(&snapshot, &leavers, SystemTime::now());
-        report.planned = plan.changes.len();
-        tracing::warn!(
-            leavers = leavers.len(),
-            revocations = plan.changes.len(),
-            "off-boarding poll: people became leavers since the last full reconcile"
-        );
-        if !apply {
-            for p in &plan.changes {
-                tracing::info!(change = %p.change, reason = %p.reason, kind = p.change.kind().label(), "would change (dry run, off-boarding poll)");
-            }
-            report.would = plan.changes;
-            return Ok(report);
-        }
-        if plan.changes.is_empty() {
-            self.mark_revoked(&leavers);
-            return Ok(report);
-        }
-        self.block_what_credentials_cannot_do(&mut plan, snapshot.membership)
-            .await;
         loop {
-            // Into the apply in progress, if there is one.
-            if let Some(run_id) = self.submit_to_live(&plan) {
-                self.mark_revoked(&leavers);
-                report.run_id = Some(run_id);
-                report.submitted_to_live = true;
-                return Ok(report);
-            }
+            // Armed before the live run is looked at: one that goes live after the look
+            // still wakes this poll.
             let wait_live = self.live_changed.notified();
             tokio::pin!(wait_live);
             wait_live.as_mut().enable();
+            // The newest snapshot: a full run may have finished planning meanwhile, and seen
+            // some of these people disabled already.
+            let (snapshot, revoked) = {
+                let cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+                (
+                    cur.snapshot.clone().unwrap_or_else(|| Arc::clone(&first)),
+                    cur.revoked.clone(),
+                )
+            };
+            let leavers = new_leavers(&found, &snapshot, &revoked);
+            report.new_leavers = leavers.keys().cloned().collect();
+            if leavers.is_empty() {
+                report.planned = 0;
+                return Ok(report);
+            }
+            let mut plan = revocations_for(&snapshot, &leavers, SystemTime::now());
+            report.planned = plan.changes.len();
+            tracing::warn!(
+                leavers = leavers.len(),
+                revocations = plan.changes.len(),
+                held = !plan.held.is_empty(),
+                "off-boarding poll: people became leavers since the last full reconcile"
+            );
+            if !apply {
+                for p in &plan.changes {
+                    tracing::info!(change = %p.change, reason = %p.reason, kind = p.change.kind().label(), "would change (dry run, off-boarding poll)");
+                }
+                report.would = plan.changes;
+                return Ok(report);
+            }
+            self.block_what_credentials_cannot_do(&mut plan, snapshot.membership)
+                .await;
+            // Into the apply in progress, if there is one (its additions for them withdrawn).
+            match self.submit_to_live(&snapshot, &mut plan, &leavers) {
+                Live::Submitted(run_id) => {
+                    self.mark_revoked(&leavers);
+                    report.planned = plan.changes.len();
+                    report.run_id = Some(run_id);
+                    report.submitted_to_live = true;
+                    return Ok(report);
+                }
+                Live::Stale => continue,
+                Live::None => {}
+            }
+            if plan.changes.is_empty() {
+                // In no managed group: nothing to take (the next full run re-checks).
+                self.mark_revoked(&leavers);
+                return Ok(report);
+            }
             tokio::select! {
                 slot = self.slot.lock() => {
+                    // The slot is ours. A full run that finished meanwhile may have seen them
+                    // already, or changed what they have: plan again from its view.
+                    let same = self.snapshot().is_some_and(|s| Arc::ptr_eq(&s, &snapshot));
+                    if !same {
+                        drop(slot);
+                        continue;
+                    }
                     let _slot = slot;
                     return self.apply_poll(plan, leavers, report, &snapshot).await;
                 }
@@ -270,13 +328,29 @@ impl Reconciler {
         cur.revoked.extend(leavers.keys().cloned());
     }
 
-    /// Adds the plan's changes to the full run applying now; its run id, or `None`.
-    fn submit_to_live(&self, plan: &Plan) -> Option<String> {
+    /// Adds the plan's changes to the full run applying now; its run id, or `None`. That
+    /// run's additions for the leavers are withdrawn first, and those already made are
+    /// undone (a removal after the addition).
+    fn submit_to_live(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        plan: &mut Plan,
+        leavers: &BTreeMap<AccountId, String>,
+    ) -> Live {
         let cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let (run, run_id) = cur.live.as_ref()?;
-        let members = Arc::clone(&cur.snapshot.as_ref()?.members);
-        let audit = self.audit().ok()?;
-        Applier {
+        let (Some((run, run_id)), Some(live_snapshot)) = (cur.live.as_ref(), cur.snapshot.as_ref())
+        else {
+            return Live::None;
+        };
+        if !Arc::ptr_eq(live_snapshot, snapshot) {
+            // The apply in progress planned from a newer view: plan again from it.
+            return Live::Stale;
+        }
+        let members = Arc::clone(&live_snapshot.members);
+        let Ok(audit) = self.audit() else {
+            return Live::None;
+        };
+        let applier = Applier {
             clients: &self.clients,
             members: &*members,
             grant_writes: self.cfg.bitbucket.grant_writes,
@@ -284,14 +358,28 @@ impl Reconciler {
             run_id,
             settings: self.cfg.apply.clone(),
             stop: Some(&self.shutdown),
+        };
+        let ids: BTreeSet<AccountId> = leavers.keys().cloned().collect();
+        let held = plan.held.first().cloned();
+        for (group, account_id, display_name) in applier.withdraw_additions(run, &ids) {
+            let fact = leavers.get(&account_id).cloned().unwrap_or_default();
+            plan.changes.push(Planned {
+                change: Change::RemoveMember {
+                    group,
+                    account_id,
+                    display_name,
+                },
+                reason: plan::Reason::Leaver { fact },
+                blocked: held.clone().map(|guard| BlockReason::SafetyGuard { guard }),
+            });
         }
-        .submit(run, &plan.changes);
+        applier.submit(run, &plan.changes);
         tracing::info!(
             run_id,
             revocations = plan.changes.len(),
-            "off-boarding poll: revocations added to the apply in progress, ahead of its queue"
+            "off-boarding poll: revocations added to the apply in progress, ahead of its queue; its additions for these people withdrawn"
         );
-        Some(run_id.clone())
+        Live::Submitted(run_id.clone())
     }
 
     /// The poll's own apply (no full run in progress; the slot is held).
@@ -320,7 +408,12 @@ impl Reconciler {
             tracing::info_span!("offboarding_poll", run_id),
         )
         .await;
-        if report.ok() {
+        // Done, or decided (a guard held it: the full run reports and holds it too); what
+        // failed or was deferred is tried again by the next poll.
+        let decided = report.outcomes.iter().all(|o| {
+            o.outcome.is_done() || matches!(o.outcome, crate::apply::Outcome::Blocked { .. })
+        });
+        if decided {
             self.mark_revoked(&leavers);
         }
         tracing::info!(

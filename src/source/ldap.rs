@@ -608,7 +608,7 @@ impl LdapSource {
                 disabled: dir
                     .people
                     .into_values()
-                    .filter_map(|p| p.disabled.map(|why| (p.account_id, why)))
+                    .filter_map(|p| p.disabled.map(|why| (p.account_id, p.dn, why)))
                     .collect(),
                 by_filter,
             })
@@ -629,8 +629,10 @@ impl LdapSource {
 /// Who the off-boarding poll found disabled.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Leavers {
-    /// Disabled people, with why, by account id.
-    pub disabled: Vec<(crate::model::AccountId, String)>,
+    /// Disabled people: account id, the entry's DN (the poll acts only when it is the entry
+    /// the last full read had for that id; a second entry with the same id makes it
+    /// ambiguous, which only a full read can see), and why.
+    pub disabled: Vec<(crate::model::AccountId, Dn, String)>,
     /// DNs matching `source.disabled_filter` (their account ids are those of the last full
     /// read).
     pub by_filter: Vec<Dn>,

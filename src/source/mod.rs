@@ -645,7 +645,7 @@ impl Source {
                     disabled: dir
                         .people
                         .into_values()
-                        .filter_map(|p| p.disabled.map(|why| (p.account_id, why)))
+                        .filter_map(|p| p.disabled.map(|why| (p.account_id, p.dn, why)))
                         .collect(),
                     by_filter: Vec::new(),
                 })
