@@ -404,7 +404,7 @@ pub struct Reconciler {
     audit: std::sync::Mutex<Option<Arc<Audit>>>,
     /// One writer per workspace: taken by the first applying run, held until the reconciler
     /// is dropped (a daemon holds it for its lifetime).
-    lock: std::sync::Mutex<Option<crate::lock::WorkspaceLock>>,
+    lock: Arc<std::sync::Mutex<Option<crate::lock::WorkspaceLock>>>,
     /// Cancelled when bbsync is stopping: an apply in progress starts no new change.
     shutdown: tokio_util::sync::CancellationToken,
     /// Held by a full run from start to end, and by an off-boarding poll that applies on its
@@ -432,7 +432,7 @@ impl Reconciler {
             cfg,
             clients,
             audit: std::sync::Mutex::new(None),
-            lock: std::sync::Mutex::new(None),
+            lock: Arc::new(std::sync::Mutex::new(None)),
             shutdown: tokio_util::sync::CancellationToken::new(),
             slot: Arc::new(tokio::sync::Mutex::new(())),
             current: std::sync::Mutex::new(poll::Current::default()),
@@ -457,7 +457,10 @@ impl Reconciler {
                 _ => false,
             };
             if same {
-                *next.lock.lock().unwrap_or_else(|e| e.into_inner()) = mine.take();
+                // Shared, not moved: a run of the old configuration still waiting for the
+                // slot finds the lock held by this process, not taken by a stranger.
+                drop(mine);
+                next.lock = Arc::clone(&self.lock);
             } else {
                 next.take_lock()?;
                 *mine = None;

@@ -8,8 +8,8 @@
 //! - SIGHUP: the configuration file is read again. A bad one is rejected with all its
 //!   problems in the log and the running one keeps going. A good one takes over once nothing
 //!   is applying (`Reconciler::reload`: same lock, audit file reopened for logrotate). The
-//!   schedule, `http.*` and `log.*` are read at start only: a change there is logged as
-//!   needing a restart.
+//!   schedule, `http.*`, `log.*` and the poll interval are read at start only: a change there
+//!   is logged as needing a restart.
 //! - SIGTERM/SIGINT: no new change starts, the requests in flight finish and are recorded
 //!   (at most `daemon.shutdown_timeout_secs`), STOPPING=1, exit 0 (1 when the timeout cut
 //!   requests off).
@@ -180,11 +180,12 @@ pub async fn run(
     }
     let reloads = tokio::spawn(reload_on_hup(
         path,
+        Arc::clone(&state),
         Arc::clone(&current),
         Arc::clone(&hup),
         notifier.clone(),
         Arc::clone(&metrics),
-        settings.clone(),
+        (settings.clone(), schedule.poll),
     ));
     let pending = tokio::spawn(track_pending(
         Arc::clone(&current),
@@ -250,11 +251,12 @@ fn schedule_label(cfg: &Config) -> String {
 /// SIGHUP: reload the configuration (see the module doc).
 async fn reload_on_hup(
     path: Option<PathBuf>,
+    state: Arc<DaemonState>,
     current: Current,
     hup: Arc<Notify>,
     notifier: Option<Arc<Notifier>>,
     metrics: Arc<Metrics>,
-    started_with: crate::config::DaemonSettings,
+    started_with: (crate::config::DaemonSettings, Option<Duration>),
 ) {
     loop {
         hup.notified().await;
@@ -275,8 +277,8 @@ async fn reload_on_hup(
                 in_use(&current).reopen_audit();
             }
             Ok(cfg) => {
-                if cfg.daemon != started_with {
-                    tracing::warn!("SIGHUP: [daemon], [schedule], [http] and [log] changes take effect at the next restart");
+                if cfg.daemon != started_with.0 || cfg.offboarding.poll_interval != started_with.1 {
+                    tracing::warn!("SIGHUP: changes to [daemon], [schedule], [http], [log] and offboarding.poll_interval_secs take effect at the next restart");
                 }
                 let old = in_use(&current);
                 match old.reload(cfg).await {
@@ -284,6 +286,7 @@ async fn reload_on_hup(
                         next.clients.set_metrics(metrics.api());
                         let mode = mode_label(next.cfg.mode);
                         *current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+                        state.set_mode(mode);
                         tracing::info!(
                             mode,
                             "SIGHUP: configuration reloaded; the audit file is reopened at the next write"

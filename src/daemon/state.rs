@@ -409,6 +409,8 @@ struct Current {
 #[derive(Debug, Default)]
 struct Inner {
     alive: bool,
+    /// The mode after a SIGHUP reload changed it (`info.mode` is the one at start).
+    mode: Option<&'static str>,
     current: Option<Current>,
     /// When the last full reconcile succeeded: for its age, and for display.
     last_success: Option<(Instant, SystemTime)>,
@@ -446,6 +448,11 @@ impl DaemonState {
     /// A panic elsewhere while the lock was held leaves plain data behind: still worth showing.
     fn inner(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The mode of the configuration in force (a SIGHUP reload may change it).
+    pub fn set_mode(&self, mode: &'static str) {
+        self.inner().mode = Some(mode);
     }
 
     pub fn info(&self) -> &StateInfo {
@@ -591,7 +598,7 @@ impl DaemonState {
             })
         });
         serde_json::json!({
-            "mode": self.info.mode,
+            "mode": inner.mode.unwrap_or(self.info.mode),
             "backend": self.info.backend,
             "workspace": self.info.workspace,
             "started_at": self.started_at,
