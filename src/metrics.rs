@@ -28,15 +28,12 @@
 //! configuration no longer has disappear from the gauge. A client with no metrics attached
 //! (CLI one-shots, most tests) does one atomic load per request and nothing else.
 
-use crate::bitbucket::Budget;
+pub use crate::bitbucket::metrics::{status_class, ApiMetrics, ClientMetrics};
 use crate::directory::EntryIssue;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 /// `reconcile_duration_seconds` buckets: a small workspace takes a second, a large first
 /// apply under the rate budget an hour or more.
@@ -79,42 +76,6 @@ pub struct Metrics {
     revocation_latency: HistogramVec,
     polls: IntCounterVec,
     api: ApiMetrics,
-}
-
-/// The collectors the Bitbucket clients record into; cheap to clone (every handle is an
-/// `Arc`), shared by every [`Clients`](crate::bitbucket::Clients) attached to the same
-/// [`Metrics`]. See the module documentation for the hand-over on reload.
-#[derive(Clone)]
-pub struct ApiMetrics {
-    requests: IntCounterVec,
-    durations: HistogramVec,
-    rate_limited: IntCounterVec,
-    budget_remaining: IntGaugeVec,
-    /// The budgets the gauge reads: those of the clients attached last.
-    budgets: Arc<Mutex<Vec<WatchedBudget>>>,
-}
-
-/// A credential name and its budget, not kept alive by the gauge.
-type WatchedBudget = (String, Weak<Budget>);
-
-/// What one credential's client records with: the shared collectors and its own 429 counter.
-#[derive(Clone)]
-pub struct ClientMetrics {
-    requests: IntCounterVec,
-    durations: HistogramVec,
-    rate_limited: IntCounter,
-}
-
-/// The `status_class` label of an attempt: `2xx` .. `5xx`, or `error` when no complete
-/// answer came back (connection refused or reset, timeout, a body cut short).
-pub fn status_class(status: Option<u16>) -> &'static str {
-    match status {
-        Some(200..=299) => "2xx",
-        Some(300..=399) => "3xx",
-        Some(400..=499) => "4xx",
-        Some(500..=599) => "5xx",
-        _ => "error",
-    }
 }
 
 /// A label value given by the caller as a `&str` (a run kind, a trigger, an outcome) is used
@@ -199,30 +160,29 @@ impl Metrics {
         for state in ["read", "invalid"] {
             source_entries.with_label_values(&[state]).set(0);
         }
-        let api = ApiMetrics {
-            requests: counter(
+        let api = ApiMetrics::new(
+            counter(
                 "api_requests_total",
                 "Bitbucket API requests sent (every attempt, retries included), by API family and status class",
                 &["family", "status_class"],
             )?,
-            durations: histogram(
+            histogram(
                 "api_request_duration_seconds",
                 "Time from sending a Bitbucket request to having its whole answer, by API family",
                 &["family"],
                 API_BUCKETS,
             )?,
-            rate_limited: counter(
+            counter(
                 "api_rate_limited_total",
                 "Bitbucket answers 429 (rate limited), by credential",
                 &["credential"],
             )?,
-            budget_remaining: gauges(
+            gauges(
                 "rate_budget_remaining",
                 "Requests the credential's rate budget would let go at once now (0 while paused after a 429 or spent for the run)",
                 &["credential"],
             )?,
-            budgets: Arc::new(Mutex::new(Vec::new())),
-        };
+        );
         // Every outcome from the start, so that rate() and increase() see the first one.
         let runs = counter("reconciles_total", "Reconciles by outcome", &["outcome"])?;
         for outcome in ["ok", "failed", "error"] {
@@ -436,64 +396,10 @@ fn gauge_value(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-impl ApiMetrics {
-    /// The handles the client of credential `name` records with.
-    pub fn for_credential(&self, name: &str) -> ClientMetrics {
-        ClientMetrics {
-            requests: self.requests.clone(),
-            durations: self.durations.clone(),
-            rate_limited: self.rate_limited.with_label_values(&[name]),
-        }
-    }
-
-    /// From now on the budget gauge reads these budgets (a new `Clients` replaces the ones of
-    /// the last); credentials that are no longer there leave the gauge.
-    pub(crate) fn watch_budgets(&self, budgets: Vec<WatchedBudget>) {
-        let mut watched = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
-        for (name, _) in watched.iter() {
-            if !budgets.iter().any(|(n, _)| n == name) {
-                let _ = self.budget_remaining.remove_label_values(&[name]);
-            }
-        }
-        *watched = budgets;
-    }
-
-    /// Sets `rate_budget_remaining` from the watched budgets.
-    pub fn refresh_budgets(&self) {
-        let watched = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
-        for (name, budget) in watched.iter() {
-            match budget.upgrade() {
-                Some(b) => self
-                    .budget_remaining
-                    .with_label_values(&[name])
-                    .set(i64::try_from(b.available_now()).unwrap_or(i64::MAX)),
-                None => {
-                    let _ = self.budget_remaining.remove_label_values(&[name]);
-                }
-            }
-        }
-    }
-}
-
-impl ClientMetrics {
-    /// One attempt sent: its family label, its status (`None`: no complete answer) and how
-    /// long it took.
-    pub fn record(&self, family: &str, status: Option<u16>, elapsed: Duration) {
-        self.requests
-            .with_label_values(&[family, status_class(status)])
-            .inc();
-        self.durations
-            .with_label_values(&[family])
-            .observe(elapsed.as_secs_f64());
-        if status == Some(429) {
-            self.rate_limited.inc();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn renders_prefixed_metrics_with_kind_labels_only() {

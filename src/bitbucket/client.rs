@@ -3,10 +3,10 @@
 
 use super::budget::{Budget, Spent};
 use super::dto::{ErrorBody, Page, TokenAnswer};
+use super::metrics::ClientMetrics;
 use super::retry::{is_idempotent, parse_retry_after, Class, Classify, RetryPolicy};
 use crate::config::Credential;
 use crate::family::ApiFamily;
-use crate::metrics::ClientMetrics;
 use crate::secret::Secret;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};

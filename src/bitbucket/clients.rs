@@ -124,9 +124,9 @@ impl Clients {
     /// Attaches every client to `api` (each credential's client records its requests,
     /// latency and 429s there) and points the `rate_budget_remaining` gauge at these
     /// clients' budgets. Call it on every new `Clients` (start-up, each reload) with the same
-    /// [`Metrics::api`](crate::metrics::Metrics::api): the counters go on across reloads.
+    /// `Metrics::api` (the metrics module): the counters go on across reloads.
     /// Calling it again is harmless (a client keeps the first handles it was given).
-    pub fn set_metrics(&self, api: crate::metrics::ApiMetrics) {
+    pub fn set_metrics(&self, api: super::metrics::ApiMetrics) {
         for (name, (_, c)) in &self.by_name {
             c.set_metrics(api.for_credential(name));
         }

@@ -8,6 +8,7 @@ mod clients;
 pub mod dto;
 pub mod grants;
 pub mod membership;
+pub mod metrics;
 pub mod retry;
 
 pub use crate::family::{ApiFamily, CredentialKind};
