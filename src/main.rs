@@ -138,6 +138,19 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Ask a running daemon whether it is healthy (GET /healthz; with --ready, /readyz):
+    /// exit 0 on 200, 1 otherwise. For a container HEALTHCHECK: no curl needed, no TLS.
+    Healthcheck {
+        /// The daemon's `http.listen` address.
+        #[arg(long, default_value = bbsync::config::DEFAULT_LISTEN)]
+        addr: SocketAddr,
+        /// Ask /readyz (a recent successful reconcile) instead of /healthz.
+        #[arg(long)]
+        ready: bool,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
     /// Serve the Bitbucket emulator (tests, benchmarks, trying bbsync out).
     Emulator {
         #[arg(long, default_value = "127.0.0.1:8990")]
@@ -320,6 +333,35 @@ async fn dispatch(
             Ok(exit.code)
         }
         Command::Source { config, output } => read_source(&config, output).await,
+        Command::Healthcheck {
+            addr,
+            ready,
+            timeout_secs,
+        } => {
+            let path = if ready { "/readyz" } else { "/healthz" };
+            let limit = std::time::Duration::from_secs(timeout_secs.max(1));
+            match tokio::time::timeout(limit, bbsync::daemon::http::probe(addr, path)).await {
+                Ok(Ok((200, _))) => Ok(EXIT_OK),
+                Ok(Ok((status, body))) => {
+                    eprintln!(
+                        "unhealthy: {path} on {addr} answered {status}: {}",
+                        body.trim()
+                    );
+                    Ok(EXIT_FAILED)
+                }
+                Ok(Err(e)) => {
+                    eprintln!("unhealthy: cannot ask {path} on {addr}: {e}");
+                    Ok(EXIT_FAILED)
+                }
+                Err(_) => {
+                    eprintln!(
+                        "unhealthy: {path} on {addr} did not answer within {} s",
+                        limit.as_secs()
+                    );
+                    Ok(EXIT_FAILED)
+                }
+            }
+        }
         Command::Emulator { listen, seed } => {
             let seed = match seed {
                 Some(p) => bbsync_emulator::load_seed(&p)?,

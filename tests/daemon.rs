@@ -212,6 +212,9 @@ async fn the_endpoints_answer_in_each_state_and_post_sync_needs_the_token() {
     emu.set_latency(Duration::ZERO);
     let (code, _, body) = get(&d.url("/readyz")).await;
     assert_eq!(code, 200, "{body}");
+    // `bbsync healthcheck` (the container's HEALTHCHECK) asks the same over plain HTTP.
+    assert_eq!(healthcheck(&d.addr, false).await, (Some(0), String::new()));
+    assert_eq!(healthcheck(&d.addr, true).await.0, Some(0));
 
     let (code, ct, metrics) = get(&d.url("/metrics")).await;
     assert_eq!(code, 200);
@@ -268,8 +271,12 @@ async fn the_endpoints_answer_in_each_state_and_post_sync_needs_the_token() {
     emu.set_latency(Duration::ZERO);
     assert_eq!(get(&d.url("/nope")).await.0, 404);
 
+    let addr = d.addr.clone();
     let (code, log) = d.stop().await;
     assert_eq!(code, Some(0), "{log}");
+    let (code, err) = healthcheck(&addr, false).await;
+    assert_eq!(code, Some(1), "nothing listens any more: {err}");
+    assert!(err.contains("unhealthy: cannot ask /healthz"), "{err}");
     assert!(!log.contains(TOKEN), "the token reached the log");
     assert!(
         log.contains("\"run_id\""),
@@ -488,4 +495,21 @@ async fn recv_until(sock: &tokio::net::UnixDatagram, want: &str, got: &mut Vec<S
     })
     .await;
     assert!(found.is_ok(), "no {want}: {got:?}");
+}
+
+/// `bbsync healthcheck --addr ADDR [--ready]`: its exit code and stderr.
+async fn healthcheck(addr: &str, ready: bool) -> (Option<i32>, String) {
+    let mut args = vec!["healthcheck", "--addr", addr];
+    if ready {
+        args.push("--ready");
+    }
+    let o = Command::new(BIN)
+        .args(&args)
+        .output()
+        .await
+        .expect("bbsync healthcheck");
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
