@@ -92,12 +92,7 @@ impl Daemon {
     }
 
     fn signal(&self, sig: &str) {
-        let pid = self.child.id().expect("pid").to_string();
-        let ok = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .expect("kill");
-        assert!(ok.success());
+        signal(&self.child, sig);
     }
 
     async fn stop(mut self) -> (Option<i32>, String) {
@@ -428,12 +423,7 @@ async fn the_demo_serves_the_endpoints_it_prints_and_sigterm_stops_it_with_exit_
     }
     let (_, _, metrics) = get(&urls["metrics"]).await;
     promtool_accepts(&metrics);
-    let pid = child.id().expect("pid").to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill")
-        .success());
+    signal(&child, "-TERM");
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
         .expect("stopped")
@@ -468,12 +458,7 @@ async fn systemd_hears_ready_and_stopping_on_notify_socket() {
     recv_until(&sock, "READY=1", &mut got).await;
     // The watchdog pings at half of WATCHDOG_USEC while the daemon is healthy.
     recv_until(&sock, "WATCHDOG=1", &mut got).await;
-    let pid = child.id().expect("pid").to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill")
-        .success());
+    signal(&child, "-TERM");
     recv_until(&sock, "STOPPING=1", &mut got).await;
     let status = child.wait().await.expect("wait");
     assert_eq!(status.code(), Some(0), "{got:?}");
@@ -512,4 +497,14 @@ async fn healthcheck(addr: &str, ready: bool) -> (Option<i32>, String) {
         o.status.code(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
+}
+
+/// Sends `sig` (`-TERM`, `-HUP`) to `child` with kill(1).
+fn signal(child: &Child, sig: &str) {
+    let pid = child.id().expect("pid").to_string();
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .expect("kill");
+    assert!(ok.success(), "kill {sig} {pid}");
 }

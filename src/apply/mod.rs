@@ -461,24 +461,16 @@ impl Applier<'_> {
                     Some(id) => {
                         let family = st.jobs[id].family;
                         let pre = self.precheck(&st, id);
-                        if pre.is_none() && !st.proven.contains(&family) {
-                            if let std::collections::btree_map::Entry::Vacant(e) =
-                                st.probing.entry(family)
-                            {
-                                e.insert(id);
-                                Some((
-                                    id,
-                                    st.jobs[id].change.clone(),
-                                    st.jobs[id].reason.clone(),
-                                    family,
-                                    pre,
-                                ))
-                            } else {
-                                // Its family's first write is out: wait for its answer.
-                                st.queue.requeue(id);
-                                None
-                            }
+                        // Until a family has had a write succeed, one of its writes at a time.
+                        let probe = pre.is_none() && !st.proven.contains(&family);
+                        if probe && st.probing.contains_key(&family) {
+                            // Its family's first write is out: wait for its answer.
+                            st.queue.requeue(id);
+                            None
                         } else {
+                            if probe {
+                                st.probing.insert(family, id);
+                            }
                             Some((
                                 id,
                                 st.jobs[id].change.clone(),
