@@ -70,6 +70,32 @@ async fn demo_once_shows_the_plan_the_leaver_removed_and_a_clean_second_reconcil
     assert!(!out.contains("FAIL"), "{out}");
 }
 
+/// A machine (or image) without a CA bundle cannot build the HTTP client even for `http://`:
+/// the error says so and names the fix, rather than reqwest's bare "builder error".
+#[tokio::test]
+async fn without_a_ca_bundle_the_error_names_the_fix() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let none = tmp.path().join("none.pem");
+    let dir = tmp.path().display().to_string();
+    let o = bbsync(
+        &["demo", "--once"],
+        &[
+            ("SSL_CERT_FILE", none.to_str().expect("utf-8")),
+            ("SSL_CERT_DIR", &dir),
+        ],
+    )
+    .await;
+    let out = text(&o);
+    assert_ne!(o.status.code(), Some(0), "{out}");
+    for expected in [
+        "No CA certificates were loaded",
+        "apt-get install ca-certificates",
+        "SSL_CERT_FILE",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+}
+
 #[tokio::test]
 async fn a_bad_config_exits_2_and_names_every_bad_key() {
     let tmp = tempfile::tempdir().expect("tmp");

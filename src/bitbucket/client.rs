@@ -67,6 +67,40 @@ pub enum ApiError {
     },
     #[error("no credential is configured for {family}")]
     NoCredential { family: &'static str },
+    /// The HTTP client could not be built at all (before any request): most often no CA
+    /// bundle on the system, which rustls needs even for `http://` URLs.
+    #[error("cannot build the HTTP client for {endpoint}: {}{}", error_chain(.source), setup_hint(.source))]
+    ClientSetup {
+        endpoint: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// An error and its causes on one line (reqwest's own message stops at "builder error").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
+}
+
+/// The fix for a client that cannot be built, when the cause is known.
+fn setup_hint(e: &reqwest::Error) -> &'static str {
+    if error_chain(e).contains("No CA certificates") {
+        " (bbsync verifies TLS against the system's CA bundle and found none: install one \
+         (Debian/Ubuntu: apt-get install ca-certificates; the bbsync container image ships \
+         /etc/ssl/certs/ca-certificates.crt), or set SSL_CERT_FILE to a PEM bundle)"
+    } else {
+        ""
+    }
 }
 
 fn hint(status: u16, required: &[String], granted: &[String]) -> String {
@@ -114,6 +148,7 @@ impl ApiError {
                 ApiError::Transport { .. } => "transport",
                 ApiError::OAuth { .. } => "oauth",
                 ApiError::BudgetSpent { .. } => "budget_spent",
+                ApiError::ClientSetup { .. } => "client_setup",
                 _ => "bad_response",
             },
         }
@@ -418,8 +453,7 @@ impl Client {
             .connect_timeout(opts.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("bbsync/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|source| ApiError::Transport {
-                method: "-".into(),
+            .map_err(|source| ApiError::ClientSetup {
                 endpoint: opts.api_url.clone(),
                 source,
             })?;
