@@ -141,8 +141,10 @@ enum Command {
     /// Ask a running daemon whether it is healthy (GET /healthz; with --ready, /readyz):
     /// exit 0 on 200, 1 otherwise. For a container HEALTHCHECK: no curl needed, no TLS.
     Healthcheck {
-        /// The daemon's `http.listen` address.
-        #[arg(long, default_value = bbsync::config::DEFAULT_LISTEN)]
+        /// The daemon's `http.listen` address (a 0.0.0.0 or [::] listener answers on
+        /// 127.0.0.1 or [::1]). The environment variable lets an image's HEALTHCHECK follow a
+        /// non-default port without rewriting the command.
+        #[arg(long, env = "BBSYNC_HEALTHCHECK_ADDR", default_value = bbsync::config::DEFAULT_LISTEN)]
         addr: SocketAddr,
         /// Ask /readyz (a recent successful reconcile) instead of /healthz.
         #[arg(long)]

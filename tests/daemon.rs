@@ -210,6 +210,14 @@ async fn the_endpoints_answer_in_each_state_and_post_sync_needs_the_token() {
     // `bbsync healthcheck` (the container's HEALTHCHECK) asks the same over plain HTTP.
     assert_eq!(healthcheck(&d.addr, false).await, (Some(0), String::new()));
     assert_eq!(healthcheck(&d.addr, true).await.0, Some(0));
+    // The address may come from the environment instead (an image's HEALTHCHECK is fixed).
+    let by_env = Command::new(BIN)
+        .arg("healthcheck")
+        .env("BBSYNC_HEALTHCHECK_ADDR", &d.addr)
+        .output()
+        .await
+        .expect("bbsync healthcheck");
+    assert_eq!(by_env.status.code(), Some(0), "{by_env:?}");
 
     let (code, ct, metrics) = get(&d.url("/metrics")).await;
     assert_eq!(code, 200);
