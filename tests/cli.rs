@@ -153,26 +153,30 @@ async fn plan_check_exits_3_on_drift_and_0_once_applied_with_the_token_from_the_
 
 #[tokio::test]
 async fn the_example_config_is_valid_apart_from_its_secret_file() {
-    let o = bbsync(
-        &[
-            "check",
-            "-c",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config/bbsync.example.toml"),
-        ],
-        &[],
-    )
-    .await;
+    let mut c = Command::new(BIN);
+    c.args([
+        "check",
+        "-c",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/bbsync.example.toml"),
+    ])
+    .env_remove("RUST_LOG")
+    // Outside systemd: the secret files' ${CREDENTIALS_DIRECTORY} is unset (tests/systemd.rs
+    // loads it with the variable set).
+    .env_remove("CREDENTIALS_DIRECTORY");
+    let o = c.output().await.expect("run bbsync");
     let out = text(&o);
     assert_eq!(o.status.code(), Some(2), "{out}");
-    // The only problems are the secret and CA files that do not exist on this machine.
+    // The only problems are the secret files, whose directory systemd would give, and the CA
+    // file that does not exist on this machine.
     let problems: Vec<&str> = out
         .lines()
         .filter(|l| l.trim_start().starts_with("- "))
         .collect();
-    assert_eq!(problems.len(), 3, "{out}");
+    assert_eq!(problems.len(), 4, "{out}");
     for key in [
-        "credentials.admin.token_file",
-        "source.bind_password_file",
+        "credentials.admin.token_file: \"${CREDENTIALS_DIRECTORY}/bitbucket-token\" needs $CREDENTIALS_DIRECTORY",
+        "source.bind_password_file: \"${CREDENTIALS_DIRECTORY}/ldap-password\" needs $CREDENTIALS_DIRECTORY",
+        "http.token_file: \"${CREDENTIALS_DIRECTORY}/http-token\" needs $CREDENTIALS_DIRECTORY",
         "source.ca_file",
     ] {
         assert!(problems.iter().any(|p| p.contains(key)), "{key}: {out}");

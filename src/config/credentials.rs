@@ -1,6 +1,7 @@
 //! `[credentials.NAME]`: the Bitbucket credentials, by name. `kind` picks which keys apply;
 //! every secret may be inline, from the environment, or in a `*_file`.
 
+use super::paths::Paths;
 use super::raw::{keys, Field, Problems, RawTable, Table};
 use super::{Credential, Secret};
 use serde::Deserialize;
@@ -69,7 +70,7 @@ pub(super) struct RawOAuth {
 /// `[credentials.*]`: every credential that is complete, by name.
 pub(super) fn validate(
     raw: Field<BTreeMap<String, Table<RawCredential>>>,
-    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    paths: &Paths,
     p: &mut Problems,
 ) -> BTreeMap<String, Credential> {
     let mut credentials = BTreeMap::new();
@@ -86,14 +87,14 @@ pub(super) fn validate(
                     );
                 }
                 let token =
-                    required_secret(&format!("{key}.token"), c.token, c.token_file, resolve, p);
+                    required_secret(&format!("{key}.token"), c.token, c.token_file, paths, p);
                 match (email, token) {
                     (Some(email), Some(token)) => Some(Credential::ApiToken { email, token }),
                     _ => None,
                 }
             }
             Some(RawCredential::AccessToken(c)) => {
-                required_secret(&format!("{key}.token"), c.token, c.token_file, resolve, p)
+                required_secret(&format!("{key}.token"), c.token, c.token_file, paths, p)
                     .map(|token| Credential::AccessToken { token })
             }
             Some(RawCredential::OAuth(c)) => {
@@ -106,7 +107,7 @@ pub(super) fn validate(
                     &format!("{key}.client_secret"),
                     c.client_secret,
                     c.client_secret_file,
-                    resolve,
+                    paths,
                     p,
                 );
                 match (id, secret) {
@@ -131,11 +132,11 @@ fn required_secret(
     key: &str,
     inline: Field<String>,
     file: Field<PathBuf>,
-    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    paths: &Paths,
     p: &mut Problems,
 ) -> Option<Secret> {
     let before = p.len();
-    let secret = read_secret(key, inline, file, resolve, p);
+    let secret = read_secret(key, inline, file, paths, p);
     if secret.is_none() && p.len() == before {
         p.say(key, format!("{key} (or {key}_file) is required"));
     }
@@ -143,13 +144,14 @@ fn required_secret(
 }
 
 /// A secret given inline (or by the environment) as `key`, or in the file `key_file` (container
-/// and systemd credentials; one trailing newline dropped). `None` when neither is set; both set,
-/// an unreadable or an empty file are problems naming the key.
+/// and systemd credentials, which may be written `${CREDENTIALS_DIRECTORY}/NAME`: see
+/// [`Paths::credential_file`]; one trailing newline dropped). `None` when neither is set; both
+/// set, an unreadable or an empty file are problems naming the key.
 pub(super) fn read_secret(
     key: &str,
     inline: Field<String>,
     file: Field<PathBuf>,
-    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    paths: &Paths,
     p: &mut Problems,
 ) -> Option<Secret> {
     let file_key = format!("{key}_file");
@@ -166,7 +168,7 @@ pub(super) fn read_secret(
         }
         (Some(v), None) => Some(Secret::new(v)),
         (None, Some(f)) => {
-            let f = resolve(f);
+            let f = paths.credential_file(&file_key, f, p)?;
             match std::fs::read_to_string(&f) {
                 Ok(s) if !s.trim().is_empty() => {
                     Some(Secret::new(s.trim_end_matches(['\r', '\n']).to_owned()))

@@ -1,6 +1,7 @@
 //! The daemon's settings: `[daemon]`, `[schedule]`, `[http]` and `[log]`.
 
 use super::credentials::read_secret;
+use super::paths::Paths;
 use super::raw::{Field, Problems, RawTable, Table, Word};
 use super::Secret;
 use serde::Deserialize;
@@ -150,7 +151,7 @@ pub(super) struct RawDaemonSections {
 
 pub(super) fn validate_daemon(
     raw: RawDaemonSections,
-    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    paths: &Paths,
     p: &mut Problems,
 ) -> DaemonSettings {
     let RawDaemon {
@@ -246,7 +247,7 @@ pub(super) fn validate_daemon(
             ),
         );
     }
-    let token = read_secret("http.token", token, token_file, resolve, p);
+    let token = read_secret("http.token", token, token_file, paths, p);
     if let Some(t) = &token {
         if t.expose().len() < 16 {
             p.say(

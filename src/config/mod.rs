@@ -2,17 +2,19 @@
 //! [`Config`]. The merged value tree is read section by section, so every problem is reported at
 //! once, each naming its key: unknown keys, values of the wrong type, unknown words and semantic
 //! mistakes alike. Secrets may come inline, from the environment, or from `*_file` (container and
-//! systemd credentials); they are wrapped in [`Secret`] so they never print, and a syntax error
-//! never quotes them.
+//! systemd credentials, which may be written `${CREDENTIALS_DIRECTORY}/NAME`); they are wrapped
+//! in [`Secret`] so they never print, and a syntax error never quotes them.
 //!
 //! One file per section: `bitbucket.rs`, `credentials.rs`, `source.rs` (`[source]` and
 //! `[directory]`), `rules.rs` (`[[groups]]`, `[[grants]]`); `raw.rs` reads the tree and collects
-//! the problems; `syntax.rs` describes TOML syntax errors.
+//! the problems; `paths.rs` resolves file paths (and `$CREDENTIALS_DIRECTORY`); `syntax.rs`
+//! describes TOML syntax errors.
 
 mod apply;
 mod bitbucket;
 mod credentials;
 mod daemon;
+mod paths;
 mod raw;
 mod rules;
 mod scope;
@@ -24,6 +26,7 @@ pub use apply::ApplySettings;
 pub use daemon::{
     cron_period, parse_cron, DaemonSettings, HttpSettings, LogFormat, ScheduleSpec, DEFAULT_LISTEN,
 };
+pub use paths::CREDENTIALS_DIRECTORY;
 pub use scope::{Offboarding, Scope};
 pub use source::{
     is_valid_ldap_filter, LdapSettings, Schema, SearchScope, SearchSettings, SourceSettings,
@@ -31,9 +34,11 @@ pub use source::{
 
 use crate::family::{ApiFamily, CredentialKind};
 use crate::model::{AccountId, GroupSlug, Permission, ProjectKey, ProjectPermission, RepoSlug};
+use paths::Paths;
 use raw::{Field, Problems, RawTable, Table, Word};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -316,12 +321,14 @@ impl RawTable for RawAudit {}
 // ---- loading ---------------------------------------------------------------------------------
 
 impl Config {
-    /// Loads `path` and applies `BBSYNC__SECTION__KEY` environment overrides.
+    /// Loads `path` and applies `BBSYNC__SECTION__KEY` environment overrides; credential files
+    /// written `${CREDENTIALS_DIRECTORY}/NAME` are looked for in that variable's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         Self::load_with_env(path, None)
     }
 
-    /// [`Config::load`], with the environment given (`None`: the process's).
+    /// [`Config::load`], with the environment given (`None`: the process's), for the overrides
+    /// and `CREDENTIALS_DIRECTORY` alike.
     fn load_with_env(
         path: &Path,
         env: Option<config::Map<String, String>>,
@@ -341,16 +348,31 @@ impl Config {
                     // Values stay strings (numbers and booleans still convert on use): a parsed
                     // secret such as "0123" would lose its leading zero.
                     .try_parsing(false)
-                    .source(env),
+                    .source(env.clone()),
             );
-        Self::build(builder, &text, origin, &base)
+        let lookup = |name: &str| match &env {
+            Some(env) => env.get(name).map(OsString::from),
+            None => std::env::var_os(name),
+        };
+        Self::build(builder, &text, origin, &base, &lookup)
     }
 
-    /// Parses TOML text without environment overrides (the demo's embedded configuration).
+    /// Parses TOML text without environment overrides (the demo's embedded configuration);
+    /// `${CREDENTIALS_DIRECTORY}/` still comes from the process's environment.
     pub fn from_toml_str(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
+        Self::from_toml_str_in(text, origin, base, &|name| std::env::var_os(name))
+    }
+
+    /// [`Config::from_toml_str`] with the environment (for `CREDENTIALS_DIRECTORY`) given.
+    fn from_toml_str_in(
+        text: &str,
+        origin: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<OsString>,
+    ) -> Result<Config, ConfigError> {
         let builder = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml));
-        Self::build(builder, text, origin.to_owned(), base)
+        Self::build(builder, text, origin.to_owned(), base, env)
     }
 
     fn build(
@@ -358,6 +380,7 @@ impl Config {
         text: &str,
         origin: String,
         base: &Path,
+        env: &dyn Fn(&str) -> Option<OsString>,
     ) -> Result<Config, ConfigError> {
         // The merged tree first; reading it never stops at a wrong type or an unknown key.
         let tree: Table<RawConfig> =
@@ -373,7 +396,7 @@ impl Config {
                         source,
                     },
                 })?;
-        validate(tree, origin, base)
+        validate(tree, origin, &Paths { base, env })
     }
 
     /// The credential name and credential serving `family`.
@@ -385,15 +408,8 @@ impl Config {
 
 // ---- validation, section by section ----------------------------------------------------------
 
-fn validate(tree: Table<RawConfig>, origin: String, base: &Path) -> Result<Config, ConfigError> {
+fn validate(tree: Table<RawConfig>, origin: String, paths: &Paths) -> Result<Config, ConfigError> {
     let mut p = Problems::default();
-    let resolve = |path: PathBuf| {
-        if path.is_absolute() {
-            path
-        } else {
-            base.join(path)
-        }
-    };
     let RawConfig {
         mode,
         bitbucket,
@@ -416,10 +432,10 @@ fn validate(tree: Table<RawConfig>, origin: String, base: &Path) -> Result<Confi
     } = tree.read("", &mut p).unwrap_or_default();
 
     let mode = mode.word("mode", &mut p).unwrap_or(Mode::DryRun);
-    let credentials = credentials::validate(credentials, &resolve, &mut p);
+    let credentials = credentials::validate(credentials, paths, &mut p);
     let bitbucket = bitbucket::validate(bitbucket, &credentials, &mut p);
     let directory = source::validate_directory(directory, &mut p);
-    let source = source::validate_source(source, &resolve, &mut p);
+    let source = source::validate_source(source, paths, &mut p);
     let groups = rules::validate_groups(groups, &mut p);
     let grants = rules::validate_grants(grants, &mut p);
     let project_grants = rules::validate_project_grants(project_grants, &mut p);
@@ -431,10 +447,10 @@ fn validate(tree: Table<RawConfig>, origin: String, base: &Path) -> Result<Confi
     }
     let scope = scope::validate_scope(scope, &mut p);
     let protected = scope::validate_protected(protected, &mut p);
-    let offboarding = scope::validate_offboarding(offboarding, &resolve, &mut p);
+    let offboarding = scope::validate_offboarding(offboarding, paths, &mut p);
     let safety = validate_safety(safety, &mut p);
     let (audit_path, audit_fsync) = validate_audit(audit, &mut p);
-    let audit_path = audit_path.map(resolve);
+    let audit_path = audit_path.map(|a| paths.resolve(a));
     let apply = apply::validate_apply(apply, &mut p);
     let daemon = daemon::validate_daemon(
         daemon::RawDaemonSections {
@@ -443,7 +459,7 @@ fn validate(tree: Table<RawConfig>, origin: String, base: &Path) -> Result<Confi
             http,
             log,
         },
-        &resolve,
+        paths,
         &mut p,
     );
 
@@ -869,6 +885,92 @@ permission = "owner"
     fn unknown_keys_are_rejected() {
         let err = parse(&format!("{GOOD}\n[safety]\nmax_removal = 3\n")).expect_err("typo");
         assert!(err.to_string().contains("max_removal"), "{err}");
+    }
+
+    #[test]
+    fn credential_files_may_live_in_the_credentials_directory_of_systemd() {
+        let creds = tempfile::tempdir().expect("tmp");
+        for (name, value) in [
+            ("bitbucket-token", "from-systemd\n"),
+            ("ldap-password", "ldap-pw"),
+            ("http-token", "0123456789abcdef-http"),
+            ("ca.pem", "not parsed at load time"),
+        ] {
+            std::fs::write(creds.path().join(name), value).expect("write");
+        }
+        let text = GOOD
+            .replace(
+                "token = \"t0k3n\"",
+                "token_file = \"${CREDENTIALS_DIRECTORY}/bitbucket-token\"",
+            )
+            .replace(
+                "kind = \"ldif\"\npath = \"dir.ldif\"",
+                "kind = \"ldap\"\nurl = \"ldaps://dc1.corp.test\"\nusers_base = \"dc=x\"\nbind_dn = \"cn=r\"\nbind_password_file = \"$CREDENTIALS_DIRECTORY/ldap-password\"\nca_file = \"${CREDENTIALS_DIRECTORY}/ca.pem\"",
+            )
+            + "[http]\ntoken_file = \"${CREDENTIALS_DIRECTORY}/http-token\"\n";
+        let dir = creds.path().as_os_str().to_owned();
+        let set = |name: &str| (name == CREDENTIALS_DIRECTORY).then(|| dir.clone());
+        let c =
+            Config::from_toml_str_in(&text, "t", Path::new("/etc/bbsync"), &set).expect("valid");
+        match c.credential_for(ApiFamily::PermissionsWrite) {
+            Some((_, Credential::ApiToken { token, .. })) => {
+                assert_eq!(token.expose(), "from-systemd")
+            }
+            other => panic!("{other:?}"),
+        }
+        match &c.source {
+            SourceSettings::Ldap(l) => {
+                assert_eq!(
+                    l.bind_password.as_ref().map(Secret::expose),
+                    Some("ldap-pw")
+                );
+                assert_eq!(
+                    l.ca_file.as_deref(),
+                    Some(creds.path().join("ca.pem").as_path())
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            c.daemon.http.token.as_ref().map(Secret::expose),
+            Some("0123456789abcdef-http")
+        );
+
+        // Unset: one problem per key that needs it, each naming the key; nothing else.
+        let unset = |_: &str| None;
+        let problems = match Config::from_toml_str_in(&text, "t", Path::new("/etc/bbsync"), &unset)
+        {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("expected Invalid, got {:?}", other.map(|_| ())),
+        };
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        for key in [
+            "credentials.admin.token_file",
+            "source.bind_password_file",
+            "source.ca_file",
+            "http.token_file",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(&format!("{key}: "))
+                    && p.contains("$CREDENTIALS_DIRECTORY, which is not set")
+                    && p.contains("LoadCredential=")),
+                "{key}: {problems:#?}"
+            );
+        }
+
+        // Through Config::load, the injected environment is the overrides' one too.
+        let file = creds.path().join("bbsync.toml");
+        std::fs::write(&file, &text).expect("write");
+        let env = config::Map::from([(
+            CREDENTIALS_DIRECTORY.to_owned(),
+            creds.path().display().to_string(),
+        )]);
+        Config::load_with_env(&file, Some(env)).expect("valid with the variable");
+        let err = Config::load_with_env(&file, Some(config::Map::new())).expect_err("unset");
+        assert!(
+            err.to_string().contains("credentials.admin.token_file: "),
+            "{err}"
+        );
     }
 
     #[test]

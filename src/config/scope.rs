@@ -1,6 +1,7 @@
 //! `[scope]`, `[protected]` and `[offboarding]`: what bbsync may touch, whom it never takes
 //! anything from, and how it treats people who left.
 
+use super::paths::Paths;
 use super::raw::{Field, Problems, RawTable, Table};
 use super::RepoSelector;
 use crate::model::{AccountId, ProjectKey, RepoSlug};
@@ -189,7 +190,7 @@ pub(super) fn validate_protected(raw: Table<RawProtected>, p: &mut Problems) -> 
 /// `[offboarding]`.
 pub(super) fn validate_offboarding(
     raw: Table<RawOffboarding>,
-    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    paths: &Paths,
     p: &mut Problems,
 ) -> Offboarding {
     let RawOffboarding {
@@ -211,7 +212,9 @@ pub(super) fn validate_offboarding(
     let grace = missing_grace_secs
         .get("offboarding.missing_grace_secs", p)
         .unwrap_or(0);
-    let state_dir = state_dir.get("offboarding.state_dir", p).map(resolve);
+    let state_dir = state_dir
+        .get("offboarding.state_dir", p)
+        .map(|d| paths.resolve(d));
     if grace > 0 && state_dir.is_none() {
         p.say(
             "offboarding.state_dir",

@@ -2,6 +2,7 @@
 //! read as people and groups. Plain settings; the `source` module builds the readers from them.
 
 use super::credentials::read_secret;
+use super::paths::Paths;
 use super::raw::{keys, Field, Problems, RawTable, Table, Word};
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -301,7 +302,7 @@ impl RawTable for RawDirectory {}
 /// `[source]`. A placeholder stands in when it has problems (they are reported).
 pub(super) fn validate_source(
     raw: Table<RawSource>,
-    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    paths: &Paths,
     p: &mut Problems,
 ) -> SourceSettings {
     let placeholder = || SourceSettings::LdifText {
@@ -312,7 +313,7 @@ pub(super) fn validate_source(
     match raw.or_empty().read("source", p) {
         Some(RawSource::Ldif(RawLdif { path })) => match path.get("source.path", p) {
             Some(path) => SourceSettings::LdifFile {
-                path: resolve(path),
+                path: paths.resolve(path),
             },
             None => {
                 if !p.any_under("source.path") {
@@ -321,7 +322,7 @@ pub(super) fn validate_source(
                 placeholder()
             }
         },
-        Some(RawSource::Ldap(l)) => match validate_ldap(*l, resolve, p) {
+        Some(RawSource::Ldap(l)) => match validate_ldap(*l, paths, p) {
             Some(l) => SourceSettings::Ldap(Box::new(l)),
             None => placeholder(),
         },
@@ -329,11 +330,7 @@ pub(super) fn validate_source(
     }
 }
 
-fn validate_ldap(
-    src: RawLdap,
-    resolve: &dyn Fn(PathBuf) -> PathBuf,
-    p: &mut Problems,
-) -> Option<LdapSettings> {
+fn validate_ldap(src: RawLdap, paths: &Paths, p: &mut Problems) -> Option<LdapSettings> {
     let RawLdap {
         url,
         bind_dn,
@@ -387,7 +384,7 @@ fn validate_ldap(
         "source.bind_password",
         bind_password,
         bind_password_file,
-        resolve,
+        paths,
         p,
     );
     let allow_plaintext_bind = allow_plaintext_bind
@@ -496,7 +493,9 @@ fn validate_ldap(
     let connect_timeout = secs("source.connect_timeout_secs", connect_timeout_secs, 10);
     let op_timeout = secs("source.timeout_secs", timeout_secs, 60);
     let read_timeout = secs("source.read_timeout_secs", read_timeout_secs, 900);
-    let ca_file = ca_file.get("source.ca_file", p).map(resolve);
+    let ca_file = ca_file
+        .get("source.ca_file", p)
+        .and_then(|f| paths.credential_file("source.ca_file", f, p));
     if let Some(ca) = &ca_file {
         if !ca.is_file() {
             p.push("source.ca_file", format!("{} does not exist", ca.display()));
