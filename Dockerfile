@@ -44,8 +44,12 @@ RUN touch src/main.rs src/lib.rs emulator/src/lib.rs testkit/src/lib.rs \
  && cargo build --release --locked --bin bbsync \
  && ./target/release/bbsync --version
 
-FROM builder AS rootfs-built
+FROM builder AS rootfs-build
 RUN scripts/rootfs.sh target/release/bbsync /rootfs
+
+# The two sources of the image's files, each a bare filesystem holding exactly them.
+FROM scratch AS rootfs-built
+COPY --from=rootfs-build /rootfs/ /
 
 FROM scratch AS rootfs-context
 COPY rootfs/ /

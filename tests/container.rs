@@ -426,3 +426,46 @@ async fn wait_for_status(url: &str, want: u16) -> bool {
     }
     false
 }
+
+/// The stages the runtime can copy from hold only the image's files: both sources of
+/// `ROOTFS` start `FROM scratch` (a source built `FROM builder` would copy the whole Rust
+/// toolchain into the image), and so does the runtime. The test above builds the context path;
+/// this keeps the builder path, which needs a registry, the same shape.
+#[test]
+fn both_sources_of_the_image_files_are_bare_filesystems() {
+    let text = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
+    let stages: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("FROM "))
+        .filter_map(|rest| {
+            let mut w = rest.split_whitespace();
+            let base = w.next()?.to_owned();
+            (w.next()? == "AS").then_some(())?;
+            Some((w.next()?.to_owned(), base))
+        })
+        .collect();
+    let base = |name: &str| {
+        stages
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, b)| b.as_str())
+            .unwrap_or_else(|| panic!("no stage {name} in {stages:?}"))
+    };
+    assert_eq!(base("rootfs-built"), "scratch");
+    assert_eq!(base("rootfs-context"), "scratch");
+    assert_eq!(base("runtime"), "scratch");
+    assert_eq!(base("rootfs"), "${ROOTFS}");
+    assert!(
+        text.lines().any(|l| l == "ARG ROOTFS=rootfs-built"),
+        "a plain build must compile from source"
+    );
+    let runtime = &text[text.find("AS runtime").expect("runtime stage")..];
+    let sources: Vec<&str> = runtime
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY --from="))
+        .collect();
+    assert!(
+        !sources.is_empty() && sources.iter().all(|s| s.starts_with("rootfs ")),
+        "the runtime copies only from the rootfs stage: {sources:?}"
+    );
+}
