@@ -47,6 +47,20 @@ const API_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// `revocation_latency_seconds`' triggers: the kind of run that revoked.
+pub const REVOCATION_TRIGGERS: [&str; 2] = ["offboarding_poll", "reconcile"];
+
+/// `offboarding_polls_total`'s outcomes (docs/metrics.md says what each means).
+pub const POLL_OUTCOMES: [&str; 7] = [
+    "no_baseline",
+    "nothing_new",
+    "submitted",
+    "dry_run",
+    "revoked",
+    "failed",
+    "error",
+];
+
 /// `revocation_latency_seconds` buckets: 1 s to 10 min (the goal is "within a minute").
 const REVOCATION_BUCKETS: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0,
@@ -188,6 +202,33 @@ impl Metrics {
         for outcome in ["ok", "failed", "error"] {
             runs.with_label_values(&[outcome]);
         }
+        // Likewise the guards, the poll outcomes and the latency triggers: a series born at 1
+        // is invisible to increase(), so an alert on the first guard hold would never fire.
+        let guard_holds = counter(
+            "guard_holds_total",
+            "Runs whose revocations a safety guard held back, by guard",
+            &["guard"],
+        )?;
+        for g in crate::plan::Guard::LABELS {
+            guard_holds.with_label_values(&[g]);
+        }
+        let revocation_latency = histogram(
+            "revocation_latency_seconds",
+            "Time from a leaver being seen to their access being revoked, by trigger",
+            &["trigger"],
+            REVOCATION_BUCKETS,
+        )?;
+        for t in REVOCATION_TRIGGERS {
+            revocation_latency.with_label_values(&[t]);
+        }
+        let polls = counter(
+            "offboarding_polls_total",
+            "Fast off-boarding polls, by outcome",
+            &["outcome"],
+        )?;
+        for o in POLL_OUTCOMES {
+            polls.with_label_values(&[o]);
+        }
         Ok(Metrics {
             runs,
             changes: counter(
@@ -216,27 +257,14 @@ impl Metrics {
                 RUN_BUCKETS,
             )?,
             pending,
-            guard_holds: counter(
-                "guard_holds_total",
-                "Runs whose revocations a safety guard held back, by guard",
-                &["guard"],
-            )?,
+            guard_holds,
             source_entries,
             unresolved: gauge(
                 "unresolved_identities",
                 "People of the last directory read the source could not give an Atlassian account id",
             )?,
-            revocation_latency: histogram(
-                "revocation_latency_seconds",
-                "Time from a leaver being seen to their access being revoked, by trigger",
-                &["trigger"],
-                REVOCATION_BUCKETS,
-            )?,
-            polls: counter(
-                "offboarding_polls_total",
-                "Fast off-boarding polls, by outcome",
-                &["outcome"],
-            )?,
+            revocation_latency,
+            polls,
             api,
             registry,
         })
@@ -484,6 +512,25 @@ mod tests {
         assert!(text.contains(
             "bbsync_revocation_latency_seconds_bucket{trigger=\"reconcile\",le=\"30\"} 0"
         ));
+    }
+
+    /// A series born at 1 is invisible to `increase()`: every guard, poll outcome and latency
+    /// trigger is exposed at 0 before anything happened.
+    #[test]
+    fn labelled_series_alerts_count_on_exist_from_the_start() {
+        let text = Metrics::new().expect("metrics").render();
+        for g in ["absolute", "relative", "group", "shrink"] {
+            let line = format!("bbsync_guard_holds_total{{guard=\"{g}\"}} 0");
+            assert!(text.contains(&line), "no {line} in\n{text}");
+        }
+        for o in POLL_OUTCOMES {
+            let line = format!("bbsync_offboarding_polls_total{{outcome=\"{o}\"}} 0");
+            assert!(text.contains(&line), "no {line} in\n{text}");
+        }
+        for t in REVOCATION_TRIGGERS {
+            let line = format!("bbsync_revocation_latency_seconds_count{{trigger=\"{t}\"}} 0");
+            assert!(text.contains(&line), "no {line} in\n{text}");
+        }
     }
 
     #[test]

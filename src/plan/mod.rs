@@ -478,6 +478,9 @@ pub enum Guard {
 impl Eq for Guard {}
 
 impl Guard {
+    /// Every [`Guard::label`], for metrics whose series exist before the first hold.
+    pub const LABELS: [&'static str; 4] = ["absolute", "relative", "group", "shrink"];
+
     pub fn label(&self) -> &'static str {
         match self {
             Guard::Absolute { .. } => "absolute",
@@ -1182,6 +1185,34 @@ pub fn guards(
 mod tests {
     use super::*;
     use crate::mapping::{DesiredGroup, Leaver, Wanted};
+
+    #[test]
+    fn every_guard_label_is_listed() {
+        let all = [
+            Guard::Absolute {
+                revocations: 2,
+                limit: 1,
+            },
+            Guard::Relative {
+                revocations: 2,
+                managed: 3,
+                ratio: 0.5,
+            },
+            Guard::Group {
+                group: GroupSlug::from_name("g"),
+                removals: 2,
+                members: 3,
+                ratio: 0.5,
+            },
+            Guard::Shrink {
+                before: 3,
+                now: 1,
+                ratio: 0.5,
+            },
+        ];
+        let labels: Vec<&str> = all.iter().map(Guard::label).collect();
+        assert_eq!(labels, Guard::LABELS);
+    }
 
     fn id(s: &str) -> AccountId {
         AccountId::parse(&crate::model::synthetic_account_id(s)).expect("id")
