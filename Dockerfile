@@ -10,19 +10,17 @@
 #     -v "$PWD/bbsync.toml:/etc/bbsync/bbsync.toml:ro" \
 #     -v "$PWD/secrets:/run/secrets/bbsync:ro" -v bbsync-state:/var/lib/bbsync bbsync
 #
-# Without a registry (the project's own container test), the runtime stage is built from a
-# filesystem laid out on the host by the same scripts/rootfs.sh the builder runs:
+# Without a registry (the project's own container test, an air-gapped builder), the image is
+# built from a filesystem laid out on the host by the same scripts/rootfs.sh the builder runs:
 #
 #   scripts/rootfs.sh target/release/bbsync CTX/rootfs
-#   buildah bud -f Dockerfile --build-arg ROOTFS=rootfs-context --target runtime CTX
+#   podman build -f Dockerfile --target runtime-from-context CTX
 #
-# The stage named by ROOTFS is the only one the runtime copies from, so a build with
-# ROOTFS=rootfs-context never needs the Rust image; builders skip the stages no target uses.
+# Both targets are the stage `image` (every setting of the image) plus the same two COPYs of
+# scripts/rootfs.sh's output, from the builder or from the context; a build stops at the stages
+# its target needs, so runtime-from-context never pulls the Rust image.
 
 ARG RUST_IMAGE=docker.io/library/rust:1.95-slim-bookworm
-# rootfs-built (the default): compile in the builder stage. rootfs-context: take the files
-# from the build context's rootfs/ directory.
-ARG ROOTFS=rootfs-built
 
 FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
@@ -38,8 +36,8 @@ RUN mkdir -p src emulator/src testkit/src benches \
  && cargo build --release --locked --bin bbsync \
  && rm -rf src emulator/src testkit/src benches
 COPY . .
-# The stubs' build outputs are older than the real sources, but touch makes sure cargo sees
-# the crates as changed whatever the clock of the copied files says.
+# COPY keeps the sources' modification times, older than the stub build's outputs: without
+# the touch, cargo would take the stubs' build for the real crates'.
 RUN touch src/main.rs src/lib.rs emulator/src/lib.rs testkit/src/lib.rs \
  && cargo build --release --locked --bin bbsync \
  && ./target/release/bbsync --version
@@ -47,16 +45,8 @@ RUN touch src/main.rs src/lib.rs emulator/src/lib.rs testkit/src/lib.rs \
 FROM builder AS rootfs-build
 RUN scripts/rootfs.sh target/release/bbsync /rootfs
 
-# The two sources of the image's files, each a bare filesystem holding exactly them.
-FROM scratch AS rootfs-built
-COPY --from=rootfs-build /rootfs/ /
-
-FROM scratch AS rootfs-context
-COPY rootfs/ /
-
-FROM ${ROOTFS} AS rootfs
-
-FROM scratch AS runtime
+# Everything about the image but its files, shared by both targets.
+FROM scratch AS image
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown
@@ -68,20 +58,30 @@ LABEL org.opencontainers.image.title="bbsync" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/bbsync/bbsync" \
       org.opencontainers.image.documentation="https://github.com/bbsync/bbsync/blob/main/docs/operations.md"
-COPY --from=rootfs / /
-# The only directory the process writes (offboarding.state_dir, audit.path): owned by the
-# runtime user; everything else stays root's and read-only to it.
-COPY --from=rootfs --chown=65532:65532 /var/lib/bbsync /var/lib/bbsync
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 65532:65532
-WORKDIR /var/lib/bbsync
-VOLUME ["/var/lib/bbsync"]
 # /healthz, /readyz, /metrics, /status, POST /sync, POST /approve. The config must listen on
 # 0.0.0.0:9184 in a container (the default, 127.0.0.1, is not reachable from outside it).
 EXPOSE 9184
-# Exec form, no shell: the binary asks its own endpoint (127.0.0.1:9184 by default).
+# Exec form, no shell: the binary asks its own endpoint (127.0.0.1:9184, or
+# $BBSYNC_HEALTHCHECK_ADDR).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["/usr/local/bin/bbsync", "healthcheck"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/bbsync"]
 CMD ["run", "--config", "/etc/bbsync/bbsync.toml"]
+
+# The image from a rootfs/ that scripts/rootfs.sh laid out in the build context.
+FROM image AS runtime-from-context
+COPY rootfs/files/ /
+# The only directory the process writes (offboarding.state_dir, audit.path): created here,
+# owned by the runtime user; everything else stays root's and read-only to it.
+COPY --chown=65532:65532 rootfs/state/ /var/lib/bbsync/
+VOLUME ["/var/lib/bbsync"]
+
+# The default target: the image from the binary compiled above. Keep its COPYs the same as
+# runtime-from-context's but for their source (tests/container.rs checks).
+FROM image AS runtime
+COPY --from=rootfs-build /rootfs/files/ /
+COPY --from=rootfs-build --chown=65532:65532 /rootfs/state/ /var/lib/bbsync/
+VOLUME ["/var/lib/bbsync"]

@@ -4,9 +4,13 @@
 # group entries for the unprivileged user, and the directories bbsync reads and writes.
 #
 # The Dockerfile's builder stage runs it on the binary it built; the container test runs it on
-# a binary built on the host and feeds the result to the same Dockerfile (build argument
-# ROOTFS=rootfs-context), because no base image can be pulled there. One script, so both
+# a binary built on the host and feeds the result to the same Dockerfile (its target
+# runtime-from-context), because no base image can be pulled there. One script, so both
 # images hold the same files.
+#
+# OUT/files is the image's whole tree but its one writable directory; OUT/state is that
+# directory, empty, copied to /var/lib/bbsync with the runtime user as owner (COPY --chown gives
+# a directory it creates that owner; one that came with OUT/files would stay root's).
 #
 # usage: scripts/rootfs.sh BINARY OUT [CA_BUNDLE]
 set -eu
@@ -26,8 +30,11 @@ if [ ! -s "$ca" ]; then
 fi
 
 rm -rf "$out"
+mkdir -p "$out/state"
+state=$out/state
+out=$out/files
 mkdir -p "$out/usr/local/bin" "$out/etc/ssl/certs" "$out/etc/bbsync" \
-  "$out/run/secrets/bbsync" "$out/var/lib/bbsync" "$out/tmp"
+  "$out/run/secrets/bbsync" "$out/var/lib" "$out/tmp"
 cp "$bin" "$out/usr/local/bin/bbsync"
 chmod 0755 "$out/usr/local/bin/bbsync"
 
@@ -58,6 +65,5 @@ EOF
 # glibc's resolver: /etc/hosts first, then DNS (both built into libc since glibc 2.34).
 echo "hosts: files dns" >"$out/etc/nsswitch.conf"
 
-chmod 0755 "$out/etc/bbsync" "$out/run/secrets/bbsync"
-chmod 0750 "$out/var/lib/bbsync"
+chmod 0755 "$out/etc/bbsync" "$out/run/secrets/bbsync" "$out/var/lib" "$state"
 chmod 1777 "$out/tmp"

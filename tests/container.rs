@@ -1,11 +1,11 @@
 //! The container image, for real: the repository's Dockerfile built by podman (buildah inside)
 //! and run on runc, as an operator would, from a release binary built here.
 //!
-//! No registry is reachable, so the Rust builder image cannot be pulled: the runtime stage is
-//! fed the filesystem `scripts/rootfs.sh` lays out from the locally built binary (build
-//! argument `ROOTFS=rootfs-context`, the Dockerfile's documented path for this). Everything
-//! else, the runtime stage, its user, labels, `EXPOSE`, `HEALTHCHECK`, `VOLUME` and
-//! entrypoint, is the shipped Dockerfile's.
+//! No registry is reachable, so the Rust builder image cannot be pulled: the image is built
+//! from the filesystem `scripts/rootfs.sh` lays out from the locally built binary, through the
+//! Dockerfile's target `runtime-from-context`, the one documented for this. That target is the
+//! shipped one's stage `image` (user, labels, `EXPOSE`, `HEALTHCHECK`, entrypoint) with the
+//! same COPYs and `VOLUME` from another source, which a test below holds them to.
 //!
 //! Podman runs with its own storage (vfs) and configuration in a temporary directory, so the
 //! test touches no system state; containers use the host's network namespace so that only
@@ -144,8 +144,7 @@ fn image() -> &'static Podman {
             // HEALTHCHECK exists only in the docker image format (OCI has no such field).
             "--format=docker",
             "--pull=never",
-            "--target=runtime",
-            "--build-arg=ROOTFS=rootfs-context",
+            "--target=runtime-from-context",
             &format!("--build-arg=VERSION={VERSION}"),
             "--tag",
             TAG,
@@ -254,7 +253,9 @@ fn version_demo_and_a_failing_healthcheck_run_in_the_image() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_in_the_image_serves_health_and_metrics_to_the_host_and_stops_cleanly() {
     let podman = image();
-    let emu = start(seed(&["ann", "bob"])).await;
+    let mut s = seed(&["ann", "bob"]);
+    s.groups.push(group("Developers", &[]));
+    let emu = start(s).await;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let conf = tempfile::tempdir().expect("conf dir");
@@ -276,7 +277,9 @@ async fn the_daemon_in_the_image_serves_health_and_metrics_to_the_host_and_stops
         conf.path().join("bbsync.toml"),
         format!(
             r#"# The paths the image documents: config in /etc/bbsync, secrets as files in
-# /run/secrets/bbsync, state in the /var/lib/bbsync volume.
+# /run/secrets/bbsync, state in the /var/lib/bbsync volume. Applying, so that it must write
+# its state and audit trail there as the image's user.
+mode = "apply"
 [bitbucket]
 workspace = "acme"
 api_url = "{api}"
@@ -375,6 +378,24 @@ format = "json"
     let uids: Vec<&str> = uid_line.split_whitespace().skip(1).collect();
     assert_eq!(uids, ["65532"; 4], "{uid_line}");
 
+    // It applied the plan (ann and bob into Developers) and audited it in the volume, so the
+    // image's user can write its state directory.
+    let added: Vec<String> = writes(&emu);
+    assert_eq!(added.len(), 2, "{added:?}\n{}", logs());
+    let copied = conf.path().join("audit-copy.jsonl");
+    podman.ok(&[
+        "cp",
+        &format!("{name}:/var/lib/bbsync/audit.jsonl"),
+        copied.to_str().expect("utf-8 path"),
+    ]);
+    let trail = std::fs::read_to_string(&copied).expect("audit trail");
+    let finals = audit_finals(&trail);
+    assert_eq!(finals.len(), 2, "{trail}");
+    assert!(
+        finals.iter().all(|r| r["outcome"]["result"] == "applied"),
+        "{trail}"
+    );
+
     // It logged JSON lines, with the run id, and never the token.
     let log_text = logs();
     assert!(log_text.contains("\"run_id\""), "{log_text}");
@@ -427,45 +448,82 @@ async fn wait_for_status(url: &str, want: u16) -> bool {
     false
 }
 
-/// The stages the runtime can copy from hold only the image's files: both sources of
-/// `ROOTFS` start `FROM scratch` (a source built `FROM builder` would copy the whole Rust
-/// toolchain into the image), and so does the runtime. The test above builds the context path;
-/// this keeps the builder path, which needs a registry, the same shape.
+/// The test builds `runtime-from-context`; a plain build makes `runtime`. Both must be the
+/// shared stage `image` plus the same instructions, but for where the files come from (the
+/// build context, or the builder's output), and `image` must hold no files of its own.
 #[test]
-fn both_sources_of_the_image_files_are_bare_filesystems() {
+fn the_tested_target_is_the_shipped_one_but_for_the_source_of_its_files() {
     let text = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
-    let stages: Vec<(String, String)> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("FROM "))
-        .filter_map(|rest| {
-            let mut w = rest.split_whitespace();
-            let base = w.next()?.to_owned();
-            (w.next()? == "AS").then_some(())?;
-            Some((w.next()?.to_owned(), base))
-        })
-        .collect();
-    let base = |name: &str| {
+    // Stages: (name, base, instructions), comments and continuations folded.
+    let mut stages: Vec<(String, String, Vec<String>)> = Vec::new();
+    let mut logical = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        if let Some(part) = line.strip_suffix('\\') {
+            logical.push_str(part);
+            continue;
+        }
+        logical.push_str(line);
+        let instr = std::mem::take(&mut logical);
+        if let Some(rest) = instr.strip_prefix("FROM ") {
+            let w: Vec<&str> = rest.split_whitespace().collect();
+            assert_eq!(w.len(), 3, "FROM without a stage name: {instr}");
+            stages.push((w[2].to_owned(), w[0].to_owned(), Vec::new()));
+        } else if let Some(stage) = stages.last_mut() {
+            stage.2.push(instr);
+        }
+    }
+    let stage = |name: &str| {
         stages
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, b)| b.as_str())
-            .unwrap_or_else(|| panic!("no stage {name} in {stages:?}"))
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("no stage {name}"))
     };
-    assert_eq!(base("rootfs-built"), "scratch");
-    assert_eq!(base("rootfs-context"), "scratch");
-    assert_eq!(base("runtime"), "scratch");
-    assert_eq!(base("rootfs"), "${ROOTFS}");
-    assert!(
-        text.lines().any(|l| l == "ARG ROOTFS=rootfs-built"),
-        "a plain build must compile from source"
+    let last = stages.last().expect("stages");
+    assert_eq!(
+        last.0, "runtime",
+        "a plain build must make the runtime target"
     );
-    let runtime = &text[text.find("AS runtime").expect("runtime stage")..];
-    let sources: Vec<&str> = runtime
-        .lines()
-        .filter_map(|l| l.strip_prefix("COPY --from="))
+    let (_, image_base, image) = stage("image");
+    assert_eq!(image_base, "scratch");
+    assert!(
+        image
+            .iter()
+            .all(|i| !i.starts_with("COPY") && !i.starts_with("ADD") && !i.starts_with("RUN")),
+        "the shared stage holds settings only: {image:?}"
+    );
+    for needed in [
+        "USER 65532:65532",
+        "EXPOSE 9184",
+        "HEALTHCHECK",
+        "ENTRYPOINT",
+    ] {
+        assert!(
+            image.iter().any(|i| i.starts_with(needed)),
+            "{needed} missing from the shared stage"
+        );
+    }
+    let (_, ctx_base, from_context) = stage("runtime-from-context");
+    let (_, base, shipped) = stage("runtime");
+    assert_eq!((ctx_base.as_str(), base.as_str()), ("image", "image"));
+    // The shipped target's COPYs, with their source written as the context's.
+    let as_context: Vec<String> = shipped
+        .iter()
+        .map(|i| {
+            i.replace("--from=rootfs-build ", "")
+                .replace(" /rootfs/", " rootfs/")
+        })
         .collect();
+    assert_eq!(&as_context, from_context);
     assert!(
-        !sources.is_empty() && sources.iter().all(|s| s.starts_with("rootfs ")),
-        "the runtime copies only from the rootfs stage: {sources:?}"
+        shipped
+            .iter()
+            .any(|i| i.starts_with("COPY --from=rootfs-build")),
+        "{shipped:?}"
     );
+    let (_, rootfs_base, _) = stage("rootfs-build");
+    assert_eq!(rootfs_base, "builder");
 }
