@@ -43,11 +43,13 @@ impl Podman {
                  scripts/test.sh installs it)"
             );
         }
+        sweep_stale_dirs();
         // Short path: conmon's attach socket lives under the run root (108-byte limit).
         let dir = tempfile::Builder::new()
-            .prefix("bbp")
+            .prefix(DIR_PREFIX)
             .tempdir_in("/tmp")
             .expect("podman dir");
+        std::fs::write(dir.path().join(OWNER), std::process::id().to_string()).expect("owner");
         // runc: crun fails here ("cgroups in hybrid mode not supported"); no default
         // ulimits: setrlimit is refused in this sandbox; cgroupfs and file events: no systemd.
         std::fs::write(
@@ -60,16 +62,7 @@ impl Podman {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let d = self.dir.path();
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", d.join("containers.conf"))
-            .env("TMPDIR", d)
-            .arg("--storage-driver=vfs")
-            .arg(format!("--root={}", d.join("root").display()))
-            .arg(format!("--runroot={}", d.join("run").display()))
-            .arg(format!("--tmpdir={}", d.join("tmp").display()))
-            .args(args);
-        c
+        podman_in(self.dir.path(), args)
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -88,6 +81,59 @@ impl Drop for Podman {
     fn drop(&mut self) {
         // Containers still running (a failed test) would keep files busy and conmon alive.
         let _ = self.run(&["rm", "--all", "--force", "--time", "0"]);
+    }
+}
+
+/// podman with its storage, state and configuration in `d`.
+fn podman_in(d: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("podman");
+    c.env("CONTAINERS_CONF", d.join("containers.conf"))
+        .env("TMPDIR", d)
+        .arg("--storage-driver=vfs")
+        .arg(format!("--root={}", d.join("root").display()))
+        .arg(format!("--runroot={}", d.join("run").display()))
+        .arg(format!("--tmpdir={}", d.join("tmp").display()))
+        .args(args);
+    c
+}
+
+/// Where each run's podman lives: `/tmp/bbp*`, with the pid of the test process that made it.
+const DIR_PREFIX: &str = "bbp";
+const OWNER: &str = "owner.pid";
+
+/// The image is built once per test process and kept in a static, which is never dropped: the
+/// next run removes the directories (and any container left in them) of test processes that
+/// have ended, so at most one is left behind on a machine.
+fn sweep_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir("/tmp") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let named = e.file_name().to_string_lossy().starts_with(DIR_PREFIX);
+        let Ok(pid) = std::fs::read_to_string(path.join(OWNER)) else {
+            continue;
+        };
+        if !named || Path::new("/proc").join(pid.trim()).exists() {
+            continue;
+        }
+        let _ = podman_in(&path, &["rm", "--all", "--force", "--time", "0"]).output();
+        let _ = std::fs::remove_dir_all(&path);
+    }
+}
+
+/// Removes a detached container when dropped, so that a failed assertion does not leave it
+/// running (and listening) after the test.
+struct Container<'a> {
+    podman: &'a Podman,
+    name: String,
+}
+
+impl Drop for Container<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .podman
+            .run(&["rm", "--force", "--time", "0", &self.name]);
     }
 }
 
@@ -330,6 +376,10 @@ format = "json"
         &secret_mount,
         TAG,
     ]);
+    let _running = Container {
+        podman,
+        name: name.clone(),
+    };
     let logs = || text(&podman.run(&["logs", &name]));
 
     // From the host, over a real socket: healthy at once, ready after the first reconcile.
