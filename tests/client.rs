@@ -74,6 +74,42 @@ async fn collections_are_read_across_several_pages_following_next() {
 }
 
 #[tokio::test]
+async fn one_member_is_read_by_account_id_and_someone_outside_the_workspace_is_none() {
+    let emu = start(seed(&["ann"])).await;
+    let c = client(&emu, admin());
+    let ann = c
+        .member(&acc("ann"))
+        .await
+        .expect("the lookup")
+        .expect("ann is a member");
+    assert_eq!(ann.user.account_id.as_deref(), Some(acc("ann").as_str()));
+    let uuid = ann.user.uuid.expect("a uuid");
+    assert!(uuid.starts_with('{') && uuid.ends_with('}'), "{uuid}");
+    // 404 on this endpoint is "not a member of the workspace": an answer, not an error.
+    assert!(c
+        .member(&acc("stranger"))
+        .await
+        .expect("the lookup")
+        .is_none());
+    // Any other refusal stays an error.
+    let wrong = client(
+        &emu,
+        Credential::ApiToken {
+            email: ADMIN_EMAIL.into(),
+            token: Secret::new("not-the-token"),
+        },
+    );
+    let e = wrong.member(&acc("ann")).await.expect_err("refused");
+    assert_eq!(status(&e), Some(401), "{e}");
+    assert_eq!(
+        emu.request_counts()
+            .get("GET /2.0/workspaces/{ws}/members/{member}")
+            .copied(),
+        Some(3)
+    );
+}
+
+#[tokio::test]
 async fn an_api_token_is_sent_as_basic_and_can_do_everything_bbsync_needs() {
     let mut s = seed(&["ann"]);
     add_repos(&mut s, "PROJ", "proj", 1);

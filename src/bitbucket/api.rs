@@ -191,10 +191,15 @@ impl Client {
         .await
     }
 
-    /// Workspace members (account id, uuid, display name).
+    /// Members one page of [`Client::list_members`] holds (its `pagelen`, the largest 2.0
+    /// allows): reading the whole listing costs the member count over this, in requests.
+    pub const MEMBERS_PAGE_LEN: usize = 100;
+
+    /// Workspace members (account id, uuid, display name), [`Self::MEMBERS_PAGE_LEN`] a page.
     pub async fn list_members(&self) -> Result<Vec<V2Membership>, ApiError> {
+        let pagelen = Self::MEMBERS_PAGE_LEN.to_string();
         let pairs = [
-            ("pagelen", PAGELEN),
+            ("pagelen", pagelen.as_str()),
             (
                 "fields",
                 "next,values.user.account_id,values.user.uuid,values.user.display_name,values.user.nickname",
@@ -205,6 +210,22 @@ impl Client {
             &pairs,
         ))
         .await
+    }
+
+    /// One workspace member by account id (`GET /2.0/workspaces/{ws}/members/{account_id}`).
+    /// `None` when Bitbucket answers 404, which this endpoint documents as "not a member of the
+    /// workspace"; any other refusal is an error.
+    pub async fn member(&self, account_id: &str) -> Result<Option<V2Membership>, ApiError> {
+        let url = self.url(&["2.0", "workspaces", self.ws(), "members", account_id]);
+        // A whole-object check (not the first character): the body is small, and a garbled
+        // one is read again inside the retry loop instead of failing the lookup.
+        let a = self
+            .send_expecting(Method::GET, &url, Body::None, expect::object)
+            .await?;
+        if a.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        a.ok()?.json().map(Some)
     }
 
     /// The workspace members with these emails (the members email query: `q=user.email IN

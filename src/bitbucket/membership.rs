@@ -7,7 +7,7 @@
 use super::{ApiError, ApiFamily, Client, Written};
 use crate::model::{AccountId, BbUuid, GroupSlug};
 use crate::plan::{ActualGroup, ActualMember};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -63,9 +63,45 @@ pub trait MembershipBackend: Send + Sync {
 /// How long a failed member listing is believed before it is read again.
 const LISTING_RETRY: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// Single member lookups in flight at once (the apply pool's default lane width): each still
+/// takes its permit from the credential's budget, so this bounds sockets, not the pace.
+const LOOKUPS_AT_ONCE: usize = 4;
+
+/// Up to this many people are always looked up singly, however few members the group read
+/// named: how long the listing is cannot be known before reading it (a cursor-paged collection
+/// need not say its `size`), and a workspace whose groups name few of its members may still
+/// take 100 pages at 10,000 people. Wrong the other way (a workspace of one page) it costs at
+/// most 9 requests more than the listing.
+const SINGLE_LOOKUPS_AT_LEAST: usize = 10;
+
 enum Listing {
     Read,
     Failed(String, tokio::time::Instant),
+}
+
+/// How the UUIDs of people the run has seen in no group are found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lookup {
+    /// `GET /2.0/workspaces/{ws}/members/{account_id}` per person: one request each.
+    Single,
+    /// The paged `GET /2.0/workspaces/{ws}/members` listing, once: one request a page.
+    Listing,
+}
+
+impl Lookup {
+    /// By count: `unknown` people to find, `known` members already named (by the group read;
+    /// all of them are on the listing, so it takes at least `known / page` pages, and at least
+    /// one). Single lookups while they cannot cost more than those pages, or while they are
+    /// [`SINGLE_LOOKUPS_AT_LEAST`] or fewer. Returns the choice and the listing's lower bound.
+    fn choose(unknown: usize, known: usize) -> (Lookup, usize) {
+        let pages = known.div_ceil(Client::MEMBERS_PAGE_LEN).max(1);
+        let lookup = if unknown <= pages.max(SINGLE_LOOKUPS_AT_LEAST) {
+            Lookup::Single
+        } else {
+            Lookup::Listing
+        };
+        (lookup, pages)
+    }
 }
 
 /// Bitbucket's 1.0 groups API (classic workspaces).
@@ -73,9 +109,11 @@ pub struct V1Groups {
     read: Arc<Client>,
     write: Arc<Client>,
     members: Arc<Client>,
-    /// account id -> UUID: from the group read, then (once, when an add needs someone who is
-    /// in no group yet) from the workspace member listing.
+    /// account id -> UUID: from the group read, then (when an add needs someone who is in no
+    /// group yet) from single member lookups or the workspace member listing.
     uuids: std::sync::Mutex<HashMap<AccountId, BbUuid>>,
+    /// People a single lookup found not to be workspace members (404).
+    absent: std::sync::Mutex<HashSet<AccountId>>,
     /// The member listing, read once per backend when it succeeds. A failure is kept for
     /// [`LISTING_RETRY`] only: a broken listing is not one request per add, and one bad answer
     /// does not block every membership change for the rest of the run either.
@@ -90,6 +128,7 @@ impl V1Groups {
             write,
             members,
             uuids: std::sync::Mutex::new(HashMap::new()),
+            absent: std::sync::Mutex::new(HashSet::new()),
             listing: tokio::sync::Mutex::new(None),
         }
     }
@@ -98,22 +137,117 @@ impl V1Groups {
         self.uuids.lock().ok()?.get(who).cloned()
     }
 
+    fn known_count(&self) -> usize {
+        self.uuids.lock().map_or(0, |m| m.len())
+    }
+
     fn learn(&self, pairs: impl IntoIterator<Item = (AccountId, BbUuid)>) {
         if let Ok(mut m) = self.uuids.lock() {
             m.extend(pairs);
         }
     }
 
-    /// The UUID 1.0 wants for `who`, reading workspace members the first time someone unknown
-    /// is asked for.
+    /// Whether `who`, whose UUID is not known, is known not to be a workspace member: a single
+    /// lookup answered 404, or the listing was read and did not name them.
+    fn known_absent(&self, who: &AccountId, listing_read: bool) -> bool {
+        listing_read || self.absent.lock().is_ok_and(|a| a.contains(who))
+    }
+
+    async fn listing_read(&self) -> bool {
+        matches!(&*self.listing.lock().await, Some(Listing::Read))
+    }
+
+    /// The UUID 1.0 wants for `who`, looking them up the first time someone unknown is asked
+    /// for (the plan's [`MembershipBackend::not_members`] has usually found them already).
     async fn uuid(&self, who: &AccountId) -> Result<BbUuid, WriteError> {
         if let Some(u) = self.known_uuid(who) {
             return Ok(u);
         }
-        match self.load_listing().await {
-            Err(e) => Err(WriteError::MembersUnreadable(e)),
-            Ok(()) => self.known_uuid(who).ok_or(WriteError::NotInWorkspace),
+        self.find(std::slice::from_ref(who))
+            .await
+            .map_err(|e| WriteError::MembersUnreadable(e.to_string()))?;
+        self.known_uuid(who).ok_or(WriteError::NotInWorkspace)
+    }
+
+    /// Finds the UUIDs of those of `ids` not known yet, singly or from the listing (chosen by
+    /// count, see [`Lookup::choose`]); afterwards each of them is either known or known not to
+    /// be a workspace member. Any failure but "not a member" is an error: nothing is guessed.
+    async fn find(&self, ids: &[AccountId]) -> Result<(), ApiError> {
+        let listing_read = self.listing_read().await;
+        let unknown: BTreeSet<&AccountId> = ids
+            .iter()
+            .filter(|id| self.known_uuid(id).is_none() && !self.known_absent(id, listing_read))
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
         }
+        let known = self.known_count();
+        let (lookup, pages) = Lookup::choose(unknown.len(), known);
+        match lookup {
+            Lookup::Single => {
+                tracing::info!(
+                    people = unknown.len(),
+                    known_members = known,
+                    listing_pages_at_least = pages,
+                    requests = unknown.len(),
+                    "finding the UUIDs of people to add: single member lookups"
+                );
+                self.look_up(unknown).await
+            }
+            Lookup::Listing => {
+                tracing::info!(
+                    people = unknown.len(),
+                    known_members = known,
+                    listing_pages_at_least = pages,
+                    "finding the UUIDs of people to add: the workspace member listing"
+                );
+                self.load_listing().await.map_err(|e| ApiError::Decode {
+                    method: "GET".into(),
+                    endpoint: "/2.0/workspaces/{ws}/members".into(),
+                    detail: format!("cannot read the workspace members: {e}"),
+                })
+            }
+        }
+    }
+
+    /// One `GET .../members/{account_id}` per person, [`LOOKUPS_AT_ONCE`] at a time. The first
+    /// error ends the lookups (the ones in flight are dropped) and is the answer.
+    async fn look_up(&self, people: BTreeSet<&AccountId>) -> Result<(), ApiError> {
+        use futures_util::stream::{self, StreamExt};
+        // Owned ids: a closure taking a reference makes the seam's future not provably `Send`
+        // for every lifetime (rust-lang/rust#102211).
+        let mut answers = stream::iter(people.into_iter().cloned().collect::<Vec<_>>())
+            .map(|id| async move {
+                let answer = self.members.member(id.as_str()).await;
+                (id, answer)
+            })
+            .buffer_unordered(LOOKUPS_AT_ONCE);
+        while let Some((id, answer)) = answers.next().await {
+            let Some(m) = answer? else {
+                if let Ok(mut a) = self.absent.lock() {
+                    a.insert(id);
+                }
+                continue;
+            };
+            match m.user.uuid.as_deref() {
+                Some(uuid) if m.user.account_id.as_deref() == Some(id.as_str()) => {
+                    self.learn([(id, BbUuid::braced(uuid))])
+                }
+                // Not something to write a membership with: a member answer that names
+                // someone else, or no UUID.
+                _ => {
+                    return Err(ApiError::Decode {
+                        method: "GET".into(),
+                        endpoint: "/2.0/workspaces/{ws}/members/{account_id}".into(),
+                        detail: format!(
+                            "the member answer for {id} names account {:?} with UUID {:?}",
+                            m.user.account_id, m.user.uuid
+                        ),
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -129,6 +263,11 @@ impl V1Groups {
         }
         match self.members.list_members().await {
             Ok(members) => {
+                tracing::info!(
+                    members = members.len(),
+                    pages = members.len().div_ceil(Client::MEMBERS_PAGE_LEN).max(1),
+                    "read the workspace member listing"
+                );
                 self.learn(members.into_iter().filter_map(|m| {
                     let id = AccountId::parse(m.user.account_id.as_deref()?).ok()?;
                     Some((id, BbUuid::braced(m.user.uuid.as_deref()?)))
@@ -266,25 +405,44 @@ impl MembershipBackend for V1Groups {
         ids: &'a [AccountId],
     ) -> BoxFuture<'a, Result<BTreeSet<AccountId>, ApiError>> {
         Box::pin(async move {
-            let unknown: Vec<&AccountId> = ids
+            self.find(ids).await?;
+            let listing_read = self.listing_read().await;
+            Ok(ids
                 .iter()
-                .filter(|id| self.known_uuid(id).is_none())
-                .collect();
-            if unknown.is_empty() {
-                return Ok(BTreeSet::new());
-            }
-            if let Err(e) = self.load_listing().await {
-                return Err(ApiError::Decode {
-                    method: "GET".into(),
-                    endpoint: "/2.0/workspaces/{ws}/members".into(),
-                    detail: format!("cannot read the workspace members: {e}"),
-                });
-            }
-            Ok(unknown
-                .into_iter()
-                .filter(|id| self.known_uuid(id).is_none())
+                .filter(|id| self.known_uuid(id).is_none() && self.known_absent(id, listing_read))
                 .cloned()
                 .collect())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_lookups_are_chosen_while_they_cost_no_more_than_the_listing_would() {
+        // (people to find, members the group read named) -> (choice, listing pages at least)
+        for (unknown, known, lookup, pages) in [
+            // The case: 43 adds at ~9,800 members, 98 pages of listing.
+            (43, 9_800, Lookup::Single, 98),
+            (98, 9_800, Lookup::Single, 98),
+            (99, 9_800, Lookup::Listing, 98),
+            (3, 497, Lookup::Single, 5),
+            (200, 300, Lookup::Listing, 3),
+            // The group read named nobody: the listing is at least one page, and up to ten
+            // people are looked up singly anyway.
+            (1, 0, Lookup::Single, 1),
+            (10, 0, Lookup::Single, 1),
+            (11, 0, Lookup::Listing, 1),
+            (11, 1_001, Lookup::Single, 11),
+            (12, 1_001, Lookup::Listing, 11),
+        ] {
+            assert_eq!(
+                Lookup::choose(unknown, known),
+                (lookup, pages),
+                "{unknown} people, {known} known"
+            );
+        }
     }
 }
