@@ -74,6 +74,10 @@ pub enum ApiError {
         endpoint: String,
         spent: Spent,
     },
+    /// The grant reader was refused and no other may read instead (the configuration names
+    /// one reader, or the other's credential cannot make its calls): `why` says what to set.
+    #[error("{refused}; {why}")]
+    GrantReadRefused { refused: Box<ApiError>, why: String },
     #[error("no credential is configured for {family}")]
     NoCredential { family: &'static str },
     /// The HTTP client could not be built at all (before any request): most often no CA
@@ -158,6 +162,7 @@ impl ApiError {
                 ApiError::OAuth { .. } => "oauth",
                 ApiError::BudgetSpent { .. } => "budget_spent",
                 ApiError::ClientSetup { .. } => "client_setup",
+                ApiError::GrantReadRefused { .. } => "config",
                 _ => "bad_response",
             },
         }
