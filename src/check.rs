@@ -11,7 +11,7 @@ use crate::bitbucket::dto::{V1Group, V1GroupPrivilege};
 use crate::bitbucket::{
     ApiError, ApiFamily, Clients, CredentialKind, Principal, PrincipalKind, Target, Written,
 };
-use crate::config::{Config, GrantWrites};
+use crate::config::{Config, GrantReader, GrantWrites};
 use crate::model::{BbUuid, GroupSlug, Permission, RepoSlug};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -149,7 +149,13 @@ pub fn needed_families(cfg: &Config) -> BTreeSet<ApiFamily> {
         n.extend([ApiFamily::GroupsWrite, ApiFamily::MembersRead]);
     }
     if !cfg.grants.is_empty() {
-        n.extend([ApiFamily::GroupPrivilegesRead, ApiFamily::RepositoriesRead]);
+        n.insert(ApiFamily::RepositoriesRead);
+        // `auto` reads through 1.0 first; `check` lets a refused 1.0 listing pass when 2.0
+        // reads answer (see `check`), as the runs would.
+        n.insert(match cfg.bitbucket.grant_reader {
+            GrantReader::Auto | GrantReader::V1GroupPrivileges => ApiFamily::GroupPrivilegesRead,
+            GrantReader::V2PermissionsConfig => ApiFamily::PermissionsRead,
+        });
         n.insert(match cfg.bitbucket.grant_writes {
             GrantWrites::PermissionsConfig => ApiFamily::PermissionsWrite,
             GrantWrites::GroupPrivileges => ApiFamily::GroupPrivilegesWrite,
@@ -375,6 +381,28 @@ pub async fn check(cfg: &Config, clients: &Clients, probe_writes: bool) -> Check
         verdicts.insert(family, verdict);
     }
 
+    // `auto`: a 1.0 listing refused for the workspace or its credential (403, 404, 405) is
+    // read through 2.0 instead, which then is what grants need.
+    let mut needed = needed;
+    let v1_refused = matches!(
+        verdicts.get(&ApiFamily::GroupPrivilegesRead),
+        Some(Verdict::Refused {
+            status: Some(403..=405),
+            ..
+        })
+    );
+    let v2_reads = matches!(
+        verdicts.get(&ApiFamily::PermissionsRead),
+        Some(Verdict::Ok { .. })
+    );
+    if cfg.bitbucket.grant_reader == GrantReader::Auto
+        && needed.contains(&ApiFamily::GroupPrivilegesRead)
+        && v1_refused
+        && v2_reads
+    {
+        needed.remove(&ApiFamily::GroupPrivilegesRead);
+        needed.insert(ApiFamily::PermissionsRead);
+    }
     let probes = ApiFamily::ALL
         .into_iter()
         .filter_map(|f| {

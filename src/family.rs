@@ -104,13 +104,13 @@ impl ApiFamily {
                 "cannot create groups or add/remove members: leavers keep their group access"
             }
             ApiFamily::GroupPrivilegesRead => {
-                "cannot read group grants in bulk: grant rules cannot be planned"
+                "cannot read group grants in bulk: grant rules are planned only through 2.0 permissions-config reads, one per managed repository (bitbucket.grant_reader = \"auto\" or \"v2_permissions_config\")"
             }
             ApiFamily::GroupPrivilegesWrite => {
                 "cannot grant or revoke repository access of groups through 1.0"
             }
             ApiFamily::PermissionsRead => {
-                "cannot read grants per repository (only --probe-writes uses it)"
+                "cannot read grants per repository or project: the 2.0 grant reader (bitbucket.grant_reader), project grants, leavers' direct grants and the read-back of written grants need it"
             }
             ApiFamily::PermissionsWrite => "cannot grant or revoke repository access of groups",
             ApiFamily::MembersRead => {

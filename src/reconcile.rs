@@ -4,8 +4,8 @@
 use crate::apply::{audit::Audit, family_of, Applier, ChangeResult, OutcomeKind};
 use crate::bitbucket::dto::V2Repository;
 use crate::bitbucket::{
-    ApiError, ApiFamily, Client, Clients, CredentialKind, GrantState, MembershipBackend, Principal,
-    PrincipalKind, Target, V1GroupPrivileges,
+    ApiError, ApiFamily, Client, Clients, CredentialKind, MembershipBackend, Principal,
+    PrincipalKind, Target,
 };
 use crate::check::CredentialStatus;
 use crate::config::{Config, RepoSelector};
@@ -62,7 +62,11 @@ pub enum RunError {
 impl RunError {
     /// Errors the operator fixes in the configuration (exit code 2).
     pub fn is_config(&self) -> bool {
-        matches!(self, RunError::NoCredential(_) | RunError::Audit { .. })
+        match self {
+            RunError::NoCredential(_) | RunError::Audit { .. } => true,
+            RunError::Read(e) => matches!(**e, ApiError::GrantReadRefused { .. }),
+            _ => false,
+        }
     }
 
     pub fn metric_label(&self) -> &'static str {
@@ -118,6 +122,9 @@ pub struct RunReport {
     pub applied: bool,
     pub source: SourceSummary,
     pub repositories_in_scope: usize,
+    /// How the group grants of the managed repositories were read (`None`: no grant is
+    /// managed, none were read).
+    pub grant_reader: Option<GrantRead>,
     pub plan: Plan,
     /// Fingerprints of what the plan was computed from (a reviewed plan is applied only when
     /// they still match).
@@ -230,17 +237,19 @@ pub struct Read {
     pub actual: Actual,
     pub repos: Vec<Repo>,
     pub projects: BTreeSet<ProjectKey>,
+    /// How the group grants were read, when they were.
+    pub grant_read: Option<GrantRead>,
 }
 
 /// Reads the actual state in bulk through the seams: groups with members from the membership
 /// backend (1 call for 1.0), the repositories the grant rules and the scope can select
-/// (listing pages), the group grants on them from the grant-state reader (1 call for 1.0
-/// group-privileges), and, when project grants are managed, the projects and their group
-/// grants (1 listing, then 1 call per managed project).
+/// (listing pages), the group grants on the managed ones from the grant-state reader
+/// `bitbucket.grant_reader` picks (1 call for 1.0 group-privileges, or 1 per managed
+/// repository for 2.0; see [`grant_reader`]), and, when project grants are managed, the
+/// projects and their group grants (1 listing, then 1 call per managed project).
 pub async fn read_actual(
     cfg: &Config,
     members: &dyn MembershipBackend,
-    grants: &dyn GrantState,
     clients: &Clients,
 ) -> Result<Read, ApiError> {
     let mut actual = Actual::default();
@@ -249,6 +258,7 @@ pub async fn read_actual(
         actual.groups = members.read_groups().await?;
     }
     let mut repos = Vec::new();
+    let mut grant_read = None;
     if manages_grants {
         let mut selectors: Vec<&RepoSelector> = cfg.grants.iter().map(|r| &r.select).collect();
         if let Some(scope) = &cfg.scope {
@@ -266,7 +276,10 @@ pub async fn read_actual(
         repos.sort();
         repos.dedup();
         let in_scope = mapping::repo_scope(&cfg.grants, cfg.scope.as_ref(), &repos);
-        actual.grants = grants.read(&in_scope).await?;
+        let (grants, how) =
+            grant_reader::read_grants(cfg, clients, &in_scope, &actual.groups).await?;
+        actual.grants = grants;
+        grant_read = Some(how);
     }
     let mut projects = BTreeSet::new();
     let project_scope = mapping::project_scope(&cfg.project_grants, cfg.scope.as_ref());
@@ -304,6 +317,7 @@ pub async fn read_actual(
         actual,
         repos,
         projects,
+        grant_read,
     })
 }
 
@@ -416,7 +430,9 @@ pub struct Reconciler {
     live_changed: tokio::sync::Notify,
 }
 
+pub mod grant_reader;
 mod poll;
+pub use grant_reader::GrantRead;
 pub use poll::PollReport;
 
 impl Reconciler {
@@ -755,14 +771,14 @@ impl Reconciler {
         // Kept with the snapshot: the off-boarding poll names people by the UUIDs this run's
         // group read learnt (no member listing per poll).
         let members = Arc::new(self.clients.v1_groups());
-        let grant_state = V1GroupPrivileges(self.clients.shared(ApiFamily::GroupPrivilegesRead));
-        let read = read_actual(&self.cfg, &*members, &grant_state, &self.clients)
+        let read = read_actual(&self.cfg, &*members, &self.clients)
             .await
             .map_err(|e| RunError::Read(Box::new(e)))?;
         let Read {
             mut actual,
             repos,
             projects,
+            grant_read,
         } = read;
         // An interrupted run's changes with no outcome: settled from what was just read.
         if let Some(audit) = &audit {
@@ -1024,6 +1040,7 @@ impl Reconciler {
             applied: apply,
             source,
             repositories_in_scope: desired.repo_scope.len(),
+            grant_reader: grant_read,
             plan,
             inputs,
             outcomes,

@@ -35,6 +35,9 @@ pub fn human(r: &RunReport) -> String {
         "Bitbucket: {} repositories in grant scope, {} API requests this run",
         r.repositories_in_scope, r.api_requests
     );
+    if let Some(g) = &r.grant_reader {
+        let _ = writeln!(s, "Grants: {g}");
+    }
     let revocations = r
         .plan
         .changes

@@ -443,3 +443,50 @@ async fn check_exit_codes_from_the_command_line() {
         );
     }
 }
+
+#[tokio::test]
+async fn check_passes_a_refused_1_0_listing_when_2_0_reads_answer_unless_1_0_is_configured() {
+    let emu = start(world()).await;
+    emu.inject_fault(bbsync_emulator::Fault {
+        method: Some("GET".into()),
+        family: Some("1.0 group-privileges read".into()),
+        status: 405,
+        body: "None".into(),
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = config_with(&emu, tmp.path(), "credential = \"admin\"");
+    let report = check(&cfg, &clients_for(&cfg).expect("clients"), false).await;
+    let text = render(&report);
+    assert!(report.ok(), "auto reads grants through 2.0 here: {text}");
+    let v1 = report
+        .probe(ApiFamily::GroupPrivilegesRead)
+        .expect("probed");
+    assert!(
+        matches!(
+            v1.verdict,
+            Verdict::Refused {
+                status: Some(405),
+                ..
+            }
+        ) && !v1.needed
+    );
+    assert!(
+        report
+            .probe(ApiFamily::PermissionsRead)
+            .expect("probed")
+            .needed
+    );
+
+    let cfg = config_with(
+        &emu,
+        tmp.path(),
+        "credential = \"admin\"\ngrant_reader = \"v1_group_privileges\"",
+    );
+    let report = check(&cfg, &clients_for(&cfg).expect("clients"), false).await;
+    assert!(
+        !report.ok(),
+        "1.0 is the configured reader: {}",
+        render(&report)
+    );
+}

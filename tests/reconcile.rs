@@ -582,3 +582,256 @@ async fn an_entry_with_a_malformed_id_never_makes_its_member_look_gone() {
         .collect();
     assert_eq!(lookups.len(), 1, "{lookups:?}");
 }
+
+/// A workspace for the grant-reader tests: `repos` repositories in PROJ, groups Contractors
+/// and Auditors (small), and grants that leave work to plan: one to raise, one to remove,
+/// one missing, and one on an unmanaged repository.
+fn grant_workspace(repos: usize) -> bbsync_emulator::Seed {
+    let mut s = seed(&["kim"]);
+    add_repos(&mut s, "PROJ", "proj", repos);
+    add_repos(&mut s, "OTHER", "other", 2);
+    s.groups.push(group("Contractors", &["kim"]));
+    s.groups.push(group("Auditors", &[]));
+    s.group_grants = vec![
+        grant("proj-000", "contractors", "read"),
+        grant("proj-001", "contractors", "write"),
+        grant("proj-001", "auditors", "admin"),
+        grant("other-000", "auditors", "admin"),
+    ];
+    s
+}
+
+const CONTRACTORS_WRITE_PROJ: &str =
+    "[[grants]]\ngroup = \"contractors\"\npermission = \"write\"\nprojects = [\"PROJ\"]\n[[grants]]\ngroup = \"auditors\"\npermission = \"read\"\nrepos = [\"proj-002\"]\n";
+
+/// Bitbucket's answer to the 1.0 listing on a workspace where it is switched off.
+fn refuse_v1_listing(emu: &bbsync_emulator::Emulator) {
+    emu.inject_fault(bbsync_emulator::Fault {
+        method: Some("GET".into()),
+        family: Some("1.0 group-privileges read".into()),
+        status: 405,
+        body: "None".into(),
+        ..Default::default()
+    });
+}
+
+fn changes(report: &bbsync::reconcile::RunReport) -> String {
+    serde_json::to_string_pretty(&report.plan.changes).expect("json")
+}
+
+#[tokio::test]
+async fn a_workspace_whose_1_0_listing_is_refused_plans_the_same_through_2_0() {
+    use bbsync::reconcile::grant_reader::{Reader, Why};
+    let (classic, refusing) = (
+        start(grant_workspace(5)).await,
+        start(grant_workspace(5)).await,
+    );
+    refuse_v1_listing(&refusing);
+    let plan = |emu: &bbsync_emulator::Emulator| {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let cfg = config(
+            emu,
+            tmp.path(),
+            &ldif(&[("kim", false)], &[]),
+            CONTRACTORS_WRITE_PROJ,
+        );
+        async move {
+            let _tmp = tmp;
+            Reconciler::new(cfg).expect("rec").run(false).await
+        }
+    };
+    let via_v1 = plan(&classic).await.expect("plan via 1.0");
+    let via_v2 = plan(&refusing).await.expect("plan via 2.0, not a failure");
+
+    assert_eq!(changes(&via_v1), changes(&via_v2));
+    assert_eq!(via_v1.plan.changes.len(), 6, "{}", changes(&via_v1));
+    let v1 = via_v1.grant_reader.as_ref().expect("grants read");
+    assert_eq!(
+        (v1.reader, &v1.why),
+        (Reader::V1GroupPrivileges, &Why::Cheaper)
+    );
+    assert_eq!(v1.requests, 1);
+    let v2 = via_v2.grant_reader.as_ref().expect("grants read");
+    assert_eq!(v2.reader, Reader::V2PermissionsConfig);
+    assert!(
+        matches!(&v2.why, Why::Refused { status: 405, message } if message.contains("GET /1.0/group-privileges/acme answered HTTP 405")),
+        "{:?}",
+        v2.why
+    );
+    assert_eq!(
+        v2.requests,
+        1 + 5,
+        "the refused listing, then one page per repository"
+    );
+    let counts = refusing.request_counts();
+    assert_eq!(
+        counts
+            .get("GET /2.0/repositories/{ws}/{repo}/permissions-config/groups")
+            .copied(),
+        Some(5),
+        "{counts:?}"
+    );
+
+    let human = bbsync::report::human(&via_v2);
+    assert!(
+        human.contains("Grants: read through 2.0 permissions-config (6 request(s)): auto: 1.0 group-privileges was refused (GET /1.0/group-privileges/acme answered HTTP 405"),
+        "{human}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&bbsync::report::json(&via_v2)).expect("json");
+    assert_eq!(json["grant_reader"]["reader"], "v2_permissions_config");
+    assert_eq!(json["grant_reader"]["why"]["kind"], "refused");
+    assert_eq!(json["grant_reader"]["why"]["status"], 405);
+    assert_eq!(json["grant_reader"]["requests"], 6);
+}
+
+#[tokio::test]
+async fn without_a_credential_that_may_read_2_0_a_refused_listing_fails_the_plan_naming_the_key() {
+    let mut s = with_other_credentials(grant_workspace(3), 7200);
+    s.credentials.retain(|c| c.id != "consumer");
+    let emu = start(s).await;
+    refuse_v1_listing(&emu);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut cfg = config(
+        &emu,
+        tmp.path(),
+        &ldif(&[("kim", false)], &[]),
+        CONTRACTORS_WRITE_PROJ,
+    );
+    cfg.credentials.insert(
+        "ws".into(),
+        bbsync::config::Credential::AccessToken {
+            token: bbsync::config::Secret::new("access-token-1"),
+        },
+    );
+    cfg.bitbucket
+        .families
+        .insert(bbsync::bitbucket::ApiFamily::PermissionsRead, "ws".into());
+    let e = Reconciler::new(cfg)
+        .expect("rec")
+        .run(false)
+        .await
+        .expect_err("no 2.0 reader");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("GET /1.0/group-privileges/acme answered HTTP 405")
+            && msg.contains("2.0 permissions-config cannot replace it: credential \"ws\" (access_token) serves permissions_read"),
+        "{msg}"
+    );
+    assert!(e.is_config(), "exit code 2: the configuration must change");
+    assert_eq!(e.metric_label(), "config");
+    assert!(writes(&emu).is_empty());
+    assert_eq!(
+        emu.request_counts()
+            .get("GET /2.0/repositories/{ws}/{repo}/permissions-config/groups"),
+        None,
+        "no 2.0 read was attempted"
+    );
+}
+
+#[tokio::test]
+async fn a_configured_1_0_reader_does_not_fall_back_and_says_what_would() {
+    let emu = start(grant_workspace(3)).await;
+    refuse_v1_listing(&emu);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut cfg = config(
+        &emu,
+        tmp.path(),
+        &ldif(&[("kim", false)], &[]),
+        CONTRACTORS_WRITE_PROJ,
+    );
+    cfg.bitbucket.grant_reader = bbsync::config::GrantReader::V1GroupPrivileges;
+    let e = Reconciler::new(cfg)
+        .expect("rec")
+        .run(false)
+        .await
+        .expect_err("refused");
+    assert!(
+        e.to_string().contains("bitbucket.grant_reader = \"v1_group_privileges\" allows no other reader; \"auto\" reads through 2.0 permissions-config"),
+        "{e}"
+    );
+    assert!(e.is_config());
+}
+
+#[tokio::test]
+async fn auto_reads_3_managed_repositories_through_2_0_and_many_through_1_0() {
+    use bbsync::reconcile::grant_reader::{Reader, Why};
+    // 5 groups of 2,200 people: a 1.0 listing of at least 3.9 MB, worth 4 requests.
+    let people: Vec<String> = (0..2200).map(|i| format!("u{i:04}")).collect();
+    let refs: Vec<&str> = people.iter().map(String::as_str).collect();
+    let workspace = |repos: usize| {
+        let mut s = grant_workspace(repos);
+        s.users.extend(seed(&refs).users.into_iter().skip(1));
+        for g in 0..5 {
+            s.groups.push(group(&format!("Team {g}"), &refs));
+        }
+        s
+    };
+    let run = |emu: &bbsync_emulator::Emulator| {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let cfg = config(
+            emu,
+            tmp.path(),
+            &ldif(&[("kim", false)], &[]),
+            CONTRACTORS_WRITE_PROJ,
+        );
+        async move {
+            let _tmp = tmp;
+            Reconciler::new(cfg).expect("rec").run(false).await
+        }
+    };
+
+    let few = start(workspace(3)).await;
+    let report = run(&few).await.expect("plan");
+    let read = report.grant_reader.as_ref().expect("grants read");
+    assert_eq!(
+        (read.reader, &read.why),
+        (Reader::V2PermissionsConfig, &Why::Cheaper)
+    );
+    let e = read.estimate.as_ref().expect("auto estimates");
+    assert_eq!(
+        (e.managed_repositories, e.v2_requests, e.v1_requests),
+        (3, 3, 4)
+    );
+    assert_eq!(read.requests, 3);
+    let counts = few.request_counts();
+    assert_eq!(
+        counts.get("GET /1.0/group-privileges/{ws}"),
+        None,
+        "{counts:?}"
+    );
+    let human = bbsync::report::human(&report);
+    assert!(
+        human.contains("Grants: read through 2.0 permissions-config (3 request(s)): auto: 3 managed repositories cost 2.0 3 request(s); the 1.0 listing is estimated at 3.9 MB"),
+        "{human}"
+    );
+
+    let many = start(workspace(40)).await;
+    let report_many = run(&many).await.expect("plan");
+    let read = report_many.grant_reader.as_ref().expect("grants read");
+    assert_eq!(
+        (read.reader, &read.why),
+        (Reader::V1GroupPrivileges, &Why::Cheaper)
+    );
+    assert_eq!(read.requests, 1);
+    assert!(
+        bbsync::report::human(&report_many)
+            .contains("Grants: read through 1.0 group-privileges (1 request(s)): auto: 40 managed repositories cost 2.0 40 request(s)"),
+        "{}",
+        bbsync::report::human(&report_many)
+    );
+    // The same rules plan the same changes on the repositories both workspaces share.
+    let shared = |r: &bbsync::reconcile::RunReport| {
+        r.plan
+            .changes
+            .iter()
+            .map(|c| c.change.to_string())
+            .filter(|c| {
+                ["proj-000", "proj-001", "proj-002"]
+                    .iter()
+                    .any(|p| c.contains(p))
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(shared(&report), shared(&report_many));
+}

@@ -21,6 +21,11 @@ pub enum FaultKind {
     /// full `Content-Length`) and only the first half of its body, and close the connection.
     /// An answer without a body (a 204) is cut after its status line.
     Truncated,
+    /// Serve the request for real, then send its status line, its headers (with the real,
+    /// full `Content-Length`) and its body in pieces of [`Fault::chunk_bytes`] bytes (default:
+    /// a tenth of the body), waiting [`Fault::hang_ms`] (tokio time) before each piece after
+    /// the first: a slow network, or, with one long wait, a body that stalls half-way.
+    Slow,
     /// Answer 200, `Content-Type: application/json` (or [`Fault::content_type`]), with a body
     /// that is not valid JSON ([`Fault::body`] when not empty) instead of serving the request.
     Malformed,
@@ -57,8 +62,8 @@ pub enum BrokenNextMode {
 
 /// An answer the emulator gives instead of serving a request (or on top of serving it), for
 /// tests of failure paths: a 5xx, a 400 to a query, an HTML page answered with 200, a
-/// `Retry-After`, a connection reset, a hang, a cut body, invalid JSON, a lost write, a broken
-/// `next` link.
+/// `Retry-After`, a connection reset, a hang, a cut body, a slow or stalling body, invalid
+/// JSON, a lost write, a broken `next` link.
 ///
 /// A fault matches a request by [`method`](Fault::method), [`path_contains`](Fault::path_contains)
 /// and [`family`](Fault::family); it then fires with [`probability`](Fault::probability)
@@ -99,8 +104,11 @@ pub struct Fault {
     /// What the fault does (default [`FaultKind::Status`]).
     pub kind: FaultKind,
     /// [`FaultKind::Hang`]: close the connection after this many milliseconds (`None`: never
-    /// answer while the emulator runs).
+    /// answer while the emulator runs). [`FaultKind::Slow`]: the wait before each piece of
+    /// the body after the first (`None`: none).
     pub hang_ms: Option<u64>,
+    /// [`FaultKind::Slow`]: the size of each piece of the body (`None`: a tenth of it).
+    pub chunk_bytes: Option<usize>,
     /// [`FaultKind::BrokenNext`]: how the `next` link is broken.
     pub broken_next: BrokenNextMode,
     /// Fire on a matching request with this probability, 0.0 to 1.0 (`None`: always), drawn
@@ -124,6 +132,7 @@ impl PartialEq for Fault {
             family,
             kind,
             hang_ms,
+            chunk_bytes,
             broken_next,
             probability,
         } = self;
@@ -138,6 +147,7 @@ impl PartialEq for Fault {
             && *family == other.family
             && *kind == other.kind
             && *hang_ms == other.hang_ms
+            && *chunk_bytes == other.chunk_bytes
             && *broken_next == other.broken_next
             // Bitwise, so that equality stays reflexive (NaN is refused by validate anyway).
             && probability.map(f64::to_bits) == other.probability.map(f64::to_bits)

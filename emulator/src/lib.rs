@@ -569,6 +569,12 @@ async fn dispatch(
             }
             resp
         }
+        FaultKind::Slow => {
+            let (reply, caller, credential, route) = serve(true);
+            shared.record(method, route, path_and_query, reply.status, credential);
+            let resp = to_response(reply, caller.as_ref());
+            slow(resp, fault.chunk_bytes, fault.hang_ms, shared.clone()).await
+        }
         FaultKind::LostWrite => {
             let (reply, caller, credential, route) = serve(false);
             shared.record(method, route, path_and_query, reply.status, credential);
@@ -590,6 +596,42 @@ async fn dispatch(
             to_response(reply, caller.as_ref())
         }
     }
+}
+
+/// `resp` with its body sent in pieces of `piece` bytes (a tenth of it by default), waiting
+/// `wait_ms` before each piece after the first (cut short when the emulator stops), with its
+/// full `Content-Length`.
+async fn slow(
+    resp: Response,
+    piece: Option<usize>,
+    wait_ms: Option<u64>,
+    shared: Arc<Shared>,
+) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    // The emulator's own answers are in memory already; this cannot fail.
+    let whole = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let size = piece.unwrap_or(whole.len().div_ceil(10)).max(1);
+    let pieces: Vec<Bytes> = (0..whole.len())
+        .step_by(size)
+        .map(|at| whole.slice(at..(at + size).min(whole.len())))
+        .collect();
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(whole.len()));
+    let stream =
+        futures_util::stream::unfold((pieces.into_iter(), true), move |(mut rest, first)| {
+            let shared = shared.clone();
+            async move {
+                let next = rest.next()?;
+                if !first {
+                    shared.hang(Some(wait_ms.unwrap_or(0))).await;
+                }
+                Some((Ok::<_, std::io::Error>(next), (rest, false)))
+            }
+        });
+    Response::from_parts(parts, Body::from_stream(stream))
 }
 
 /// Closes the connection without an answer (the response returned is never sent).

@@ -1632,6 +1632,43 @@ async fn truncated_answers_are_cut_after_the_headers() {
     emu.shutdown().await;
 }
 
+#[tokio::test(start_paused = true)]
+async fn slow_answers_come_whole_in_pieces_on_tokio_time() {
+    use bbsync_emulator::{Fault, FaultKind};
+    let (emu, c, base) = start().await;
+    let url = format!("{base}/2.0/repositories/acme");
+    let plain = c.get(&url).admin().send_raw().await.unwrap();
+    let (_, len, whole) = split_raw(&plain);
+    assert_eq!(len, Some(whole.len()));
+    emu.inject_fault(Fault {
+        kind: FaultKind::Slow,
+        chunk_bytes: Some(100),
+        hang_ms: Some(1000),
+        times: Some(1),
+        ..Fault::default()
+    });
+    let real = std::time::Instant::now();
+    let virt = tokio::time::Instant::now();
+    let raw = c.get(&url).admin().send_raw().await.unwrap();
+    let (status, slow_len, body) = split_raw(&raw);
+    assert_eq!(status, 200);
+    assert_eq!(slow_len, len, "the full Content-Length");
+    assert_eq!(body, whole, "the same body, every byte of it");
+    let waits = whole.len().div_ceil(100) as u64 - 1;
+    assert!(
+        virt.elapsed() >= Duration::from_secs(waits),
+        "{:?}",
+        virt.elapsed()
+    );
+    assert!(
+        real.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        real.elapsed()
+    );
+    assert_eq!(emu.requests()[1].status, 200);
+    emu.shutdown().await;
+}
+
 #[tokio::test]
 async fn malformed_and_html_answers_change_nothing() {
     use bbsync_emulator::{Fault, FaultKind};

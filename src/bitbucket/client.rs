@@ -11,6 +11,7 @@ use crate::secret::Secret;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
+use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
@@ -56,6 +57,14 @@ pub enum ApiError {
         status: u16,
         detail: String,
     },
+    /// A 2xx answer that did not arrive whole: no byte for the read timeout, or its body
+    /// broke off. The request may have been served; the answer must not be taken as complete.
+    #[error("{method} {endpoint}: {detail} (a truncated read must not look complete)")]
+    Incomplete {
+        method: String,
+        endpoint: String,
+        detail: String,
+    },
     #[error("OAuth token request to {url} failed: {detail}")]
     OAuth { url: String, detail: String },
     /// Not sent: the credential's request budget is spent for this run (see [`Spent`]).
@@ -65,6 +74,10 @@ pub enum ApiError {
         endpoint: String,
         spent: Spent,
     },
+    /// The grant reader was refused and no other may read instead (the configuration names
+    /// one reader, or the other's credential cannot make its calls): `why` says what to set.
+    #[error("{refused}; {why}")]
+    GrantReadRefused { refused: Box<ApiError>, why: String },
     #[error("no credential is configured for {family}")]
     NoCredential { family: &'static str },
     /// The HTTP client could not be built at all (before any request): most often no CA
@@ -145,10 +158,11 @@ impl ApiError {
             Some(s) if s >= 500 => "server_error",
             Some(_) => "client_error",
             None => match self {
-                ApiError::Transport { .. } => "transport",
+                ApiError::Transport { .. } | ApiError::Incomplete { .. } => "transport",
                 ApiError::OAuth { .. } => "oauth",
                 ApiError::BudgetSpent { .. } => "budget_spent",
                 ApiError::ClientSetup { .. } => "client_setup",
+                ApiError::GrantReadRefused { .. } => "config",
                 _ => "bad_response",
             },
         }
@@ -158,7 +172,10 @@ impl ApiError {
     /// back (a 5xx, a timeout, a cut answer): check the state before assuming it failed.
     pub fn may_have_been_processed(&self) -> bool {
         matches!(self.status(), Some(s) if s >= 500)
-            || matches!(self, ApiError::BadAnswer { .. })
+            || matches!(
+                self,
+                ApiError::BadAnswer { .. } | ApiError::Incomplete { .. }
+            )
             || matches!(self, ApiError::Transport { source, .. } if !source.is_connect())
     }
 
@@ -199,6 +216,9 @@ pub struct Answer {
     scope_headers: (Option<String>, Option<String>),
     /// The media type, lower-cased, without parameters (`application/json`).
     pub content_type: String,
+    /// A streamed 2xx body, as its decoder made it ([`Client::get_array_streamed`]); the
+    /// `text` is then empty.
+    streamed: Option<Box<dyn Any + Send>>,
 }
 
 /// What a 2xx answer must look like to count as Bitbucket's: checked inside the retry loop,
@@ -448,8 +468,9 @@ impl Client {
     pub fn new(opts: ClientOptions, credential: &Credential) -> Result<Client, ApiError> {
         // One crypto provider for the whole process (ring); a second install is a no-op error.
         crate::tls::install_provider();
+        // No total timeout on the client: each request sets its own (`opts.timeout` for the
+        // whole exchange), except a streamed one, whose timeout is per chunk of progress.
         let http = reqwest::Client::builder()
-            .timeout(opts.timeout)
             .connect_timeout(opts.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("bbsync/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -614,6 +635,7 @@ impl Client {
         let resp = match self
             .http
             .post(token_url)
+            .timeout(self.opts.timeout)
             .basic_auth(client_id, Some(secret.expose()))
             .form(&[("grant_type", "client_credentials")])
             .send()
@@ -702,6 +724,21 @@ impl Client {
         body: Body<'_>,
         check: Expect,
     ) -> Result<Answer, ApiError> {
+        self.send_reading(method, url, body, BodyRead::Text(check))
+            .await
+    }
+
+    /// [`Client::send_expecting`], with the 2xx body read as `read` says. Every attempt is
+    /// one request, whose body is read anew: a streamed answer that breaks off is downloaded
+    /// again from its start by the retry (the listing is one document generated per request,
+    /// and two halves of two answers would not be one snapshot).
+    async fn send_reading(
+        &self,
+        method: Method,
+        url: &str,
+        body: Body<'_>,
+        read: BodyRead<'_>,
+    ) -> Result<Answer, ApiError> {
         let endpoint = endpoint_of(url);
         let refreshed = AtomicBool::new(false);
         let idempotent = is_idempotent(&method);
@@ -714,16 +751,19 @@ impl Client {
         loop {
             let permit = self.budget.acquire().await.map_err(spent)?;
             let out = self
-                .attempt(&method, url, &endpoint, &body, &refreshed)
+                .attempt(&method, url, &endpoint, &body, &refreshed, read)
                 .await
-                .and_then(|a| match a.status.is_success() {
-                    true => check(&a).map(|()| a).map_err(|detail| ApiError::BadAnswer {
-                        method: method.to_string(),
-                        endpoint: endpoint.clone(),
-                        status: 0,
-                        detail,
-                    }),
-                    false => Ok(a),
+                .and_then(|a| match (a.status.is_success(), read) {
+                    (true, BodyRead::Text(check)) => {
+                        check(&a).map(|()| a).map_err(|detail| ApiError::BadAnswer {
+                            method: method.to_string(),
+                            endpoint: endpoint.clone(),
+                            status: 0,
+                            detail,
+                        })
+                    }
+                    // A streamed body was judged while it was read.
+                    _ => Ok(a),
                 });
             let class = out.class();
             if let Class::RateLimited { retry_after } = class {
@@ -765,9 +805,10 @@ impl Client {
         endpoint: &str,
         body: &Body<'_>,
         refreshed: &AtomicBool,
+        read: BodyRead<'_>,
     ) -> Result<Answer, ApiError> {
         loop {
-            let answer = self.send_once(method, url, endpoint, body).await?;
+            let answer = self.send_once(method, url, endpoint, body, read).await?;
             if answer.status == StatusCode::UNAUTHORIZED
                 && matches!(self.auth, Auth::ClientCredentials { .. })
                 && !refreshed.swap(true, Ordering::Relaxed)
@@ -788,6 +829,7 @@ impl Client {
         url: &str,
         endpoint: &str,
         body: &Body<'_>,
+        read: BodyRead<'_>,
     ) -> Result<Answer, ApiError> {
         // The error names the method and the path; the full URL is dropped from the cause:
         // its query can carry personal data (the members email query's addresses).
@@ -797,6 +839,9 @@ impl Client {
             source: source.without_url(),
         };
         let mut req = self.http.request(method.clone(), url);
+        if matches!(read, BodyRead::Text(_)) {
+            req = req.timeout(self.opts.timeout);
+        }
         match &self.auth {
             Auth::Basic { email, token } => req = req.basic_auth(email, Some(token.expose())),
             Auth::Bearer { token } => req = req.bearer_auth(token.expose()),
@@ -815,11 +860,25 @@ impl Client {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let family = || family_label(method, endpoint);
-        let resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) => {
+        // A streamed request has no total timeout: its head must come within the timeout,
+        // then each chunk of its body (`read_stream`).
+        let sent = match read {
+            BodyRead::Text(_) => Ok(req.send().await),
+            BodyRead::Stream(_) => tokio::time::timeout(self.opts.timeout, req.send()).await,
+        };
+        let resp = match sent {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
                 self.record(family, None, started);
                 return Err(transport(e));
+            }
+            Err(_) => {
+                self.record(family, None, started);
+                return Err(ApiError::Incomplete {
+                    method: method.to_string(),
+                    endpoint: endpoint.to_owned(),
+                    detail: format!("no answer within {} s", self.opts.timeout.as_secs_f64()),
+                });
             }
         };
         let status = resp.status();
@@ -838,6 +897,43 @@ impl Client {
         let content_type = header(CONTENT_TYPE.as_str())
             .and_then(|v| v.split(';').next().map(|t| t.trim().to_ascii_lowercase()))
             .unwrap_or_default();
+        let answer = |text: String, streamed: Option<Box<dyn Any + Send>>| Answer {
+            status,
+            text,
+            retry_after,
+            method: method.clone(),
+            endpoint: endpoint.to_owned(),
+            scope_headers: scope_headers.clone(),
+            content_type: content_type.clone(),
+            streamed,
+        };
+        if let (true, BodyRead::Stream(decode)) = (status.is_success(), read) {
+            let bad = |detail: String| ApiError::BadAnswer {
+                method: method.to_string(),
+                endpoint: endpoint.to_owned(),
+                status: status.as_u16(),
+                detail,
+            };
+            if content_type != "application/json" {
+                self.record(family, Some(status.as_u16()), started);
+                return Err(bad(format!(
+                    "content type {content_type:?}, not application/json"
+                )));
+            }
+            let streamed = self.read_stream(resp, decode).await;
+            let complete = !matches!(streamed, Err(Streamed::Incomplete(_)));
+            self.record(family, complete.then_some(status.as_u16()), started);
+            tracing::debug!(%method, endpoint, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "bitbucket call (streamed)");
+            return match streamed {
+                Ok(value) => Ok(answer(String::new(), Some(value))),
+                Err(Streamed::Incomplete(detail)) => Err(ApiError::Incomplete {
+                    method: method.to_string(),
+                    endpoint: endpoint.to_owned(),
+                    detail,
+                }),
+                Err(Streamed::Bad(detail)) => Err(bad(detail)),
+            };
+        }
         let text = match resp.text().await {
             Ok(t) => t,
             Err(e) => {
@@ -847,15 +943,79 @@ impl Client {
         };
         self.record(family, Some(status.as_u16()), started);
         tracing::debug!(%method, endpoint, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "bitbucket call");
-        Ok(Answer {
-            status,
-            text,
-            retry_after,
-            method: method.clone(),
-            endpoint: endpoint.to_owned(),
-            scope_headers,
-            content_type,
-        })
+        Ok(answer(text, None))
+    }
+
+    /// Feeds a 2xx body, chunk by chunk, to `decode` running on a blocking thread, through a
+    /// channel of [`STREAM_CHUNKS_IN_FLIGHT`] chunks: what is held at once is those chunks and
+    /// what the decoder keeps, never the body. The read timeout applies to each chunk: the
+    /// body may take as long as it needs while bytes keep coming, and fails once none came for
+    /// `opts.timeout`. The value is the decoder's only when the body ended as HTTP framed it
+    /// (`Content-Length`, or the last chunk) and the decoder consumed it to its end.
+    async fn read_stream(
+        &self,
+        mut resp: reqwest::Response,
+        decode: &Arc<StreamDecoder>,
+    ) -> Result<Box<dyn Any + Send>, Streamed> {
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_CHUNKS_IN_FLIGHT);
+        let decode = Arc::clone(decode);
+        // What the decoder logs belongs to the run that reads.
+        let span = tracing::Span::current();
+        let decoder = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                decode(std::io::BufReader::with_capacity(
+                    STREAM_BUFFER_BYTES,
+                    ChunkReader {
+                        rx,
+                        chunk: bytes::Bytes::new(),
+                    },
+                ))
+            })
+        });
+        let mut received: u64 = 0;
+        let timeout = self.opts.timeout;
+        // Ok(true): the body ended; Ok(false): the decoder stopped reading first.
+        let fed: Result<bool, String> = loop {
+            match tokio::time::timeout(timeout, resp.chunk()).await {
+                Err(_) => {
+                    break Err(format!(
+                        "no byte of the body for {} s, after {received} bytes",
+                        timeout.as_secs_f64()
+                    ))
+                }
+                Ok(Err(e)) => {
+                    break Err(format!(
+                        "the body broke off after {received} bytes: {}",
+                        error_chain(&e.without_url())
+                    ))
+                }
+                Ok(Ok(None)) => break Ok(true),
+                Ok(Ok(Some(chunk))) => {
+                    received += chunk.len() as u64;
+                    if tx.send(Some(chunk)).await.is_err() {
+                        break Ok(false);
+                    }
+                }
+            }
+        };
+        if fed.is_err() {
+            // The decoder must not take what it has seen for the whole body.
+            let _ = tx.send(None).await;
+        }
+        drop(tx);
+        drop(resp);
+        let verdict = decoder.await;
+        let ended = fed.map_err(Streamed::Incomplete)?;
+        match verdict {
+            Ok(Ok(value)) if ended => Ok(value),
+            Ok(Ok(_)) => Err(Streamed::Bad(
+                "the decoder stopped before the end of the body".into(),
+            )),
+            Ok(Err(detail)) => Err(Streamed::Bad(format!(
+                "a body that is not the JSON documented ({detail}; {received} bytes read)"
+            ))),
+            Err(e) => Err(Streamed::Bad(format!("the body's decoder failed: {e}"))),
+        }
     }
 
     /// GET a JSON document, failing on any non-2xx.
@@ -879,6 +1039,49 @@ impl Client {
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// GET a JSON array, decoded as it arrives: `fold` is called with each element into the
+    /// accumulator `init` made, on a blocking thread; fields `T` does not declare are skipped
+    /// as they are read ([`serde::de::IgnoredAny`]), so memory follows what `fold` keeps, not
+    /// the size of the body. The read timeout is per chunk of progress (see `read_stream`). A
+    /// body cut short, one that is not a JSON array, or one not typed `application/json` is
+    /// an error, retried as a whole like any read (`max_retries`; each retry downloads the
+    /// body again from its start).
+    pub async fn get_array_streamed<T, A>(
+        &self,
+        url: &str,
+        init: fn() -> A,
+        fold: fn(&mut A, T),
+    ) -> Result<A, ApiError>
+    where
+        T: DeserializeOwned + 'static,
+        A: Send + 'static,
+    {
+        let decode: Arc<StreamDecoder> = Arc::new(move |reader: StreamReader| {
+            let mut acc = init();
+            each_in_array(reader, &mut acc, fold).map_err(|e| e.to_string())?;
+            Ok(Box::new(acc) as Box<dyn Any + Send>)
+        });
+        let answer = self
+            .send_reading(Method::GET, url, Body::None, BodyRead::Stream(&decode))
+            .await?
+            .ok()?;
+        let bad = |detail: &str| ApiError::BadAnswer {
+            method: "GET".into(),
+            endpoint: answer.endpoint.clone(),
+            status: answer.status.as_u16(),
+            detail: detail.into(),
+        };
+        match answer.streamed {
+            Some(value) => value
+                .downcast::<A>()
+                .map(|a| *a)
+                .map_err(|_| bad("the decoded body is not of the type asked for")),
+            // Every 2xx is decoded or an error (`read_stream`); should one come through
+            // undecoded, it is not the listing.
+            None => Err(bad("no body was decoded")),
         }
     }
 
@@ -921,6 +1124,107 @@ impl Client {
     }
 }
 
+/// How an attempt reads the body of a 2xx answer (any other is read whole, as text: error
+/// bodies are short).
+#[derive(Clone, Copy)]
+enum BodyRead<'a> {
+    /// Whole, as text, then judged by the [`Expect`].
+    Text(Expect),
+    /// Chunk by chunk into a decoder (`Client::read_stream`).
+    Stream(&'a Arc<StreamDecoder>),
+}
+
+/// What a streamed body is read through on the decoder's thread.
+pub type StreamReader = std::io::BufReader<ChunkReader>;
+
+/// Decodes a streamed body (on a blocking thread) into the value the caller downcasts.
+type StreamDecoder = dyn Fn(StreamReader) -> Result<Box<dyn Any + Send>, String> + Send + Sync;
+
+/// Chunks of a streamed body on their way to the decoder (a bounded channel: a slow decoder
+/// slows the download instead of buffering it).
+const STREAM_CHUNKS_IN_FLIGHT: usize = 16;
+
+/// The decoder's read buffer (serde_json reads byte by byte: through a `BufReader` that is a
+/// copy from its buffer).
+const STREAM_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Why a streamed body was not taken.
+enum Streamed {
+    /// It did not arrive whole (a stall, a cut).
+    Incomplete(String),
+    /// It arrived, or started to, but is not what Bitbucket documents.
+    Bad(String),
+}
+
+/// The body's chunks as a [`std::io::Read`], for the decoder's thread. `None` in the
+/// channel means the body broke off: a read error, never an end of file.
+pub struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<Option<bytes::Bytes>>,
+    chunk: bytes::Bytes,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Some(chunk)) => self.chunk = chunk,
+                Some(None) => return Err(std::io::Error::other("the body broke off")),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Calls `fold` with each element of the JSON array `reader` holds, decoded as it is read;
+/// the array must be the whole document (trailing whitespace only). Returns how many elements
+/// there were. Fields an element's type does not declare are skipped unread into memory.
+pub fn each_in_array<R, T, A>(
+    reader: R,
+    acc: &mut A,
+    fold: fn(&mut A, T),
+) -> serde_json::Result<usize>
+where
+    R: std::io::Read,
+    T: DeserializeOwned,
+{
+    use serde::de::Deserializer as _;
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    let n = (&mut de).deserialize_seq(EachElement {
+        acc,
+        fold,
+        _element: std::marker::PhantomData,
+    })?;
+    de.end()?;
+    Ok(n)
+}
+
+/// The visitor of [`each_in_array`]: the top-level array, one element at a time.
+struct EachElement<'a, T, A> {
+    acc: &'a mut A,
+    fold: fn(&mut A, T),
+    _element: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<'de, T: DeserializeOwned, A> serde::de::Visitor<'de> for EachElement<'_, T, A> {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<usize, S::Error> {
+        let mut n = 0;
+        while let Some(element) = seq.next_element::<T>()? {
+            (self.fold)(self.acc, element);
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
 impl Classify for Result<Answer, ApiError> {
     fn class(&self) -> Class {
         match self {
@@ -935,7 +1239,10 @@ impl Classify for Result<Answer, ApiError> {
             Err(ApiError::Transport { source, .. }) if source.is_connect() => {
                 Class::NotProcessed { retry_after: None }
             }
-            Err(ApiError::BadAnswer { .. }) => Class::MaybeProcessed { retry_after: None },
+            // A stall or a cut body: served, maybe, and the answer lost; a GET is sent again.
+            Err(ApiError::BadAnswer { .. } | ApiError::Incomplete { .. }) => {
+                Class::MaybeProcessed { retry_after: None }
+            }
             Err(ApiError::Transport { source, .. })
                 // `text()` reports a body cut short as a decode error wrapping the body error.
                 if source.is_timeout()

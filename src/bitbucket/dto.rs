@@ -57,6 +57,8 @@ pub struct WorkspaceRef {
 }
 
 /// 1.0 group-privileges row: `{repo: "ws/slug", privilege, group{...}, repository{...}}`.
+/// The group's `members` and the `repository` object are not declared: a streamed listing
+/// skips them unread into memory ([`serde::de::IgnoredAny`]).
 #[derive(Clone, Debug, Deserialize)]
 pub struct V1GroupPrivilege {
     pub repo: String,

@@ -37,12 +37,13 @@ pub struct V1GroupPrivileges(pub Arc<Client>);
 impl GrantState for V1GroupPrivileges {
     fn read<'a>(&'a self, _repos: &'a [RepoSlug]) -> BoxFuture<'a, Result<GroupGrants, ApiError>> {
         Box::pin(async move {
-            let mut out = GroupGrants::new();
-            for p in self.0.list_group_privileges().await? {
-                let slug = p.repo.rsplit_once('/').map_or(p.repo.as_str(), |(_, s)| s);
-                insert(&mut out, RepoSlug::new(slug), &p.group.slug, &p.privilege);
-            }
-            Ok(out)
+            // Row by row as the listing streams in: only the grants are kept.
+            self.0
+                .fold_group_privileges(GroupGrants::new, |out, p| {
+                    let slug = p.repo.rsplit_once('/').map_or(p.repo.as_str(), |(_, s)| s);
+                    insert(out, RepoSlug::new(slug), &p.group.slug, &p.privilege);
+                })
+                .await
         })
     }
 }

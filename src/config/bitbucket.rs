@@ -1,7 +1,7 @@
 //! `[bitbucket]`: the workspace, how it is called, and which credential serves each API family.
 
 use super::raw::{Field, Problems, RawTable, Table, Word};
-use super::{BitbucketConfig, Credential, GrantWrites};
+use super::{BitbucketConfig, Credential, GrantReader, GrantWrites};
 use crate::family::ApiFamily;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -26,6 +26,9 @@ pub(super) struct RawBitbucket {
     max_retries: Field<u32>,
     /// Which API writes group grants: `permissions-config` (default) or `group-privileges`.
     grant_writes: Field<Word<GrantWrites>>,
+    /// Which API reads repository grants of groups: `auto` (default), `v1_group_privileges`
+    /// or `v2_permissions_config`.
+    grant_reader: Field<Word<GrantReader>>,
     /// `[bitbucket.families]`: API family key -> credential name.
     families: Field<BTreeMap<String, String>>,
 }
@@ -46,6 +49,7 @@ pub(super) fn validate(
         timeout_secs,
         max_retries,
         grant_writes,
+        grant_reader,
         families,
     } = raw.read("bitbucket", p).unwrap_or_default();
 
@@ -92,6 +96,23 @@ pub(super) fn validate(
     let grant_writes = grant_writes
         .word("bitbucket.grant_writes", p)
         .unwrap_or(GrantWrites::PermissionsConfig);
+    let grant_reader = grant_reader
+        .word("bitbucket.grant_reader", p)
+        .unwrap_or_default();
+    if grant_reader == GrantReader::V2PermissionsConfig {
+        // Known before any call: the sheet says access tokens list no permissions.
+        let serving = families.get(&ApiFamily::PermissionsRead);
+        if let Some((name, Credential::AccessToken { .. })) =
+            serving.and_then(|n| credentials.get_key_value(n))
+        {
+            p.push(
+                "bitbucket.grant_reader",
+                format!(
+                    "\"v2_permissions_config\" reads grants with the permissions_read credential, and {name:?} is an access token, which cannot list permissions; serve permissions_read with an admin's API token or an OAuth consumer (bitbucket.families.permissions_read), or use \"auto\""
+                ),
+            );
+        }
+    }
     let timeout_secs = timeout_secs.get("bitbucket.timeout_secs", p).unwrap_or(30);
     if timeout_secs == 0 {
         p.say(
@@ -106,6 +127,7 @@ pub(super) fn validate(
         timeout: Duration::from_secs(timeout_secs),
         max_retries: max_retries.get("bitbucket.max_retries", p).unwrap_or(3),
         grant_writes,
+        grant_reader,
         families,
     }
 }

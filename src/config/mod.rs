@@ -111,6 +111,33 @@ pub enum GrantWrites {
     GroupPrivileges,
 }
 
+/// Which reader reads the repository grants of groups (`bitbucket.grant_reader`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantReader {
+    /// The cheaper of the two for the managed repositories, and 2.0 when the 1.0 listing is
+    /// refused (403, 404, 405).
+    #[default]
+    Auto,
+    /// `GET /1.0/group-privileges/{ws}` only: one request for the whole workspace, however
+    /// large its answer.
+    V1GroupPrivileges,
+    /// `GET /2.0/repositories/{ws}/{repo}/permissions-config/groups` for each managed
+    /// repository only (the `permissions_read` family's credential).
+    V2PermissionsConfig,
+}
+
+impl GrantReader {
+    /// The word in the configuration and the reports.
+    pub fn key(self) -> &'static str {
+        match self {
+            GrantReader::Auto => "auto",
+            GrantReader::V1GroupPrivileges => "v1_group_privileges",
+            GrantReader::V2PermissionsConfig => "v2_permissions_config",
+        }
+    }
+}
+
 /// A Bitbucket credential.
 #[derive(Clone, Debug)]
 pub enum Credential {
@@ -146,6 +173,8 @@ pub struct BitbucketConfig {
     /// Retries of one request on 429, 5xx and transport errors (never on other 4xx).
     pub max_retries: u32,
     pub grant_writes: GrantWrites,
+    /// Which reader reads the repository grants of groups.
+    pub grant_reader: GrantReader,
     /// Name of the credential serving each API family (every family present).
     pub families: BTreeMap<ApiFamily, String>,
 }
@@ -797,6 +826,51 @@ permission = "owner"
         ] {
             assert!(msg.contains(key), "missing {key} in:\n{msg}");
         }
+    }
+
+    #[test]
+    fn the_grant_reader_is_auto_unless_chosen_and_a_bad_word_names_the_key() {
+        assert_eq!(
+            parse(GOOD).expect("valid").bitbucket.grant_reader,
+            GrantReader::Auto
+        );
+        let with = |word: &str| {
+            GOOD.replace(
+                "workspace = \"acme\"",
+                &format!("workspace = \"acme\"\ngrant_reader = \"{word}\""),
+            )
+        };
+        for r in [
+            GrantReader::Auto,
+            GrantReader::V1GroupPrivileges,
+            GrantReader::V2PermissionsConfig,
+        ] {
+            let c = parse(&with(r.key())).expect("valid");
+            assert_eq!(c.bitbucket.grant_reader, r);
+        }
+        assert_eq!(
+            problems_of(&with("v2")),
+            ["bitbucket.grant_reader: \"v2\" is not one of \"auto\", \"v1_group_privileges\", \"v2_permissions_config\""]
+        );
+        // 2.0 reads need a credential that may list permissions; an access token may not.
+        let token = GOOD
+            .replace(
+                "[source]",
+                "[credentials.ws]\nkind = \"access_token\"\ntoken = \"x\"\n[source]",
+            )
+            .replace(
+                "workspace = \"acme\"",
+                "workspace = \"acme\"\ngrant_reader = \"v2_permissions_config\"\ncredential = \"admin\"\n[bitbucket.families]\npermissions_read = \"ws\"",
+            );
+        let problems = problems_of(&token);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("bitbucket.grant_reader: ")
+                && problems[0].contains("\"ws\" is an access token")
+                && problems[0].contains("bitbucket.families.permissions_read"),
+            "{problems:?}"
+        );
+        assert!(parse(&token.replace("\"v2_permissions_config\"", "\"auto\"")).is_ok());
     }
 
     #[test]

@@ -700,6 +700,7 @@ mod tests {
                 issues: Vec::new(),
             },
             repositories_in_scope: 1,
+            grant_reader: None,
             plan,
             inputs: Inputs::default(),
             outcomes,
