@@ -12,14 +12,11 @@
 
 mod common;
 
+use common::daemon::Daemon;
 use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::io::AsyncBufReadExt;
-use tokio::process::{Child, Command};
 
 const ALERTS: &str = "deploy/prometheus/alerts.yml";
 const ALERT_TESTS: &str = "deploy/prometheus/alerts.test.yml";
@@ -911,139 +908,18 @@ fn the_live_check_reports_unknown_metrics_labels_and_values() {
 // ---------------------------------------------------------------------------------------
 // A live bbsync
 
-const BIN: &str = env!("CARGO_BIN_EXE_bbsync");
 const TOKEN: &str = "0123456789abcdef-obs-token";
 
-struct Daemon {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    addr: String,
-}
-
-impl Daemon {
-    /// Starts `bbsync run -c cfg` and waits until its endpoints listen.
-    async fn start(cfg: &Path) -> Daemon {
-        let mut child = Command::new(BIN)
-            .args([
-                "run",
-                "-c",
-                cfg.to_str().expect("utf8"),
-                "--log-format",
-                "json",
-            ])
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn bbsync run");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let mut reader = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let kept = Arc::clone(&lines);
-        tokio::spawn(async move {
-            let mut tx = Some(tx);
-            while let Ok(Some(l)) = reader.next_line().await {
-                if let Some(addr) = serving_addr(&l) {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
-                    }
-                }
-                kept.lock().expect("lines").push(l);
-            }
-        });
-        let addr = tokio::time::timeout(Duration::from_secs(30), rx)
-            .await
-            .unwrap_or_else(|_| panic!("the endpoints never listened: {:#?}", lines.lock()))
-            .expect("serving line");
-        Daemon { child, lines, addr }
-    }
-
-    fn log(&self) -> String {
-        self.lines.lock().expect("lines").join("\n")
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.lines
-            .lock()
-            .expect("lines")
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
-    }
-
-    async fn wait_for_log(&self, needle: &str, n: usize) {
-        let t0 = std::time::Instant::now();
-        while self.count(needle) < n {
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "waited for {n} x {needle:?}: {}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn metrics(&self) -> String {
-        bbsync::tls::install_provider();
-        let r = reqwest::get(format!("http://{}/metrics", self.addr))
-            .await
-            .expect("GET /metrics");
-        assert_eq!(r.status().as_u16(), 200);
-        r.text().await.expect("body")
-    }
-
-    /// Waits until /metrics has a line starting with `series`.
-    async fn wait_for_series(&self, series: &str) -> String {
-        let t0 = std::time::Instant::now();
-        loop {
-            let text = self.metrics().await;
-            if text.lines().any(|l| l.starts_with(series)) {
-                return text;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "no {series} in /metrics:\n{text}\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn sync(&self) {
-        bbsync::tls::install_provider();
-        let r = reqwest::Client::new()
-            .post(format!("http://{}/sync", self.addr))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("POST /sync");
-        assert_eq!(r.status().as_u16(), 202);
-    }
-
-    async fn stop(mut self) -> Option<i32> {
-        let pid = self.child.id().expect("pid").to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(sent.success());
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("stopped within 30 s")
-            .expect("wait")
-            .code()
-    }
-}
-
-/// The address in the daemon's "serving /healthz ..." JSON log line.
-fn serving_addr(line: &str) -> Option<String> {
-    let v: Value = serde_json::from_str(line).ok()?;
-    let msg = v["fields"]["message"].as_str()?;
-    if !msg.starts_with("serving /healthz") {
-        return None;
-    }
-    v["fields"]["addr"].as_str().map(str::to_owned)
+/// POST /sync with the token: 202.
+async fn sync(d: &Daemon) {
+    bbsync::tls::install_provider();
+    let r = reqwest::Client::new()
+        .post(d.url("/sync"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("POST /sync");
+    assert_eq!(r.status().as_u16(), 202);
 }
 
 /// ann, bob, cid, dan and eve, with zed (no account id: invalid and unresolved); `disabled`
@@ -1140,7 +1016,7 @@ from = ["eng"]
     let d = Daemon::start(&cfg).await;
 
     // The start-up reconcile: ann joins, bob (a leaver) is removed.
-    d.wait_for_log("reconcile finished", 1).await;
+    d.wait_for("reconcile finished", 1).await;
     d.wait_for_series("bbsync_revocation_latency_seconds_count{trigger=\"reconcile\"}")
         .await;
     // cid leaves: the off-boarding poll revokes.
@@ -1155,12 +1031,12 @@ from = ["eng"]
         .await;
     // dan and eve leave eng: two removals, more than safety.max_removals lets go.
     std::fs::write(&ldif_path, directory(&["bob", "cid"], &["ann"])).expect("ldif");
-    d.sync().await;
+    sync(&d).await;
     d.wait_for_series("bbsync_guard_holds_total{guard=\"absolute\"}")
         .await;
     // The directory is gone: a run with no plan.
     std::fs::remove_file(&ldif_path).expect("rm ldif");
-    d.sync().await;
+    sync(&d).await;
     d.wait_for_series("bbsync_reconcile_errors_total{").await;
     // ... and so the off-boarding poll's light read fails too.
     let text = d
@@ -1188,5 +1064,5 @@ from = ["eng"]
         };
         assert!(watched, "no panel or alert queries {family}");
     }
-    assert_eq!(d.stop().await, Some(0));
+    assert_eq!(d.stop().await.0, Some(0));
 }

@@ -2,6 +2,8 @@
 //! config pointing bbsync at the emulator.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use bbsync::config::Config;
 use bbsync_emulator::{
     CredentialKind, Emulator, Seed, SeedCredential, SeedGroup, SeedRepo, SeedUser, SeedWorkspace,
