@@ -281,9 +281,11 @@ async fn two_credentials_converge_where_one_alone_cannot() {
     assert!(report.ok(), "{:#?}", report.outcomes);
     assert!(emu.state().groups[0].members.contains(&acc("bob")));
     for r in emu.requests() {
-        // The consumer introduces itself once (scopes, workspace), then only writes members.
-        let expected = if r.route.contains("/members/{member}") || r.route == "/2.0/user/workspaces"
-        {
+        // The consumer introduces itself once (scopes, workspace), then only writes members
+        // (the 1.0 membership writes; looking a member up is a members_read call, the admin's).
+        let writes_member =
+            r.route.starts_with("/1.0/groups/") && r.route.ends_with("/members/{member}");
+        let expected = if writes_member || r.route == "/2.0/user/workspaces" {
             "consumer"
         } else {
             "admin"
