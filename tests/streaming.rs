@@ -233,6 +233,43 @@ async fn a_body_that_stalls_longer_than_the_timeout_fails_though_bytes_came_firs
     assert!(took < Duration::from_secs(10), "{took:?}");
 }
 
+/// An error answer (here a 401) whose body stalls: the streamed read has no total timeout of
+/// its own, so the error body is bounded by the timeout too, or the run would hang for good.
+#[tokio::test]
+async fn an_error_answer_whose_body_stalls_fails_within_the_timeout() {
+    let emu = workspace(1, 2, 2).await;
+    emu.inject_fault(Fault {
+        kind: FaultKind::Slow,
+        path_contains: "/1.0/group-privileges/".into(),
+        chunk_bytes: Some(5),
+        hang_ms: Some(20_000),
+        ..Fault::default()
+    });
+    let c = Client::new(
+        ClientOptions {
+            api_url: emu.base_url(),
+            oauth_token_url: format!("{}/site/oauth2/access_token", emu.base_url()),
+            workspace: "acme".into(),
+            timeout: Duration::from_millis(800),
+            retry: RetryPolicy::with_retries(0),
+        },
+        &Credential::ApiToken {
+            email: ADMIN_EMAIL.into(),
+            token: Secret::new("not-the-token"),
+        },
+    )
+    .expect("client");
+    let started = Instant::now();
+    let e = c.list_group_privileges().await.expect_err("refused");
+    let took = started.elapsed();
+    assert!(matches!(e, ApiError::Incomplete { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("HTTP 401 but no complete body"),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
 #[tokio::test]
 async fn a_slow_but_steady_body_longer_than_the_timeout_in_total_is_read() {
     let emu = workspace(3, 20, 20).await;

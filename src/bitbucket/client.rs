@@ -934,11 +934,25 @@ impl Client {
                 Err(Streamed::Bad(detail)) => Err(bad(detail)),
             };
         }
-        let text = match resp.text().await {
-            Ok(t) => t,
-            Err(e) => {
+        // A streamed request has no total timeout of its own: its error body must not stall
+        // the run either (reqwest's per-request timeout bounds the others first).
+        let text = match tokio::time::timeout(self.opts.timeout, resp.text()).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
                 self.record(family, None, started);
                 return Err(transport(e));
+            }
+            Err(_) => {
+                self.record(family, None, started);
+                return Err(ApiError::Incomplete {
+                    method: method.to_string(),
+                    endpoint: endpoint.to_owned(),
+                    detail: format!(
+                        "HTTP {} but no complete body within {} s",
+                        status.as_u16(),
+                        self.opts.timeout.as_secs_f64()
+                    ),
+                });
             }
         };
         self.record(family, Some(status.as_u16()), started);
