@@ -753,6 +753,76 @@ async fn a_configured_1_0_reader_does_not_fall_back_and_says_what_would() {
     assert!(e.is_config());
 }
 
+/// Only a refusal (403/404/405) hands the read to the other reader: a 5xx or a cut body on the
+/// chosen one fails the run (the other reader would not make the same workspace's answer more
+/// complete), and nothing is asked of 2.0.
+#[tokio::test]
+async fn a_chosen_reader_that_fails_otherwise_than_by_refusal_fails_the_plan_without_falling_back()
+{
+    for (what, fault) in [
+        (
+            "503",
+            bbsync_emulator::Fault {
+                method: Some("GET".into()),
+                family: Some("1.0 group-privileges read".into()),
+                status: 503,
+                body: "Service Unavailable".into(),
+                ..Default::default()
+            },
+        ),
+        (
+            "a cut body",
+            bbsync_emulator::Fault {
+                method: Some("GET".into()),
+                family: Some("1.0 group-privileges read".into()),
+                kind: bbsync_emulator::FaultKind::Truncated,
+                ..Default::default()
+            },
+        ),
+    ] {
+        let emu = start(grant_workspace(5)).await;
+        emu.inject_fault(fault);
+        let tmp = tempfile::tempdir().expect("tmp");
+        let cfg = config(
+            &emu,
+            tmp.path(),
+            &ldif(&[("kim", false)], &[]),
+            CONTRACTORS_WRITE_PROJ,
+        );
+        assert_eq!(
+            cfg.bitbucket.grant_reader,
+            bbsync::config::GrantReader::Auto
+        );
+        let e = Reconciler::new(cfg)
+            .expect("rec")
+            .run(false)
+            .await
+            .expect_err(what);
+        assert!(
+            e.to_string().contains("/1.0/group-privileges/acme"),
+            "{what}: {e}"
+        );
+        assert!(!e.is_config(), "{what}: not a configuration error: {e}");
+        let counts = emu.request_counts();
+        assert!(
+            counts
+                .get("GET /1.0/group-privileges/{ws}")
+                .copied()
+                .unwrap_or(0)
+                >= 1,
+            "{what}: {counts:?}"
+        );
+        assert_eq!(
+            counts
+                .get("GET /2.0/repositories/{ws}/{repo}/permissions-config/groups")
+                .copied(),
+            None,
+            "{what}: no 2.0 read after a failure that is not a refusal"
+        );
+        assert!(writes(&emu).is_empty(), "{what}");
+    }
+}
+
 #[tokio::test]
 async fn auto_reads_3_managed_repositories_through_2_0_and_many_through_1_0() {
     use bbsync::reconcile::grant_reader::{Reader, Why};
