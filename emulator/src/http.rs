@@ -10,6 +10,8 @@ use std::sync::Arc;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Body {
     Json(Value),
+    /// JSON already serialized (a listing too large to build as a [`Value`] first).
+    RawJson(Vec<u8>),
     Text(String),
     Empty,
 }

@@ -719,6 +719,7 @@ fn to_response(reply: Reply, caller: Option<&Caller>) -> Response {
             serde_json::to_vec(&v).unwrap_or_default(),
             Some("application/json"),
         ),
+        ReplyBody::RawJson(bytes) => (bytes, Some("application/json")),
         ReplyBody::Text(s) => (s.into_bytes(), Some("text/plain; charset=utf-8")),
         ReplyBody::Empty => (Vec::new(), None),
     };

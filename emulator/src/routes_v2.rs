@@ -618,11 +618,10 @@ fn repos_list(store: &Store, req: &Req) -> Result<Reply, Reply> {
             repos.reverse();
         }
     }
-    let items = repos
-        .into_iter()
-        .map(|r| repo_json(store, origin, r))
-        .collect();
-    numbered(req, store, items)
+    page_ctx(req, store)
+        .page_numbered_with(repos, |r| repo_json(store, origin, r))
+        .map(|v| Reply::json(200, v))
+        .map_err(|e| Reply::error(400, e.0))
 }
 
 fn members_list(store: &Store, req: &Req) -> Result<Reply, Reply> {

@@ -26,9 +26,60 @@ pub struct GroupPatch {
 }
 
 /// The emulated workspace. Holds a normalized [`Seed`].
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Store {
     pub seed: Seed,
+    /// Positions of users, groups and repositories by key, so that a listing of 100k people's
+    /// memberships is not a linear search per member. Only a hint: every hit is checked
+    /// against the element it points at, and a miss or a stale hit falls back to the linear
+    /// search (and drops the index, rebuilt at the next lookup), so lookups answer exactly as
+    /// a search of `seed` would, whatever changed it (`seed` is public).
+    index: std::sync::Mutex<Option<std::sync::Arc<Index>>>,
+}
+
+impl Clone for Store {
+    fn clone(&self) -> Store {
+        Store {
+            seed: self.seed.clone(),
+            index: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+/// See [`Store::index`]. The first element of a key wins, as in a linear search.
+#[derive(Debug, Default)]
+struct Index {
+    users_by_account: std::collections::HashMap<String, usize>,
+    /// Lower-cased braced uuids.
+    users_by_uuid: std::collections::HashMap<String, usize>,
+    groups: std::collections::HashMap<String, usize>,
+    repos: std::collections::HashMap<String, usize>,
+    projects: std::collections::HashMap<String, usize>,
+}
+
+impl Index {
+    fn build(seed: &Seed) -> Index {
+        fn first(
+            keys: impl Iterator<Item = String>,
+        ) -> std::collections::HashMap<String, usize> {
+            let mut out = std::collections::HashMap::new();
+            for (i, k) in keys.enumerate() {
+                out.entry(k).or_insert(i);
+            }
+            out
+        }
+        Index {
+            users_by_account: first(seed.users.iter().map(|u| u.account_id.clone())),
+            users_by_uuid: first(seed.users.iter().map(|u| u.uuid.to_lowercase())),
+            groups: first(
+                seed.groups
+                    .iter()
+                    .map(|g| g.slug.clone().unwrap_or_default()),
+            ),
+            repos: first(seed.repositories.iter().map(|r| r.slug.clone())),
+            projects: first(seed.projects.iter().map(|p| p.key.clone())),
+        }
+    }
 }
 
 /// Rank of a repository permission (read < write < admin); 0 for none/unknown.
@@ -56,7 +107,38 @@ impl Store {
         seed.validate()?;
         Ok(Store {
             seed: seed.normalized(),
+            index: std::sync::Mutex::new(None),
         })
+    }
+
+    fn index(&self) -> std::sync::Arc<Index> {
+        let mut slot = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        std::sync::Arc::clone(
+            slot.get_or_insert_with(|| std::sync::Arc::new(Index::build(&self.seed))),
+        )
+    }
+
+    /// The first element of `items` that `is` holds for, through the index's position
+    /// `hint` when it is right, else by a linear search (which then drops a stale index).
+    fn find<'a, T>(
+        &self,
+        items: &'a [T],
+        hint: impl FnOnce(&Index) -> Option<usize>,
+        is: impl Fn(&T) -> bool,
+    ) -> Option<&'a T> {
+        // Keys are unique in a store (the seed's validation, and every create and rename
+        // checks), so an element at the hinted position with the key is the one a search
+        // finds.
+        if let Some(i) = hint(&self.index()) {
+            if items.get(i).is_some_and(&is) {
+                return items.get(i);
+            }
+        }
+        let found = items.iter().find(|x| is(x));
+        if found.is_some() {
+            *self.index.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        found
     }
 
     pub fn to_seed(&self) -> Seed {
@@ -66,15 +148,20 @@ impl Store {
     // ----- lookups -----
 
     pub fn user_by_account(&self, account_id: &str) -> Option<&SeedUser> {
-        self.seed.users.iter().find(|u| u.account_id == account_id)
+        self.find(
+            &self.seed.users,
+            |ix| ix.users_by_account.get(account_id).copied(),
+            |u| u.account_id == account_id,
+        )
     }
 
     /// A braced uuid (case-insensitive).
     pub fn user_by_uuid(&self, uuid: &str) -> Option<&SeedUser> {
-        self.seed
-            .users
-            .iter()
-            .find(|u| u.uuid.eq_ignore_ascii_case(uuid))
+        self.find(
+            &self.seed.users,
+            |ix| ix.users_by_uuid.get(&uuid.to_lowercase()).copied(),
+            |u| u.uuid.eq_ignore_ascii_case(uuid),
+        )
     }
 
     /// A braced uuid or an account_id.
@@ -95,10 +182,11 @@ impl Store {
     }
 
     pub fn group(&self, slug: &str) -> Option<&SeedGroup> {
-        self.seed
-            .groups
-            .iter()
-            .find(|g| g.slug.as_deref() == Some(slug))
+        self.find(
+            &self.seed.groups,
+            |ix| ix.groups.get(slug).copied(),
+            |g| g.slug.as_deref() == Some(slug),
+        )
     }
 
     fn group_mut(&mut self, slug: &str) -> Option<&mut SeedGroup> {
@@ -109,11 +197,19 @@ impl Store {
     }
 
     pub fn repo(&self, slug: &str) -> Option<&SeedRepo> {
-        self.seed.repositories.iter().find(|r| r.slug == slug)
+        self.find(
+            &self.seed.repositories,
+            |ix| ix.repos.get(slug).copied(),
+            |r| r.slug == slug,
+        )
     }
 
     pub fn project(&self, key: &str) -> Option<&SeedProject> {
-        self.seed.projects.iter().find(|p| p.key == key)
+        self.find(
+            &self.seed.projects,
+            |ix| ix.projects.get(key).copied(),
+            |p| p.key == key,
+        )
     }
 
     pub fn groups_of(&self, account_id: &str) -> Vec<&SeedGroup> {
