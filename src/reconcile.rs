@@ -113,11 +113,31 @@ pub struct SourceSummary {
     pub issues: Vec<EntryIssue>,
 }
 
+/// Where a run's time went, in milliseconds (`timings_ms` in the JSON report; the scale
+/// benchmark reads it). Each phase includes the requests it makes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Timings {
+    /// Reading and resolving the directory.
+    pub source: u64,
+    /// Reading Bitbucket: groups and members, repositories, projects, group grants.
+    pub bitbucket_read: u64,
+    /// Mapping the directory onto the rules (the desired state).
+    pub mapping: u64,
+    /// Planning: who is gone, the owners and direct grants it asks for, the diff, the
+    /// member lookups of the people to add.
+    pub planning: u64,
+    /// The fingerprints of the inputs and the plan, and the snapshot the poll keeps.
+    pub fingerprints: u64,
+    /// Applying (0 for a plan).
+    pub apply: u64,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
     pub run_id: String,
     pub started_at: String,
     pub duration_ms: u64,
+    pub timings_ms: Timings,
     /// Whether changes were applied (false: plan only).
     pub applied: bool,
     pub source: SourceSummary,
@@ -748,8 +768,15 @@ impl Reconciler {
         // A budget spent by the last run may try again (its pause and pace remain).
         self.clients.new_run();
         let audit = if apply { Some(self.audit()?) } else { None };
+        let mut timings = Timings::default();
+        let mut phase = Instant::now();
+        let mut lap = |into: &mut u64| {
+            *into = phase.elapsed().as_millis() as u64;
+            phase = Instant::now();
+        };
         let mut dir = self.source.read().await?;
         self.freeze_accounts_of_unusable_entries(&mut dir).await?;
+        lap(&mut timings.source);
         for issue in &dir.issues {
             tracing::warn!(
                 dn = issue.dn,
@@ -774,6 +801,7 @@ impl Reconciler {
         let read = read_actual(&self.cfg, &*members, &self.clients)
             .await
             .map_err(|e| RunError::Read(Box::new(e)))?;
+        lap(&mut timings.bitbucket_read);
         let Read {
             mut actual,
             repos,
@@ -832,6 +860,7 @@ impl Reconciler {
             .iter()
             .map(|(id, t)| (id.clone(), crate::state::from_unix(*t)))
             .collect();
+        lap(&mut timings.mapping);
         // Someone found clean is read again after offboarding.recheck_secs (a direct grant
         // given by hand after they left), and everyone when the managed scope changed.
         let scope = plan::fingerprint(&(&desired.repo_scope, &desired.project_scope));
@@ -930,6 +959,7 @@ impl Reconciler {
         }
         self.block_what_credentials_cannot_do(&mut plan, members.write_family())
             .await;
+        lap(&mut timings.planning);
         for w in &plan.warnings {
             tracing::warn!("{w}");
         }
@@ -987,6 +1017,7 @@ impl Reconciler {
             membership: members.write_family(),
             members: Arc::clone(&members),
         });
+        lap(&mut timings.fingerprints);
 
         let mut outcomes = Vec::new();
         if let Some(audit) = &audit {
@@ -1025,6 +1056,8 @@ impl Reconciler {
                 plan.warnings.push(w);
             }
         }
+        lap(&mut timings.apply);
+        tracing::debug!(?timings, "phases");
         for g in &plan.held {
             tracing::error!(
                 guard = g.label(),
@@ -1037,6 +1070,7 @@ impl Reconciler {
             run_id,
             started_at,
             duration_ms: started.elapsed().as_millis() as u64,
+            timings_ms: timings,
             applied: apply,
             source,
             repositories_in_scope: desired.repo_scope.len(),

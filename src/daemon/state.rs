@@ -690,6 +690,7 @@ mod tests {
             run_id: "abc123".into(),
             started_at: "2026-01-01T00:00:00.000Z".into(),
             duration_ms: 1500,
+            timings_ms: Default::default(),
             applied,
             source: SourceSummary {
                 description: "ldif".into(),
