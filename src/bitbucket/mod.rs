@@ -10,6 +10,7 @@ pub mod grants;
 pub mod membership;
 pub mod metrics;
 pub mod retry;
+pub mod skim;
 
 pub use crate::family::{ApiFamily, CredentialKind};
 pub use api::{Principal, PrincipalKind, Target, Written};
