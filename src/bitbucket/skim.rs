@@ -216,11 +216,6 @@ impl Skim {
         self
     }
 
-    /// Elements completed so far.
-    pub fn elements(&self) -> u64 {
-        self.elements
-    }
-
     /// Bytes fed so far.
     pub fn offset(&self) -> u64 {
         self.offset
