@@ -1184,9 +1184,10 @@ impl Chunks {
 /// Calls `fold` with each element of the JSON array `reader` holds, decoded as it is read;
 /// the array must be the whole document (trailing whitespace only). Returns how many elements
 /// there were. Fields an element's type does not declare are skipped unread into memory.
-/// serde_json's reader path, ~4x slower per byte than a slice: the streamed listing uses
-/// [`Skim`] instead ([`Client::get_array_streamed`]); this stays for readers of an
-/// `io::Read` and as the baseline the `decode` benchmark measures the scanner against.
+/// This is serde_json's reader path, several times slower per byte than a slice (10x in
+/// `cargo bench --bench decode`): the streamed listing uses [`Skim`] instead
+/// ([`Client::get_array_streamed`]). It stays for the tests that hold it to its memory bound
+/// and as the baseline the `decode` benchmark measures the scanner against.
 pub fn each_in_array<R, T, A>(
     reader: R,
     acc: &mut A,
