@@ -375,3 +375,73 @@ fn the_members_embedded_in_a_row_are_skipped_not_held() {
         "{held} bytes held decoding a {size}-byte row"
     );
 }
+
+/// The same 60 MB row through the byte scanner the listing is read with: the members are
+/// dropped as they are scanned, so what is held is the row without them and the chunk.
+#[test]
+fn the_members_embedded_in_a_row_are_skimmed_not_held() {
+    use std::io::Read as _;
+    let members = 200_000;
+    let mut chunk = vec![0u8; 16 * 1024];
+    let ((n, rows, size), held) = peak_growth(|| {
+        let mut rows: Vec<V1GroupPrivilege> = Vec::new();
+        let mut skim = bbsync::bitbucket::skim::Skim::new(&["members"]);
+        let mut body = HugeRow::new(members);
+        loop {
+            let got = body.read(&mut chunk).expect("read");
+            if got == 0 {
+                break;
+            }
+            skim.feed_rows(&chunk[..got], &mut rows, Vec::push)
+                .expect("scans");
+        }
+        (skim.finish().expect("whole"), rows, skim.offset())
+    });
+    assert!(size > 50_000_000, "{size}");
+    assert_eq!(n, 1);
+    assert_eq!(rows[0].repo, "acme/api");
+    assert_eq!(rows[0].group.slug, "everyone");
+    assert_eq!(rows[0].privilege, "write");
+    assert!(
+        held < 64 * 1024,
+        "{held} bytes held scanning a {size}-byte row"
+    );
+}
+
+/// The emulator's cut falls half-way through the body, here inside the one row's `members`
+/// (skipped by the scanner, never decoded): the read is still incomplete, not a short row.
+#[tokio::test]
+async fn a_body_cut_inside_the_skipped_members_fails_as_incomplete() {
+    let emu = workspace(1, 400, 1).await;
+    // Where half-way is: after the members began, before the last of them.
+    let body = reqwest::Client::new()
+        .get(format!("{}/1.0/group-privileges/acme", emu.base_url()))
+        .basic_auth(ADMIN_EMAIL, Some(ADMIN_TOKEN))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("body");
+    let half = body.len() / 2;
+    assert!(body[..half].contains("\"members\":["), "{}", &body[..200]);
+    assert!(body[half..].contains("\"nickname\":\"p0399\""));
+    emu.reset_requests();
+    emu.inject_fault(Fault {
+        kind: FaultKind::Truncated,
+        path_contains: "/1.0/group-privileges/".into(),
+        times: Some(1),
+        ..Fault::default()
+    });
+    let e = client(&emu, Duration::from_secs(30), 0)
+        .list_group_privileges()
+        .await
+        .expect_err("cut body");
+    assert!(matches!(e, ApiError::Incomplete { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains(&format!("the body broke off after {half} bytes")),
+        "{e}"
+    );
+    assert_eq!(emu.requests().len(), 1);
+}

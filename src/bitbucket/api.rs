@@ -125,9 +125,10 @@ impl Client {
     /// Every group privilege on every repository of the workspace, in one unpaged call, read
     /// as a stream: each row goes to `fold` as soon as it is decoded. Bitbucket embeds the
     /// group's members (and two owner objects) in every row, which makes this body the
-    /// largest of a run (1.7 GB at 100k people, 2k groups, 20k repositories); they are
-    /// skipped as they arrive, never held. See [`Client::get_array_streamed`] for the read
-    /// timeout (per chunk) and what fails the read.
+    /// largest of a run (1.7 GB at 100k people, 2k groups, 20k repositories); the `members`
+    /// are dropped by a byte scanner as they arrive ([`super::skim::Skim`]), never held or
+    /// parsed, and the owners are skipped by serde. See [`Client::get_array_streamed`] for
+    /// the read timeout (per chunk) and what fails the read.
     pub async fn fold_group_privileges<A: Send + 'static>(
         &self,
         init: fn() -> A,
@@ -135,6 +136,7 @@ impl Client {
     ) -> Result<A, ApiError> {
         self.get_array_streamed(
             &self.url(&["1.0", "group-privileges", self.ws()]),
+            &["members"],
             init,
             fold,
         )

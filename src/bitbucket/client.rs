@@ -5,6 +5,7 @@ use super::budget::{Budget, Spent};
 use super::dto::{ErrorBody, Page, TokenAnswer};
 use super::metrics::ClientMetrics;
 use super::retry::{is_idempotent, parse_retry_after, Class, Classify, RetryPolicy};
+use super::skim::Skim;
 use crate::config::Credential;
 use crate::family::ApiFamily;
 use crate::secret::Secret;
@@ -975,17 +976,7 @@ impl Client {
         let decode = Arc::clone(decode);
         // What the decoder logs belongs to the run that reads.
         let span = tracing::Span::current();
-        let decoder = tokio::task::spawn_blocking(move || {
-            span.in_scope(|| {
-                decode(std::io::BufReader::with_capacity(
-                    STREAM_BUFFER_BYTES,
-                    ChunkReader {
-                        rx,
-                        chunk: bytes::Bytes::new(),
-                    },
-                ))
-            })
-        });
+        let decoder = tokio::task::spawn_blocking(move || span.in_scope(|| decode(Chunks { rx })));
         let mut received: u64 = 0;
         let timeout = self.opts.timeout;
         // Ok(true): the body ended; Ok(false): the decoder stopped reading first.
@@ -1056,16 +1047,20 @@ impl Client {
         }
     }
 
-    /// GET a JSON array, decoded as it arrives: `fold` is called with each element into the
-    /// accumulator `init` made, on a blocking thread; fields `T` does not declare are skipped
-    /// as they are read ([`serde::de::IgnoredAny`]), so memory follows what `fold` keeps, not
-    /// the size of the body. The read timeout is per chunk of progress (see `read_stream`). A
-    /// body cut short, one that is not a JSON array, or one not typed `application/json` is
-    /// an error, retried as a whole like any read (`max_retries`; each retry downloads the
-    /// body again from its start).
+    /// GET a JSON array, decoded as it arrives: the body's chunks go to a [`Skim`] on a
+    /// blocking thread, which drops the value of every object key in `skip` (at any depth;
+    /// written as `[]`, `{}` or `null`) while it splits the array into elements, and each
+    /// element is decoded as a `T` (`serde_json::from_slice`) and given to `fold` with the
+    /// accumulator `init` made. Memory follows what `fold` keeps and the largest element
+    /// without its skipped values (at most [`super::skim::MAX_ROW_BYTES`]), not the size of the
+    /// body. The read timeout is per chunk of progress (see `read_stream`). A body cut short,
+    /// one that is not one JSON array (or whose elements do not decode), or one not typed
+    /// `application/json` is an error, retried as a whole like any read (`max_retries`; each
+    /// retry downloads the body again from its start).
     pub async fn get_array_streamed<T, A>(
         &self,
         url: &str,
+        skip: &'static [&'static str],
         init: fn() -> A,
         fold: fn(&mut A, T),
     ) -> Result<A, ApiError>
@@ -1073,9 +1068,14 @@ impl Client {
         T: DeserializeOwned + 'static,
         A: Send + 'static,
     {
-        let decode: Arc<StreamDecoder> = Arc::new(move |reader: StreamReader| {
+        let decode: Arc<StreamDecoder> = Arc::new(move |mut chunks: Chunks| {
             let mut acc = init();
-            each_in_array(reader, &mut acc, fold).map_err(|e| e.to_string())?;
+            let mut skim = Skim::new(skip);
+            while let Some(chunk) = chunks.next_chunk()? {
+                skim.feed_rows(&chunk, &mut acc, fold)
+                    .map_err(|e| e.to_string())?;
+            }
+            skim.finish().map_err(|e| e.to_string())?;
             Ok(Box::new(acc) as Box<dyn Any + Send>)
         });
         let answer = self
@@ -1148,19 +1148,12 @@ enum BodyRead<'a> {
     Stream(&'a Arc<StreamDecoder>),
 }
 
-/// What a streamed body is read through on the decoder's thread.
-pub type StreamReader = std::io::BufReader<ChunkReader>;
-
 /// Decodes a streamed body (on a blocking thread) into the value the caller downcasts.
-type StreamDecoder = dyn Fn(StreamReader) -> Result<Box<dyn Any + Send>, String> + Send + Sync;
+type StreamDecoder = dyn Fn(Chunks) -> Result<Box<dyn Any + Send>, String> + Send + Sync;
 
 /// Chunks of a streamed body on their way to the decoder (a bounded channel: a slow decoder
 /// slows the download instead of buffering it).
 const STREAM_CHUNKS_IN_FLIGHT: usize = 16;
-
-/// The decoder's read buffer (serde_json reads byte by byte: through a `BufReader` that is a
-/// copy from its buffer).
-const STREAM_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Why a streamed body was not taken.
 enum Streamed {
@@ -1170,31 +1163,31 @@ enum Streamed {
     Bad(String),
 }
 
-/// The body's chunks as a [`std::io::Read`], for the decoder's thread. `None` in the
-/// channel means the body broke off: a read error, never an end of file.
-pub struct ChunkReader {
+/// The body's chunks as they arrive, on the decoder's thread: scanned where they are, never
+/// copied into a reader's buffer. `None` in the channel means the body broke off.
+struct Chunks {
     rx: tokio::sync::mpsc::Receiver<Option<bytes::Bytes>>,
-    chunk: bytes::Bytes,
 }
 
-impl std::io::Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.chunk.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Some(chunk)) => self.chunk = chunk,
-                Some(None) => return Err(std::io::Error::other("the body broke off")),
-                None => return Ok(0),
-            }
+impl Chunks {
+    /// The next chunk; `None` at the end of the body; an error when it broke off (never an
+    /// end: what came so far must not be taken for the whole body).
+    fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, String> {
+        match self.rx.blocking_recv() {
+            Some(Some(chunk)) => Ok(Some(chunk)),
+            Some(None) => Err("the body broke off".into()),
+            None => Ok(None),
         }
-        let n = buf.len().min(self.chunk.len());
-        buf[..n].copy_from_slice(&self.chunk.split_to(n));
-        Ok(n)
     }
 }
 
 /// Calls `fold` with each element of the JSON array `reader` holds, decoded as it is read;
 /// the array must be the whole document (trailing whitespace only). Returns how many elements
 /// there were. Fields an element's type does not declare are skipped unread into memory.
+/// This is serde_json's reader path, several times slower per byte than a slice (10x in
+/// `cargo bench --bench decode`): the streamed listing uses [`Skim`] instead
+/// ([`Client::get_array_streamed`]). It stays for the tests that hold it to its memory bound
+/// and as the baseline the `decode` benchmark measures the scanner against.
 pub fn each_in_array<R, T, A>(
     reader: R,
     acc: &mut A,

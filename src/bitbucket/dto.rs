@@ -57,8 +57,9 @@ pub struct WorkspaceRef {
 }
 
 /// 1.0 group-privileges row: `{repo: "ws/slug", privilege, group{...}, repository{...}}`.
-/// The group's `members` and the `repository` object are not declared: a streamed listing
-/// skips them unread into memory ([`serde::de::IgnoredAny`]).
+/// The group's `members` and the `repository` object are not declared: the streamed listing
+/// drops the `members` before decoding ([`crate::bitbucket::skim::Skim`]), and serde skips the
+/// rest unread into memory ([`serde::de::IgnoredAny`]).
 #[derive(Clone, Debug, Deserialize)]
 pub struct V1GroupPrivilege {
     pub repo: String,

@@ -10,14 +10,12 @@ pub mod grants;
 pub mod membership;
 pub mod metrics;
 pub mod retry;
+pub mod skim;
 
 pub use crate::family::{ApiFamily, CredentialKind};
 pub use api::{Principal, PrincipalKind, Target, Written};
 pub use budget::{Budget, BudgetSettings, BudgetStatus, Spent};
-pub use client::{
-    each_in_array, expect, Answer, ApiError, Body, ChunkReader, Client, ClientOptions, Expect,
-    StreamReader,
-};
+pub use client::{each_in_array, expect, Answer, ApiError, Body, Client, ClientOptions, Expect};
 pub use clients::Clients;
 pub use grants::{GrantState, GroupGrants, PermissionsConfigGrants, V1GroupPrivileges};
 pub use membership::{MembershipBackend, V1Groups, WriteError};
