@@ -462,11 +462,12 @@ fn handle_inner(id: RouteId, store: &mut Store, req: &Req) -> Result<Reply, Repl
         }
         RouteId::V2WsPermissions => {
             let q = parse_q(req, WS_PERMISSION_FIELDS)?;
+            let role = store.workspace_roles();
             let items: Vec<Value> = store
                 .seed
                 .users
                 .iter()
-                .map(|u| (u, store.workspace_role(&u.account_id)))
+                .map(|u| (u, role(&u.account_id)))
                 .filter(|(u, role)| {
                     q.as_ref().is_none_or(|q| {
                         q.matches(&|f| match f {

@@ -59,9 +59,7 @@ struct Index {
 
 impl Index {
     fn build(seed: &Seed) -> Index {
-        fn first(
-            keys: impl Iterator<Item = String>,
-        ) -> std::collections::HashMap<String, usize> {
+        fn first(keys: impl Iterator<Item = String>) -> std::collections::HashMap<String, usize> {
             let mut out = std::collections::HashMap::new();
             for (i, k) in keys.enumerate() {
                 out.entry(k).or_insert(i);
@@ -702,26 +700,38 @@ impl Store {
     /// Workspace role: `owner` (owner and admins), `member` (in a group, or no explicit
     /// grants), `collaborator` (only explicit repository/project grants).
     pub fn workspace_role(&self, account_id: &str) -> &'static str {
-        if self.is_admin(account_id) {
-            return "owner";
-        }
-        if !self.groups_of(account_id).is_empty() {
-            return "member";
-        }
-        let direct = self
+        self.workspace_roles()(account_id)
+    }
+
+    /// [`Store::workspace_role`] for many people: who is in a group and who has a direct
+    /// grant is gathered once (a listing of 100k members asks for every one's role).
+    pub fn workspace_roles(&self) -> impl Fn(&str) -> &'static str + '_ {
+        let grouped: std::collections::HashSet<&str> = self
+            .seed
+            .groups
+            .iter()
+            .flat_map(|g| g.members.iter().map(String::as_str))
+            .collect();
+        let direct: std::collections::HashSet<&str> = self
             .seed
             .user_grants
             .iter()
-            .any(|g| g.account_id == account_id)
-            || self
-                .seed
-                .project_user_grants
-                .iter()
-                .any(|g| g.account_id == account_id);
-        if direct {
-            "collaborator"
-        } else {
-            "member"
+            .map(|g| g.account_id.as_str())
+            .chain(
+                self.seed
+                    .project_user_grants
+                    .iter()
+                    .map(|g| g.account_id.as_str()),
+            )
+            .collect();
+        move |account_id| {
+            if self.is_admin(account_id) {
+                "owner"
+            } else if grouped.contains(account_id) || !direct.contains(account_id) {
+                "member"
+            } else {
+                "collaborator"
+            }
         }
     }
 }
