@@ -335,6 +335,10 @@ impl Dn {
         if raw.starts_with(char::is_whitespace) || raw.ends_with(char::is_whitespace) {
             raw = raw.trim().to_owned();
         }
+        if is_normal_dn(&raw) {
+            // The common case (servers return DNs as stored): nothing to normalise or allocate.
+            return Self { raw, norm: None };
+        }
         let mut norm = String::new();
         normalise_dn_into(&raw, &mut norm);
         Self {
@@ -483,6 +487,37 @@ fn push_ava(out: &mut String, ava: &str) {
     }
 }
 
+/// Whether `dn` is certainly already in the form [`normalise_dn_into`] writes, by a quick scan:
+/// printable ASCII without upper case, escapes, quotes, `+`, `;`, `<`, `>` or `#`, and every RDN
+/// exactly one `type=value` with no space next to a separator or at either end. `false` says
+/// nothing (the DN may or may not be normal); `true` means normalising would return it as is.
+pub fn is_normal_dn(dn: &str) -> bool {
+    let b = dn.as_bytes();
+    if b.first() == Some(&b' ') || b.last() == Some(&b' ') {
+        return false;
+    }
+    let mut equals = 0u32;
+    let mut prev = b',';
+    for &c in b {
+        match c {
+            b'A'..=b'Z' | b'\\' | b'"' | b'+' | b';' | b'<' | b'>' | b'#' => return false,
+            0..=0x1f | 0x7f..=0xff => return false,
+            b',' | b'=' if prev == b' ' || prev == b',' || prev == b'=' => return false,
+            b' ' if prev == b',' || prev == b'=' => return false,
+            b',' => {
+                if equals != 1 {
+                    return false;
+                }
+                equals = 0;
+            }
+            b'=' => equals += 1,
+            _ => {}
+        }
+        prev = c;
+    }
+    equals == 1 && prev != b'='
+}
+
 /// Writes the normalised form of `dn` into `out` (cleared first): attribute types and values
 /// lower-cased, spaces around separators removed, escapes in one canonical form, and the parts
 /// of a multi-valued RDN (`cn=a+uid=b`) sorted. Used with a reused buffer to look DNs up without
@@ -536,6 +571,46 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.first_value(), "Ann Lee");
         assert_eq!(a.as_str(), "CN=Ann Lee, OU=People,dc=Example,dc=com");
+    }
+
+    #[test]
+    fn the_quick_normal_check_never_says_yes_to_a_dn_normalising_changes() {
+        let samples = [
+            "uid=ann,ou=people,dc=x",
+            "cn=user 5,ou=people,dc=example,dc=com",
+            "cn=a,dc=x",
+            "UID=Ann,DC=x",
+            "uid=ann, ou=people",
+            "uid = ann,ou=people",
+            "uid=ann ,ou=people",
+            " uid=ann",
+            "uid=ann ",
+            "cn=a=b,dc=x",
+            "cn=a\\,b,dc=x",
+            "cn=a+uid=b,dc=x",
+            "cn=C# Devs,dc=x",
+            "cn=#x,dc=x",
+            "cn=,dc=x",
+            "=a,dc=x",
+            "cn=a,,dc=x",
+            "cn=a,dc=x,",
+            "cn=\u{e9}l\u{e8}ve,dc=x",
+            "cn=a\tb,dc=x",
+            "",
+            "dc=x",
+            "novalue",
+            "cn=a;b,dc=x",
+        ];
+        let mut buf = String::new();
+        for s in samples {
+            normalise_dn_into(s, &mut buf);
+            if is_normal_dn(s) {
+                assert_eq!(buf, s, "{s:?} was taken for normal");
+            }
+        }
+        assert!(is_normal_dn("uid=ann,ou=people,dc=x"));
+        assert!(is_normal_dn("cn=user 5,ou=people,dc=example,dc=com"));
+        assert!(!is_normal_dn("UID=Ann,DC=x"));
     }
 
     #[test]
