@@ -11,9 +11,12 @@ use std::fmt;
 /// digits (older accounts, `5b10ac8d82e05b22cc7d4ef5`) and digits, `:` and a lower-case UUID
 /// (`557058:6e8f1c2a-0000-4bcd-9f00-123456789abc`). Anything else is malformed: a value that
 /// only looks like an id (`abc123`, a username) must never become someone to add or remove.
+///
+/// Shared, not copied: a directory holds one per person, and every group membership and map key
+/// of a snapshot clones it (a quarter of a million clones on a 100k-person directory).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct AccountId(String);
+pub struct AccountId(std::sync::Arc<str>);
 
 fn is_lower_hex(s: &str) -> bool {
     s.bytes()
@@ -21,12 +24,12 @@ fn is_lower_hex(s: &str) -> bool {
 }
 
 fn is_lower_uuid(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() == 5
-        && parts
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(p, n)| p.len() == n && is_lower_hex(p))
+    let mut parts = s.split('-');
+    [8, 4, 4, 4, 12].iter().all(|n| {
+        parts
+            .next()
+            .is_some_and(|p| p.len() == *n && is_lower_hex(p))
+    }) && parts.next().is_none()
 }
 
 impl AccountId {
@@ -49,7 +52,7 @@ impl AccountId {
                 "account id {shown:?} is neither 24 lower-case hex digits nor digits:lower-case-uuid"
             ));
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self(s.into()))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -103,7 +106,7 @@ impl TryFrom<String> for AccountId {
 }
 impl From<AccountId> for String {
     fn from(a: AccountId) -> String {
-        a.0
+        a.0.as_ref().to_owned()
     }
 }
 impl fmt::Display for AccountId {
