@@ -14,9 +14,16 @@ use std::fmt;
 ///
 /// Shared, not copied: a directory holds one per person, and every group membership and map key
 /// of a snapshot clones it (a quarter of a million clones on a 100k-person directory).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct AccountId(std::sync::Arc<str>);
+
+/// As the plain string, written in place (`serde(into = "String")` would copy it first).
+impl Serialize for AccountId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
 
 fn is_lower_hex(s: &str) -> bool {
     s.bytes()
@@ -309,8 +316,8 @@ pub struct Repo {
 /// An LDAP distinguished name, normalised for comparison: attribute types lower-cased, spaces
 /// around `,` and `=` removed, values compared case-insensitively (directories treat `cn` and
 /// `ou` values case-insensitively). The original spelling is kept for messages.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(from = "String", into = "String")]
+#[derive(Clone, Debug, Deserialize)]
+#[serde(from = "String")]
 pub struct Dn {
     raw: String,
     /// The normalised form, kept only when it differs from `raw` (most DNs a server returns are
@@ -326,6 +333,12 @@ impl From<String> for Dn {
 impl From<Dn> for String {
     fn from(d: Dn) -> String {
         d.raw
+    }
+}
+/// As written (the original spelling), in place (`serde(into = "String")` would copy it first).
+impl Serialize for Dn {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.raw)
     }
 }
 
