@@ -69,6 +69,14 @@ impl Directory {
                 .collect()
         }
     }
+    /// Writes the directory as pretty JSON to `out` as it is serialised: person by person and
+    /// group by group, never the whole document in memory. The bytes are exactly those of
+    /// `serde_json::to_string_pretty(self)` (no newline at the end).
+    pub fn write_json<W: std::io::Write>(&self, out: W) -> std::io::Result<()> {
+        let mut ser = serde_json::Serializer::pretty(out);
+        self.serialize(&mut ser)?;
+        Ok(())
+    }
     pub fn active_people(&self) -> usize {
         self.people
             .values()

@@ -558,46 +558,82 @@ async fn read_source(path: &std::path::Path, output: Output) -> anyhow::Result<u
     let started = std::time::Instant::now();
     let dir = reader.read().await?;
     let elapsed = started.elapsed();
+    // Buffered, and streamed as it is rendered: the JSON of a 100k-person directory is tens of
+    // MiB, never held as one string. A reader that went away ends the output quietly, as `emit`.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let written = write_source(&mut out, &dir, &reader.describe(), output)
+        .and_then(|()| std::io::Write::flush(&mut out));
+    if let Err(e) = written {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: cannot write to stdout: {e}");
+        }
+    }
+    // The buffer is spent; dropping it must not retry a write that already failed.
+    let _ = out.into_parts();
+    eprintln!(
+        "read and resolved in {} ms; peak RSS {} MiB",
+        elapsed.as_millis(),
+        peak_rss_kib().map_or("?".to_owned(), |k| (k / 1024).to_string())
+    );
+    // The process ends now: freeing a hundred thousand people one by one would only cost time.
+    std::mem::forget(dir);
+    Ok(EXIT_OK)
+}
+
+/// What `bbsync source` prints: the directory as JSON (the same document as serialising
+/// [`bbsync::source::Directory`] whole, written person by person and group by group), or a
+/// summary for people.
+fn write_source(
+    out: &mut impl std::io::Write,
+    dir: &bbsync::source::Directory,
+    describe: &str,
+    output: Output,
+) -> std::io::Result<()> {
     match output {
-        Output::Json => outln!("{}", serde_json::to_string_pretty(&dir)?),
+        Output::Json => {
+            dir.write_json(&mut *out)?;
+            writeln!(out)?;
+        }
         Output::Human => {
-            outln!(
-                "{}: {} people ({} disabled), {} groups, {} skipped entries",
-                reader.describe(),
+            writeln!(
+                out,
+                "{describe}: {} people ({} disabled), {} groups, {} skipped entries",
                 dir.people.len(),
                 dir.people.len() - dir.active_people(),
                 dir.groups.len(),
                 dir.issues.len()
-            );
+            )?;
             for p in dir
                 .people
                 .values()
                 .filter(|p| p.disabled.is_some())
                 .take(50)
             {
-                outln!(
+                writeln!(
+                    out,
                     "  disabled {} ({}): {}",
                     p.dn,
                     p.account_id,
                     p.disabled.as_deref().unwrap_or_default()
-                );
+                )?;
             }
             for i in dir.issues.iter().take(50) {
-                outln!("  skipped {}: {}", i.dn, i.problem);
+                writeln!(out, "  skipped {}: {}", i.dn, i.problem)?;
             }
             let mut biggest: Vec<_> = dir.groups.values().collect();
             biggest.sort_by_key(|g| std::cmp::Reverse(g.members.len()));
             for g in biggest.iter().take(10) {
-                outln!("  group {} ({}): {} members", g.name, g.dn, g.members.len());
+                writeln!(
+                    out,
+                    "  group {} ({}): {} members",
+                    g.name,
+                    g.dn,
+                    g.members.len()
+                )?;
             }
         }
     }
-    eprintln!(
-        "read and resolved in {} ms; peak RSS {} MiB",
-        elapsed.as_millis(),
-        peak_rss_kib().map_or("?".to_owned(), |k| (k / 1024).to_string())
-    );
-    Ok(EXIT_OK)
+    Ok(())
 }
 
 // mimalloc: reading a 100k-person directory is allocation-bound; with glibc malloc the LDAP

@@ -359,3 +359,101 @@ async fn the_daemon_logs_what_a_dry_run_would_change_and_sigterm_stops_it_with_e
     assert_eq!(status.code(), Some(0), "{}", rest.join("\n"));
     assert!(rest.join("\n").contains("SIGTERM"), "{rest:#?}");
 }
+
+/// `bbsync source` on an LDIF file of `extra_people` more people than the fixed few (nesting, a
+/// cycle, a leaver, an entry without an id, text that JSON escapes).
+fn write_source_config(dir: &std::path::Path, extra_people: usize) -> std::path::PathBuf {
+    let mut text = String::new();
+    let person = |uid: &str, extra: &str| {
+        format!(
+            "dn: uid={uid},ou=people,dc=acme,dc=test\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: Person \"{uid}\" \u{e9}\\ tab\tend\nmail: {uid}@acme.test\natlassianAccountId: {}\n{extra}\n",
+            acc(uid)
+        )
+    };
+    text.push_str(&person("ann", ""));
+    text.push_str(&person("bob", "pwdAccountLockedTime: 000001010000Z\n"));
+    text.push_str(&person("cid", "nsAccountLock: TRUE\n"));
+    text.push_str("dn: uid=noid,ou=people,dc=acme,dc=test\nobjectClass: inetOrgPerson\ncn: No Id\nmail: noid@acme.test\n\n");
+    for i in 0..extra_people {
+        text.push_str(&person(&format!("p{i:05}"), ""));
+    }
+    text.push_str("dn: cn=eng,ou=groups,dc=acme,dc=test\nobjectClass: groupOfNames\ncn: eng\nmember: uid=ann,ou=people,dc=acme,dc=test\nmember: cn=ops,ou=groups,dc=acme,dc=test\nmember: uid=ghost,ou=people,dc=acme,dc=test\n\n");
+    text.push_str("dn: cn=ops,ou=groups,dc=acme,dc=test\nobjectClass: groupOfNames\ncn: ops\nmember: UID=Bob, OU=People, DC=acme, DC=test\nmember: cn=eng,ou=groups,dc=acme,dc=test\n\n");
+    text.push_str("dn: cn=all,ou=groups,dc=acme,dc=test\nobjectClass: groupOfNames\ncn: all\nmember: cn=eng,ou=groups,dc=acme,dc=test\nmember: uid=cid,ou=people,dc=acme,dc=test\n");
+    for i in 0..extra_people {
+        text.push_str(&format!("member: uid=p{i:05},ou=people,dc=acme,dc=test\n"));
+    }
+    text.push('\n');
+    std::fs::write(dir.join("dir.ldif"), text).expect("ldif");
+    let cfg = dir.join("bbsync.toml");
+    std::fs::write(
+        &cfg,
+        "[bitbucket]\nworkspace = \"acme\"\n[credentials.none]\nkind = \"access_token\"\ntoken = \"unused\"\n[source]\nkind = \"ldif\"\npath = \"dir.ldif\"\n[directory]\ndisabled_attribute = \"nsAccountLock\"\n[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n",
+    )
+    .expect("config");
+    cfg
+}
+
+#[tokio::test]
+async fn source_json_is_streamed_as_the_same_document_the_directory_serialises_to() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg_path = write_source_config(tmp.path(), 3);
+    let o = bbsync(
+        &[
+            "source",
+            "-c",
+            cfg_path.to_str().expect("path"),
+            "--output",
+            "json",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // The document as `bbsync source` built it before it streamed: the whole directory
+    // rendered to one string, then a newline.
+    let cfg = bbsync::config::Config::load(&cfg_path).expect("config");
+    let dir = bbsync::source::Source::new(&cfg.source, &cfg.directory)
+        .read()
+        .await
+        .expect("read");
+    assert!(dir.groups.len() == 3 && !dir.issues.is_empty() && dir.active_people() < 6);
+    let whole = format!("{}\n", serde_json::to_string_pretty(&dir).expect("json"));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), whole);
+    // ... and it is the JSON of the same facts, field by field.
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
+    assert_eq!(doc, serde_json::to_value(&dir).expect("value"));
+    assert_eq!(doc["people"].as_object().map(|p| p.len()), Some(6));
+}
+
+#[tokio::test]
+async fn source_json_to_a_reader_that_goes_away_ends_quietly() {
+    // Like `bbsync source -c .. --output json | head -c 100` on a directory whose JSON is far
+    // larger than the pipe's buffer.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = write_source_config(tmp.path(), 3000);
+    let mut child = Command::new(BIN)
+        .args([
+            "source",
+            "-c",
+            cfg.to_str().expect("path"),
+            "--output",
+            "json",
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 100];
+    tokio::io::AsyncReadExt::read_exact(&mut stdout, &mut first)
+        .await
+        .expect("some output");
+    assert!(first.starts_with(b"{\n  \"people\": {"));
+    drop(stdout);
+    let o = child.wait_with_output().await.expect("wait");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
+    assert_eq!(o.status.code(), Some(0), "{err}");
+}

@@ -16,8 +16,10 @@ use super::{Entry, Schema, SourceError};
 use crate::config::{LdapSettings, SearchScope, SearchSettings};
 use crate::model::Dn;
 use crate::secret::Secret;
+use ldap3::asn1::{StructureTag, PL};
 use ldap3::controls::{Control, ControlType, PagedResults, RawControl};
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, ResultEntry, Scope, SearchEntry};
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -117,21 +119,76 @@ pub fn in_chain_filter(users_filter: &str, group_dn: &str) -> String {
     )
 }
 
-fn to_entry(se: SearchEntry) -> Entry {
-    let mut e = Entry::new(Dn::from_string(se.dn));
-    for (k, vs) in se.attrs {
-        e.push_all(k, vs);
+/// Hex text of a binary value (AD `objectGUID`), so it stays comparable text.
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
     }
-    // Binary values (AD objectGUID) as hex, so they stay comparable text.
-    for (k, vs) in se.bin_attrs {
-        e.push_all(
-            k,
-            vs.iter()
-                .map(|v| v.iter().map(|b| format!("{b:02x}")).collect())
-                .collect(),
-        );
+    s
+}
+
+/// Decodes a search result entry (RFC 4511 SearchResultEntry: a DN and a list of attributes,
+/// each a type and a set of values) straight into an [`Entry`]: the DN, the names and the
+/// values move out of the decoded message without a copy and without an intermediate map
+/// (ldap3's `SearchEntry::construct` copies every value and builds a `HashMap` per entry). An
+/// attribute with any value that is not UTF-8 has all its values as hex, like
+/// `SearchEntry::bin_attrs`. A message of another shape is an error, not a panic.
+fn decode_entry(re: ResultEntry) -> Result<Entry, String> {
+    fn bytes(t: Option<StructureTag>, what: &str) -> Result<Vec<u8>, String> {
+        match t {
+            Some(StructureTag {
+                payload: PL::P(b), ..
+            }) => Ok(b),
+            _ => Err(format!("malformed search result entry: no {what}")),
+        }
     }
-    e
+    fn parts(t: Option<StructureTag>, what: &str) -> Result<Vec<StructureTag>, String> {
+        match t {
+            Some(StructureTag {
+                payload: PL::C(c), ..
+            }) => Ok(c),
+            _ => Err(format!("malformed search result entry: no {what}")),
+        }
+    }
+    if re.0.id != 4 {
+        return Err(format!(
+            "unexpected message in the search results (protocol op {})",
+            re.0.id
+        ));
+    }
+    let mut top = parts(Some(re.0), "entry")?.into_iter();
+    let dn = String::from_utf8(bytes(top.next(), "DN")?)
+        .map_err(|_| "a search result entry's DN is not UTF-8".to_owned())?;
+    let attrs = parts(top.next(), "attribute list")?;
+    let mut e = Entry::with_capacity(Dn::from_string(dn), attrs.len());
+    for a in attrs {
+        let mut pa = parts(Some(a), "attribute")?.into_iter();
+        let name = String::from_utf8(bytes(pa.next(), "attribute type")?)
+            .map_err(|_| "an attribute type is not UTF-8".to_owned())?;
+        let raw = parts(pa.next(), "attribute values")?;
+        let mut values: Vec<String> = Vec::with_capacity(raw.len());
+        let mut binary = false;
+        for v in raw {
+            let v = bytes(Some(v), "attribute value")?;
+            if binary {
+                values.push(hex(&v));
+                continue;
+            }
+            match String::from_utf8(v) {
+                Ok(text) => values.push(text),
+                Err(not_text) => {
+                    binary = true;
+                    for earlier in values.iter_mut() {
+                        *earlier = hex(earlier.as_bytes());
+                    }
+                    values.push(hex(not_text.as_bytes()));
+                }
+            }
+        }
+        e.push_all(name, values);
+    }
+    Ok(e)
 }
 
 fn scope(s: SearchScope) -> Scope {
@@ -159,10 +216,11 @@ impl LdapSource {
         }
     }
 
+    /// What the resolver reads from a person, and nothing else: the search says who is a
+    /// person, so `objectClass` (often five or more values) is not asked for.
     fn user_attributes(&self) -> Vec<String> {
         let s = &self.schema;
         let mut a = vec![
-            "objectClass".to_owned(),
             s.account_id_attribute.clone(),
             s.email_attribute.clone(),
             s.display_name_attribute.clone(),
@@ -183,9 +241,9 @@ impl LdapSource {
         a
     }
 
+    /// What the resolver reads from a group (its name and the three member attributes).
     fn group_attributes(&self) -> Vec<String> {
         vec![
-            "objectClass".into(),
             self.schema.group_name_attribute.clone(),
             "member".into(),
             "uniqueMember".into(),
@@ -268,7 +326,7 @@ impl LdapSource {
             // Let the connection task send the request, then decode the previous page.
             tokio::task::yield_now().await;
             for re in pending.drain(..) {
-                sink(to_entry(SearchEntry::construct(re)));
+                sink(decode_entry(re).map_err(|m| self.err(&stage, m))?);
             }
             loop {
                 match stream.next().await {
@@ -332,7 +390,7 @@ impl LdapSource {
             }
         }
         for re in pending.drain(..) {
-            sink(to_entry(SearchEntry::construct(re)));
+            sink(decode_entry(re).map_err(|m| self.err(&stage, m))?);
         }
         tracing::debug!(
             search = name,
@@ -402,7 +460,7 @@ impl LdapSource {
                         format!("{}: expected exactly one entry", e.dn),
                     )
                 })?;
-                let mut more = to_entry(SearchEntry::construct(one));
+                let mut more = decode_entry(one).map_err(|m| self.err("ranged retrieval", m))?;
                 let follow =
                     absorb_ranges(&mut more).map_err(|m| self.err("ranged retrieval", m))?;
                 for name in more
@@ -433,16 +491,26 @@ impl LdapSource {
                 &mut |e| into.add_person(e),
             )
             .await?;
-        let mut groups = Vec::new();
+        // A group goes to the resolver as its page is decoded, unless it has to be completed
+        // first: ranged values (AD, over 1500 members) to fetch, or the in-chain rule to ask.
+        let mut held = Vec::new();
+        let in_chain = self.cfg.ad_in_chain;
         self.paged_search(
             &mut ldap,
             "groups",
             &self.cfg.groups,
             &self.cfg.groups.filter,
             &self.group_attributes(),
-            &mut |e| groups.push(e),
+            &mut |e| {
+                if in_chain || e.attribute_names().any(|n| n.contains(";range=")) {
+                    held.push(e);
+                } else {
+                    into.add_group(e);
+                }
+            },
         )
         .await?;
+        let mut groups = held;
         if self.cfg.ad_range_retrieval {
             self.complete_ranges(&mut ldap, &mut groups).await?;
         } else if let Some(g) = groups

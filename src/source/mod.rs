@@ -61,60 +61,109 @@ impl SourceError {
     }
 }
 
-/// Attribute names compare case-insensitively; most callers already pass lower case.
-fn lower(name: &str) -> std::borrow::Cow<'_, str> {
-    if name.bytes().any(|b| b.is_ascii_uppercase()) {
-        std::borrow::Cow::Owned(name.to_ascii_lowercase())
-    } else {
-        std::borrow::Cow::Borrowed(name)
+/// The hasher of the resolver's maps (DNs, account ids, logins): FxHash, as in rustc. SipHash
+/// took 5% of a 100k-person read. Its resistance to chosen keys buys little here: the keys come
+/// from the directory the operator configured, and a flood of colliding entries could only slow
+/// the read, which `source.read_timeout_secs` bounds and fails closed.
+#[derive(Clone, Copy, Default)]
+struct FxHasher(u64);
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
 }
 
+impl std::hash::Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+
 /// One directory entry: a DN and its attributes (names lower-cased, values in order).
+///
+/// The attributes are a short list, not a map: an entry holds the handful of attributes a
+/// search asked for, and a linear scan of ten short names is cheaper than building a map for
+/// each of a hundred thousand entries.
 #[derive(Clone, Debug)]
 pub struct Entry {
     pub dn: Dn,
-    attrs: BTreeMap<String, Vec<String>>,
+    attrs: Vec<(String, Vec<String>)>,
 }
 
 impl Entry {
     pub fn new(dn: Dn) -> Self {
+        Self::with_capacity(dn, 0)
+    }
+    /// An entry with room for `attributes` attribute names.
+    pub fn with_capacity(dn: Dn, attributes: usize) -> Self {
         Self {
             dn,
-            attrs: BTreeMap::new(),
+            attrs: Vec::with_capacity(attributes),
         }
     }
+    /// Attribute names compare case-insensitively (they are stored lower-cased).
+    fn slot(&self, name: &str) -> Option<usize> {
+        self.attrs
+            .iter()
+            .position(|(k, _)| k.eq_ignore_ascii_case(name))
+    }
     pub fn push(&mut self, name: &str, value: String) {
-        match self.attrs.get_mut(lower(name).as_ref()) {
-            Some(v) => v.push(value),
-            None => {
-                self.attrs.insert(name.to_ascii_lowercase(), vec![value]);
-            }
+        match self.slot(name) {
+            Some(i) => self.attrs[i].1.push(value),
+            None => self.attrs.push((name.to_ascii_lowercase(), vec![value])),
         }
     }
     /// Adds values under an owned attribute name (lower-cased in place: no copy).
     pub fn push_all(&mut self, mut name: String, values: Vec<String>) {
         name.make_ascii_lowercase();
-        match self.attrs.get_mut(&name) {
-            Some(v) => v.extend(values),
-            None => {
-                self.attrs.insert(name, values);
-            }
+        match self.slot(&name) {
+            Some(i) => self.attrs[i].1.extend(values),
+            None => self.attrs.push((name, values)),
         }
     }
     pub fn get(&self, name: &str) -> &[String] {
-        self.attrs
-            .get(lower(name).as_ref())
-            .map(Vec::as_slice)
+        self.slot(name)
+            .map(|i| self.attrs[i].1.as_slice())
             .unwrap_or(&[])
     }
-    /// Attribute names as stored (lower-cased).
+    /// Attribute names as stored (lower-cased), in the order they were first added.
     pub fn attribute_names(&self) -> impl Iterator<Item = &str> {
-        self.attrs.keys().map(String::as_str)
+        self.attrs.iter().map(|(k, _)| k.as_str())
     }
     /// Removes and returns an attribute's values.
     pub fn take(&mut self, name: &str) -> Vec<String> {
-        self.attrs.remove(lower(name).as_ref()).unwrap_or_default()
+        match self.slot(name) {
+            Some(i) => self.attrs.remove(i).1,
+            None => Vec::new(),
+        }
     }
     /// Removes an attribute and returns its first value.
     pub fn take_first(&mut self, name: &str) -> Option<String> {
@@ -218,7 +267,9 @@ pub fn resolve(input: Entries, schema: &Schema) -> Directory {
 
 /// The resolver, fed entry by entry: a live source hands each page to it as the next page is
 /// being fetched, and no raw entry is kept once read (this bounds time and peak memory on
-/// directories of a hundred thousand people).
+/// directories of a hundred thousand people). A group's member DNs that name a person already
+/// read become indices at once; only the few that do not (nested groups, people read later,
+/// DNs that resolve to nothing) are kept as text until [`Resolver::finish`].
 pub struct Resolver<'s> {
     schema: &'s Schema,
     a_id: String,
@@ -229,18 +280,51 @@ pub struct Resolver<'s> {
     a_stable: Option<String>,
     a_disabled: Option<String>,
     people: Vec<Option<Person>>,
-    by_dn: HashMap<String, usize>,
-    by_uid: HashMap<String, usize>,
-    by_id: HashMap<AccountId, usize>,
-    member_of: Vec<(usize, Vec<String>)>,
+    by_dn: FastMap<String, u32>,
+    by_id: FastMap<AccountId, u32>,
+    /// Each person's login (trimmed, lower-cased), indexed by `memberUid` only when a group
+    /// has such values.
+    uids: Vec<(u32, String)>,
+    member_of: Vec<(u32, Vec<String>)>,
     frozen_dns: BTreeSet<String>,
     /// Person entries skipped for a missing or malformed account id: already reported with
     /// their DN, so a group naming them is not reported again.
     unusable_dns: BTreeSet<String>,
-    ambiguous_uids: BTreeSet<String>,
-    groups: Vec<Entry>,
+    groups: Vec<GroupEntry>,
     disabled: BTreeSet<Dn>,
     dir: Directory,
+    /// Scratch buffer for normalising member DNs.
+    buf: String,
+}
+
+/// A group entry as read, its members resolved as far as the people read so far allow.
+struct GroupEntry {
+    dn: Dn,
+    name: String,
+    people: Vec<u32>,
+    /// Member DNs (as written, `#'..'B` suffix removed) that named no person when read.
+    other: Vec<String>,
+    member_uids: Vec<String>,
+}
+
+/// `dn` in normalised form: borrowed when it already is, else written into `buf`.
+fn normalised<'a>(dn: &'a str, buf: &'a mut String) -> &'a str {
+    if crate::model::is_normal_dn(dn) {
+        dn
+    } else {
+        normalise_dn_into(dn, buf);
+        buf.as_str()
+    }
+}
+
+/// A login as `memberUid` values are matched: trimmed and lower-cased (in place when it can).
+fn uid_key(mut uid: String) -> String {
+    if uid.is_ascii() && uid.trim().len() == uid.len() {
+        uid.make_ascii_lowercase();
+        uid
+    } else {
+        uid.trim().to_lowercase()
+    }
 }
 
 impl<'s> Resolver<'s> {
@@ -256,16 +340,16 @@ impl<'s> Resolver<'s> {
             a_disabled: schema.disabled_attribute.as_deref().map(attr),
             schema,
             people: Vec::new(),
-            by_dn: HashMap::new(),
-            by_uid: HashMap::new(),
-            by_id: HashMap::new(),
+            by_dn: FastMap::default(),
+            by_id: FastMap::default(),
+            uids: Vec::new(),
             member_of: Vec::new(),
             frozen_dns: BTreeSet::new(),
             unusable_dns: BTreeSet::new(),
-            ambiguous_uids: BTreeSet::new(),
             groups: Vec::new(),
             disabled: BTreeSet::new(),
             dir: Directory::default(),
+            buf: String::new(),
         }
     }
 
@@ -281,14 +365,13 @@ impl<'s> Resolver<'s> {
             dn: e.dn.to_string(),
             problem: p,
         };
-        let email = e.first(&self.a_mail).map(str::to_owned);
         let Some(raw) = e.first(&self.a_id) else {
             dir.issues.push(issue(format!(
                 "no {} attribute",
                 schema.account_id_attribute
             )));
             self.unusable_dns.insert(e.dn.normalised().to_owned());
-            dir.unusable_emails.extend(email);
+            dir.unusable_emails.extend(e.take_first(&self.a_mail));
             return;
         };
         let id = match AccountId::parse(raw) {
@@ -299,14 +382,16 @@ impl<'s> Resolver<'s> {
                     schema.account_id_attribute
                 )));
                 self.unusable_dns.insert(e.dn.normalised().to_owned());
-                dir.unusable_emails.extend(email);
+                dir.unusable_emails.extend(e.take_first(&self.a_mail));
                 return;
             }
         };
         if let Some(&first) = self.by_dn.get(e.dn.normalised()) {
             // Two entries with one DN: neither can be trusted to say who this is or whether
             // they left, so both accounts keep exactly what they have.
-            let first_id = self.people[first].as_ref().map(|p| p.account_id.clone());
+            let first_id = self.people[first as usize]
+                .as_ref()
+                .map(|p| p.account_id.clone());
             dir.issues.push(issue(format!(
                 "another entry has the same DN; both are ignored and their access left as it is ({} {})",
                 schema.account_id_attribute,
@@ -319,11 +404,11 @@ impl<'s> Resolver<'s> {
             )));
             dir.frozen.extend(first_id);
             dir.frozen.insert(id);
-            dir.unusable_emails.extend(email);
+            dir.unusable_emails.extend(e.take_first(&self.a_mail));
             return;
         }
         if let Some(&first) = self.by_id.get(&id) {
-            let first_dn = self.people[first]
+            let first_dn = self.people[first as usize]
                 .as_ref()
                 .map(|p| p.dn.to_string())
                 .unwrap_or_default();
@@ -334,15 +419,11 @@ impl<'s> Resolver<'s> {
             dir.frozen.insert(id);
             return;
         }
-        let idx = self.people.len();
+        let idx = u32::try_from(self.people.len()).unwrap_or(u32::MAX);
         self.by_id.insert(id.clone(), idx);
         self.by_dn.insert(e.dn.normalised().to_owned(), idx);
         if let Some(uid) = e.take_first(&self.a_uid) {
-            let uid = uid.trim().to_lowercase();
-            if self.by_uid.insert(uid.clone(), idx).is_some() {
-                // Two people share a login: a memberUid naming it cannot be resolved.
-                self.ambiguous_uids.insert(uid);
-            }
+            self.uids.push((idx, uid_key(uid)));
         }
         let groups_of = e.take("memberof");
         if !groups_of.is_empty() {
@@ -362,9 +443,39 @@ impl<'s> Resolver<'s> {
         }));
     }
 
-    /// One group entry (kept until [`Resolver::finish`]: members may be read later).
-    pub fn add_group(&mut self, e: Entry) {
-        self.groups.push(e);
+    /// One group entry. Members that name a person read so far become indices now; the rest
+    /// wait for [`Resolver::finish`] (a nested group may be read later).
+    pub fn add_group(&mut self, mut e: Entry) {
+        let name = e
+            .take_first(&self.a_group_name)
+            .unwrap_or_else(|| e.dn.first_value().to_owned());
+        let mut g = GroupEntry {
+            name,
+            people: Vec::new(),
+            other: Vec::new(),
+            member_uids: e.take("memberuid"),
+            dn: Dn::new(""),
+        };
+        let members = e.take("member");
+        let mut unique = e.take("uniquemember");
+        // groupOfUniqueNames values may end with an optional `#'0101'B` unique identifier.
+        for m in unique.iter_mut() {
+            if let Some((dn, uid)) = m.rsplit_once("#'") {
+                if uid.ends_with("'B") {
+                    let keep = dn.len();
+                    m.truncate(keep);
+                }
+            }
+        }
+        g.people.reserve(members.len() + unique.len());
+        for m in members.into_iter().chain(unique) {
+            match self.by_dn.get(normalised(&m, &mut self.buf)) {
+                Some(&p) => g.people.push(p),
+                None => g.other.push(m),
+            }
+        }
+        g.dn = e.dn;
+        self.groups.push(g);
     }
 
     /// A person a server-side filter marked disabled.
@@ -376,27 +487,26 @@ impl<'s> Resolver<'s> {
         let Resolver {
             mut people,
             by_dn,
-            by_uid,
             by_id,
+            uids,
             member_of,
             mut frozen_dns,
             unusable_dns,
-            ambiguous_uids,
             groups,
             disabled,
             mut dir,
-            a_group_name,
+            mut buf,
             ..
         } = self;
-        let mut buf = String::new();
         // Duplicated ids are ambiguous: drop every entry that used them.
         for id in &dir.frozen {
             if let Some(&i) = by_id.get(id) {
-                if let Some(p) = people[i].take() {
+                if let Some(p) = people[i as usize].take() {
                     frozen_dns.insert(p.dn.normalised().to_owned());
                 }
             }
         }
+        drop(by_id);
         if !disabled.is_empty() {
             for p in people.iter_mut().flatten() {
                 if p.disabled.is_none() && disabled.contains(&p.dn) {
@@ -404,57 +514,63 @@ impl<'s> Resolver<'s> {
                 }
             }
         }
+        // Logins, only when some group names its members by login.
+        let mut by_uid: FastMap<String, u32> = FastMap::default();
+        let mut ambiguous_uids: BTreeSet<String> = BTreeSet::new();
+        if groups.iter().any(|g| !g.member_uids.is_empty()) {
+            by_uid.reserve(uids.len());
+            for (idx, uid) in uids {
+                match by_uid.entry(uid) {
+                    std::collections::hash_map::Entry::Occupied(o) => {
+                        // Two people share a login: a memberUid naming it cannot be resolved.
+                        ambiguous_uids.insert(o.key().clone());
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(idx);
+                    }
+                }
+            }
+        } else {
+            drop(uids);
+        }
 
         // Groups: direct people and nested groups, by index.
-        struct Raw {
-            dn: Dn,
-            name: String,
-            people: Vec<usize>,
-            nested: Vec<usize>,
+        let n = groups.len();
+        let mut group_idx: FastMap<String, u32> = FastMap::default();
+        group_idx.reserve(n);
+        for (i, g) in groups.iter().enumerate() {
+            group_idx.insert(g.dn.normalised().to_owned(), i as u32);
         }
-        let mut raw: Vec<Raw> = Vec::with_capacity(groups.len());
-        let mut group_idx: HashMap<String, usize> = HashMap::with_capacity(groups.len());
-        for (i, e) in groups.iter().enumerate() {
-            group_idx.insert(e.dn.normalised().to_owned(), i);
-        }
-        for mut e in groups {
-            let mut g = Raw {
-                name: e
-                    .take_first(&a_group_name)
-                    .unwrap_or_else(|| e.dn.first_value().to_owned()),
-                people: Vec::new(),
-                nested: Vec::new(),
-                dn: Dn::new(""),
-            };
-            let members = e.take("member");
-            let unique = e.take("uniquemember");
-            let plain = members.iter().map(String::as_str);
-            // groupOfUniqueNames values may end with an optional `#'0101'B` unique identifier.
-            let unique = unique.iter().map(|m| match m.rsplit_once("#'") {
-                Some((dn, uid)) if uid.ends_with("'B") => dn,
-                _ => m.as_str(),
-            });
-            for m in plain.chain(unique) {
-                normalise_dn_into(m, &mut buf);
-                if let Some(&p) = by_dn.get(buf.as_str()) {
-                    if people[p].is_some() {
-                        g.people.push(p);
-                    }
-                } else if let Some(&n) = group_idx.get(buf.as_str()) {
-                    g.nested.push(n);
-                } else if !frozen_dns.contains(buf.as_str()) && !unusable_dns.contains(buf.as_str())
-                {
+        let mut heads: Vec<(Dn, String)> = Vec::with_capacity(n);
+        let mut direct: Vec<Vec<u32>> = Vec::with_capacity(n);
+        let mut nested: Vec<Vec<u32>> = Vec::with_capacity(n);
+        for g in groups {
+            let GroupEntry {
+                dn,
+                name,
+                people: mut direct_people,
+                other,
+                member_uids,
+            } = g;
+            let mut inner = Vec::new();
+            for m in other {
+                let key = normalised(&m, &mut buf);
+                if let Some(&p) = by_dn.get(key) {
+                    direct_people.push(p);
+                } else if let Some(&i) = group_idx.get(key) {
+                    inner.push(i);
+                } else if !frozen_dns.contains(key) && !unusable_dns.contains(key) {
                     dir.issues.push(EntryIssue {
-                        dn: e.dn.to_string(),
+                        dn: dn.to_string(),
                         problem: format!("member {m} resolves to no person or group"),
                     });
                 }
             }
-            for uid in e.take("memberuid") {
+            for uid in member_uids {
                 let key = uid.trim().to_lowercase();
                 if ambiguous_uids.contains(&key) {
                     dir.issues.push(EntryIssue {
-                        dn: e.dn.to_string(),
+                        dn: dn.to_string(),
                         problem: format!(
                             "memberUid {uid} names more than one person; not resolved"
                         ),
@@ -462,92 +578,81 @@ impl<'s> Resolver<'s> {
                     continue;
                 }
                 match by_uid.get(&key) {
-                    Some(&p) => {
-                        if people[p].is_some() {
-                            g.people.push(p);
-                        }
-                    }
+                    Some(&p) => direct_people.push(p),
                     None => dir.issues.push(EntryIssue {
-                        dn: e.dn.to_string(),
+                        dn: dn.to_string(),
                         problem: format!("memberUid {uid} resolves to no person"),
                     }),
                 }
             }
-            g.dn = e.dn;
-            raw.push(g);
+            heads.push((dn, name));
+            direct.push(direct_people);
+            nested.push(inner);
         }
+        drop(by_dn);
+        drop(by_uid);
         // memberOf on people (AD, or OpenLDAP's memberof overlay) adds direct memberships; a
         // group only named there is created from its DN.
         for (p, dns) in member_of {
-            if people[p].is_none() {
+            if people[p as usize].is_none() {
                 continue;
             }
             for gdn in dns {
-                normalise_dn_into(&gdn, &mut buf);
-                let g = match group_idx.get(buf.as_str()) {
+                let g = match group_idx.get(normalised(&gdn, &mut buf)) {
                     Some(&g) => g,
                     None => {
                         let dn = Dn::from_string(gdn);
-                        group_idx.insert(dn.normalised().to_owned(), raw.len());
-                        raw.push(Raw {
-                            name: dn.first_value().to_owned(),
-                            dn,
-                            people: Vec::new(),
-                            nested: Vec::new(),
-                        });
-                        raw.len() - 1
+                        let g = heads.len() as u32;
+                        group_idx.insert(dn.normalised().to_owned(), g);
+                        heads.push((dn.clone(), dn.first_value().to_owned()));
+                        direct.push(Vec::new());
+                        nested.push(Vec::new());
+                        g
                     }
                 };
-                raw[g].people.push(p);
+                direct[g as usize].push(p);
             }
         }
+        drop(group_idx);
 
         // Transitive closure, cycle-safe: a group's members are its people plus those of every
-        // group reachable through nesting. A stamp per group avoids clearing a visited set.
-        let mut stamp = vec![usize::MAX; raw.len()];
-        let mut stack = Vec::new();
-        let mut closure: Vec<Vec<usize>> = Vec::with_capacity(raw.len());
-        for start in 0..raw.len() {
-            let mut members: Vec<usize> = Vec::new();
+        // group reachable through nesting. A stamp per group avoids clearing a visited set; each
+        // group's closure becomes its member set at once (no second copy of all closures).
+        let mut stamp = vec![u32::MAX; heads.len()];
+        let mut stack: Vec<u32> = Vec::new();
+        let mut members: Vec<u32> = Vec::new();
+        for (start, (dn, name)) in heads.into_iter().enumerate() {
+            let start = start as u32;
+            members.clear();
             stack.clear();
             stack.push(start);
             while let Some(cur) = stack.pop() {
-                if stamp[cur] == start {
+                if stamp[cur as usize] == start {
                     continue;
                 }
-                stamp[cur] = start;
-                members.extend_from_slice(&raw[cur].people);
+                stamp[cur as usize] = start;
+                members.extend_from_slice(&direct[cur as usize]);
                 stack.extend(
-                    raw[cur]
-                        .nested
+                    nested[cur as usize]
                         .iter()
                         .copied()
-                        .filter(|n| stamp[*n] != start),
+                        .filter(|n| stamp[*n as usize] != start),
                 );
             }
             members.sort_unstable();
             members.dedup();
-            closure.push(members);
-        }
-        for (g, members) in raw.into_iter().zip(closure) {
             let members = members
-                .into_iter()
-                .filter_map(|p| people[p].as_ref().map(|x| x.account_id.clone()))
+                .iter()
+                .filter_map(|&p| people[p as usize].as_ref().map(|x| x.account_id.clone()))
                 .collect();
-            dir.groups.insert(
-                g.dn.clone(),
-                Group {
-                    dn: g.dn,
-                    name: g.name,
-                    members,
-                },
-            );
+            dir.groups.insert(dn.clone(), Group { dn, name, members });
         }
-        dir.people = people
-            .into_iter()
-            .flatten()
-            .map(|p| (p.account_id.clone(), p))
-            .collect();
+        drop((direct, nested));
+        let mut out = BTreeMap::new();
+        for p in people.into_iter().flatten() {
+            out.insert(p.account_id.clone(), p);
+        }
+        dir.people = out;
         dir
     }
 }
