@@ -40,6 +40,7 @@ pub mod directory;
 pub mod family;
 pub mod lock;
 pub mod mapping;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod plan;

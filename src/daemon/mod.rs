@@ -170,6 +170,7 @@ pub async fn serve(
             // Not raced against the shutdown: an apply the poll started stops through the
             // same token as a full run's, letting its requests in flight finish.
             poll.run().await;
+            crate::memory::release();
         }
     };
     let (mut stats, polls) = tokio::join!(serve_runs(job, schedule, triggers, shutdown), polls);
@@ -190,7 +191,9 @@ async fn serve_runs(
             break;
         }
         stats.runs += 1;
-        if job.run().await {
+        let ok = job.run().await;
+        crate::memory::release();
+        if ok {
             failures = 0;
         } else {
             failures += 1;
