@@ -21,7 +21,9 @@
 //! removals each), 1 in 1,000 is in the directory's teams but not yet in Bitbucket's (adds),
 //! every 50th repository lacks one of its grants and every 100th has an extra one.
 //!
-//! The direct grants of leavers are not read (`offboarding.direct_grants = false`): that read
+//! The safety guards are opened wide (the 2,000 removals at 100k would hold every run, and
+//! a held run is not a successful one, so `/readyz` would never answer 200 for the idle
+//! measure). The direct grants of leavers are not read (`offboarding.direct_grants = false`): that read
 //! is per leaver (one effective-permissions listing each, then a request per repository they
 //! reach), so it measures the number of leavers, not the size of the workspace.
 //!
@@ -320,6 +322,10 @@ path = "{audit}"
 [offboarding]
 state_dir = "{state}"
 direct_grants = false
+[safety]
+max_removals = 1000000
+max_removal_ratio = 1.0
+max_group_removal_ratio = 1.0
 [apply]
 requests_per_hour = 100000000
 burst = 1000
