@@ -60,6 +60,38 @@ pub trait MembershipBackend: Send + Sync {
     ) -> BoxFuture<'a, Result<BTreeSet<AccountId>, ApiError>>;
 }
 
+/// The groups read so far, and the UUID of every member they named.
+type GroupsRead = (BTreeMap<GroupSlug, ActualGroup>, Vec<(AccountId, BbUuid)>);
+
+/// One 1.0 group of the listing into what the plan compares (members by account id).
+fn fold_group((out, seen): &mut GroupsRead, g: super::dto::V1Group) {
+    let mut members = BTreeMap::new();
+    for u in g.members {
+        match (u.account_id.as_deref().map(AccountId::parse), u.uuid) {
+            (Some(Ok(id)), Some(uuid)) => {
+                seen.push((id.clone(), BbUuid::braced(&uuid)));
+                members.insert(
+                    id,
+                    ActualMember {
+                        display_name: u.display_name.unwrap_or_default(),
+                    },
+                );
+            }
+            // Unknown identity: it cannot match anyone in the directory.
+            _ => {
+                tracing::warn!(group = g.slug, member = ?u.display_name, "group member without a usable account id; left untouched")
+            }
+        }
+    }
+    out.insert(
+        GroupSlug::from_name(&g.slug),
+        ActualGroup {
+            name: g.name,
+            members,
+        },
+    );
+}
+
 /// How long a failed member listing is believed before it is read again.
 const LISTING_RETRY: std::time::Duration = std::time::Duration::from_secs(20);
 
@@ -295,35 +327,12 @@ impl MembershipBackend for V1Groups {
 
     fn read_groups(&self) -> BoxFuture<'_, Result<BTreeMap<GroupSlug, ActualGroup>, ApiError>> {
         Box::pin(async move {
-            let mut out = BTreeMap::new();
-            let mut seen = Vec::new();
-            for g in self.read.list_groups().await? {
-                let mut members = BTreeMap::new();
-                for u in g.members {
-                    match (u.account_id.as_deref().map(AccountId::parse), u.uuid) {
-                        (Some(Ok(id)), Some(uuid)) => {
-                            seen.push((id.clone(), BbUuid::braced(&uuid)));
-                            members.insert(
-                                id,
-                                ActualMember {
-                                    display_name: u.display_name.unwrap_or_default(),
-                                },
-                            );
-                        }
-                        // Unknown identity: it cannot match anyone in the directory.
-                        _ => {
-                            tracing::warn!(group = g.slug, member = ?u.display_name, "group member without a usable account id; left untouched")
-                        }
-                    }
-                }
-                out.insert(
-                    GroupSlug::from_name(&g.slug),
-                    ActualGroup {
-                        name: g.name,
-                        members,
-                    },
-                );
-            }
+            // Group by group as the listing streams in: its text and its members as
+            // returned are never held whole.
+            let (out, seen) = self
+                .read
+                .fold_groups(<GroupsRead as Default>::default, fold_group)
+                .await?;
             self.learn(seen);
             Ok(out)
         })
