@@ -1003,7 +1003,9 @@ impl Reconciler {
         }
 
         // The baseline of the off-boarding poll: who is a leaver already, and what to take
-        // from someone who becomes one.
+        // from someone who becomes one. The desired and actual states move into it (nothing
+        // below needs them but these counts): a copy would be the run's peak at 100k people.
+        let repositories_in_scope = desired.repo_scope.len();
         self.keep_snapshot(poll::Snapshot {
             read_at,
             people: dir
@@ -1011,8 +1013,8 @@ impl Reconciler {
                 .iter()
                 .map(|(id, p)| (id.clone(), (p.dn.clone(), p.display_name.clone())))
                 .collect(),
-            desired: desired.clone(),
-            actual: actual.clone(),
+            desired,
+            actual,
             policy: policy.clone(),
             membership: members.write_family(),
             members: Arc::clone(&members),
@@ -1073,7 +1075,7 @@ impl Reconciler {
             timings_ms: timings,
             applied: apply,
             source,
-            repositories_in_scope: desired.repo_scope.len(),
+            repositories_in_scope,
             grant_reader: grant_read,
             plan,
             inputs,

@@ -1098,8 +1098,27 @@ pub fn revocation_fingerprint(revoking: &[&Change]) -> String {
 /// SHA-256 of a value's JSON (maps are ordered, so equal values give equal fingerprints),
 /// shortened to 32 hex digits.
 pub fn fingerprint<T: Serialize>(value: &T) -> String {
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
-    ring::digest::digest(&ring::digest::SHA256, &bytes)
+    /// The JSON goes straight into the digest: at 100k people the directory's JSON is tens
+    /// of MB that a buffer would hold at the run's peak.
+    struct Digest(ring::digest::Context);
+    impl std::io::Write for Digest {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut d = Digest(ring::digest::Context::new(&ring::digest::SHA256));
+    {
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, &mut d);
+        // The plan's types always serialize (string keys, no custom errors), and the digest
+        // never fails a write: nothing to report.
+        let _ = serde_json::to_writer(&mut w, value);
+        let _ = std::io::Write::flush(&mut w);
+    }
+    d.0.finish()
         .as_ref()
         .iter()
         .take(16)
@@ -1185,6 +1204,30 @@ pub fn guards(
 mod tests {
     use super::*;
     use crate::mapping::{DesiredGroup, Leaver, Wanted};
+
+    /// Streamed into the digest, the fingerprint is still that of the value's whole JSON (a
+    /// reviewed plan written by an earlier version still matches), for values larger than the
+    /// 64 KiB buffer too.
+    #[test]
+    fn a_fingerprint_is_the_sha256_of_the_whole_json() {
+        let big: BTreeMap<String, Vec<u32>> = (0..5000)
+            .map(|i| (format!("key-{i}"), (0..i % 17).collect()))
+            .collect();
+        for json in [
+            serde_json::to_vec(&big).expect("json"),
+            serde_json::to_vec(&("a", 1, [true])).expect("json"),
+        ] {
+            let v: serde_json::Value = serde_json::from_slice(&json).expect("json");
+            let whole: String = ring::digest::digest(&ring::digest::SHA256, &json)
+                .as_ref()
+                .iter()
+                .take(16)
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(fingerprint(&v), whole);
+        }
+        assert!(serde_json::to_vec(&big).expect("json").len() > 128 * 1024);
+    }
 
     #[test]
     fn every_guard_label_is_listed() {
