@@ -178,18 +178,10 @@ fn account(name: &str) -> AccountId {
 }
 
 fn all_scopes() -> Vec<String> {
-    [
-        "read:repository:bitbucket",
-        "admin:repository:bitbucket",
-        "read:project:bitbucket",
-        "admin:project:bitbucket",
-        "read:workspace:bitbucket",
-        "read:permission:bitbucket",
-        "write:permission:bitbucket",
-        "delete:permission:bitbucket",
-    ]
-    .map(String::from)
-    .to_vec()
+    bbsync_emulator::auth::API_TOKEN_SCOPES
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 fn repo_slug(i: usize) -> String {

@@ -278,18 +278,10 @@ fn generate(s: Shape) -> DataSet {
             email: Some(EMAIL.into()),
             token: Some(TOKEN.into()),
             account_id: Some(admin),
-            scopes: [
-                "read:repository:bitbucket",
-                "admin:repository:bitbucket",
-                "read:project:bitbucket",
-                "admin:project:bitbucket",
-                "read:workspace:bitbucket",
-                "read:permission:bitbucket",
-                "write:permission:bitbucket",
-                "delete:permission:bitbucket",
-            ]
-            .map(String::from)
-            .to_vec(),
+            scopes: bbsync_emulator::auth::API_TOKEN_SCOPES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             ..Default::default()
         }],
         rate_limit_per_hour: 100_000_000,

@@ -450,6 +450,19 @@ const READ_PERM: &str = "read:permission:bitbucket";
 const WRITE_PERM: &str = "write:permission:bitbucket";
 const DELETE_PERM: &str = "delete:permission:bitbucket";
 
+/// Every granular scope the emulated 2.0 endpoints ask of an API token: a credential with all
+/// of them may call every route (tests, benchmarks and the demo give it to their admin).
+pub const API_TOKEN_SCOPES: &[&str] = &[
+    READ_REPO,
+    ADMIN_REPO,
+    READ_PROJECT,
+    ADMIN_PROJECT,
+    READ_WS,
+    READ_PERM,
+    WRITE_PERM,
+    DELETE_PERM,
+];
+
 /// THE scope table: one row per route family. API-token scopes are Atlassian granular
 /// scopes (all required, no implications); OAuth scopes use Bitbucket's names with its
 /// documented implications ([`oauth_scope_implies`]).

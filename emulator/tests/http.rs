@@ -16,16 +16,7 @@ const ADMIN_UUID: &str = "{aaaaaaaa-0000-4000-8000-000000000002}";
 const MEMBER_UUID: &str = "{aaaaaaaa-0000-4000-8000-000000000003}";
 const LONER_UUID: &str = "{aaaaaaaa-0000-4000-8000-000000000004}";
 
-const FULL_SCOPES: &[&str] = &[
-    "read:repository:bitbucket",
-    "admin:repository:bitbucket",
-    "read:project:bitbucket",
-    "admin:project:bitbucket",
-    "read:workspace:bitbucket",
-    "read:permission:bitbucket",
-    "write:permission:bitbucket",
-    "delete:permission:bitbucket",
-];
+const FULL_SCOPES: &[&str] = bbsync_emulator::auth::API_TOKEN_SCOPES;
 
 fn seed_json() -> Value {
     let mut repos = Vec::new();

@@ -20,18 +20,10 @@ pub fn acc(name: &str) -> String {
 }
 
 pub fn all_scopes() -> Vec<String> {
-    [
-        "read:repository:bitbucket",
-        "admin:repository:bitbucket",
-        "read:project:bitbucket",
-        "admin:project:bitbucket",
-        "read:workspace:bitbucket",
-        "read:permission:bitbucket",
-        "write:permission:bitbucket",
-        "delete:permission:bitbucket",
-    ]
-    .map(String::from)
-    .to_vec()
+    bbsync_emulator::auth::API_TOKEN_SCOPES
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// Workspace `acme` owned by `admin`, with the given people as members and an admin API token.
