@@ -615,6 +615,20 @@ fn refuse_v1_listing(emu: &bbsync_emulator::Emulator) {
     });
 }
 
+/// A plan (nothing applied) of `emu` with kim in the directory and [`CONTRACTORS_WRITE_PROJ`].
+async fn plan_kim_contractors(
+    emu: &bbsync_emulator::Emulator,
+) -> Result<bbsync::reconcile::RunReport, bbsync::reconcile::RunError> {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = config(
+        emu,
+        tmp.path(),
+        &ldif(&[("kim", false)], &[]),
+        CONTRACTORS_WRITE_PROJ,
+    );
+    Reconciler::new(cfg).expect("rec").run(false).await
+}
+
 fn changes(report: &bbsync::reconcile::RunReport) -> String {
     serde_json::to_string_pretty(&report.plan.changes).expect("json")
 }
@@ -627,19 +641,7 @@ async fn a_workspace_whose_1_0_listing_is_refused_plans_the_same_through_2_0() {
         start(grant_workspace(5)).await,
     );
     refuse_v1_listing(&refusing);
-    let plan = |emu: &bbsync_emulator::Emulator| {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let cfg = config(
-            emu,
-            tmp.path(),
-            &ldif(&[("kim", false)], &[]),
-            CONTRACTORS_WRITE_PROJ,
-        );
-        async move {
-            let _tmp = tmp;
-            Reconciler::new(cfg).expect("rec").run(false).await
-        }
-    };
+    let plan = plan_kim_contractors;
     let via_v1 = plan(&classic).await.expect("plan via 1.0");
     let via_v2 = plan(&refusing).await.expect("plan via 2.0, not a failure");
 
@@ -837,19 +839,7 @@ async fn auto_reads_3_managed_repositories_through_2_0_and_many_through_1_0() {
         }
         s
     };
-    let run = |emu: &bbsync_emulator::Emulator| {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let cfg = config(
-            emu,
-            tmp.path(),
-            &ldif(&[("kim", false)], &[]),
-            CONTRACTORS_WRITE_PROJ,
-        );
-        async move {
-            let _tmp = tmp;
-            Reconciler::new(cfg).expect("rec").run(false).await
-        }
-    };
+    let run = plan_kim_contractors;
 
     let few = start(workspace(3)).await;
     let report = run(&few).await.expect("plan");

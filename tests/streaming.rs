@@ -69,6 +69,11 @@ fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, usize) {
 }
 
 fn client(emu: &Emulator, timeout: Duration, retries: u32) -> Client {
+    client_with_token(emu, timeout, retries, ADMIN_TOKEN)
+}
+
+/// [`client`] sending the admin's email with `token`.
+fn client_with_token(emu: &Emulator, timeout: Duration, retries: u32, token: &str) -> Client {
     Client::new(
         ClientOptions {
             api_url: emu.base_url(),
@@ -82,7 +87,7 @@ fn client(emu: &Emulator, timeout: Duration, retries: u32) -> Client {
         },
         &Credential::ApiToken {
             email: ADMIN_EMAIL.into(),
-            token: Secret::new(ADMIN_TOKEN),
+            token: Secret::new(token),
         },
     )
     .expect("client")
@@ -245,20 +250,7 @@ async fn an_error_answer_whose_body_stalls_fails_within_the_timeout() {
         hang_ms: Some(20_000),
         ..Fault::default()
     });
-    let c = Client::new(
-        ClientOptions {
-            api_url: emu.base_url(),
-            oauth_token_url: format!("{}/site/oauth2/access_token", emu.base_url()),
-            workspace: "acme".into(),
-            timeout: Duration::from_millis(800),
-            retry: RetryPolicy::with_retries(0),
-        },
-        &Credential::ApiToken {
-            email: ADMIN_EMAIL.into(),
-            token: Secret::new("not-the-token"),
-        },
-    )
-    .expect("client");
+    let c = client_with_token(&emu, Duration::from_millis(800), 0, "not-the-token");
     let started = Instant::now();
     let e = c.list_group_privileges().await.expect_err("refused");
     let took = started.elapsed();
