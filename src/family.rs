@@ -5,10 +5,10 @@
 //! what 1.0 group writes need (`account:write`), and access tokens cannot touch permissions at
 //! all (shared/bitbucket-api.md section 6). Each family is configured with its own credential.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApiFamily {
     /// `GET /1.0/groups/{ws}`: groups with members.

@@ -200,8 +200,13 @@ fn main() -> ExitCode {
         _ => LogFormat::Text,
     });
     init_logging(format, default_level);
+    if matches!(cli.command, Command::Run { .. }) {
+        // Small when idle: freed memory goes back to the OS at once (src/memory.rs).
+        bbsync::memory::for_daemon();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(bbsync::memory::on_park)
         .build()
     {
         Ok(rt) => rt,

@@ -9,7 +9,7 @@ use crate::directory::Directory;
 use crate::model::{
     AccountId, GroupSlug, Permission, ProjectKey, ProjectPermission, Repo, RepoSlug,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
@@ -31,14 +31,14 @@ pub enum MappingError {
 }
 
 /// A person we want in a group.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Wanted {
     pub display_name: String,
     /// The directory group (as the rule names it) that brings them in.
     pub via: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DesiredGroup {
     pub name: String,
     pub create: bool,
@@ -48,7 +48,7 @@ pub struct DesiredGroup {
 }
 
 /// Someone the directory says has left, and why.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Leaver {
     pub display_name: String,
     pub reason: String,
@@ -386,7 +386,7 @@ impl std::fmt::Display for RuleNote {
 }
 
 /// A grant a rule wants, with the rule that gives the highest permission.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WantedGrant<P> {
     pub permission: P,
     /// Index of the rule in `[[grants]]` (or `[[project_grants]]`).

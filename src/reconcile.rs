@@ -57,6 +57,9 @@ pub enum RunError {
     /// computed from; nothing was written.
     #[error("the reviewed plan no longer matches, nothing changed: {0}")]
     PlanMoved(String),
+    /// The off-boarding poll cannot read the snapshot it parked on disk.
+    #[error("the off-boarding poll cannot read its parked snapshot, nothing changed (the next full reconcile finds the leavers): {0}")]
+    Snapshot(#[from] SpillError),
 }
 
 impl RunError {
@@ -78,6 +81,7 @@ impl RunError {
             RunError::Audit { .. } | RunError::Recovery { .. } => "audit",
             RunError::Locked(e) => e.metric_label(),
             RunError::PlanMoved(_) => "plan_moved",
+            RunError::Snapshot(_) => "snapshot",
         }
     }
 }
@@ -452,8 +456,10 @@ pub struct Reconciler {
 
 pub mod grant_reader;
 mod poll;
+mod spill;
 pub use grant_reader::GrantRead;
 pub use poll::PollReport;
+pub use spill::SpillError;
 
 impl Reconciler {
     pub fn new(cfg: Config) -> Result<Reconciler, RunError> {
@@ -1007,6 +1013,7 @@ impl Reconciler {
         // below needs them but these counts): a copy would be the run's peak at 100k people.
         let repositories_in_scope = desired.repo_scope.len();
         self.keep_snapshot(poll::Snapshot {
+            generation: fastrand::u64(..),
             read_at,
             people: dir
                 .people

@@ -106,6 +106,10 @@ async fn the_endpoints_answer_in_each_state_and_post_sync_needs_the_token() {
     emu.set_latency(Duration::ZERO);
     let (code, _, body) = get(&d.url("/readyz")).await;
     assert_eq!(code, 200, "{body}");
+    // Between runs the off-boarding poll's snapshot waits on disk, beside the audit file.
+    d.wait_for("snapshot parked on disk", 1).await;
+    let parked = tmp.path().join("poll-snapshot.json");
+    assert!(parked.exists(), "no {}", parked.display());
     // `bbsync healthcheck` (the container's HEALTHCHECK) asks the same over plain HTTP.
     assert_eq!(healthcheck(&d.addr, false).await, (Some(0), String::new()));
     assert_eq!(healthcheck(&d.addr, true).await.0, Some(0));

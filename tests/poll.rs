@@ -49,6 +49,20 @@ async fn setup(rules: &str) -> (bbsync_emulator::Emulator, tempfile::TempDir, Re
     (emu, tmp, rec)
 }
 
+/// A full run, then (`parked`) its snapshot moved to disk as the daemon does between runs.
+async fn full(
+    rec: &Reconciler,
+    apply: bool,
+    parked: bool,
+) -> Result<bbsync::reconcile::RunReport, bbsync::reconcile::RunError> {
+    let r = rec.run(apply).await;
+    if parked {
+        rec.park_snapshot().await;
+        assert!(rec.snapshot_parked(), "the snapshot was parked on disk");
+    }
+    r
+}
+
 #[tokio::test]
 async fn a_poll_before_any_full_run_has_no_baseline_and_reads_nothing_from_bitbucket() {
     let (emu, _tmp, rec) = setup(RULES).await;
@@ -59,110 +73,122 @@ async fn a_poll_before_any_full_run_has_no_baseline_and_reads_nothing_from_bitbu
 
 #[tokio::test]
 async fn someone_disabled_after_a_reconcile_loses_their_memberships_on_the_next_poll_once() {
-    let (emu, tmp, rec) = setup(RULES).await;
-    let first = rec.run(true).await.expect("full run");
-    assert!(first.ok());
-    assert!(first.plan.changes.is_empty(), "{:?}", first.plan.changes);
+    // Each case twice: the snapshot in memory, and parked on disk as a daemon keeps it.
+    for parked in [false, true] {
+        let (emu, tmp, rec) = setup(RULES).await;
+        let first = full(&rec, true, parked).await.expect("full run");
+        assert!(first.ok());
+        assert!(first.plan.changes.is_empty(), "{:?}", first.plan.changes);
 
-    std::fs::write(tmp.path().join("directory.ldif"), directory(&["bob"])).expect("ldif");
-    let before = emu.requests().len();
-    let r = rec.poll_leavers(true).await.expect("poll");
-    assert_eq!(r.new_leavers.len(), 1);
-    assert_eq!(r.new_leavers[0].as_str(), acc("bob"));
-    assert_eq!(r.planned, 1);
-    assert!(!r.submitted_to_live);
-    assert!(r.ok(), "{:?}", r.outcomes);
-    assert!(r
-        .run_id
-        .as_deref()
-        .is_some_and(|id| id.starts_with("poll-")));
-    assert_eq!(members(&emu, "developers"), sorted(&["ann", "carol"]));
-    // One write, the removal, and the verification read: the member's UUID is the one the
-    // full run's group read learnt (no workspace member listing, which is 100 members a page),
-    // and nothing else of Bitbucket is read.
-    let sent: Vec<_> = emu.requests()[before..]
-        .iter()
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect();
-    assert_eq!(
-        sent.iter().filter(|r| !r.starts_with("GET ")).count(),
-        1,
-        "{sent:?}"
-    );
-    assert!(
-        sent.iter()
-            .any(|r| r.starts_with("DELETE /1.0/groups/acme/developers/members/")),
-        "{sent:?}"
-    );
-    assert!(
-        !sent.iter().any(|r| r.contains("/workspaces/acme/members")),
-        "{sent:?}"
-    );
-    assert_eq!(sent.len(), 2, "{sent:?}");
-    // Audited like every change: intent and outcome.
-    let trail = std::fs::read_to_string(tmp.path().join("audit.jsonl")).expect("audit");
-    let finals = audit_finals(&trail);
-    assert!(
-        finals
+        std::fs::write(tmp.path().join("directory.ldif"), directory(&["bob"])).expect("ldif");
+        let before = emu.requests().len();
+        let r = rec.poll_leavers(true).await.expect("poll");
+        assert_eq!(r.new_leavers.len(), 1);
+        assert_eq!(r.new_leavers[0].as_str(), acc("bob"));
+        assert_eq!(r.planned, 1);
+        assert!(!r.submitted_to_live);
+        assert!(r.ok(), "{:?}", r.outcomes);
+        assert!(r
+            .run_id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("poll-")));
+        assert_eq!(members(&emu, "developers"), sorted(&["ann", "carol"]));
+        // One write, the removal, and the verification read: the member's UUID is the one the
+        // full run's group read learnt (no workspace member listing, which is 100 members a page),
+        // and nothing else of Bitbucket is read.
+        let sent: Vec<_> = emu.requests()[before..]
             .iter()
-            .any(|r| r["change"]["op"] == "remove_member" && r["outcome"]["result"] == "applied"),
-        "{trail}"
-    );
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert_eq!(
+            sent.iter().filter(|r| !r.starts_with("GET ")).count(),
+            1,
+            "{sent:?}"
+        );
+        assert!(
+            sent.iter()
+                .any(|r| r.starts_with("DELETE /1.0/groups/acme/developers/members/")),
+            "{sent:?}"
+        );
+        assert!(
+            !sent.iter().any(|r| r.contains("/workspaces/acme/members")),
+            "{sent:?}"
+        );
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        // Audited like every change: intent and outcome.
+        let trail = std::fs::read_to_string(tmp.path().join("audit.jsonl")).expect("audit");
+        let finals = audit_finals(&trail);
+        assert!(
+            finals.iter().any(
+                |r| r["change"]["op"] == "remove_member" && r["outcome"]["result"] == "applied"
+            ),
+            "{trail}"
+        );
 
-    // The next poll finds bob again (still disabled, still modified recently) and does nothing.
-    let before = emu.requests().len();
-    let again = rec.poll_leavers(true).await.expect("poll");
-    assert!(again.new_leavers.is_empty(), "{again:?}");
-    assert_eq!(emu.requests().len(), before);
-    // Nor does the next full run: bob is gone already.
-    let full = rec.run(true).await.expect("full run");
-    assert!(full.plan.changes.is_empty(), "{:?}", full.plan.changes);
+        // The next poll finds bob again (still disabled, still modified recently) and does nothing.
+        let before = emu.requests().len();
+        let again = rec.poll_leavers(true).await.expect("poll");
+        assert!(again.new_leavers.is_empty(), "{again:?}");
+        assert_eq!(emu.requests().len(), before);
+        // Nor does the next full run: bob is gone already.
+        let full = full(&rec, true, parked).await.expect("full run");
+        assert!(full.plan.changes.is_empty(), "{:?}", full.plan.changes);
+    }
 }
 
 #[tokio::test]
 async fn a_dry_run_poll_says_what_it_would_revoke_and_writes_nothing() {
-    let (emu, tmp, rec) = setup(RULES).await;
-    rec.run(false).await.expect("plan");
-    std::fs::write(tmp.path().join("directory.ldif"), directory(&["carol"])).expect("ldif");
-    let before = emu.requests().len();
-    let r = rec.poll_leavers(false).await.expect("poll");
-    assert_eq!(r.would.len(), 1);
-    assert!(matches!(
-        &r.would[0].change,
-        Change::RemoveMember { account_id, .. } if account_id.as_str() == acc("carol")
-    ));
-    assert_eq!(emu.requests().len(), before, "nothing sent");
-    assert_eq!(members(&emu, "developers").len(), 3);
+    // Each case twice: the snapshot in memory, and parked on disk as a daemon keeps it.
+    for parked in [false, true] {
+        let (emu, tmp, rec) = setup(RULES).await;
+        full(&rec, false, parked).await.expect("plan");
+        std::fs::write(tmp.path().join("directory.ldif"), directory(&["carol"])).expect("ldif");
+        let before = emu.requests().len();
+        let r = rec.poll_leavers(false).await.expect("poll");
+        assert_eq!(r.would.len(), 1);
+        assert!(matches!(
+            &r.would[0].change,
+            Change::RemoveMember { account_id, .. } if account_id.as_str() == acc("carol")
+        ));
+        assert_eq!(emu.requests().len(), before, "nothing sent");
+        assert_eq!(members(&emu, "developers").len(), 3);
+    }
 }
 
 #[tokio::test]
 async fn the_safety_guards_hold_a_poll_that_would_revoke_too_much() {
-    let (emu, tmp, rec) = setup(&format!("{RULES}[safety]\nmax_removals = 1\n")).await;
-    rec.run(true).await.expect("full run");
-    std::fs::write(
-        tmp.path().join("directory.ldif"),
-        directory(&["bob", "carol"]),
-    )
-    .expect("ldif");
-    let r = rec.poll_leavers(true).await.expect("poll");
-    assert_eq!(r.new_leavers.len(), 2);
-    assert!(!r.ok(), "held revocations are not done");
-    assert!(r
-        .outcomes
-        .iter()
-        .all(|o| matches!(o.outcome, bbsync::apply::Outcome::Blocked { .. })));
-    assert_eq!(members(&emu, "developers").len(), 3, "nobody removed");
+    // Each case twice: the snapshot in memory, and parked on disk as a daemon keeps it.
+    for parked in [false, true] {
+        let (emu, tmp, rec) = setup(&format!("{RULES}[safety]\nmax_removals = 1\n")).await;
+        full(&rec, true, parked).await.expect("full run");
+        std::fs::write(
+            tmp.path().join("directory.ldif"),
+            directory(&["bob", "carol"]),
+        )
+        .expect("ldif");
+        let r = rec.poll_leavers(true).await.expect("poll");
+        assert_eq!(r.new_leavers.len(), 2);
+        assert!(!r.ok(), "held revocations are not done");
+        assert!(r
+            .outcomes
+            .iter()
+            .all(|o| matches!(o.outcome, bbsync::apply::Outcome::Blocked { .. })));
+        assert_eq!(members(&emu, "developers").len(), 3, "nobody removed");
+    }
 }
 
 #[tokio::test]
 async fn a_failing_poll_read_changes_nothing() {
-    let (emu, tmp, rec) = setup(RULES).await;
-    rec.run(true).await.expect("full run");
-    std::fs::remove_file(tmp.path().join("directory.ldif")).expect("rm");
-    let before = emu.requests().len();
-    assert!(rec.poll_leavers(true).await.is_err());
-    assert_eq!(emu.requests().len(), before);
-    assert_eq!(members(&emu, "developers").len(), 3);
+    // Each case twice: the snapshot in memory, and parked on disk as a daemon keeps it.
+    for parked in [false, true] {
+        let (emu, tmp, rec) = setup(RULES).await;
+        full(&rec, true, parked).await.expect("full run");
+        std::fs::remove_file(tmp.path().join("directory.ldif")).expect("rm");
+        let before = emu.requests().len();
+        assert!(rec.poll_leavers(true).await.is_err());
+        assert_eq!(emu.requests().len(), before);
+        assert_eq!(members(&emu, "developers").len(), 3);
+    }
 }
 
 #[tokio::test]
@@ -307,18 +333,132 @@ async fn people_who_leave_during_an_apply_that_adds_them_end_in_no_group() {
 
 #[tokio::test]
 async fn a_second_entry_with_an_active_persons_id_is_left_to_the_full_read() {
+    // Each case twice: the snapshot in memory, and parked on disk as a daemon keeps it.
+    for parked in [false, true] {
+        let (emu, tmp, rec) = setup(RULES).await;
+        full(&rec, true, parked).await.expect("full run");
+        // A new, disabled entry carrying bob's account id: ambiguous, which only a full read sees.
+        let mut text = directory(&[]);
+        text.push_str(&format!(
+            "dn: uid=bob2,ou=people,dc=acme,dc=test\nobjectClass: inetOrgPerson\nuid: bob2\ncn: Other bob\natlassianAccountId: {}\nnsAccountLock: TRUE\n\n",
+            acc("bob")
+        ));
+        std::fs::write(tmp.path().join("directory.ldif"), text).expect("ldif");
+        let before = emu.requests().len();
+        let r = rec.poll_leavers(true).await.expect("poll");
+        assert!(r.new_leavers.is_empty(), "{r:?}");
+        assert_eq!(emu.requests().len(), before, "nothing sent");
+        assert_eq!(members(&emu, "developers").len(), 3);
+    }
+}
+
+fn snapshot_file(tmp: &tempfile::TempDir) -> std::path::PathBuf {
+    tmp.path().join("poll-snapshot.json")
+}
+
+#[tokio::test]
+async fn a_parked_snapshot_is_read_back_only_when_someone_it_saw_active_is_disabled() {
     let (emu, tmp, rec) = setup(RULES).await;
-    rec.run(true).await.expect("full run");
-    // A new, disabled entry carrying bob's account id: ambiguous, which only a full read sees.
-    let mut text = directory(&[]);
-    text.push_str(&format!(
-        "dn: uid=bob2,ou=people,dc=acme,dc=test\nobjectClass: inetOrgPerson\nuid: bob2\ncn: Other bob\natlassianAccountId: {}\nnsAccountLock: TRUE\n\n",
-        acc("bob")
-    ));
-    std::fs::write(tmp.path().join("directory.ldif"), text).expect("ldif");
-    let before = emu.requests().len();
+    full(&rec, true, true).await.expect("full run");
+    let file = snapshot_file(&tmp);
+    let text = std::fs::read_to_string(&file).expect("the parked snapshot");
+    assert!(text.contains(&acc("bob")), "{text}");
+    assert!(!text.contains(ADMIN_TOKEN), "no credential in the snapshot");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "it holds the directory's names");
+
+    // Damaged on disk: a poll with nothing new does not read it, and stays quiet.
+    std::fs::write(&file, &text[..text.len() / 2]).expect("cut");
     let r = rec.poll_leavers(true).await.expect("poll");
-    assert!(r.new_leavers.is_empty(), "{r:?}");
+    assert!(r.new_leavers.is_empty() && r.planned == 0, "{r:?}");
+
+    // Someone it saw active is disabled: now it must be read, and a damaged file fails the
+    // poll closed, naming the file; nothing is written.
+    std::fs::write(tmp.path().join("directory.ldif"), directory(&["bob"])).expect("ldif");
+    let before = emu.requests().len();
+    let e = rec
+        .poll_leavers(true)
+        .await
+        .expect_err("an unreadable snapshot");
+    assert_eq!(e.metric_label(), "snapshot");
+    let msg = e.to_string();
+    assert!(msg.contains("poll-snapshot.json"), "{msg}");
+    assert!(msg.contains("nothing changed"), "{msg}");
     assert_eq!(emu.requests().len(), before, "nothing sent");
     assert_eq!(members(&emu, "developers").len(), 3);
+
+    // The next full run removes bob, as it would have without the poll.
+    let again = full(&rec, true, true).await.expect("full run");
+    assert!(again.ok());
+    assert_eq!(members(&emu, "developers"), sorted(&["ann", "carol"]));
+}
+
+#[tokio::test]
+async fn a_snapshot_file_from_another_run_is_not_taken_for_the_parked_one() {
+    let (emu, tmp, rec) = setup(RULES).await;
+    full(&rec, true, true).await.expect("full run");
+    let file = snapshot_file(&tmp);
+    let older = std::fs::read(&file).expect("the parked snapshot");
+    full(&rec, true, true).await.expect("full run");
+    assert_ne!(
+        std::fs::read(&file).expect("read"),
+        older,
+        "a new generation"
+    );
+    std::fs::write(&file, &older).expect("put the older file back");
+    std::fs::write(tmp.path().join("directory.ldif"), directory(&["bob"])).expect("ldif");
+    let before = emu.requests().len();
+    let e = rec
+        .poll_leavers(true)
+        .await
+        .expect_err("the wrong snapshot");
+    assert!(e.to_string().contains("generation"), "{e}");
+    assert_eq!(emu.requests().len(), before, "nothing sent");
+    assert_eq!(members(&emu, "developers").len(), 3);
+}
+
+#[tokio::test]
+async fn once_a_poll_has_revoked_from_a_parked_snapshot_later_polls_do_not_read_it_again() {
+    let (emu, tmp, rec) = setup(RULES).await;
+    full(&rec, true, true).await.expect("full run");
+    std::fs::write(tmp.path().join("directory.ldif"), directory(&["bob"])).expect("ldif");
+    let r = rec.poll_leavers(true).await.expect("poll");
+    assert_eq!(r.new_leavers.len(), 1, "{r:?}");
+    assert!(r.ok(), "{:?}", r.outcomes);
+    assert_eq!(members(&emu, "developers"), sorted(&["ann", "carol"]));
+    assert!(
+        rec.snapshot_parked(),
+        "the poll does not keep what it read back"
+    );
+    // bob is still disabled; the file is gone: nothing left to read it for.
+    std::fs::remove_file(snapshot_file(&tmp)).expect("rm");
+    let before = emu.requests().len();
+    let again = rec.poll_leavers(true).await.expect("poll");
+    assert!(again.new_leavers.is_empty(), "{again:?}");
+    assert_eq!(emu.requests().len(), before);
+    // carol leaves as well: that needs the file, which is gone; the poll fails closed.
+    std::fs::write(
+        tmp.path().join("directory.ldif"),
+        directory(&["bob", "carol"]),
+    )
+    .expect("ldif");
+    let e = rec.poll_leavers(true).await.expect_err("no snapshot file");
+    assert_eq!(e.metric_label(), "snapshot");
+    assert_eq!(members(&emu, "developers"), sorted(&["ann", "carol"]));
+}
+
+#[tokio::test]
+async fn a_snapshot_that_cannot_be_parked_stays_in_memory_and_the_poll_still_works() {
+    let (emu, tmp, rec) = setup(RULES).await;
+    // Where the file is written first: a directory, so the write fails.
+    std::fs::create_dir(tmp.path().join("poll-snapshot.json.tmp")).expect("mkdir");
+    rec.run(true).await.expect("full run");
+    rec.park_snapshot().await;
+    assert!(!rec.snapshot_parked());
+    assert!(!snapshot_file(&tmp).exists());
+    std::fs::write(tmp.path().join("directory.ldif"), directory(&["bob"])).expect("ldif");
+    let r = rec.poll_leavers(true).await.expect("poll");
+    assert_eq!(r.new_leavers.len(), 1, "{r:?}");
+    assert_eq!(members(&emu, "developers"), sorted(&["ann", "carol"]));
 }

@@ -173,10 +173,30 @@ impl V1Groups {
         self.uuids.lock().map_or(0, |m| m.len())
     }
 
-    fn learn(&self, pairs: impl IntoIterator<Item = (AccountId, BbUuid)>) {
+    pub(crate) fn learn(&self, pairs: impl IntoIterator<Item = (AccountId, BbUuid)>) {
         if let Ok(mut m) = self.uuids.lock() {
             m.extend(pairs);
         }
+    }
+
+    /// Notes people known not to be workspace members (a parked snapshot's, read back).
+    pub(crate) fn learn_absent(&self, ids: impl IntoIterator<Item = AccountId>) {
+        if let Ok(mut a) = self.absent.lock() {
+            a.extend(ids);
+        }
+    }
+
+    /// What this backend has learnt: account id -> UUID, and who is not a member.
+    pub(crate) fn cache(&self) -> (Vec<(AccountId, BbUuid)>, Vec<AccountId>) {
+        let uuids = self.uuids.lock().map_or_else(
+            |_| Vec::new(),
+            |m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        );
+        let absent = self
+            .absent
+            .lock()
+            .map_or_else(|_| Vec::new(), |a| a.iter().cloned().collect());
+        (uuids, absent)
     }
 
     /// Whether `who`, whose UUID is not known, is known not to be a workspace member: a single

@@ -67,6 +67,8 @@ impl Job for FullJob {
             let result = rec.run_as(apply, &gate, run_id.clone()).await;
             self.metrics
                 .observe_duration("full", started.elapsed().as_secs_f64());
+            // Between runs the poll's snapshot waits on disk, not in memory.
+            rec.park_snapshot().await;
             match result {
                 Ok(r) => {
                     self.metrics.observe(&r, &rec.clients);

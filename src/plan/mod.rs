@@ -19,12 +19,12 @@ use std::time::{Duration, SystemTime};
 
 /// A member of a Bitbucket group as read from Bitbucket, by account id. How a backend names
 /// the member in its own API (1.0 wants the UUID) stays inside that backend.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActualMember {
     pub display_name: String,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ActualGroup {
     pub name: String,
     pub members: BTreeMap<AccountId, ActualMember>,
@@ -642,7 +642,7 @@ impl Plan {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Policy {
     /// Most revocations one run may apply (0: none).
     pub max_removals: usize,

@@ -15,18 +15,21 @@
 //! - Direct (per-user) grants of a new leaver are not read by the poll (one listing per
 //!   managed repository); the next full reconcile removes them.
 
+use super::spill::{self, Parked, SpillError};
 use super::{Reconciler, RunError};
 use crate::apply::{Applier, ChangeResult, Run};
 use crate::bitbucket::ApiFamily;
 use crate::mapping::{Desired, Leaver};
 use crate::model::{AccountId, Dn};
 use crate::plan::{self, Actual, BlockReason, Change, Plan, Planned, Policy};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// What the last full run saw.
 pub(super) struct Snapshot {
+    /// Random, per snapshot: tells two snapshots apart, in memory and on disk.
+    pub generation: u64,
     /// When its directory read started.
     pub read_at: SystemTime,
     /// Everyone with a usable entry: DN and display name.
@@ -39,14 +42,42 @@ pub(super) struct Snapshot {
     pub members: Arc<crate::bitbucket::V1Groups>,
 }
 
+/// The last full run's snapshot: in memory, or parked on disk once that run has ended
+/// (see [`super::spill`]).
+#[derive(Clone)]
+pub(super) enum Slot {
+    Loaded(Arc<Snapshot>),
+    Parked(Arc<Parked>),
+}
+
+impl Slot {
+    pub fn generation(&self) -> u64 {
+        match self {
+            Slot::Loaded(s) => s.generation,
+            Slot::Parked(p) => p.generation,
+        }
+    }
+
+    fn read_at(&self) -> SystemTime {
+        match self {
+            Slot::Loaded(s) => s.read_at,
+            Slot::Parked(p) => p.read_at,
+        }
+    }
+}
+
 /// The reconciler's view shared with the poll.
 #[derive(Default)]
 pub(super) struct Current {
-    pub snapshot: Option<Arc<Snapshot>>,
+    pub snapshot: Option<Slot>,
     /// The apply in progress, with its run id.
     pub live: Option<(Arc<Run>, String)>,
     /// Revoked by polls since the snapshot was taken (not revoked twice).
     pub revoked: BTreeSet<AccountId>,
+    /// DN hashes ([`spill::dn_hash`]) of disabled entries a poll has already judged against
+    /// this snapshot (revoked, or not a new leaver): a parked snapshot is not read back for them
+    /// again.
+    pub settled: HashSet<u64>,
 }
 
 /// What happened to a poll's revocations at the apply in progress.
@@ -186,11 +217,93 @@ fn new_leavers(
     leavers
 }
 
+/// Whether `found` names someone `parked` saw active who is not settled yet: only then is the
+/// parked snapshot worth reading back.
+fn may_be_news(
+    found: &crate::source::ldap::Leavers,
+    parked: &Parked,
+    settled: &HashSet<u64>,
+) -> bool {
+    found
+        .disabled
+        .iter()
+        .map(|(_, dn, _)| dn)
+        .chain(&found.by_filter)
+        .any(|dn| parked.was_active(dn) && !settled.contains(&spill::dn_hash(dn)))
+}
+
 impl Reconciler {
     pub(super) fn keep_snapshot(&self, snapshot: Snapshot) {
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        cur.snapshot = Some(Arc::new(snapshot));
+        cur.snapshot = Some(Slot::Loaded(Arc::new(snapshot)));
         cur.revoked.clear();
+        cur.settled.clear();
+    }
+
+    /// Moves the last full run's snapshot out of memory into the state directory (see
+    /// [`super::spill`]); the daemon calls it after each full run. No-op without a state
+    /// directory, while an apply is in progress, or when it is parked already; a snapshot
+    /// that cannot be written stays in memory.
+    pub async fn park_snapshot(&self) {
+        let Some(dir) = self.lock_dir() else {
+            return;
+        };
+        let snapshot = {
+            let cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+            match (&cur.snapshot, &cur.live) {
+                (Some(Slot::Loaded(s)), None) => Arc::clone(s),
+                _ => return,
+            }
+        };
+        let started = std::time::Instant::now();
+        let generation = snapshot.generation;
+        let parked =
+            tokio::task::spawn_blocking(move || spill::park(&snapshot, &dir).map(Arc::new)).await;
+        let parked = match parked {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot park the off-boarding poll's snapshot on disk; it stays in memory");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "parking the off-boarding poll's snapshot failed; it stays in memory");
+                return;
+            }
+        };
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        // A run that started meanwhile has a newer snapshot: this file is not its.
+        if cur.snapshot.as_ref().map(Slot::generation) == Some(generation) && cur.live.is_none() {
+            tracing::info!(
+                path = %parked.path.display(),
+                bytes = parked.bytes,
+                ms = started.elapsed().as_millis() as u64,
+                "off-boarding poll's snapshot parked on disk until a poll needs it"
+            );
+            cur.snapshot = Some(Slot::Parked(parked));
+        }
+    }
+
+    /// Whether the poll's snapshot is parked on disk (else in memory, or there is none yet).
+    pub fn snapshot_parked(&self) -> bool {
+        matches!(self.slot(), Some(Slot::Parked(_)))
+    }
+
+    /// Reads a parked snapshot back.
+    async fn unpark(&self, parked: &Arc<Parked>) -> Result<Arc<Snapshot>, RunError> {
+        let members = self.clients.v1_groups();
+        let p = Arc::clone(parked);
+        let started = std::time::Instant::now();
+        let read = tokio::task::spawn_blocking(move || spill::unpark(&p, members))
+            .await
+            .map_err(|e| SpillError::Io {
+                path: parked.path.display().to_string(),
+                source: std::io::Error::other(e),
+            })??;
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "off-boarding poll read its parked snapshot back"
+        );
+        Ok(Arc::new(read))
     }
 
     /// Applies `plan` as the live run: a poll meanwhile adds its revocations to it.
@@ -222,21 +335,23 @@ impl Reconciler {
 
     /// One off-boarding poll (see the module doc). `apply`: write (else log what it would do).
     pub async fn poll_leavers(&self, apply: bool) -> Result<PollReport, RunError> {
-        let Some(first) = self.snapshot() else {
+        let Some(first) = self.slot() else {
             return Ok(PollReport {
                 no_baseline: true,
                 ..PollReport::default()
             });
         };
         let since = first
-            .read_at
+            .read_at()
             .checked_sub(CLOCK_MARGIN)
-            .unwrap_or(first.read_at);
+            .unwrap_or(first.read_at());
         let found = self.source.read_leavers(since).await?;
         let mut report = PollReport {
             seen_disabled: found.disabled.len() + found.by_filter.len(),
             ..PollReport::default()
         };
+        // A parked snapshot read back by this poll.
+        let mut loaded: Option<Arc<Snapshot>> = None;
         loop {
             // Armed before the live run is looked at: one that goes live after the look
             // still wakes this poll.
@@ -245,14 +360,34 @@ impl Reconciler {
             wait_live.as_mut().enable();
             // The newest snapshot: a full run may have finished planning meanwhile, and seen
             // some of these people disabled already.
-            let (snapshot, revoked) = {
+            let (slot, revoked, unsettled) = {
                 let cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-                (
-                    cur.snapshot.clone().unwrap_or_else(|| Arc::clone(&first)),
-                    cur.revoked.clone(),
-                )
+                let slot = cur.snapshot.clone().unwrap_or_else(|| first.clone());
+                let unsettled = match &slot {
+                    Slot::Parked(p) => may_be_news(&found, p, &cur.settled),
+                    Slot::Loaded(_) => true,
+                };
+                (slot, cur.revoked.clone(), unsettled)
+            };
+            let snapshot = match slot {
+                Slot::Loaded(s) => s,
+                Slot::Parked(p) => match loaded.as_ref().filter(|s| s.generation == p.generation) {
+                    Some(s) => Arc::clone(s),
+                    // Nobody the snapshot saw active, or only people judged already.
+                    None if !unsettled => {
+                        report.new_leavers.clear();
+                        report.planned = 0;
+                        return Ok(report);
+                    }
+                    None => {
+                        let s = self.unpark(&p).await?;
+                        loaded = Some(Arc::clone(&s));
+                        s
+                    }
+                },
             };
             let leavers = new_leavers(&found, &snapshot, &revoked);
+            self.settle(&snapshot, &found, &leavers);
             report.new_leavers = leavers.keys().cloned().collect();
             if leavers.is_empty() {
                 report.planned = 0;
@@ -278,7 +413,7 @@ impl Reconciler {
             // Into the apply in progress, if there is one (its additions for them withdrawn).
             match self.submit_to_live(&snapshot, &mut plan, &leavers) {
                 Live::Submitted(run_id) => {
-                    self.mark_revoked(&leavers);
+                    self.mark_revoked(&snapshot, &leavers);
                     report.planned = plan.changes.len();
                     report.run_id = Some(run_id);
                     report.submitted_to_live = true;
@@ -289,14 +424,16 @@ impl Reconciler {
             }
             if plan.changes.is_empty() {
                 // In no managed group: nothing to take (the next full run re-checks).
-                self.mark_revoked(&leavers);
+                self.mark_revoked(&snapshot, &leavers);
                 return Ok(report);
             }
             tokio::select! {
                 slot = self.slot.lock() => {
                     // The slot is ours. A full run that finished meanwhile may have seen them
                     // already, or changed what they have: plan again from its view.
-                    let same = self.snapshot().is_some_and(|s| Arc::ptr_eq(&s, &snapshot));
+                    let same = self
+                        .slot()
+                        .is_some_and(|s| s.generation() == snapshot.generation);
                     if !same {
                         drop(slot);
                         continue;
@@ -315,7 +452,7 @@ impl Reconciler {
         cur.live.as_ref().map(|(run, _)| run.pending())
     }
 
-    fn snapshot(&self) -> Option<Arc<Snapshot>> {
+    fn slot(&self) -> Option<Slot> {
         self.current
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -323,9 +460,43 @@ impl Reconciler {
             .clone()
     }
 
-    fn mark_revoked(&self, leavers: &BTreeMap<AccountId, String>) {
+    fn mark_revoked(&self, snapshot: &Snapshot, leavers: &BTreeMap<AccountId, String>) {
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
         cur.revoked.extend(leavers.keys().cloned());
+        if cur.snapshot.as_ref().map(Slot::generation) == Some(snapshot.generation) {
+            let dns = leavers
+                .keys()
+                .filter_map(|id| snapshot.people.get(id))
+                .map(|(dn, _)| spill::dn_hash(dn));
+            cur.settled.extend(dns);
+        }
+    }
+
+    /// Notes that the entries of `found` other than `leavers`' are no news for `snapshot`
+    /// (leavers already, unknown, or another entry's id): a parked snapshot is not read back
+    /// for them again. The leavers' own are settled once their revocations are decided.
+    fn settle(
+        &self,
+        snapshot: &Snapshot,
+        found: &crate::source::ldap::Leavers,
+        leavers: &BTreeMap<AccountId, String>,
+    ) {
+        let pending: HashSet<u64> = leavers
+            .keys()
+            .filter_map(|id| snapshot.people.get(id))
+            .map(|(dn, _)| spill::dn_hash(dn))
+            .collect();
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if cur.snapshot.as_ref().map(Slot::generation) == Some(snapshot.generation) {
+            let dns = found
+                .disabled
+                .iter()
+                .map(|(_, dn, _)| dn)
+                .chain(&found.by_filter)
+                .map(spill::dn_hash)
+                .filter(|h| !pending.contains(h));
+            cur.settled.extend(dns);
+        }
     }
 
     /// Adds the plan's changes to the full run applying now; its run id, or `None`. That
@@ -342,11 +513,11 @@ impl Reconciler {
         else {
             return Live::None;
         };
-        if !Arc::ptr_eq(live_snapshot, snapshot) {
+        if live_snapshot.generation() != snapshot.generation {
             // The apply in progress planned from a newer view: plan again from it.
             return Live::Stale;
         }
-        let members = Arc::clone(&live_snapshot.members);
+        let members = Arc::clone(&snapshot.members);
         let Ok(audit) = self.audit() else {
             return Live::None;
         };
@@ -414,7 +585,7 @@ impl Reconciler {
             o.outcome.is_done() || matches!(o.outcome, crate::apply::Outcome::Blocked { .. })
         });
         if decided {
-            self.mark_revoked(&leavers);
+            self.mark_revoked(snapshot, &leavers);
         }
         tracing::info!(
             run_id,
