@@ -278,18 +278,36 @@ pub async fn read_actual(
 ) -> Result<Read, ApiError> {
     let mut actual = Actual::default();
     let manages_grants = !cfg.grants.is_empty() || cfg.scope.is_some();
-    if !cfg.groups.is_empty() || manages_grants || !cfg.project_grants.is_empty() {
-        actual.groups = members.read_groups().await?;
+    let mut selectors: Vec<&RepoSelector> = cfg.grants.iter().map(|r| &r.select).collect();
+    if let Some(scope) = &cfg.scope {
+        selectors.push(&scope.include);
+    }
+    // The groups and the repository listing do not depend on each other: read side by side
+    // (the listing is pages one after another, the groups one long body). The first error
+    // ends both.
+    let groups = async {
+        if !cfg.groups.is_empty() || manages_grants || !cfg.project_grants.is_empty() {
+            members.read_groups().await.map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let listing = async {
+        if manages_grants {
+            list_selectable_repos(clients.get(ApiFamily::RepositoriesRead), &selectors)
+                .await
+                .map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (groups, listed) = tokio::try_join!(groups, listing)?;
+    if let Some(groups) = groups {
+        actual.groups = groups;
     }
     let mut repos = Vec::new();
     let mut grant_read = None;
-    if manages_grants {
-        let mut selectors: Vec<&RepoSelector> = cfg.grants.iter().map(|r| &r.select).collect();
-        if let Some(scope) = &cfg.scope {
-            selectors.push(&scope.include);
-        }
-        let listed =
-            list_selectable_repos(clients.get(ApiFamily::RepositoriesRead), &selectors).await?;
+    if let Some(listed) = listed {
         repos = listed
             .into_iter()
             .map(|r| Repo {
