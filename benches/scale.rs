@@ -6,7 +6,8 @@
 //! environment:
 //! - `BENCH_SHAPES`: comma-separated `people x groups x repositories`, default
 //!   `10000x500x5000,100000x2000x20000`;
-//! - `BENCH_PAIRS` (3): bbsync / curl pairs per shape, alternating A B A B;
+//! - `BENCH_PAIRS` (3): bbsync / curl pairs per shape, alternating A B A B (0: only the idle
+//!   measure);
 //! - `BENCH_IDLE_SECS` (30): how long after the first reconcile `bbsync run` is left idle
 //!   before its RSS is read (0: skip the idle measure); `BENCH_IDLE_SHAPE` (the last shape);
 //! - `BENCH_KEEP=1`: keep the generated files (printed path) to rerun by hand;
@@ -651,8 +652,17 @@ fn run_shape(
     }
 }
 
+/// What `bbsync run` held: RSS when its first reconcile ended, then `idle` later with its
+/// anonymous (heap) and file-backed (the binary's code, libc) parts, and the peak (KiB).
+struct Idle {
+    after_run: u64,
+    rss: u64,
+    anon: u64,
+    hwm: u64,
+}
+
 /// `bbsync run` on `shape`'s data set: RSS `idle` after its first reconcile ended.
-fn idle_rss(rt: &tokio::runtime::Runtime, shape: Shape, idle: Duration) -> (u64, u64, u64) {
+fn idle_rss(rt: &tokio::runtime::Runtime, shape: Shape, idle: Duration) -> Idle {
     let bin = env!("CARGO_BIN_EXE_bbsync");
     let data = generate(shape);
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -716,10 +726,22 @@ fn idle_rss(rt: &tokio::runtime::Runtime, shape: Shape, idle: Duration) -> (u64,
     let after_run = status("VmRSS:");
     std::thread::sleep(idle);
     let (rss, hwm) = (status("VmRSS:"), status("VmHWM:"));
+    let anon = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Anonymous:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let _ = child.kill();
     let _ = child.wait();
     rt.block_on(emu.shutdown());
-    (after_run, rss, hwm)
+    Idle {
+        after_run,
+        rss,
+        anon,
+        hwm,
+    }
 }
 
 fn main() {
@@ -732,7 +754,8 @@ fn main() {
         .split(',')
         .map(parse_shape)
         .collect();
-    let pairs = env_or("BENCH_PAIRS", 3).max(1);
+    // 0: only the idle measure.
+    let pairs = env_or("BENCH_PAIRS", 3);
     let idle_secs = env_or("BENCH_IDLE_SECS", 30);
     let keep = std::env::var("BENCH_KEEP").is_ok_and(|v| v == "1");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -742,7 +765,9 @@ fn main() {
 
     let mut results = Vec::new();
     for &shape in &shapes {
-        results.push(run_shape(&rt, &mut launch, shape, pairs, keep));
+        if pairs > 0 {
+            results.push(run_shape(&rt, &mut launch, shape, pairs, keep));
+        }
     }
 
     println!("\n| shape (people x groups x repos) | 1.0 listing body | GETs | changes planned | bbsync plan wall | curl floor wall | wall ratio | bbsync CPU | curl CPU | bbsync CPU - curl CPU | bbsync peak RSS |");
@@ -777,12 +802,14 @@ fn main() {
         let shape = std::env::var("BENCH_IDLE_SHAPE")
             .map(|s| parse_shape(&s))
             .unwrap_or(shapes[shapes.len() - 1]);
-        let (after, rss, hwm) = idle_rss(&rt, shape, Duration::from_secs(idle_secs as u64));
+        let m = idle_rss(&rt, shape, Duration::from_secs(idle_secs as u64));
         println!(
-            "\nbbsync run on {shape}: RSS {} when the first reconcile ended, {} after {idle_secs} s idle (peak {})",
-            mib(after),
-            mib(rss),
-            mib(hwm)
+            "\nbbsync run on {shape}: RSS {} when the first reconcile ended, {} after {idle_secs} s idle ({} heap, {} code and libraries; peak {})",
+            mib(m.after_run),
+            mib(m.rss),
+            mib(m.anon),
+            mib(m.rss.saturating_sub(m.anon)),
+            mib(m.hwm)
         );
     }
 }
