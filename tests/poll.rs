@@ -359,6 +359,7 @@ fn snapshot_file(tmp: &tempfile::TempDir) -> std::path::PathBuf {
 #[tokio::test]
 async fn a_parked_snapshot_is_read_back_only_when_someone_it_saw_active_is_disabled() {
     let (emu, tmp, rec) = setup(RULES).await;
+    std::fs::write(tmp.path().join("directory.ldif"), directory(&["carol"])).expect("ldif");
     full(&rec, true, true).await.expect("full run");
     let file = snapshot_file(&tmp);
     let text = std::fs::read_to_string(&file).expect("the parked snapshot");
@@ -368,9 +369,24 @@ async fn a_parked_snapshot_is_read_back_only_when_someone_it_saw_active_is_disab
     let mode = std::fs::metadata(&file).expect("stat").permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "it holds the directory's names");
 
-    // Damaged on disk: a poll with nothing new does not read it, and stays quiet.
+    // Damaged on disk: a poll that finds only people the run did not see active (carol left
+    // already, dave is new) does not read it, and stays quiet.
     std::fs::write(&file, &text[..text.len() / 2]).expect("cut");
+    std::fs::write(
+        tmp.path().join("directory.ldif"),
+        ldif(
+            &[
+                ("ann", false),
+                ("bob", false),
+                ("carol", true),
+                ("dave", true),
+            ],
+            &[("eng", &["ann", "bob", "carol"])],
+        ),
+    )
+    .expect("ldif");
     let r = rec.poll_leavers(true).await.expect("poll");
+    assert_eq!(r.seen_disabled, 2, "{r:?}");
     assert!(r.new_leavers.is_empty() && r.planned == 0, "{r:?}");
 
     // Someone it saw active is disabled: now it must be read, and a damaged file fails the
@@ -386,12 +402,16 @@ async fn a_parked_snapshot_is_read_back_only_when_someone_it_saw_active_is_disab
     assert!(msg.contains("poll-snapshot.json"), "{msg}");
     assert!(msg.contains("nothing changed"), "{msg}");
     assert_eq!(emu.requests().len(), before, "nothing sent");
-    assert_eq!(members(&emu, "developers").len(), 3);
+    assert_eq!(members(&emu, "developers"), sorted(&["ann", "bob"]));
 
-    // The next full run removes bob, as it would have without the poll.
-    let again = full(&rec, true, true).await.expect("full run");
-    assert!(again.ok());
-    assert_eq!(members(&emu, "developers"), sorted(&["ann", "carol"]));
+    // The next full run plans bob's removal, as it would have without the poll.
+    let again = full(&rec, false, true).await.expect("full run");
+    assert!(
+        again.plan.changes.iter().any(|p| matches!(&p.change,
+            Change::RemoveMember { account_id, .. } if account_id.as_str() == acc("bob"))),
+        "{:?}",
+        again.plan.changes
+    );
 }
 
 #[tokio::test]
@@ -461,4 +481,34 @@ async fn a_snapshot_that_cannot_be_parked_stays_in_memory_and_the_poll_still_wor
     let r = rec.poll_leavers(true).await.expect("poll");
     assert_eq!(r.new_leavers.len(), 1, "{r:?}");
     assert_eq!(members(&emu, "developers"), sorted(&["ann", "carol"]));
+}
+
+#[tokio::test]
+async fn a_poll_parses_a_file_source_only_when_it_differs_from_the_last_full_read() {
+    for parked in [false, true] {
+        let (emu, tmp, rec) = setup(RULES).await;
+        let path = tmp.path().join("directory.ldif");
+        std::fs::write(&path, directory(&["carol"])).expect("ldif");
+        full(&rec, true, parked).await.expect("full run");
+        assert_eq!(members(&emu, "developers"), sorted(&["ann", "bob"]));
+        // The text the full run parsed: nothing can have changed, nothing is parsed.
+        let r = rec.poll_leavers(true).await.expect("poll");
+        assert_eq!(r.seen_disabled, 0, "{r:?}");
+        assert!(r.new_leavers.is_empty());
+        // Changed: parsed whole, and the new leaver found.
+        std::fs::write(&path, directory(&["carol", "bob"])).expect("ldif");
+        let r = rec.poll_leavers(true).await.expect("poll");
+        assert_eq!(r.seen_disabled, 2, "{r:?}");
+        assert_eq!(r.new_leavers.len(), 1, "{r:?}");
+        assert_eq!(members(&emu, "developers"), sorted(&["ann"]));
+        // Still not what the full run read: parsed again, nothing new.
+        let r = rec.poll_leavers(true).await.expect("poll");
+        assert_eq!(r.seen_disabled, 2, "{r:?}");
+        assert!(r.new_leavers.is_empty(), "{r:?}");
+        // A changed file that does not parse fails the poll, as before.
+        std::fs::write(&path, "dn: uid=x\nnot ldif at all\n").expect("ldif");
+        let before = emu.requests().len();
+        assert!(rec.poll_leavers(true).await.is_err());
+        assert_eq!(emu.requests().len(), before);
+    }
 }

@@ -3,7 +3,8 @@
 //!
 //! - The read is [`Source::read_leavers`](crate::source::Source::read_leavers): for LDAP the
 //!   people modified since the last full read (with a margin for the clocks of bbsync and the
-//!   server), plus the DNs `source.disabled_filter` matches; a file source is read whole.
+//!   server), plus the DNs `source.disabled_filter` matches; a file source is read whole, and
+//!   parsed only when it differs from what the last full read parsed.
 //! - Someone is a new leaver when the poll finds them disabled and the last full run saw them
 //!   active. Their revocations are planned by the same planner, from the last full run's view
 //!   of Bitbucket and with the same safety guards, and only those revocations are applied:
