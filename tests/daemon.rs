@@ -108,8 +108,13 @@ async fn the_endpoints_answer_in_each_state_and_post_sync_needs_the_token() {
     assert_eq!(code, 200, "{body}");
     // Between runs the off-boarding poll's snapshot waits on disk, beside the audit file.
     d.wait_for("snapshot parked on disk", 1).await;
-    let parked = tmp.path().join("poll-snapshot.json");
-    assert!(parked.exists(), "no {}", parked.display());
+    let parked: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("poll-snapshot-") && n.ends_with(".json"))
+        .collect();
+    assert_eq!(parked.len(), 1, "{parked:?}");
     // `bbsync healthcheck` (the container's HEALTHCHECK) asks the same over plain HTTP.
     assert_eq!(healthcheck(&d.addr, false).await, (Some(0), String::new()));
     assert_eq!(healthcheck(&d.addr, true).await.0, Some(0));

@@ -352,8 +352,10 @@ async fn a_second_entry_with_an_active_persons_id_is_left_to_the_full_read() {
     }
 }
 
+/// The parked snapshot of this process (the reconciler runs in the test's process).
 fn snapshot_file(tmp: &tempfile::TempDir) -> std::path::PathBuf {
-    tmp.path().join("poll-snapshot.json")
+    tmp.path()
+        .join(format!("poll-snapshot-{}.json", std::process::id()))
 }
 
 #[tokio::test]
@@ -399,7 +401,7 @@ async fn a_parked_snapshot_is_read_back_only_when_someone_it_saw_active_is_disab
         .expect_err("an unreadable snapshot");
     assert_eq!(e.metric_label(), "snapshot");
     let msg = e.to_string();
-    assert!(msg.contains("poll-snapshot.json"), "{msg}");
+    assert!(msg.contains("poll-snapshot-"), "{msg}");
     assert!(msg.contains("nothing changed"), "{msg}");
     assert_eq!(emu.requests().len(), before, "nothing sent");
     assert_eq!(members(&emu, "developers"), sorted(&["ann", "bob"]));
@@ -472,7 +474,11 @@ async fn once_a_poll_has_revoked_from_a_parked_snapshot_later_polls_do_not_read_
 async fn a_snapshot_that_cannot_be_parked_stays_in_memory_and_the_poll_still_works() {
     let (emu, tmp, rec) = setup(RULES).await;
     // Where the file is written first: a directory, so the write fails.
-    std::fs::create_dir(tmp.path().join("poll-snapshot.json.tmp")).expect("mkdir");
+    std::fs::create_dir(
+        tmp.path()
+            .join(format!("poll-snapshot-{}.json.tmp", std::process::id())),
+    )
+    .expect("mkdir");
     rec.run(true).await.expect("full run");
     rec.park_snapshot().await;
     assert!(!rec.snapshot_parked());
@@ -511,4 +517,46 @@ async fn a_poll_parses_a_file_source_only_when_it_differs_from_the_last_full_rea
         assert!(rec.poll_leavers(true).await.is_err());
         assert_eq!(emu.requests().len(), before);
     }
+}
+
+#[tokio::test]
+async fn a_full_run_that_fails_after_reading_a_changed_file_leaves_the_poll_its_older_baseline() {
+    for parked in [false, true] {
+        let (emu, tmp, rec) = setup(RULES).await;
+        full(&rec, true, parked).await.expect("full run");
+        // bob leaves, and the file loses the group the rule names: the next full run reads
+        // it, then fails (mapping) before it plans.
+        std::fs::write(
+            tmp.path().join("directory.ldif"),
+            ldif(
+                &[("ann", false), ("bob", true), ("carol", false)],
+                &[("other", &["ann"])],
+            ),
+        )
+        .expect("ldif");
+        assert!(rec.run(true).await.is_err(), "the group is missing");
+        // The poll still compares with the text its snapshot was built from: bob goes.
+        let r = rec.poll_leavers(true).await.expect("poll");
+        assert_eq!(r.new_leavers.len(), 1, "{r:?}");
+        assert_eq!(members(&emu, "developers"), sorted(&["ann", "carol"]));
+    }
+}
+
+#[tokio::test]
+async fn parking_removes_the_snapshots_of_processes_that_no_longer_run() {
+    let (_emu, tmp, rec) = setup(RULES).await;
+    // Above the kernel's largest pid: no such process.
+    let stale = tmp.path().join("poll-snapshot-4294967.json");
+    let stale_tmp = tmp.path().join("poll-snapshot-4294968.json.tmp");
+    let other = tmp.path().join("poll-snapshot-notes.json");
+    for f in [&stale, &stale_tmp, &other] {
+        std::fs::write(f, "{}").expect("write");
+    }
+    full(&rec, true, true).await.expect("full run");
+    assert!(snapshot_file(&tmp).exists());
+    assert!(
+        !stale.exists() && !stale_tmp.exists(),
+        "stale files removed"
+    );
+    assert!(other.exists(), "not a snapshot file: left alone");
 }

@@ -75,10 +75,10 @@ pub(super) struct Current {
     pub live: Option<(Arc<Run>, String)>,
     /// Revoked by polls since the snapshot was taken (not revoked twice).
     pub revoked: BTreeSet<AccountId>,
-    /// DN hashes ([`spill::dn_hash`]) of disabled entries a poll has already judged against
-    /// this snapshot (revoked, or not a new leaver): a parked snapshot is not read back for them
-    /// again.
-    pub settled: HashSet<u64>,
+    /// Normalised DNs of disabled entries a poll has already judged against this snapshot
+    /// (revoked, or not a new leaver): a parked snapshot is not read back for them again.
+    /// Exact, not hashed: a collision here could hide someone.
+    pub settled: HashSet<String>,
 }
 
 /// What happened to a poll's revocations at the apply in progress.
@@ -223,18 +223,20 @@ fn new_leavers(
 fn may_be_news(
     found: &crate::source::ldap::Leavers,
     parked: &Parked,
-    settled: &HashSet<u64>,
+    settled: &HashSet<String>,
 ) -> bool {
     found
         .disabled
         .iter()
         .map(|(_, dn, _)| dn)
         .chain(&found.by_filter)
-        .any(|dn| parked.was_active(dn) && !settled.contains(&spill::dn_hash(dn)))
+        .any(|dn| parked.was_active(dn) && !settled.contains(dn.normalised()))
 }
 
 impl Reconciler {
     pub(super) fn keep_snapshot(&self, snapshot: Snapshot) {
+        // The directory text this snapshot was built from is the poll's baseline now.
+        self.source.confirm_full_read();
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
         cur.snapshot = Some(Slot::Loaded(Arc::new(snapshot)));
         cur.revoked.clear();
@@ -468,7 +470,7 @@ impl Reconciler {
             let dns = leavers
                 .keys()
                 .filter_map(|id| snapshot.people.get(id))
-                .map(|(dn, _)| spill::dn_hash(dn));
+                .map(|(dn, _)| dn.normalised().to_owned());
             cur.settled.extend(dns);
         }
     }
@@ -482,10 +484,10 @@ impl Reconciler {
         found: &crate::source::ldap::Leavers,
         leavers: &BTreeMap<AccountId, String>,
     ) {
-        let pending: HashSet<u64> = leavers
+        let pending: HashSet<&str> = leavers
             .keys()
             .filter_map(|id| snapshot.people.get(id))
-            .map(|(dn, _)| spill::dn_hash(dn))
+            .map(|(dn, _)| dn.normalised())
             .collect();
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if cur.snapshot.as_ref().map(Slot::generation) == Some(snapshot.generation) {
@@ -494,8 +496,9 @@ impl Reconciler {
                 .iter()
                 .map(|(_, dn, _)| dn)
                 .chain(&found.by_filter)
-                .map(spill::dn_hash)
-                .filter(|h| !pending.contains(h));
+                .map(|dn| dn.normalised())
+                .filter(|dn| !pending.contains(dn))
+                .map(str::to_owned);
             cur.settled.extend(dns);
         }
     }

@@ -3,18 +3,21 @@
 //! A full run's view of a 100k-person workspace (who is in which group, every grant, the
 //! members' UUIDs) takes over 100 MB in memory, and the daemon needs it only when a poll finds
 //! someone who became a leaver. So once a full run has ended, the daemon writes the snapshot to
-//! `poll-snapshot.json` in `offboarding.state_dir` (else the audit file's directory) and keeps
+//! `poll-snapshot-{pid}.json` in `offboarding.state_dir` (else the audit file's directory) and keeps
 //! only a sorted list of hashes of the active people's DNs: a poll whose disabled people
 //! match none of them is answered from that list; one that does match reads the file back,
 //! plans from it exactly as from the snapshot in memory, and drops it again.
 //!
-//! - The file is written whole to a temporary name (mode 0600: it holds the directory's names
-//!   and DNs) and renamed into place. It carries a random generation: a file left by another
-//!   process or an earlier run is never taken for the current snapshot.
+//! - The file is `poll-snapshot-{pid}.json`: two daemons sharing a state directory (a dry run
+//!   beside the one that applies) never write each other's. It is written whole to a temporary
+//!   name of its own, created afresh (mode 0600: it holds the directory's names and DNs), and
+//!   renamed into place; files of processes that no longer run are removed then. It carries a
+//!   random generation: a file left by an earlier run is never taken for the current snapshot.
 //! - A file that cannot be written leaves the snapshot in memory (logged): memory, not the
 //!   poll, gives way. One that cannot be read back fails that poll, which changes nothing; the
 //!   next full reconcile finds the leaver.
-//! - A hash collision only makes a poll read the file for nothing: the file decides.
+//! - A hash collision only makes a poll read the file for nothing: the file decides. (What a
+//!   poll has already judged is kept as exact DNs, not hashes.)
 
 use super::poll::Snapshot;
 use crate::bitbucket::V1Groups;
@@ -34,8 +37,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// The file's name in the state directory.
-pub(super) const FILE: &str = "poll-snapshot.json";
+/// The file's name in the state directory: `{PREFIX}{pid}.json`.
+const PREFIX: &str = "poll-snapshot-";
 /// Bumped when the layout changes: an older file is refused, never misread.
 const VERSION: u32 = 1;
 
@@ -60,7 +63,7 @@ impl Parked {
 }
 
 /// The hash a parked snapshot keeps of a DN (its normalised form).
-pub(super) fn dn_hash(dn: &Dn) -> u64 {
+fn dn_hash(dn: &Dn) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     dn.normalised().hash(&mut h);
     h.finish()
@@ -184,16 +187,52 @@ struct File {
     absent: Vec<AccountId>,
 }
 
-/// Writes `snapshot` to [`FILE`] in `dir` (see the module doc).
+/// Removes the snapshot files of processes that no longer run (Linux: by `/proc/{pid}`; a
+/// restarted daemon has another pid, and each file is tens of MB at 100k people).
+fn sweep(dir: &Path, own: u32) {
+    let proc_fs = Path::new("/proc/self");
+    if !proc_fs.exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|n| {
+                n.strip_suffix(".json")
+                    .or_else(|| n.strip_suffix(".json.tmp"))
+            })
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != own && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Writes `snapshot` to `poll-snapshot-{pid}.json` in `dir` (see the module doc).
 pub(super) fn park(snapshot: &Snapshot, dir: &Path) -> Result<Parked, SpillError> {
-    let path = dir.join(FILE);
-    let tmp = dir.join(format!("{FILE}.tmp"));
+    let pid = std::process::id();
+    let path = dir.join(format!("{PREFIX}{pid}.json"));
+    let tmp = dir.join(format!("{PREFIX}{pid}.json.tmp"));
     let (uuids, absent) = snapshot.members.cache();
     let written = (|| {
         // A dry-run daemon may not have made its state directory yet.
         std::fs::create_dir_all(dir)?;
+        sweep(dir, pid);
+        // Created afresh, so that its mode is 0600 whatever a leftover had.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
+        opts.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         let mut w = BufWriter::with_capacity(256 * 1024, opts.open(&tmp)?);
@@ -214,7 +253,9 @@ pub(super) fn park(snapshot: &Snapshot, dir: &Path) -> Result<Parked, SpillError
     let bytes = match written {
         Ok(b) => b,
         Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
+            if tmp.is_file() {
+                let _ = std::fs::remove_file(&tmp);
+            }
             return Err(SpillError::io(&path, e));
         }
     };

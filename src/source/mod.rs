@@ -662,14 +662,22 @@ impl<'s> Resolver<'s> {
 pub struct Source {
     kind: Kind,
     schema: Schema,
-    /// SHA-256 of the file text the last full read parsed (file sources).
+    /// SHA-256 of the file text of the last full read, and of the one the off-boarding poll's
+    /// baseline was built from (file sources).
     full_read: LastText,
 }
 
-/// The digest of the text of a file source's last full read. A clone starts empty: it has
-/// read nothing.
+/// Digests of a file source's text: `read` is the last full read's, `baseline` the one
+/// [`Source::confirm_full_read`] kept (the last full run that finished planning). A clone
+/// starts empty: it has read nothing.
 #[derive(Debug, Default)]
-struct LastText(std::sync::Mutex<Option<[u8; 32]>>);
+struct LastText(std::sync::Mutex<Digests>);
+
+#[derive(Debug, Default)]
+struct Digests {
+    read: Option<[u8; 32]>,
+    baseline: Option<[u8; 32]>,
+}
 
 impl Clone for LastText {
     fn clone(&self) -> LastText {
@@ -731,10 +739,20 @@ impl Source {
                 skipped: dir.issues.len(),
             });
         }
-        if let (Some(d), Ok(mut last)) = (digest, self.full_read.0.lock()) {
-            *last = Some(d);
+        if let Ok(mut last) = self.full_read.0.lock() {
+            last.read = digest;
         }
         Ok(dir)
+    }
+
+    /// The last full read is the off-boarding poll's baseline now: the run that made it has
+    /// planned from it (called when the poll's snapshot is kept). Until then, and if that run
+    /// fails, the poll compares with the older baseline, so a file changed since then is
+    /// parsed.
+    pub fn confirm_full_read(&self) {
+        if let Ok(mut last) = self.full_read.0.lock() {
+            last.baseline = last.read;
+        }
     }
 
     /// A file source's text and where it comes from; `None` for LDAP.
@@ -776,9 +794,10 @@ impl Source {
 
     /// The off-boarding poll's light read: who is disabled among the people changed since
     /// `since` (LDAP `modifyTimestamp`), plus everyone `source.disabled_filter` matches. A file
-    /// source is read whole, and parsed only when its text differs from what the last full
-    /// read parsed (byte for byte, by SHA-256): the same text holds no new leaver, and parsing
-    /// 100k entries every poll is most of an idle daemon's CPU and heap churn.
+    /// source is read whole, and parsed only when its text differs from what the poll's
+    /// baseline was built from (byte for byte, by SHA-256; see [`Source::confirm_full_read`]):
+    /// the same text holds no new leaver, and parsing 100k entries every poll is most of an
+    /// idle daemon's CPU and heap churn.
     pub async fn read_leavers(
         &self,
         since: std::time::SystemTime,
@@ -794,7 +813,7 @@ impl Source {
                     .full_read
                     .0
                     .lock()
-                    .is_ok_and(|last| *last == Some(digest))
+                    .is_ok_and(|last| last.baseline == Some(digest))
                 {
                     return Ok(ldap::Leavers::default());
                 }
