@@ -12,7 +12,8 @@
 //!   block freed by another thread than the one that allocated it (a task that moved between
 //!   workers, a buffer filled on a blocking thread) is only taken back by its owner. Each worker
 //!   collects when it next parks ([`on_park`], the runtime's park hook), and `release` wakes the
-//!   workers so that they do.
+//!   workers so that they do (best effort: an empty task per worker, which tokio does not
+//!   promise to spread one to each).
 //! - The binary is built with mimalloc's `no_thp` feature: with transparent huge pages its 1 GiB
 //!   arena is backed in 2 MiB pages, and a few live blocks keep whole huge pages resident
 //!   (a 1,000-person daemon idled at 44 MiB instead of 22).
