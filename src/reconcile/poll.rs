@@ -226,10 +226,7 @@ fn may_be_news(
     settled: &HashSet<String>,
 ) -> bool {
     found
-        .disabled
-        .iter()
-        .map(|(_, dn, _)| dn)
-        .chain(&found.by_filter)
+        .dns()
         .any(|dn| parked.was_active(dn) && !settled.contains(dn.normalised()))
 }
 
@@ -492,10 +489,7 @@ impl Reconciler {
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if cur.snapshot.as_ref().map(Slot::generation) == Some(snapshot.generation) {
             let dns = found
-                .disabled
-                .iter()
-                .map(|(_, dn, _)| dn)
-                .chain(&found.by_filter)
+                .dns()
                 .map(|dn| dn.normalised())
                 .filter(|dn| !pending.contains(dn))
                 .map(str::to_owned);

@@ -706,6 +706,16 @@ pub struct Leavers {
     pub by_filter: Vec<Dn>,
 }
 
+impl Leavers {
+    /// Every DN found: the disabled entries', then the filter's.
+    pub fn dns(&self) -> impl Iterator<Item = &Dn> {
+        self.disabled
+            .iter()
+            .map(|(_, dn, _)| dn)
+            .chain(&self.by_filter)
+    }
+}
+
 /// `t` as an LDAP GeneralizedTime (`20261201135500Z`).
 pub fn generalized_time(t: std::time::SystemTime) -> String {
     let rfc = crate::time::format_rfc3339(t);
