@@ -549,7 +549,9 @@ async fn parking_removes_the_snapshots_of_processes_that_no_longer_run() {
     let stale = tmp.path().join("poll-snapshot-4294967.json");
     let stale_tmp = tmp.path().join("poll-snapshot-4294968.json.tmp");
     let other = tmp.path().join("poll-snapshot-notes.json");
-    for f in [&stale, &stale_tmp, &other] {
+    // pid 1 always runs: another daemon's file is not ours to remove.
+    let live = tmp.path().join("poll-snapshot-1.json");
+    for f in [&stale, &stale_tmp, &other, &live] {
         std::fs::write(f, "{}").expect("write");
     }
     full(&rec, true, true).await.expect("full run");
@@ -559,4 +561,5 @@ async fn parking_removes_the_snapshots_of_processes_that_no_longer_run() {
         "stale files removed"
     );
     assert!(other.exists(), "not a snapshot file: left alone");
+    assert!(live.exists(), "a running process's file: left alone");
 }

@@ -226,11 +226,9 @@ pub(super) fn park(snapshot: &Snapshot, dir: &Path) -> Result<Parked, SpillError
         // A dry-run daemon may not have made its state directory yet.
         std::fs::create_dir_all(dir)?;
         sweep(dir, pid);
-        // Created afresh, so that its mode is 0600 whatever a leftover had.
-        match std::fs::remove_file(&tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
+        // Created afresh, so that its mode is 0600 whatever a leftover had. A leftover that
+        // cannot be removed makes `create_new` below fail, which reports it.
+        let _ = std::fs::remove_file(&tmp);
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);
         #[cfg(unix)]
