@@ -17,6 +17,24 @@ pub struct Person {
     pub disabled: Option<String>,
     /// The directory's immutable id (`entryUUID`, AD `objectGUID`), when configured and present.
     pub stable_id: Option<String>,
+    /// The attributes attribute rules test (`[[groups.when]]`), names lower-cased; empty
+    /// without such rules.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "attributes_as_map"
+    )]
+    pub attributes: Vec<(String, Vec<String>)>,
+}
+
+impl Person {
+    /// The values of one attribute kept for the rules (the name compares case-insensitively).
+    pub fn attribute(&self, name: &str) -> &[String] {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+            .unwrap_or(&[])
+    }
 }
 
 /// A directory group with its members resolved through nesting, by account id.
@@ -49,6 +67,14 @@ pub struct Directory {
     /// people who left.
     pub unusable_emails: Vec<String>,
     pub issues: Vec<EntryIssue>,
+}
+
+/// `{"title": ["Engineer"]}`, in the order read.
+fn attributes_as_map<S: serde::Serializer>(
+    a: &[(String, Vec<String>)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(a.iter().map(|(k, v)| (k, v)))
 }
 
 /// JSON map keys must be strings; groups serialise as a list (each carries its DN).

@@ -28,6 +28,12 @@ pub enum MappingError {
         from: String,
         dns: String,
     },
+    #[error("groups[{rule}] ({group}): no person in the directory has attribute {attribute:?} (is it read? for HR sources map it in source.attributes); refusing to read the condition as matching nobody")]
+    MissingAttribute {
+        rule: usize,
+        group: String,
+        attribute: String,
+    },
 }
 
 /// A person we want in a group.
@@ -128,6 +134,9 @@ pub fn desired_groups(
                 }
             }
         }
+        if !rule.when.is_empty() {
+            add_attribute_members(dir, i, rule, &mut members)?;
+        }
         out.insert(
             rule.slug.clone(),
             DesiredGroup {
@@ -139,6 +148,56 @@ pub fn desired_groups(
         );
     }
     Ok(out)
+}
+
+/// The active people who meet a rule's attribute conditions join its members (the union with
+/// its directory groups). An attribute no person has at all is an error, as a missing
+/// directory group is: a renamed or unread attribute must not empty the group.
+fn add_attribute_members(
+    dir: &Directory,
+    i: usize,
+    rule: &GroupRule,
+    members: &mut BTreeMap<AccountId, Wanted>,
+) -> Result<(), MappingError> {
+    for c in &rule.when {
+        if !dir
+            .people
+            .values()
+            .any(|p| !p.attribute(&c.attribute).is_empty())
+        {
+            return Err(MappingError::MissingAttribute {
+                rule: i,
+                group: rule.name.clone(),
+                attribute: c.attribute.clone(),
+            });
+        }
+    }
+    let via = rule
+        .when
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(if rule.when_any { " or " } else { " and " });
+    let holds = |p: &crate::directory::Person, c: &crate::config::Condition| {
+        c.holds_for(p.attribute(&c.attribute).iter().map(String::as_str))
+    };
+    for (id, p) in &dir.people {
+        if p.disabled.is_some() {
+            continue;
+        }
+        let meets = if rule.when_any {
+            rule.when.iter().any(|c| holds(p, c))
+        } else {
+            rule.when.iter().all(|c| holds(p, c))
+        };
+        if meets {
+            members.entry(id.clone()).or_insert_with(|| Wanted {
+                display_name: p.display_name.clone(),
+                via: via.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Shell glob over a whole repository slug, case-sensitive: `*` any run, `?` one character,
@@ -863,6 +922,8 @@ member: uid=ann,dc=x
             name: "Developers".into(),
             slug: GroupSlug::from_name("Developers"),
             from: vec![from.into()],
+            when: Vec::new(),
+            when_any: false,
             create: true,
         }
     }

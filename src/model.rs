@@ -313,6 +313,57 @@ pub struct Repo {
     pub project: Option<ProjectKey>,
 }
 
+/// An email address as people compare them: trimmed, and equal whatever the case (Bitbucket,
+/// the Admin API and HR systems each spell addresses their own way). The spelling as read is
+/// kept for messages.
+#[derive(Clone, Debug)]
+pub struct Email {
+    raw: String,
+    folded: String,
+}
+
+impl Email {
+    pub fn new(raw: &str) -> Email {
+        let raw = raw.trim().to_owned();
+        let folded = raw.to_lowercase();
+        Email { raw, folded }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+    /// The lower-cased form, the one that compares.
+    pub fn folded(&self) -> &str {
+        &self.folded
+    }
+}
+
+impl PartialEq for Email {
+    fn eq(&self, other: &Self) -> bool {
+        self.folded == other.folded
+    }
+}
+impl Eq for Email {}
+impl std::hash::Hash for Email {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.folded.hash(h);
+    }
+}
+impl PartialOrd for Email {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Email {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.folded.cmp(&other.folded)
+    }
+}
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
 /// An LDAP distinguished name, normalised for comparison: attribute types lower-cased, spaces
 /// around `,` and `=` removed, values compared case-insensitively (directories treat `cn` and
 /// `ou` values case-insensitively). The original spelling is kept for messages.

@@ -29,7 +29,8 @@ pub use daemon::{
 pub use paths::CREDENTIALS_DIRECTORY;
 pub use scope::{Offboarding, Scope};
 pub use source::{
-    is_valid_ldap_filter, LdapSettings, Schema, SearchScope, SearchSettings, SourceSettings,
+    is_valid_ldap_filter, CsvSettings, HrFields, HrSettings, LdapSettings, Schema, SearchScope,
+    SearchSettings, SourceSettings, StatusMap,
 };
 
 use crate::family::{ApiFamily, CredentialKind};
@@ -179,15 +180,74 @@ pub struct BitbucketConfig {
     pub families: BTreeMap<ApiFamily, String>,
 }
 
-/// Bitbucket group fed from directory groups.
+/// Bitbucket group fed from directory groups and/or people's attributes.
 #[derive(Clone, Debug)]
 pub struct GroupRule {
     pub name: String,
     pub slug: GroupSlug,
     /// Directory groups (by `cn` or full DN) whose members, together, make up this group.
     pub from: Vec<String>,
+    /// Attribute conditions (`[[groups.when]]`): people who meet them are members too (the
+    /// union with `from`). Empty: no attribute rule.
+    pub when: Vec<Condition>,
+    /// Whether one condition of `when` is enough (`match = "any"`) or all must hold (the
+    /// default, `match = "all"`).
+    pub when_any: bool,
     /// Create the Bitbucket group when it does not exist (default false).
     pub create: bool,
+}
+
+/// One attribute condition of a group rule: the person's attribute (any of its values,
+/// trimmed) equals a value, is one of several, or matches a regular expression.
+#[derive(Clone, Debug)]
+pub struct Condition {
+    /// The attribute name as written (`department`); compared case-insensitively.
+    pub attribute: String,
+    pub test: AttributeTest,
+}
+
+#[derive(Clone, Debug)]
+pub enum AttributeTest {
+    /// Case-insensitive equality (as LDAP's caseIgnoreMatch compares `department`, `title`);
+    /// held trimmed and lower-cased.
+    Equals(String),
+    /// Case-insensitive equality with any of these (held trimmed and lower-cased).
+    OneOf(Vec<String>),
+    /// The regular expression finds a match in the value (anchor it with `^...$` for the
+    /// whole value; `(?i)` for case-insensitive).
+    Matches(regex::Regex),
+}
+
+impl Condition {
+    /// Whether any of these values meets the condition.
+    pub fn holds_for<'a>(&self, mut values: impl Iterator<Item = &'a str>) -> bool {
+        match &self.test {
+            AttributeTest::Equals(want) => values.any(|v| folded_eq(v, want)),
+            AttributeTest::OneOf(wants) => values.any(|v| wants.iter().any(|w| folded_eq(v, w))),
+            AttributeTest::Matches(re) => values.any(|v| re.is_match(v.trim())),
+        }
+    }
+}
+
+/// `value` (trimmed) equals `lower` (already trimmed and lower-cased), ignoring case.
+fn folded_eq(value: &str, lower: &str) -> bool {
+    let v = value.trim();
+    if v.is_ascii() {
+        v.eq_ignore_ascii_case(lower)
+    } else {
+        v.to_lowercase() == lower
+    }
+}
+
+impl std::fmt::Display for Condition {
+    /// `department = "Engineering"`, `location in ["Berlin", "Munich"]`, `title ~ /(?i)contractor/`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.test {
+            AttributeTest::Equals(v) => write!(f, "{} = {v:?}", self.attribute),
+            AttributeTest::OneOf(vs) => write!(f, "{} in {vs:?}", self.attribute),
+            AttributeTest::Matches(re) => write!(f, "{} ~ /{}/", self.attribute, re.as_str()),
+        }
+    }
 }
 
 /// Which repositories a grant covers: the union of its selectors.
@@ -466,6 +526,9 @@ fn validate(tree: Table<RawConfig>, origin: String, paths: &Paths) -> Result<Con
     let directory = source::validate_directory(directory, &mut p);
     let source = source::validate_source(source, paths, &mut p);
     let groups = rules::validate_groups(groups, &mut p);
+    let mut directory = directory;
+    directory.person_attributes = rules::attributes_read(&groups);
+    source::check_rule_attributes(&source, &groups, &mut p);
     let grants = rules::validate_grants(grants, &mut p);
     let project_grants = rules::validate_project_grants(project_grants, &mut p);
     if groups.is_empty() && grants.is_empty() && project_grants.is_empty() {
@@ -1168,10 +1231,10 @@ permission = "owner"
         assert_eq!(c.mode, Mode::Apply);
         assert_eq!(c.grants[0].permission, Permission::Write);
         assert_eq!(c.bitbucket.grant_writes, GrantWrites::GroupPrivileges);
-        let problems = problems_of(&GOOD.replace("kind = \"ldif\"", "kind = \"csv\""));
+        let problems = problems_of(&GOOD.replace("kind = \"ldif\"", "kind = \"xlsx\""));
         assert_eq!(
             problems,
-            ["source.kind: \"csv\" is not one of \"ldif\", \"ldap\""]
+            ["source.kind: \"xlsx\" is not one of \"ldif\", \"ldap\", \"csv\""]
         );
     }
 

@@ -1,7 +1,7 @@
 //! `[[groups]]` and `[[grants]]`: what bbsync manages.
 
 use super::raw::{Field, Problems, RawTable, Table, Word};
-use super::{GrantRule, GroupRule, ProjectGrantRule};
+use super::{AttributeTest, Condition, GrantRule, GroupRule, ProjectGrantRule};
 use crate::model::{GroupSlug, Permission, ProjectKey, ProjectPermission};
 use serde::Deserialize;
 
@@ -13,12 +13,138 @@ pub(super) struct RawGroupRule {
     name: Field<String>,
     /// Directory groups (by `cn` or full DN) whose members, together, make up the group.
     from: Field<Vec<String>>,
+    /// Attribute conditions: people who meet them are members too.
+    when: Field<Vec<Table<RawCondition>>>,
+    /// `all` (default): every condition of `when` must hold; `any`: one is enough.
+    #[serde(rename = "match")]
+    match_: Field<Word<Match>>,
     /// Create the Bitbucket group when it does not exist; default false (a typo in a name
     /// must not create a group).
     create: Field<bool>,
 }
 
 impl RawTable for RawGroupRule {}
+
+/// How the conditions of one `when` list combine.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Match {
+    All,
+    Any,
+}
+
+/// One `[[groups.when]]` condition as written: an attribute and exactly one test.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawCondition {
+    /// The person attribute (`department`, `title`; an LDAP attribute, or a name mapped in
+    /// `source.attributes` for HR sources).
+    attribute: Field<String>,
+    /// Equal to this value (case-insensitive).
+    equals: Field<String>,
+    /// Equal to one of these values (case-insensitive).
+    one_of: Field<Vec<String>>,
+    /// Matches this regular expression (Rust `regex` syntax; `(?i)` ignores case).
+    matches: Field<String>,
+}
+
+impl RawTable for RawCondition {}
+
+/// Attribute names read from people because a rule tests them, lower-cased, sorted, once each.
+pub(super) fn attributes_read(groups: &[GroupRule]) -> Vec<String> {
+    let mut a: Vec<String> = groups
+        .iter()
+        .flat_map(|g| g.when.iter().map(|c| c.attribute.to_ascii_lowercase()))
+        .collect();
+    a.sort();
+    a.dedup();
+    a
+}
+
+/// `groups[i].when`.
+fn validate_conditions(
+    key: &str,
+    raw: Field<Vec<Table<RawCondition>>>,
+    p: &mut Problems,
+) -> Vec<Condition> {
+    let mut out = Vec::new();
+    for (j, table) in raw.get(key, p).unwrap_or_default().into_iter().enumerate() {
+        let key = format!("{key}[{j}]");
+        let Some(RawCondition {
+            attribute,
+            equals,
+            one_of,
+            matches,
+        }) = table.read(&key, p)
+        else {
+            continue;
+        };
+        let attr_key = format!("{key}.attribute");
+        let attribute = attribute.text(&attr_key, p);
+        if attribute.is_none() && !p.any_under(&attr_key) {
+            p.required(
+                attr_key.clone(),
+                "(the person attribute the condition tests)",
+            );
+        }
+        if let Some(a) = &attribute {
+            if !a
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ';'))
+            {
+                p.push(
+                    attr_key,
+                    format!("{a:?} is not an attribute name (letters, digits, - _ . ;)"),
+                );
+            }
+        }
+        let lower = |v: String| v.trim().to_lowercase();
+        let mut tests = Vec::new();
+        if let Some(v) = equals.get(&format!("{key}.equals"), p) {
+            tests.push(AttributeTest::Equals(lower(v)));
+        }
+        if let Some(vs) = one_of.get(&format!("{key}.one_of"), p) {
+            if vs.is_empty() {
+                p.push(format!("{key}.one_of"), "list at least one value");
+            }
+            tests.push(AttributeTest::OneOf(vs.into_iter().map(lower).collect()));
+        }
+        let re_key = format!("{key}.matches");
+        if let Some(re) = matches.get(&re_key, p) {
+            match regex::Regex::new(&re) {
+                Ok(re) => tests.push(AttributeTest::Matches(re)),
+                Err(e) => {
+                    // The parser's message spans lines (the pattern, a caret, the error):
+                    // its last line says what is wrong.
+                    let text = e.to_string();
+                    let why = text
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                        .trim_start_matches("error: ");
+                    p.push(re_key, format!("not a valid regular expression: {why}"));
+                    continue;
+                }
+            }
+        }
+        match (tests.len(), attribute) {
+            (1, Some(attribute)) => out.push(Condition {
+                attribute,
+                test: tests.remove(0),
+            }),
+            (0, _) if !p.any_under(&key) => p.say(
+                key.clone(),
+                format!("{key}: give one of equals, one_of or matches"),
+            ),
+            (n, _) if n > 1 => p.say(
+                key.clone(),
+                format!("{key}: give only one of equals, one_of or matches (split the condition into two)"),
+            ),
+            _ => {}
+        }
+    }
+    out
+}
 
 /// One `[[grants]]` entry as written.
 #[derive(Deserialize, Default)]
@@ -65,7 +191,14 @@ pub(super) fn validate_groups(
         .enumerate()
     {
         let key = format!("groups[{i}]");
-        let Some(RawGroupRule { name, from, create }) = table.read(&key, p) else {
+        let Some(RawGroupRule {
+            name,
+            from,
+            when,
+            match_,
+            create,
+        }) = table.read(&key, p)
+        else {
             continue;
         };
         let name_key = format!("{key}.name");
@@ -77,6 +210,21 @@ pub(super) fn validate_groups(
             .into_iter()
             .filter_map(|s| super::raw::non_empty(Some(s)))
             .collect();
+        let when_key = format!("{key}.when");
+        let when_written = when.is_written();
+        let when = validate_conditions(&when_key, when, p);
+        let when_any = match match_.word(&format!("{key}.match"), p) {
+            Some(m) => {
+                if !when_written {
+                    p.push(
+                        format!("{key}.match"),
+                        "applies to the conditions of groups.when, and there are none",
+                    );
+                }
+                m == Match::Any
+            }
+            None => false,
+        };
         let create = create.get(&format!("{key}.create"), p).unwrap_or(false);
         let Some(name) = name else {
             if !p.any_under(&name_key) {
@@ -84,11 +232,11 @@ pub(super) fn validate_groups(
             }
             continue;
         };
-        if from.is_empty() && !p.any_under(&from_key) {
+        if from.is_empty() && !when_written && !p.any_under(&from_key) {
             p.push(
                 from_key,
                 format!(
-                    "list the directory group(s) (cn or DN) that feed Bitbucket group {name:?}"
+                    "list the directory group(s) (cn or DN) that feed Bitbucket group {name:?}, or give attribute conditions in [[{key}.when]]"
                 ),
             );
         }
@@ -103,6 +251,8 @@ pub(super) fn validate_groups(
             name,
             slug,
             from,
+            when,
+            when_any,
             create,
         });
     }

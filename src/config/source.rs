@@ -31,6 +31,10 @@ pub struct Schema {
     pub ppolicy_locked: bool,
     /// Immutable id attribute, kept for reports (`entryUUID`, AD `objectGUID`).
     pub stable_id_attribute: Option<String>,
+    /// Attributes kept on each person because an attribute rule (`[[groups.when]]`) tests
+    /// them; lower-cased. Filled in from the rules, not written in `[directory]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub person_attributes: Vec<String>,
 }
 
 impl Default for Schema {
@@ -52,6 +56,7 @@ impl Default for Schema {
             ad_user_account_control: true,
             ppolicy_locked: true,
             stable_id_attribute: Some("entryUUID".into()),
+            person_attributes: Vec::new(),
         }
     }
 }
@@ -65,6 +70,58 @@ pub enum SourceSettings {
     LdifText { name: String, text: String },
     /// A live LDAP / Active Directory server.
     Ldap(Box<LdapSettings>),
+    /// An HR export as CSV, re-read on every run.
+    Csv(Box<CsvSettings>),
+}
+
+/// `kind = "csv"`.
+#[derive(Clone, Debug)]
+pub struct CsvSettings {
+    pub path: PathBuf,
+    /// The field separator (one ASCII character; default `,`).
+    pub delimiter: u8,
+    pub hr: HrSettings,
+}
+
+/// What every HR source shares: which field holds what, how statuses read, and the guards.
+#[derive(Clone, Debug)]
+pub struct HrSettings {
+    pub fields: HrFields,
+    pub status: StatusMap,
+    /// More than this fraction of records without a required field fails the read.
+    pub max_missing_ratio: f64,
+    /// A CSV of `email,account_id` for records without an account id.
+    pub identity_file: Option<PathBuf>,
+}
+
+/// The source's name for each field: a CSV column header (compared case-insensitively) or,
+/// for JSON sources, a JSON pointer (`/workEmail`).
+#[derive(Clone, Debug, Default)]
+pub struct HrFields {
+    pub stable_id: String,
+    pub email: Option<String>,
+    pub account_id: Option<String>,
+    pub display_name: Option<String>,
+    pub status: Option<String>,
+    pub termination_date: Option<String>,
+    /// (attribute name as rules use it, lower-cased; the source's field).
+    pub attributes: Vec<(String, String)>,
+}
+
+/// Employment statuses (trimmed, lower-cased) read as active and as left.
+#[derive(Clone, Debug)]
+pub struct StatusMap {
+    pub active: Vec<String>,
+    pub leaver: Vec<String>,
+}
+
+impl Default for StatusMap {
+    fn default() -> Self {
+        StatusMap {
+            active: vec!["active".into(), "on leave".into(), "on_leave".into()],
+            leaver: vec!["terminated".into(), "inactive".into()],
+        }
+    }
 }
 
 /// Search depth below a base DN.
@@ -202,13 +259,63 @@ pub(super) enum RawSource {
     Ldif(RawLdif),
     /// A live LDAP / Active Directory server.
     Ldap(Box<RawLdap>),
+    /// An HR export as CSV.
+    Csv(Box<RawCsv>),
 }
 
 impl RawTable for RawSource {
     fn kinds() -> Vec<(&'static str, &'static [&'static str])> {
-        vec![("ldif", keys::<RawLdif>()), ("ldap", keys::<RawLdap>())]
+        vec![
+            ("ldif", keys::<RawLdif>()),
+            ("ldap", keys::<RawLdap>()),
+            ("csv", keys::<RawCsv>()),
+        ]
     }
 }
+
+/// `kind = "csv"`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawCsv {
+    /// The CSV file (header row first), relative to the configuration file.
+    path: Field<PathBuf>,
+    /// One ASCII character; default `,`.
+    delimiter: Field<String>,
+    /// Column headers of the fields.
+    fields: Table<RawHrFields>,
+    /// Attribute name (as `[[groups.when]]` uses it) -> column header.
+    attributes: Field<std::collections::BTreeMap<String, String>>,
+    /// Statuses read as active and as left.
+    status: Table<RawStatus>,
+    /// Fraction of records that may lack a required field; default 0.01.
+    max_missing_ratio: Field<f64>,
+    /// CSV of `email,account_id` for records without an account id.
+    identity_file: Field<PathBuf>,
+}
+
+/// `[source.fields]`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawHrFields {
+    stable_id: Field<String>,
+    email: Field<String>,
+    account_id: Field<String>,
+    display_name: Field<String>,
+    status: Field<String>,
+    termination_date: Field<String>,
+}
+
+impl RawTable for RawHrFields {}
+
+/// `[source.status]`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawStatus {
+    active: Field<Vec<String>>,
+    leaver: Field<Vec<String>>,
+}
+
+impl RawTable for RawStatus {}
 
 /// `kind = "ldif"`.
 #[derive(Deserialize, Default)]
@@ -326,7 +433,235 @@ pub(super) fn validate_source(
             Some(l) => SourceSettings::Ldap(Box::new(l)),
             None => placeholder(),
         },
+        Some(RawSource::Csv(c)) => match validate_csv(*c, paths, p) {
+            Some(c) => SourceSettings::Csv(Box::new(c)),
+            None => placeholder(),
+        },
         None => placeholder(),
+    }
+}
+
+fn validate_csv(raw: RawCsv, paths: &Paths, p: &mut Problems) -> Option<CsvSettings> {
+    let RawCsv {
+        path,
+        delimiter,
+        fields,
+        attributes,
+        status,
+        max_missing_ratio,
+        identity_file,
+    } = raw;
+    let before = p.len();
+    let path = path.get("source.path", p);
+    if path.is_none() && !p.any_under("source.path") {
+        p.required("source.path", "for kind \"csv\"");
+    }
+    let delimiter = match delimiter.get("source.delimiter", p) {
+        None => b',',
+        Some(d) if d.len() == 1 && d.is_ascii() && d != "\"" => d.as_bytes()[0],
+        Some(d) => {
+            p.push(
+                "source.delimiter",
+                format!("{d:?} is not one ASCII character (other than a quote)"),
+            );
+            b','
+        }
+    };
+    let hr = validate_hr(
+        "csv",
+        HrKeys {
+            fields,
+            attributes,
+            status,
+            max_missing_ratio,
+            identity_file,
+        },
+        |key, v: &str, p: &mut Problems| {
+            if v.trim().is_empty() {
+                p.push(key, "an empty column header");
+            }
+        },
+        paths,
+        p,
+    );
+    (p.len() == before).then_some(CsvSettings {
+        path: paths.resolve(path?),
+        delimiter,
+        hr,
+    })
+}
+
+/// HR sources carry only the attributes mapped in `source.attributes`: a rule testing another
+/// one could never match anybody.
+pub(super) fn check_rule_attributes(
+    source: &SourceSettings,
+    groups: &[super::GroupRule],
+    p: &mut Problems,
+) {
+    let (kind, hr) = match source {
+        SourceSettings::Csv(c) => ("csv", &c.hr),
+        _ => return,
+    };
+    for (i, g) in groups.iter().enumerate() {
+        for (j, c) in g.when.iter().enumerate() {
+            if !hr
+                .fields
+                .attributes
+                .iter()
+                .any(|(a, _)| a.eq_ignore_ascii_case(&c.attribute))
+            {
+                p.push(
+                    format!("groups[{i}].when[{j}].attribute"),
+                    format!(
+                        "{:?} is not mapped in source.attributes (kind {kind:?} reads only the attributes mapped there)",
+                        c.attribute
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The keys every HR source kind has.
+struct HrKeys {
+    fields: Table<RawHrFields>,
+    attributes: Field<std::collections::BTreeMap<String, String>>,
+    status: Table<RawStatus>,
+    max_missing_ratio: Field<f64>,
+    identity_file: Field<PathBuf>,
+}
+
+/// `[source.fields]`, `[source.attributes]`, `[source.status]` and the guards; `field_ok`
+/// checks one field name (a column header, a JSON pointer).
+fn validate_hr(
+    kind: &str,
+    keys: HrKeys,
+    field_ok: impl Fn(&str, &str, &mut Problems),
+    paths: &Paths,
+    p: &mut Problems,
+) -> HrSettings {
+    let HrKeys {
+        fields,
+        attributes,
+        status,
+        max_missing_ratio,
+        identity_file,
+    } = keys;
+    let RawHrFields {
+        stable_id,
+        email,
+        account_id,
+        display_name,
+        status: status_field,
+        termination_date,
+    } = fields
+        .or_empty()
+        .read("source.fields", p)
+        .unwrap_or_default();
+    let mut field = |name: &str, v: Field<String>| {
+        let key = format!("source.fields.{name}");
+        let v = v.get(&key, p)?;
+        field_ok(&key, &v, p);
+        Some(v.trim().to_owned())
+    };
+    let stable_id = field("stable_id", stable_id);
+    let email = field("email", email);
+    let account_id = field("account_id", account_id);
+    let display_name = field("display_name", display_name);
+    let status_field = field("status", status_field);
+    let termination_date = field("termination_date", termination_date);
+    if stable_id.is_none() && !p.any_under("source.fields.stable_id") {
+        p.required(
+            "source.fields.stable_id",
+            &format!("for kind {kind:?} (the field holding each person's immutable HR id)"),
+        );
+    }
+    let unwritten = |p: &Problems, names: &[&str]| {
+        names
+            .iter()
+            .all(|n| !p.any_under(&format!("source.fields.{n}")))
+    };
+    if email.is_none() && account_id.is_none() && unwritten(p, &["email", "account_id"]) {
+        p.say(
+            "source.fields.email",
+            "source.fields: map email or account_id (or both): people are matched to Bitbucket accounts by one of them",
+        );
+    }
+    if status_field.is_none()
+        && termination_date.is_none()
+        && unwritten(p, &["status", "termination_date"])
+    {
+        p.say(
+            "source.fields.status",
+            "source.fields: map status or termination_date (or both): without them no one could ever be read as having left",
+        );
+    }
+    let mut attrs = Vec::new();
+    for (name, v) in attributes.get("source.attributes", p).unwrap_or_default() {
+        let key = format!("source.attributes.{name}");
+        field_ok(&key, &v, p);
+        attrs.push((name.to_ascii_lowercase(), v.trim().to_owned()));
+    }
+    let RawStatus { active, leaver } = status
+        .or_empty()
+        .read("source.status", p)
+        .unwrap_or_default();
+    let defaults = StatusMap::default();
+    let words = |key: &str, v: Field<Vec<String>>, default: Vec<String>, p: &mut Problems| match v
+        .get(key, p)
+    {
+        None => default,
+        Some(v) => v
+            .into_iter()
+            .map(|w| w.trim().to_lowercase())
+            .filter(|w| !w.is_empty())
+            .collect(),
+    };
+    let status_map = StatusMap {
+        active: words("source.status.active", active, defaults.active, p),
+        leaver: words("source.status.leaver", leaver, defaults.leaver, p),
+    };
+    if let Some(both) = status_map
+        .active
+        .iter()
+        .find(|w| status_map.leaver.contains(w))
+    {
+        p.say(
+            "source.status",
+            format!("source.status: {both:?} is listed both as active and as leaver"),
+        );
+    }
+    if status_field.is_some() && status_map.leaver.is_empty() {
+        p.say(
+            "source.status.leaver",
+            "source.status.leaver is empty: no status would ever read as having left",
+        );
+    }
+    let max_missing_ratio = max_missing_ratio
+        .get("source.max_missing_ratio", p)
+        .unwrap_or(0.01);
+    if !(0.0..=1.0).contains(&max_missing_ratio) {
+        p.push(
+            "source.max_missing_ratio",
+            format!("{max_missing_ratio} is not a fraction between 0 and 1"),
+        );
+    }
+    let identity_file = identity_file
+        .get("source.identity_file", p)
+        .map(|f| paths.resolve(f));
+    HrSettings {
+        fields: HrFields {
+            stable_id: stable_id.unwrap_or_default(),
+            email,
+            account_id,
+            display_name,
+            status: status_field,
+            termination_date,
+            attributes: attrs,
+        },
+        status: status_map,
+        max_missing_ratio,
+        identity_file,
     }
 }
 
@@ -586,6 +921,7 @@ pub(super) fn validate_directory(raw: Table<RawDirectory>, p: &mut Problems) -> 
             .get("directory.ppolicy_locked", p)
             .unwrap_or(true),
         stable_id_attribute,
+        person_attributes: Vec::new(),
     }
 }
 

@@ -236,6 +236,7 @@ impl LdapSource {
         }
         a.extend(s.disabled_attribute.clone());
         a.extend(s.stable_id_attribute.clone());
+        a.extend(s.person_attributes.iter().cloned());
         a.sort();
         a.dedup();
         a

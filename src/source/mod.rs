@@ -8,6 +8,8 @@
 //! Fail closed: a source either returns a complete entry set or an error. Bad *entries* are
 //! skipped and reported; they never change anyone else's result.
 
+pub mod csv_file;
+pub mod hr;
 pub mod ldap;
 pub mod ldif;
 
@@ -40,6 +42,8 @@ pub enum SourceError {
     Empty { origin: String },
     #[error("{origin}: entries were read but no person is usable ({skipped} entries skipped; check [directory] account_id_attribute); refusing to treat that as 'everyone left'")]
     NoUsablePerson { origin: String, skipped: usize },
+    #[error("{origin}: {message}")]
+    Hr { origin: String, message: String },
     #[error("LDAP {url}: {stage}: {message}")]
     Ldap {
         url: String,
@@ -57,6 +61,7 @@ impl SourceError {
             SourceError::Empty { .. } => "empty",
             SourceError::NoUsablePerson { .. } => "no_usable_person",
             SourceError::Ldap { .. } => "ldap",
+            SourceError::Hr { .. } => "hr",
         }
     }
 }
@@ -358,7 +363,28 @@ impl<'s> Resolver<'s> {
     }
 
     /// One person entry.
-    pub fn add_person(&mut self, mut e: Entry) {
+    pub fn add_person(&mut self, e: Entry) {
+        let schema = self.schema;
+        // Moved out for the call (not cloned: this runs for each of 100k people).
+        let a_disabled = self.a_disabled.take();
+        self.add_person_with(e, |e| disabled_reason(e, schema, a_disabled.as_deref()));
+        self.a_disabled = a_disabled;
+    }
+
+    /// A record that could not become a person entry (an HR record without a stable id or
+    /// with an unreadable status): reported, and its email freezes that workspace member.
+    pub fn add_issue(&mut self, issue: EntryIssue, email: Option<String>) {
+        self.dir.issues.push(issue);
+        self.dir.unusable_emails.extend(email);
+    }
+
+    /// One person entry whose disabled reason `disabled` decides (HR records carry their
+    /// status; LDAP entries their flags).
+    pub fn add_person_with(
+        &mut self,
+        mut e: Entry,
+        disabled: impl FnOnce(&Entry) -> Option<String>,
+    ) {
         let schema = self.schema;
         let dir = &mut self.dir;
         let issue = |p: String| EntryIssue {
@@ -419,6 +445,15 @@ impl<'s> Resolver<'s> {
             dir.frozen.insert(id);
             return;
         }
+        // Copied, not taken: a rule may test an attribute the resolver reads too (`uid`, `cn`).
+        let attributes = schema
+            .person_attributes
+            .iter()
+            .filter_map(|a| {
+                let values = e.get(a);
+                (!values.is_empty()).then(|| (a.clone(), values.to_vec()))
+            })
+            .collect();
         let idx = u32::try_from(self.people.len()).unwrap_or(u32::MAX);
         self.by_id.insert(id.clone(), idx);
         self.by_dn.insert(e.dn.normalised().to_owned(), idx);
@@ -429,15 +464,18 @@ impl<'s> Resolver<'s> {
         if !groups_of.is_empty() {
             self.member_of.push((idx, groups_of));
         }
-        let disabled = disabled_reason(&e, schema, self.a_disabled.as_deref());
+        let disabled = disabled(&e);
         let display_name = e
             .take_first(&self.a_name)
             .unwrap_or_else(|| e.dn.first_value().to_owned());
+        let stable_id = self.a_stable.as_deref().and_then(|a| e.take_first(a));
+        let email = e.take_first(&self.a_mail);
         self.people.push(Some(Person {
             display_name,
-            email: e.take_first(&self.a_mail),
+            email,
             disabled,
-            stable_id: self.a_stable.as_deref().and_then(|a| e.take_first(a)),
+            stable_id,
+            attributes,
             account_id: id,
             dn: e.dn,
         }));
@@ -697,6 +735,7 @@ enum Kind {
     LdifFile(PathBuf),
     LdifText { name: String, text: String },
     Ldap(Box<ldap::LdapSource>),
+    Csv(Box<crate::config::CsvSettings>),
 }
 
 impl Source {
@@ -711,10 +750,24 @@ impl Source {
                 (**l).clone(),
                 schema.clone(),
             ))),
+            SourceSettings::Csv(c) => Kind::Csv(c.clone()),
+        };
+        let schema = match &kind {
+            // HR records are read as entries with fixed internal attribute names.
+            // Every mapped attribute is kept (not only those the rules test): `bbsync source`
+            // shows what the export said.
+            Kind::Csv(c) => {
+                let mut attrs = schema.person_attributes.clone();
+                attrs.extend(c.hr.fields.attributes.iter().map(|(a, _)| a.clone()));
+                attrs.sort();
+                attrs.dedup();
+                hr::schema(&attrs)
+            }
+            _ => schema.clone(),
         };
         Source {
             kind,
-            schema: schema.clone(),
+            schema,
             full_read: LastText::default(),
         }
     }
@@ -770,6 +823,16 @@ impl Source {
                 (path.display().to_string(), text)
             }
             Kind::LdifText { name, text } => (name.clone(), text.clone()),
+            Kind::Csv(c) => {
+                let text =
+                    tokio::fs::read_to_string(&c.path)
+                        .await
+                        .map_err(|source| SourceError::Io {
+                            path: c.path.clone(),
+                            source,
+                        })?;
+                (c.path.display().to_string(), text)
+            }
         }))
     }
 
@@ -785,6 +848,27 @@ impl Source {
     }
 
     fn parse_text(&self, text: &str, origin: String) -> Result<Directory, SourceError> {
+        if let Kind::Csv(c) = &self.kind {
+            let records = csv_file::parse(text, c, &origin)?;
+            let identities = match &c.hr.identity_file {
+                None => hr::IdentityMap::default(),
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).map_err(|source| SourceError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    hr::IdentityMap::parse(&text, &path.display().to_string())?
+                }
+            };
+            return hr::resolve_records(
+                records,
+                &c.hr,
+                &identities,
+                &self.schema,
+                &origin,
+                std::time::SystemTime::now(),
+            );
+        }
         let entries = ldif::parse(text, &origin)?;
         if entries.is_empty() {
             return Err(SourceError::Empty { origin });
@@ -809,11 +893,15 @@ impl Source {
                     unreachable!("file_text is None only for LDAP")
                 };
                 let digest = text_digest(&text);
-                if self
-                    .full_read
-                    .0
-                    .lock()
-                    .is_ok_and(|last| last.baseline == Some(digest))
+                // An HR export's same text can hold a new leaver: a termination date passes
+                // with time, not with an edit.
+                let dated = matches!(self.kind, Kind::Csv(_));
+                if !dated
+                    && self
+                        .full_read
+                        .0
+                        .lock()
+                        .is_ok_and(|last| last.baseline == Some(digest))
                 {
                     return Ok(ldap::Leavers::default());
                 }
@@ -845,6 +933,7 @@ impl Source {
             Kind::LdifFile(path) => format!("LDIF file {}", path.display()),
             Kind::LdifText { name, .. } => format!("LDIF {name}"),
             Kind::Ldap(l) => format!("LDAP {}", l.cfg.url),
+            Kind::Csv(c) => format!("CSV file {}", c.path.display()),
         }
     }
 }
