@@ -29,8 +29,8 @@ pub use daemon::{
 pub use paths::CREDENTIALS_DIRECTORY;
 pub use scope::{Offboarding, Scope};
 pub use source::{
-    is_valid_ldap_filter, CsvSettings, HrFields, HrSettings, LdapSettings, Schema, SearchScope,
-    SearchSettings, SourceSettings, StatusMap,
+    is_valid_ldap_filter, CsvSettings, HrAuth, HrFields, HrHttpSettings, HrSettings, LdapSettings,
+    Pagination, Schema, SearchScope, SearchSettings, SourceSettings, StatusMap,
 };
 
 use crate::family::{ApiFamily, CredentialKind};

@@ -72,6 +72,63 @@ pub enum SourceSettings {
     Ldap(Box<LdapSettings>),
     /// An HR export as CSV, re-read on every run.
     Csv(Box<CsvSettings>),
+    /// An HR system's JSON API over HTTP(S).
+    HrHttp(Box<HrHttpSettings>),
+}
+
+/// `kind = "hr_http"`.
+#[derive(Clone, Debug)]
+pub struct HrHttpSettings {
+    /// The first page (`http://` or `https://`).
+    pub url: String,
+    pub auth: HrAuth,
+    /// JSON pointer to the array of records in each page's body; `""` for a body that is the
+    /// array itself.
+    pub records: String,
+    pub pagination: Pagination,
+    /// Limit for each request (connect, answer and body).
+    pub timeout: Duration,
+    /// Limit for the whole read.
+    pub read_timeout: Duration,
+    /// Retries of a request answered 5xx or 429, or cut off (default 3).
+    pub max_retries: u32,
+    /// More pages than this fails the read (a page sequence that never ends).
+    pub max_pages: usize,
+    pub hr: HrSettings,
+}
+
+#[derive(Clone, Debug)]
+pub enum HrAuth {
+    None,
+    Bearer(Secret),
+    Basic { username: String, password: Secret },
+}
+
+/// How an HR API's pages follow each other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pagination {
+    /// One answer holds every record.
+    None,
+    /// The body holds the next page's URL (absolute or relative) at this JSON pointer; absent,
+    /// null or empty on the last page.
+    NextUrl { pointer: String },
+    /// `?{param}=1,2,...` (from `first`), with `{size_param}={size}` when set; a page with fewer
+    /// than `size` records is the last.
+    Page {
+        param: String,
+        size_param: Option<String>,
+        size: usize,
+        first: u64,
+    },
+    /// `?{param}=0,size,2*size,...&{limit_param}={size}`; a page with fewer than `size`
+    /// records is the last.
+    Offset {
+        param: String,
+        limit_param: String,
+        size: usize,
+    },
+    /// RFC 8288 `Link: <url>; rel="next"` headers.
+    Link,
 }
 
 /// `kind = "csv"`.
@@ -261,6 +318,67 @@ pub(super) enum RawSource {
     Ldap(Box<RawLdap>),
     /// An HR export as CSV.
     Csv(Box<RawCsv>),
+    /// An HR system's JSON API.
+    #[serde(rename = "hr_http")]
+    HrHttp(Box<RawHrHttp>),
+}
+
+/// `kind = "hr_http"`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawHrHttp {
+    /// The first page's URL.
+    url: Field<String>,
+    /// Bearer token (or `token_file`).
+    token: Field<String>,
+    token_file: Field<PathBuf>,
+    /// Basic auth user name (with `password` or `password_file`).
+    username: Field<String>,
+    password: Field<String>,
+    password_file: Field<PathBuf>,
+    /// JSON pointer to the records array; default `""` (the body is the array).
+    records: Field<String>,
+    /// `none` (default), `next_url`, `page`, `offset` or `link`.
+    pagination: Field<Word<PaginationKind>>,
+    /// `next_url`: the pointer to the next URL; default `/next`.
+    next_pointer: Field<String>,
+    /// `page`: the page number parameter; default `page`.
+    page_param: Field<String>,
+    /// `page`: the page size parameter (none by default).
+    page_size_param: Field<String>,
+    /// `page`: the first page's number; default 1.
+    first_page: Field<u64>,
+    /// `offset`: the offset parameter; default `offset`.
+    offset_param: Field<String>,
+    /// `offset`: the limit parameter; default `limit`.
+    limit_param: Field<String>,
+    /// `page` and `offset`: records a full page holds; default 100.
+    page_size: Field<u32>,
+    /// Seconds for each request; default 30.
+    timeout_secs: Field<u64>,
+    /// Seconds for the whole read; default 600.
+    read_timeout_secs: Field<u64>,
+    /// Retries of a request answered 5xx or 429, or cut off; default 3.
+    max_retries: Field<u32>,
+    /// Pages a read may have; default 100000.
+    max_pages: Field<u32>,
+    /// JSON pointers of the fields, relative to each record.
+    fields: Table<RawHrFields>,
+    /// Attribute name -> JSON pointer.
+    attributes: Field<std::collections::BTreeMap<String, String>>,
+    status: Table<RawStatus>,
+    max_missing_ratio: Field<f64>,
+    identity_file: Field<PathBuf>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum PaginationKind {
+    None,
+    NextUrl,
+    Page,
+    Offset,
+    Link,
 }
 
 impl RawTable for RawSource {
@@ -269,6 +387,7 @@ impl RawTable for RawSource {
             ("ldif", keys::<RawLdif>()),
             ("ldap", keys::<RawLdap>()),
             ("csv", keys::<RawCsv>()),
+            ("hr_http", keys::<RawHrHttp>()),
         ]
     }
 }
@@ -437,6 +556,10 @@ pub(super) fn validate_source(
             Some(c) => SourceSettings::Csv(Box::new(c)),
             None => placeholder(),
         },
+        Some(RawSource::HrHttp(h)) => match validate_hr_http(*h, paths, p) {
+            Some(h) => SourceSettings::HrHttp(Box::new(h)),
+            None => placeholder(),
+        },
         None => placeholder(),
     }
 }
@@ -491,6 +614,175 @@ fn validate_csv(raw: RawCsv, paths: &Paths, p: &mut Problems) -> Option<CsvSetti
     })
 }
 
+/// A JSON pointer as RFC 6901 writes it: empty, or `/` followed by tokens.
+fn pointer_ok(key: &str, v: &str, p: &mut Problems) {
+    if !v.is_empty() && !v.starts_with('/') {
+        p.push(
+            key,
+            format!("{v:?} is not a JSON pointer (it starts with /, as in /workEmail)"),
+        );
+    }
+}
+
+fn validate_hr_http(raw: RawHrHttp, paths: &Paths, p: &mut Problems) -> Option<HrHttpSettings> {
+    let RawHrHttp {
+        url,
+        token,
+        token_file,
+        username,
+        password,
+        password_file,
+        records,
+        pagination,
+        next_pointer,
+        page_param,
+        page_size_param,
+        first_page,
+        offset_param,
+        limit_param,
+        page_size,
+        timeout_secs,
+        read_timeout_secs,
+        max_retries,
+        max_pages,
+        fields,
+        attributes,
+        status,
+        max_missing_ratio,
+        identity_file,
+    } = raw;
+    let before = p.len();
+    let url = url.text("source.url", p);
+    match &url {
+        None if !p.any_under("source.url") => {
+            p.required("source.url", "for kind \"hr_http\" (the first page's URL)")
+        }
+        Some(u) => match url::Url::parse(u) {
+            Ok(parsed)
+                if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() =>
+            {
+                if !parsed.username().is_empty() || parsed.password().is_some() {
+                    p.say(
+                        "source.url",
+                        "source.url: put credentials in source.username/password or source.token, not in the URL (it is shown in messages)",
+                    );
+                }
+            }
+            _ => p.push("source.url", "not an http:// or https:// URL with a host"),
+        },
+        None => {}
+    }
+    let token = read_secret("source.token", token, token_file, paths, p);
+    let username = username.text("source.username", p);
+    let password = read_secret("source.password", password, password_file, paths, p);
+    let auth = match (token, username, password) {
+        (None, None, None) => HrAuth::None,
+        (Some(t), None, None) => HrAuth::Bearer(t),
+        (None, Some(u), Some(pw)) => HrAuth::Basic {
+            username: u,
+            password: pw,
+        },
+        (None, Some(u), None) => HrAuth::Basic {
+            // BambooHR-style: the API key is the user name and any password does.
+            username: u,
+            password: Secret::new(String::new()),
+        },
+        (None, None, Some(_)) => {
+            p.say(
+                "source.password",
+                "source.password is set but source.username is not",
+            );
+            HrAuth::None
+        }
+        (Some(_), _, _) => {
+            p.say(
+                "source.token",
+                "source.token (Bearer) and source.username/password (Basic) are both set: keep one",
+            );
+            HrAuth::None
+        }
+    };
+    let records = records.get("source.records", p).unwrap_or_default();
+    pointer_ok("source.records", records.trim(), p);
+    let text_or = |key: &str, v: Field<String>, default: &str, p: &mut Problems| {
+        v.text(key, p).unwrap_or_else(|| default.to_owned())
+    };
+    let size = page_size.get("source.page_size", p).unwrap_or(100);
+    if size == 0 {
+        p.say("source.page_size", "source.page_size must be at least 1");
+    }
+    let kind = pagination
+        .word("source.pagination", p)
+        .unwrap_or(PaginationKind::None);
+    let pagination = match kind {
+        PaginationKind::None => Pagination::None,
+        PaginationKind::NextUrl => {
+            let pointer = text_or("source.next_pointer", next_pointer, "/next", p);
+            pointer_ok("source.next_pointer", &pointer, p);
+            Pagination::NextUrl { pointer }
+        }
+        PaginationKind::Page => Pagination::Page {
+            param: text_or("source.page_param", page_param, "page", p),
+            size_param: page_size_param.text("source.page_size_param", p),
+            size: size.max(1) as usize,
+            first: first_page.get("source.first_page", p).unwrap_or(1),
+        },
+        PaginationKind::Offset => Pagination::Offset {
+            param: text_or("source.offset_param", offset_param, "offset", p),
+            limit_param: text_or("source.limit_param", limit_param, "limit", p),
+            size: size.max(1) as usize,
+        },
+        PaginationKind::Link => Pagination::Link,
+    };
+    let mut secs = |key: &str, v: Field<u64>, default: u64| {
+        let v = v.get(key, p).unwrap_or(default);
+        if v == 0 {
+            p.say(key, format!("{key} must be at least 1"));
+        }
+        Duration::from_secs(v.max(1))
+    };
+    let timeout = secs("source.timeout_secs", timeout_secs, 30);
+    let read_timeout = secs("source.read_timeout_secs", read_timeout_secs, 600);
+    let max_retries = max_retries.get("source.max_retries", p).unwrap_or(3);
+    let max_pages = max_pages
+        .get("source.max_pages", p)
+        .unwrap_or(100_000)
+        .max(1) as usize;
+    let hr = validate_hr(
+        "hr_http",
+        HrKeys {
+            fields,
+            attributes,
+            status,
+            max_missing_ratio,
+            identity_file,
+        },
+        |key, v: &str, p: &mut Problems| {
+            if v.is_empty() {
+                p.push(
+                    key,
+                    "an empty JSON pointer (write /name for a record's field)",
+                );
+            } else {
+                pointer_ok(key, v, p);
+            }
+        },
+        paths,
+        p,
+    );
+    (p.len() == before).then_some(HrHttpSettings {
+        url: url?,
+        auth,
+        records: records.trim().to_owned(),
+        pagination,
+        timeout,
+        read_timeout,
+        max_retries,
+        max_pages,
+        hr,
+    })
+}
+
 /// HR sources carry only the attributes mapped in `source.attributes`: a rule testing another
 /// one could never match anybody.
 pub(super) fn check_rule_attributes(
@@ -500,6 +792,7 @@ pub(super) fn check_rule_attributes(
 ) {
     let (kind, hr) = match source {
         SourceSettings::Csv(c) => ("csv", &c.hr),
+        SourceSettings::HrHttp(h) => ("hr_http", &h.hr),
         _ => return,
     };
     for (i, g) in groups.iter().enumerate() {

@@ -10,6 +10,7 @@
 
 pub mod csv_file;
 pub mod hr;
+pub mod hr_http;
 pub mod ldap;
 pub mod ldif;
 
@@ -695,6 +696,28 @@ impl<'s> Resolver<'s> {
     }
 }
 
+/// The schema of an HR source's entries: every mapped attribute is kept (not only those the
+/// rules test), so `bbsync source` shows what the HR system said.
+fn hr_schema(hr: &crate::config::HrSettings, schema: &Schema) -> Schema {
+    let mut attrs = schema.person_attributes.clone();
+    attrs.extend(hr.fields.attributes.iter().map(|(a, _)| a.clone()));
+    attrs.sort();
+    attrs.dedup();
+    hr::schema(&attrs)
+}
+
+/// `source.identity_file`, read afresh each run (an edit takes effect at the next read).
+fn identities(hr: &crate::config::HrSettings) -> Result<hr::IdentityMap, SourceError> {
+    let Some(path) = &hr.identity_file else {
+        return Ok(hr::IdentityMap::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| SourceError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    hr::IdentityMap::parse(&text, &path.display().to_string())
+}
+
 /// A directory reader built from its settings.
 #[derive(Clone, Debug)]
 pub struct Source {
@@ -736,6 +759,7 @@ enum Kind {
     LdifText { name: String, text: String },
     Ldap(Box<ldap::LdapSource>),
     Csv(Box<crate::config::CsvSettings>),
+    HrHttp(Box<hr_http::HrHttpSource>),
 }
 
 impl Source {
@@ -751,18 +775,16 @@ impl Source {
                 schema.clone(),
             ))),
             SourceSettings::Csv(c) => Kind::Csv(c.clone()),
+            SourceSettings::HrHttp(h) => {
+                Kind::HrHttp(Box::new(hr_http::HrHttpSource::new((**h).clone())))
+            }
         };
         let schema = match &kind {
             // HR records are read as entries with fixed internal attribute names.
             // Every mapped attribute is kept (not only those the rules test): `bbsync source`
             // shows what the export said.
-            Kind::Csv(c) => {
-                let mut attrs = schema.person_attributes.clone();
-                attrs.extend(c.hr.fields.attributes.iter().map(|(a, _)| a.clone()));
-                attrs.sort();
-                attrs.dedup();
-                hr::schema(&attrs)
-            }
+            Kind::Csv(c) => hr_schema(&c.hr, schema),
+            Kind::HrHttp(h) => hr_schema(&h.cfg.hr, schema),
             _ => schema.clone(),
         };
         Source {
@@ -811,7 +833,7 @@ impl Source {
     /// A file source's text and where it comes from; `None` for LDAP.
     async fn file_text(&self) -> Result<Option<(String, String)>, SourceError> {
         Ok(Some(match &self.kind {
-            Kind::Ldap(_) => return Ok(None),
+            Kind::Ldap(_) | Kind::HrHttp(_) => return Ok(None),
             Kind::LdifFile(path) => {
                 let text =
                     tokio::fs::read_to_string(path)
@@ -840,6 +862,18 @@ impl Source {
     async fn read_unchecked(&self) -> Result<(Directory, Option<[u8; 32]>), SourceError> {
         let (origin, text) = match (&self.kind, self.file_text().await?) {
             (Kind::Ldap(l), _) => return Ok((l.read_directory().await?, None)),
+            (Kind::HrHttp(h), _) => {
+                let records = h.read_records().await?;
+                let dir = hr::resolve_records(
+                    records,
+                    &h.cfg.hr,
+                    &identities(&h.cfg.hr)?,
+                    &self.schema,
+                    &self.describe(),
+                    std::time::SystemTime::now(),
+                )?;
+                return Ok((dir, None));
+            }
             (_, Some(t)) => t,
             (_, None) => unreachable!("file_text is None only for LDAP"),
         };
@@ -850,20 +884,10 @@ impl Source {
     fn parse_text(&self, text: &str, origin: String) -> Result<Directory, SourceError> {
         if let Kind::Csv(c) = &self.kind {
             let records = csv_file::parse(text, c, &origin)?;
-            let identities = match &c.hr.identity_file {
-                None => hr::IdentityMap::default(),
-                Some(path) => {
-                    let text = std::fs::read_to_string(path).map_err(|source| SourceError::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
-                    hr::IdentityMap::parse(&text, &path.display().to_string())?
-                }
-            };
             return hr::resolve_records(
                 records,
                 &c.hr,
-                &identities,
+                &identities(&c.hr)?,
                 &self.schema,
                 &origin,
                 std::time::SystemTime::now(),
@@ -888,6 +912,24 @@ impl Source {
     ) -> Result<ldap::Leavers, SourceError> {
         match &self.kind {
             Kind::Ldap(l) => l.read_leavers(&ldap::generalized_time(since)).await,
+            // An HR API has no "changed since": the poll reads it whole.
+            Kind::HrHttp(_) => {
+                let (dir, _) = self.read_unchecked().await?;
+                if dir.people.is_empty() {
+                    return Err(SourceError::NoUsablePerson {
+                        origin: self.describe(),
+                        skipped: dir.issues.len(),
+                    });
+                }
+                Ok(ldap::Leavers {
+                    disabled: dir
+                        .people
+                        .into_values()
+                        .filter_map(|p| p.disabled.map(|why| (p.account_id, p.dn, why)))
+                        .collect(),
+                    by_filter: Vec::new(),
+                })
+            }
             _ => {
                 let Some((origin, text)) = self.file_text().await? else {
                     unreachable!("file_text is None only for LDAP")
@@ -934,6 +976,7 @@ impl Source {
             Kind::LdifText { name, .. } => format!("LDIF {name}"),
             Kind::Ldap(l) => format!("LDAP {}", l.cfg.url),
             Kind::Csv(c) => format!("CSV file {}", c.path.display()),
+            Kind::HrHttp(h) => format!("HR API {}", h.origin()),
         }
     }
 }
