@@ -473,6 +473,7 @@ pub struct Reconciler {
 }
 
 pub mod grant_reader;
+pub mod identity;
 mod poll;
 mod spill;
 pub use grant_reader::GrantRead;
@@ -482,8 +483,16 @@ pub use spill::SpillError;
 impl Reconciler {
     pub fn new(cfg: Config) -> Result<Reconciler, RunError> {
         let clients = clients_for(&cfg)?;
+        let mut source = Source::new(&cfg.source, &cfg.directory);
+        if let Some(hr) = cfg.source.hr().filter(|h| h.resolve_by_members) {
+            source = source.with_email_resolver(Arc::new(identity::MembersByEmail::new(
+                clients.shared(ApiFamily::MembersRead),
+                cfg.offboarding.state_dir.as_deref(),
+                hr.identity_cache_ttl,
+            )));
+        }
         Ok(Reconciler {
-            source: Source::new(&cfg.source, &cfg.directory),
+            source,
             state: cfg
                 .offboarding
                 .state_dir

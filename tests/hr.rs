@@ -547,3 +547,54 @@ async fn a_run_from_a_csv_export_adds_by_attribute_and_removes_the_leaver() {
         "a converged run writes nothing"
     );
 }
+
+/// Records that carry only an email resolve through the workspace members query: 1,000
+/// emails in at most 12 requests (90 a request), the answers cached in the state directory so
+/// the next run asks nothing; an address that is no member's is reported, never a leaver.
+#[tokio::test]
+async fn emails_resolve_through_the_members_query_in_batches_and_are_cached() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let names: Vec<String> = (0..1000).map(|i| format!("p{i:04}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let emu = common::start(common::seed(&refs)).await;
+    let mut csv = String::from("id,mail,state,dept\n");
+    for n in &names {
+        // Bitbucket has them lower-case; HR writes them its own way.
+        csv.push_str(&format!("{n},{}@ACME.test,Active,Eng\n", n.to_uppercase()));
+    }
+    csv.push_str("x1,stranger@elsewhere.test,Active,Eng\n");
+    std::fs::write(tmp.path().join("people.csv"), csv).expect("csv");
+    let text = format!(
+        "[bitbucket]\nworkspace = \"acme\"\napi_url = \"{}\"\nmax_retries = 0\n[credentials.admin]\nkind = \"api_token\"\nemail = \"{}\"\ntoken = \"{}\"\n[source]\nkind = \"csv\"\npath = \"people.csv\"\nmax_missing_ratio = 0.5\n[source.fields]\nstable_id = \"id\"\nemail = \"mail\"\nstatus = \"state\"\n[source.attributes]\ndept = \"dept\"\n[offboarding]\nstate_dir = \"state\"\n[apply]\nrequests_per_hour = 3600000\nburst = 1000\n[[groups]]\nname = \"staff\"\ncreate = true\n[[groups.when]]\nattribute = \"dept\"\nequals = \"eng\"\n",
+        emu.base_url(),
+        common::ADMIN_EMAIL,
+        common::ADMIN_TOKEN
+    );
+    let cfg = Config::from_toml_str(&text, "resolve.toml", tmp.path()).expect("valid");
+    let rec = bbsync::reconcile::Reconciler::new(cfg).expect("reconciler");
+    let email_queries = |emu: &bbsync_emulator::Emulator| {
+        emu.requests()
+            .iter()
+            .filter(|r| r.path.contains("/members?") && r.path.contains("user.email"))
+            .count()
+    };
+    let report = rec.run(false).await.expect("plan");
+    let adds = report
+        .plan
+        .changes
+        .iter()
+        .filter(|c| matches!(c.change, bbsync::plan::Change::AddMember { .. }))
+        .count();
+    assert_eq!(adds, 1000, "every resolved person is added");
+    // 1,000 resolved in 12 queries, plus one for the stranger's freeze check.
+    let first = email_queries(&emu);
+    assert!(first <= 13, "{first} member email queries");
+    assert!(first >= 12, "{first}: 90 addresses a request at most");
+    assert!(tmp.path().join("state/identity-cache.json").exists());
+
+    emu.reset_requests();
+    let again = rec.run(false).await.expect("second plan");
+    assert_eq!(again.plan.changes.len(), report.plan.changes.len());
+    // Only the stranger is asked about again (not cached: they may join tomorrow).
+    assert_eq!(email_queries(&emu), 2, "cached emails are not asked again");
+}

@@ -1234,7 +1234,7 @@ permission = "owner"
         let problems = problems_of(&GOOD.replace("kind = \"ldif\"", "kind = \"xlsx\""));
         assert_eq!(
             problems,
-            ["source.kind: \"xlsx\" is not one of \"ldif\", \"ldap\", \"csv\""]
+            ["source.kind: \"xlsx\" is not one of \"ldif\", \"ldap\", \"csv\", \"hr_http\""]
         );
     }
 

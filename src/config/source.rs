@@ -131,6 +131,17 @@ pub enum Pagination {
     Link,
 }
 
+impl SourceSettings {
+    /// The HR settings of an HR source.
+    pub fn hr(&self) -> Option<&HrSettings> {
+        match self {
+            SourceSettings::Csv(c) => Some(&c.hr),
+            SourceSettings::HrHttp(h) => Some(&h.hr),
+            _ => None,
+        }
+    }
+}
+
 /// `kind = "csv"`.
 #[derive(Clone, Debug)]
 pub struct CsvSettings {
@@ -149,6 +160,10 @@ pub struct HrSettings {
     pub max_missing_ratio: f64,
     /// A CSV of `email,account_id` for records without an account id.
     pub identity_file: Option<PathBuf>,
+    /// Look the rest up by email in the workspace members (default true).
+    pub resolve_by_members: bool,
+    /// How long an email -> account id answer is reused (cached in the state directory).
+    pub identity_cache_ttl: Duration,
 }
 
 /// The source's name for each field: a CSV column header (compared case-insensitively) or,
@@ -369,6 +384,8 @@ pub(super) struct RawHrHttp {
     status: Table<RawStatus>,
     max_missing_ratio: Field<f64>,
     identity_file: Field<PathBuf>,
+    resolve_by_members: Field<bool>,
+    identity_cache_ttl_secs: Field<u64>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -410,6 +427,10 @@ pub(super) struct RawCsv {
     max_missing_ratio: Field<f64>,
     /// CSV of `email,account_id` for records without an account id.
     identity_file: Field<PathBuf>,
+    /// Look the others up in the workspace members by email; default true.
+    resolve_by_members: Field<bool>,
+    /// Seconds an email's account id is reused; default 86400.
+    identity_cache_ttl_secs: Field<u64>,
 }
 
 /// `[source.fields]`.
@@ -573,6 +594,8 @@ fn validate_csv(raw: RawCsv, paths: &Paths, p: &mut Problems) -> Option<CsvSetti
         status,
         max_missing_ratio,
         identity_file,
+        resolve_by_members,
+        identity_cache_ttl_secs,
     } = raw;
     let before = p.len();
     let path = path.get("source.path", p);
@@ -598,6 +621,8 @@ fn validate_csv(raw: RawCsv, paths: &Paths, p: &mut Problems) -> Option<CsvSetti
             status,
             max_missing_ratio,
             identity_file,
+            resolve_by_members,
+            identity_cache_ttl_secs,
         },
         |key, v: &str, p: &mut Problems| {
             if v.trim().is_empty() {
@@ -650,6 +675,8 @@ fn validate_hr_http(raw: RawHrHttp, paths: &Paths, p: &mut Problems) -> Option<H
         status,
         max_missing_ratio,
         identity_file,
+        resolve_by_members,
+        identity_cache_ttl_secs,
     } = raw;
     let before = p.len();
     let url = url.text("source.url", p);
@@ -756,6 +783,8 @@ fn validate_hr_http(raw: RawHrHttp, paths: &Paths, p: &mut Problems) -> Option<H
             status,
             max_missing_ratio,
             identity_file,
+            resolve_by_members,
+            identity_cache_ttl_secs,
         },
         |key, v: &str, p: &mut Problems| {
             if v.is_empty() {
@@ -822,6 +851,8 @@ struct HrKeys {
     status: Table<RawStatus>,
     max_missing_ratio: Field<f64>,
     identity_file: Field<PathBuf>,
+    resolve_by_members: Field<bool>,
+    identity_cache_ttl_secs: Field<u64>,
 }
 
 /// `[source.fields]`, `[source.attributes]`, `[source.status]` and the guards; `field_ok`
@@ -839,6 +870,8 @@ fn validate_hr(
         status,
         max_missing_ratio,
         identity_file,
+        resolve_by_members,
+        identity_cache_ttl_secs,
     } = keys;
     let RawHrFields {
         stable_id,
@@ -955,6 +988,14 @@ fn validate_hr(
         status: status_map,
         max_missing_ratio,
         identity_file,
+        resolve_by_members: resolve_by_members
+            .get("source.resolve_by_members", p)
+            .unwrap_or(true),
+        identity_cache_ttl: Duration::from_secs(
+            identity_cache_ttl_secs
+                .get("source.identity_cache_ttl_secs", p)
+                .unwrap_or(86_400),
+        ),
     }
 }
 

@@ -55,6 +55,19 @@ pub struct Record {
     pub attributes: Vec<(String, String)>,
 }
 
+/// What [`EmailResolver::resolve`] returns: (email, account id) pairs, or why it failed.
+pub type Resolving<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<(String, String)>, String>> + Send + 'a>,
+>;
+
+/// Finds the account ids of emails (the workspace members query, the Admin API): (email,
+/// account id) pairs for the addresses found; the others are simply not in the answer.
+pub trait EmailResolver: Send + Sync + std::fmt::Debug {
+    fn resolve<'a>(&'a self, emails: &'a [String]) -> Resolving<'a>;
+    /// What it asks (`the workspace members query`), for messages.
+    fn describe(&self) -> String;
+}
+
 /// Email -> account id pairs (`source.identity_file`), emails compared case-insensitively.
 #[derive(Clone, Debug, Default)]
 pub struct IdentityMap(HashMap<Email, String>);
@@ -117,6 +130,15 @@ impl IdentityMap {
 
     pub fn len(&self) -> usize {
         self.0.len()
+    }
+
+    /// Adds pairs found by a resolver (well-formed ids only; the file's own pairs win).
+    pub fn extend(&mut self, pairs: Vec<(String, String)>) {
+        for (email, id) in pairs {
+            if crate::model::AccountId::parse(&id).is_ok() {
+                self.0.entry(Email::new(&email)).or_insert(id);
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -266,7 +288,9 @@ pub fn resolve_records(
         let Some(account_id) = account_id else {
             let looked = match (&rec.email, &cfg.identity_file) {
                 (Some(e), Some(f)) => format!("; {e} is not in {}", f.display()),
-                (Some(_), None) => "; no source.identity_file to look its email up in".into(),
+                (Some(_), None) => {
+                    "; its email is not a workspace member's (or no resolver ran)".into()
+                }
                 (None, _) => "; no email to look it up by".into(),
             };
             r.add_issue(
@@ -335,6 +359,8 @@ mod tests {
             status: StatusMap::default(),
             max_missing_ratio: 0.0,
             identity_file: None,
+            resolve_by_members: false,
+            identity_cache_ttl: Duration::from_secs(1),
         }
     }
 

@@ -726,6 +726,9 @@ pub struct Source {
     /// SHA-256 of the file text of the last full read, and of the one the off-boarding poll's
     /// baseline was built from (file sources).
     full_read: LastText,
+    /// Finds account ids for HR records that carry only an email (the reconcile sets one
+    /// backed by the workspace members query).
+    email_resolver: Option<std::sync::Arc<dyn hr::EmailResolver>>,
 }
 
 /// Digests of a file source's text: `read` is the last full read's, `baseline` the one
@@ -791,7 +794,20 @@ impl Source {
             kind,
             schema,
             full_read: LastText::default(),
+            email_resolver: None,
         }
+    }
+
+    /// Resolves emails of HR records without an account id through `r` (after
+    /// `source.identity_file`). No effect on LDAP and LDIF sources.
+    pub fn with_email_resolver(mut self, r: std::sync::Arc<dyn hr::EmailResolver>) -> Source {
+        self.email_resolver = Some(r);
+        self
+    }
+
+    /// Whether this source reads HR records (which may need email resolution).
+    pub fn is_hr(&self) -> bool {
+        matches!(self.kind, Kind::Csv(_) | Kind::HrHttp(_))
     }
 
     /// Calls `hook` after each LDAP page (tests use it to kill the server mid-read); no effect
@@ -864,34 +880,76 @@ impl Source {
             (Kind::Ldap(l), _) => return Ok((l.read_directory().await?, None)),
             (Kind::HrHttp(h), _) => {
                 let records = h.read_records().await?;
-                let dir = hr::resolve_records(
-                    records,
-                    &h.cfg.hr,
-                    &identities(&h.cfg.hr)?,
-                    &self.schema,
-                    &self.describe(),
-                    std::time::SystemTime::now(),
-                )?;
+                let dir = self
+                    .hr_directory(records, &h.cfg.hr, &self.describe())
+                    .await?;
                 return Ok((dir, None));
             }
             (_, Some(t)) => t,
-            (_, None) => unreachable!("file_text is None only for LDAP"),
+            (_, None) => unreachable!("file_text is None only for LDAP and HR APIs"),
         };
         let digest = text_digest(&text);
-        Ok((self.parse_text(&text, origin)?, Some(digest)))
+        Ok((self.parse_text(&text, origin).await?, Some(digest)))
     }
 
-    fn parse_text(&self, text: &str, origin: String) -> Result<Directory, SourceError> {
+    /// HR records -> directory: account ids from the record, `source.identity_file`, then the
+    /// email resolver (when one is set), in that order.
+    async fn hr_directory(
+        &self,
+        records: Vec<hr::Record>,
+        cfg: &crate::config::HrSettings,
+        origin: &str,
+    ) -> Result<Directory, SourceError> {
+        let mut ids = identities(cfg)?;
+        if let Some(resolver) = &self.email_resolver {
+            let wanted: Vec<String> = records
+                .iter()
+                .filter(|r| r.account_id.is_none())
+                .filter_map(|r| r.email.clone())
+                .filter(|e| ids.get(e).is_none())
+                .collect();
+            if !wanted.is_empty() {
+                let found = resolver
+                    .resolve(&wanted)
+                    .await
+                    .map_err(|message| SourceError::Hr {
+                        origin: origin.to_owned(),
+                        message: format!(
+                            "resolving {} emails through {} failed: {message}; nothing is changed",
+                            wanted.len(),
+                            resolver.describe()
+                        ),
+                    })?;
+                ids.extend(found);
+            }
+        }
+        let dir = hr::resolve_records(
+            records,
+            cfg,
+            &ids,
+            &self.schema,
+            origin,
+            std::time::SystemTime::now(),
+        )?;
+        let unresolved = dir
+            .issues
+            .iter()
+            .filter(|i| i.problem.contains(": no account id"))
+            .count();
+        if unresolved > 0 {
+            tracing::warn!(
+                unresolved,
+                emails = ?dir.unusable_emails,
+                "HR records without an account id that no resolver found: not added anywhere, their access left as it is"
+            );
+        }
+        Ok(dir)
+    }
+
+    async fn parse_text(&self, text: &str, origin: String) -> Result<Directory, SourceError> {
         if let Kind::Csv(c) = &self.kind {
             let records = csv_file::parse(text, c, &origin)?;
-            return hr::resolve_records(
-                records,
-                &c.hr,
-                &identities(&c.hr)?,
-                &self.schema,
-                &origin,
-                std::time::SystemTime::now(),
-            );
+            return self.hr_directory(records, &c.hr, &origin).await;
         }
         let entries = ldif::parse(text, &origin)?;
         if entries.is_empty() {
@@ -947,7 +1005,7 @@ impl Source {
                 {
                     return Ok(ldap::Leavers::default());
                 }
-                let dir = self.parse_text(&text, origin)?;
+                let dir = self.parse_text(&text, origin).await?;
                 if dir.people.is_empty() {
                     return Err(SourceError::NoUsablePerson {
                         origin: self.describe(),

@@ -1,0 +1,146 @@
+//! Email -> account id for HR records that carry only an email: the workspace members query
+//! (`q=user.email IN (...)`, at most 90 addresses a request), its answers cached in the state
+//! directory for `source.identity_cache_ttl_secs`, so a steady run asks only about people it
+//! has not resolved lately. Addresses the query does not find are not cached: a person invited
+//! this morning resolves at the next run.
+
+use crate::bitbucket::Client;
+use crate::model::Email;
+use crate::source::hr::EmailResolver;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const CACHE_FILE: &str = "identity-cache.json";
+
+pub struct MembersByEmail {
+    client: std::sync::Arc<Client>,
+    /// The cache file; `None` without a state directory (every run asks).
+    cache: Option<PathBuf>,
+    ttl: Duration,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Cache {
+    /// Folded email -> (account id, unix seconds it was found).
+    found: BTreeMap<String, (String, u64)>,
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl std::fmt::Debug for MembersByEmail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MembersByEmail")
+            .field("cache", &self.cache)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MembersByEmail {
+    pub fn new(
+        client: std::sync::Arc<Client>,
+        state_dir: Option<&std::path::Path>,
+        ttl: Duration,
+    ) -> Self {
+        MembersByEmail {
+            client,
+            cache: state_dir.map(|d| d.join(CACHE_FILE)),
+            ttl,
+        }
+    }
+
+    /// The cache as saved; an unreadable one is started afresh (it only saves requests).
+    fn load(&self) -> Cache {
+        let Some(path) = &self.cache else {
+            return Cache::default();
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "identity cache unreadable: every email is asked again");
+                Cache::default()
+            }),
+            Err(_) => Cache::default(),
+        }
+    }
+
+    fn save(&self, cache: &Cache) {
+        let Some(path) = &self.cache else {
+            return;
+        };
+        let tmp = path.with_extension("json.tmp");
+        let written = serde_json::to_vec(cache)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(&tmp, bytes)?;
+                std::fs::rename(&tmp, path)
+            });
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "cannot save the identity cache: the next run asks again");
+        }
+    }
+
+    async fn lookup(&self, emails: &[String]) -> Result<Vec<(String, String)>, String> {
+        let now = SystemTime::now();
+        let mut cache = self.load();
+        let fresh = |at: u64| unix(now).saturating_sub(at) < self.ttl.as_secs();
+        let mut out = Vec::new();
+        let mut ask: Vec<String> = Vec::new();
+        let mut asked: std::collections::BTreeSet<String> = Default::default();
+        for e in emails {
+            let key = Email::new(e).folded().to_owned();
+            match cache.found.get(&key) {
+                Some((id, at)) if fresh(*at) => out.push((e.clone(), id.clone())),
+                _ => {
+                    if asked.insert(key) {
+                        ask.push(e.clone());
+                    }
+                }
+            }
+        }
+        let cached = out.len();
+        let mut found = 0;
+        if !ask.is_empty() {
+            let answer = self
+                .client
+                .members_by_email(&ask)
+                .await
+                .map_err(|e| e.to_string())?;
+            found = answer.len();
+            // Only what was asked is believed: an answer naming another address is ignored.
+            for (email, id) in answer {
+                let key = Email::new(&email).folded().to_owned();
+                if asked.contains(&key) {
+                    cache.found.insert(key, (id.clone(), unix(now)));
+                    out.push((email, id));
+                }
+            }
+            cache.found.retain(|_, (_, at)| fresh(*at));
+            self.save(&cache);
+        }
+        tracing::info!(
+            emails = emails.len(),
+            cached,
+            asked = ask.len(),
+            found,
+            "HR emails resolved through the workspace members"
+        );
+        Ok(out)
+    }
+}
+
+impl EmailResolver for MembersByEmail {
+    fn resolve<'a>(&'a self, emails: &'a [String]) -> crate::source::hr::Resolving<'a> {
+        Box::pin(self.lookup(emails))
+    }
+
+    fn describe(&self) -> String {
+        "the workspace members query".into()
+    }
+}
