@@ -563,3 +563,27 @@ async fn parking_removes_the_snapshots_of_processes_that_no_longer_run() {
     assert!(other.exists(), "not a snapshot file: left alone");
     assert!(live.exists(), "a running process's file: left alone");
 }
+
+/// A disabled entry the parked snapshot knows as an active person's DN but under another
+/// account id is no leaver (its id is not the snapshot's): once read back for it, the poll
+/// settles that DN and later polls do not need the file again.
+#[tokio::test]
+async fn an_entry_read_back_for_and_found_no_news_is_not_read_back_for_again() {
+    let (emu, tmp, rec) = setup(RULES).await;
+    full(&rec, true, true).await.expect("full run");
+    let text = directory(&["bob"]).replace(&acc("bob"), &acc("bob-renumbered"));
+    std::fs::write(tmp.path().join("directory.ldif"), text).expect("ldif");
+    let r = rec
+        .poll_leavers(true)
+        .await
+        .expect("poll reads the file back");
+    assert!(r.new_leavers.is_empty(), "{r:?}");
+    assert_eq!(
+        members(&emu, "developers"),
+        sorted(&["ann", "bob", "carol"])
+    );
+    // Without the file, a poll that needed it would fail closed: this one does not need it.
+    std::fs::remove_file(snapshot_file(&tmp)).expect("rm");
+    let again = rec.poll_leavers(true).await.expect("settled: no read back");
+    assert!(again.new_leavers.is_empty(), "{again:?}");
+}
