@@ -379,7 +379,13 @@ async fn a_broken_export_fails_the_read_with_the_file_record_and_field_named() {
             "a quote that never closes",
             format!("{header}{}E2,\"P2,p2@example.com,x,Active,,Sales,Rep,Rome\n", good(1)),
             "",
-            "people.csv",
+            "an unbalanced quote",
+        ),
+        (
+            "a quote that never closes in the last column (the reader would swallow the rest)",
+            format!("{header}{}E2,P2,p2@example.com,x,Active,,Sales,Rep,\"Rome\n{}{}", good(1), good(3), good(4)),
+            "",
+            "an unbalanced quote (a field's quote that never closes, first odd line 3)",
         ),
         (
             "the stable id missing in more records than allowed",
@@ -427,6 +433,10 @@ async fn an_unknown_status_or_a_bad_date_is_reported_and_never_read_as_a_leaver(
         "{problems:?}"
     );
     assert_eq!(dir.unusable_emails, ["bob@example.com", "cid@example.com"]);
+    // Their account ids are frozen too: a record without an email must not let its member
+    // look vanished.
+    let frozen: BTreeSet<String> = dir.frozen.iter().map(|a| a.as_str().to_owned()).collect();
+    assert_eq!(frozen, ids(&["bob", "cid"]));
 }
 
 #[test]
@@ -595,6 +605,13 @@ async fn emails_resolve_through_the_members_query_in_batches_and_are_cached() {
     emu.reset_requests();
     let again = rec.run(false).await.expect("second plan");
     assert_eq!(again.plan.changes.len(), report.plan.changes.len());
-    // Only the stranger is asked about again (not cached: they may join tomorrow).
-    assert_eq!(email_queries(&emu), 2, "cached emails are not asked again");
+    // Nobody is asked about again for resolution (the stranger is remembered as not found for
+    // an hour); the frozen-member check still asks once about the stranger's email.
+    assert_eq!(email_queries(&emu), 1, "cached emails are not asked again");
+    let stranger = again
+        .plan
+        .changes
+        .iter()
+        .any(|c| format!("{:?}", c.change).contains("stranger"));
+    assert!(!stranger, "the unresolved stranger is in no change");
 }

@@ -203,7 +203,22 @@ async fn offset_style(
         return r;
     }
     // The body is the array itself.
-    axum::Json(Value::Array(page_of(offset / PAGE))).into_response()
+    let records: Vec<Value> = people().into_iter().skip(offset).take(PAGE).collect();
+    axum::Json(Value::Array(records)).into_response()
+}
+
+/// Pages of one record whatever the client asks for (a server-side cap).
+async fn capped(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+    if let Some(r) = before(&s, &h, format!("/capped?{}", qs(&q)), page) {
+        return r;
+    }
+    let one: Vec<Value> = people().into_iter().skip(page - 1).take(1).collect();
+    axum::Json(json!({ "employees": one })).into_response()
 }
 
 async fn link_style(
@@ -235,6 +250,7 @@ async fn serve() -> (String, Shared) {
         .route("/page", get(page_style))
         .route("/offset", get(offset_style))
         .route("/link", get(link_style))
+        .route("/capped", get(capped))
         .with_state(Arc::clone(&state));
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
@@ -334,12 +350,13 @@ title = "/Job_Title"
         (
             "page parameters",
             format!("url = \"{base}/page\"\ntoken = \"tok\"\nrecords = \"/employees\"\npagination = \"page\"\npage_size_param = \"per_page\"\npage_size = 2\n{BAMBOO_FIELDS}"),
-            3,
+            // 2 + 2 + 1, and the empty page that ends the read.
+            4,
         ),
         (
             "offset parameters, the body the array itself",
             format!("url = \"{base}/offset\"\ntoken = \"tok\"\npagination = \"offset\"\npage_size = 2\n{BAMBOO_FIELDS}"),
-            3,
+            4,
         ),
         (
             "RFC 8288 Link headers",
@@ -393,6 +410,41 @@ title = "/Job_Title"
     assert_eq!(bob.attribute("department"), ["Engineering"]);
     assert_eq!(bob.attribute("title"), ["Contractor"]);
     assert_eq!(bob.dn.as_str(), "employee=102");
+}
+
+#[tokio::test]
+async fn a_server_that_pages_by_fewer_than_asked_is_read_to_its_end() {
+    let (base, server) = serve().await;
+    // page_size 100 is asked for; the server gives one a page.
+    let cfg = config(&format!(
+        "url = \"{base}/capped\"\nrecords = \"/employees\"\npagination = \"page\"\n{BAMBOO_FIELDS}"
+    ));
+    let dir = read(&cfg).await.expect("reads");
+    assert_eq!(dir.people.len(), 5, "not only the first page");
+    assert_eq!(
+        server.seen.lock().expect("lock").len(),
+        6,
+        "five pages and the empty one"
+    );
+}
+
+#[tokio::test]
+async fn a_next_pointer_that_is_not_in_the_body_fails_unless_the_api_leaves_it_out() {
+    let (base, _server) = serve().await;
+    // The API puts it at /links/next; the default /next is wrong, and must not read one page
+    // as if it were everyone.
+    let wrong = config(&format!(
+        "url = \"{base}/next\"\nrecords = \"/data\"\npagination = \"next_url\"\n{BAMBOO_FIELDS}"
+    ));
+    let e = read(&wrong).await.expect_err("wrong pointer").to_string();
+    assert!(
+        e.contains("no next-page value at source.next_pointer \"/next\""),
+        "{e}"
+    );
+    // Said to be absent on the last page: the first page here has no /next, so it ends.
+    let absent = config(&format!("url = \"{base}/next\"\nrecords = \"/data\"\npagination = \"next_url\"\nnext_may_be_absent = true\n{BAMBOO_FIELDS}"));
+    let e = read(&absent).await.map(|d| d.people.len());
+    assert_eq!(e.ok(), Some(2), "ends after the first page, as configured");
 }
 
 #[tokio::test]

@@ -213,6 +213,12 @@ pub(super) fn validate_groups(
         let when_key = format!("{key}.when");
         let when_written = when.is_written();
         let when = validate_conditions(&when_key, when, p);
+        if when_written && when.is_empty() && !p.any_under(&when_key) {
+            p.push(
+                when_key.clone(),
+                "list at least one condition (an empty list would feed the group with nobody)",
+            );
+        }
         let when_any = match match_.word(&format!("{key}.match"), p) {
             Some(m) => {
                 if !when_written {

@@ -109,19 +109,21 @@ pub enum HrAuth {
 pub enum Pagination {
     /// One answer holds every record.
     None,
-    /// The body holds the next page's URL (absolute or relative) at this JSON pointer; absent,
-    /// null or empty on the last page.
-    NextUrl { pointer: String },
-    /// `?{param}=1,2,...` (from `first`), with `{size_param}={size}` when set; a page with fewer
-    /// than `size` records is the last.
+    /// The body holds the next page's URL (absolute or relative) at this JSON pointer; null or
+    /// empty on the last page. Absent is an error (a wrong pointer would read one page as if
+    /// it were all) unless `absent_ends` says this API leaves it out on its last page.
+    NextUrl { pointer: String, absent_ends: bool },
+    /// `?{param}=1,2,...` (from `first`), with `{size_param}={size}` when set; the first page
+    /// without records ends the read (a server that pages by fewer than `size` is still read
+    /// to its end).
     Page {
         param: String,
         size_param: Option<String>,
         size: usize,
         first: u64,
     },
-    /// `?{param}=0,size,2*size,...&{limit_param}={size}`; a page with fewer than `size`
-    /// records is the last.
+    /// `?{param}=0,n,...&{limit_param}={size}`, each offset the records read so far; the first
+    /// page without records ends the read.
     Offset {
         param: String,
         limit_param: String,
@@ -357,6 +359,8 @@ pub(super) struct RawHrHttp {
     pagination: Field<Word<PaginationKind>>,
     /// `next_url`: the pointer to the next URL; default `/next`.
     next_pointer: Field<String>,
+    /// `next_url`: the last page leaves the pointer out (else that is an error); default false.
+    next_may_be_absent: Field<bool>,
     /// `page`: the page number parameter; default `page`.
     page_param: Field<String>,
     /// `page`: the page size parameter (none by default).
@@ -367,7 +371,7 @@ pub(super) struct RawHrHttp {
     offset_param: Field<String>,
     /// `offset`: the limit parameter; default `limit`.
     limit_param: Field<String>,
-    /// `page` and `offset`: records a full page holds; default 100.
+    /// `page` and `offset`: records a page asks for; default 100.
     page_size: Field<u32>,
     /// Seconds for each request; default 30.
     timeout_secs: Field<u64>,
@@ -660,6 +664,7 @@ fn validate_hr_http(raw: RawHrHttp, paths: &Paths, p: &mut Problems) -> Option<H
         records,
         pagination,
         next_pointer,
+        next_may_be_absent,
         page_param,
         page_size_param,
         first_page,
@@ -746,7 +751,12 @@ fn validate_hr_http(raw: RawHrHttp, paths: &Paths, p: &mut Problems) -> Option<H
         PaginationKind::NextUrl => {
             let pointer = text_or("source.next_pointer", next_pointer, "/next", p);
             pointer_ok("source.next_pointer", &pointer, p);
-            Pagination::NextUrl { pointer }
+            Pagination::NextUrl {
+                pointer,
+                absent_ends: next_may_be_absent
+                    .get("source.next_may_be_absent", p)
+                    .unwrap_or(false),
+            }
         }
         PaginationKind::Page => Pagination::Page {
             param: text_or("source.page_param", page_param, "page", p),
@@ -926,6 +936,26 @@ fn validate_hr(
     for (name, v) in attributes.get("source.attributes", p).unwrap_or_default() {
         let key = format!("source.attributes.{name}");
         field_ok(&key, &v, p);
+        // The names HR records are resolved under, and those the resolver reads as
+        // memberships: an attribute of that name would be read as one of them.
+        const RESERVED: &[&str] = &[
+            "accountid",
+            "mail",
+            "displayname",
+            "employeeid",
+            "memberof",
+            "member",
+            "uniquemember",
+            "memberuid",
+            "uid",
+            "objectclass",
+        ];
+        if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
+            p.push(
+                key.clone(),
+                format!("{name:?} is a name bbsync uses itself; call the attribute something else"),
+            );
+        }
         attrs.push((name.to_ascii_lowercase(), v.trim().to_owned()));
     }
     let RawStatus { active, leaver } = status

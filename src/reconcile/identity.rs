@@ -1,8 +1,9 @@
 //! Email -> account id for HR records that carry only an email: the workspace members query
 //! (`q=user.email IN (...)`, at most 90 addresses a request), its answers cached in the state
 //! directory for `source.identity_cache_ttl_secs`, so a steady run asks only about people it
-//! has not resolved lately. Addresses the query does not find are not cached: a person invited
-//! this morning resolves at the next run.
+//! has not resolved lately. Addresses the query does not find are remembered for at most an
+//! hour (a company-wide HR list with many non-members would otherwise spend N/90 requests of
+//! the hourly budget on every run), so a person invited this morning resolves within the hour.
 
 use crate::bitbucket::Client;
 use crate::model::Email;
@@ -25,7 +26,13 @@ pub struct MembersByEmail {
 struct Cache {
     /// Folded email -> (account id, unix seconds it was found).
     found: BTreeMap<String, (String, u64)>,
+    /// Folded email -> unix seconds it was last asked about and not found.
+    #[serde(default)]
+    missing: BTreeMap<String, u64>,
 }
+
+/// How long an address the query did not find is not asked about again.
+const MISSING_TTL: Duration = Duration::from_secs(3600);
 
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -90,6 +97,8 @@ impl MembersByEmail {
         let now = SystemTime::now();
         let mut cache = self.load();
         let fresh = |at: u64| unix(now).saturating_sub(at) < self.ttl.as_secs();
+        let missing_ttl = MISSING_TTL.min(self.ttl).as_secs();
+        let recently_missing = |at: u64| unix(now).saturating_sub(at) < missing_ttl;
         let mut out = Vec::new();
         let mut ask: Vec<String> = Vec::new();
         let mut asked: std::collections::BTreeSet<String> = Default::default();
@@ -97,6 +106,10 @@ impl MembersByEmail {
             let key = Email::new(e).folded().to_owned();
             match cache.found.get(&key) {
                 Some((id, at)) if fresh(*at) => out.push((e.clone(), id.clone())),
+                _ if cache
+                    .missing
+                    .get(&key)
+                    .is_some_and(|at| recently_missing(*at)) => {}
                 _ => {
                     if asked.insert(key) {
                         ask.push(e.clone());
@@ -114,14 +127,21 @@ impl MembersByEmail {
                 .map_err(|e| e.to_string())?;
             found = answer.len();
             // Only what was asked is believed: an answer naming another address is ignored.
+            let mut not_found = asked.clone();
             for (email, id) in answer {
                 let key = Email::new(&email).folded().to_owned();
                 if asked.contains(&key) {
+                    not_found.remove(&key);
+                    cache.missing.remove(&key);
                     cache.found.insert(key, (id.clone(), unix(now)));
                     out.push((email, id));
                 }
             }
+            for key in not_found {
+                cache.missing.insert(key, unix(now));
+            }
             cache.found.retain(|_, (_, at)| fresh(*at));
+            cache.missing.retain(|_, at| recently_missing(*at));
             self.save(&cache);
         }
         tracing::info!(

@@ -18,6 +18,18 @@ pub fn parse(text: &str, cfg: &CsvSettings, origin: &str) -> Result<Vec<Record>,
     // The reader strips a BOM only from bytes it reads itself; do it here to be sure the
     // first header is not "\u{feff}Employee ID".
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // RFC 4180 doubles every quote inside a quoted field, so a well-formed export has an even
+    // number of them. The reader does not report a quote that never closes: it would read the
+    // rest of the file as one field, and every later record would be gone without an error.
+    if memchr::memchr_iter(b'"', text.as_bytes()).count() % 2 == 1 {
+        let line = text
+            .lines()
+            .position(|l| l.bytes().filter(|&b| b == b'"').count() % 2 == 1)
+            .map_or(0, |i| i + 1);
+        return Err(err(format!(
+            "an unbalanced quote (a field's quote that never closes, first odd line {line}); refusing to read a broken export"
+        )));
+    }
     let mut r = csv::ReaderBuilder::new()
         .delimiter(cfg.delimiter)
         .trim(csv::Trim::All)

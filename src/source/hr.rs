@@ -257,6 +257,7 @@ pub fn resolve_records(
                     problem: format!("no {} value", field_label(cfg, "stable_id")),
                 },
                 rec.email.clone(),
+                rec.account_id.as_deref(),
             );
             continue;
         };
@@ -275,6 +276,7 @@ pub fn resolve_records(
                         problem: format!("{}: {problem}; its access is left as it is", name(&rec)),
                     },
                     rec.email.clone(),
+                    rec.account_id.as_deref(),
                 );
                 continue;
             }
@@ -302,6 +304,7 @@ pub fn resolve_records(
                     ),
                 },
                 rec.email.clone(),
+                None,
             );
             continue;
         };

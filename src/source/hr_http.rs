@@ -25,9 +25,21 @@ pub fn redact(url: &url::Url) -> String {
         let pairs: Vec<(String, String)> = u
             .query_pairs()
             .map(|(k, v)| {
-                let secret = ["token", "key", "secret", "pass", "auth", "sig"]
-                    .iter()
-                    .any(|w| k.to_ascii_lowercase().contains(w));
+                let secret = [
+                    "token",
+                    "key",
+                    "secret",
+                    "pass",
+                    "pwd",
+                    "auth",
+                    "sig",
+                    "code",
+                    "sid",
+                    "session",
+                    "credential",
+                ]
+                .iter()
+                .any(|w| k.to_ascii_lowercase().contains(w));
                 (
                     k.into_owned(),
                     if secret { "***".into() } else { v.into_owned() },
@@ -122,7 +134,7 @@ pub struct HrHttpSource {
 impl std::fmt::Debug for HrHttpSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HrHttpSource")
-            .field("url", &self.cfg.url)
+            .field("url", &self.origin())
             .finish_non_exhaustive()
     }
 }
@@ -150,7 +162,7 @@ impl HrHttpSource {
     pub fn origin(&self) -> String {
         url::Url::parse(&self.cfg.url)
             .map(|u| redact(&u))
-            .unwrap_or_else(|_| self.cfg.url.clone())
+            .unwrap_or_else(|_| "(source.url does not parse)".into())
     }
 
     fn err(&self, message: String) -> SourceError {
@@ -174,7 +186,7 @@ impl HrHttpSource {
     async fn read_all(&self) -> Result<Vec<Record>, SourceError> {
         let first =
             url::Url::parse(&self.cfg.url).map_err(|e| self.err(format!("source.url: {e}")))?;
-        let mut url = self.page_url(&first, 0);
+        let mut url = self.page_url(&first, 0, 0);
         let mut seen: HashSet<String> = HashSet::new();
         let mut out: Vec<Record> = Vec::new();
         for page in 1.. {
@@ -207,23 +219,33 @@ impl HrHttpSource {
             }
             let next = match &self.cfg.pagination {
                 Pagination::None => None,
-                Pagination::NextUrl { pointer } => match doc.pointer(pointer) {
-                    None | Some(Value::Null) => None,
+                Pagination::NextUrl {
+                    pointer,
+                    absent_ends,
+                } => match doc.pointer(pointer) {
+                    None if *absent_ends => None,
+                    None => {
+                        return Err(at(format!(
+                            "no next-page value at source.next_pointer {pointer:?} (null or \"\" ends the read; if this API leaves it out on its last page, set source.next_may_be_absent = true)"
+                        )))
+                    }
+                    Some(Value::Null) => None,
                     Some(Value::String(s)) if s.trim().is_empty() => None,
+                    // The value is not shown: next URLs often repeat a query secret.
                     Some(Value::String(s)) => Some(
                         url.join(s.trim())
-                            .map_err(|e| at(format!("next URL {s:?} at {pointer}: {e}")))?,
+                            .map_err(|e| at(format!("the next URL at {pointer} is not a URL: {e}")))?,
                     ),
                     Some(_) => return Err(at(format!("the value at {pointer} is not a URL"))),
                 },
-                Pagination::Page { size, .. } | Pagination::Offset { size, .. } => {
-                    (n >= *size).then(|| self.page_url(&first, page))
+                Pagination::Page { .. } | Pagination::Offset { .. } => {
+                    (n > 0).then(|| self.page_url(&first, page, out.len()))
                 }
                 Pagination::Link => match link {
                     None => None,
                     Some(l) => Some(
                         url.join(&l)
-                            .map_err(|e| at(format!("Link rel=next {l:?}: {e}")))?,
+                            .map_err(|e| at(format!("the Link rel=next target is not a URL: {e}")))?,
                     ),
                 },
             };
@@ -242,9 +264,9 @@ impl HrHttpSource {
         Ok(out)
     }
 
-    /// The URL of page `index` (0-based) for the page and offset styles; the first URL as
-    /// configured otherwise.
-    fn page_url(&self, first: &url::Url, index: usize) -> url::Url {
+    /// The URL of page `index` (0-based; `offset` records read before it) for the page and
+    /// offset styles; the first URL as configured otherwise.
+    fn page_url(&self, first: &url::Url, index: usize, offset: usize) -> url::Url {
         let mut u = first.clone();
         let set = |u: &mut url::Url, pairs: &[(&str, String)]| {
             let keep: Vec<(String, String)> = u
@@ -277,7 +299,7 @@ impl HrHttpSource {
             } => set(
                 &mut u,
                 &[
-                    (param.as_str(), (index * size).to_string()),
+                    (param.as_str(), offset.to_string()),
                     (limit_param.as_str(), size.to_string()),
                 ],
             ),

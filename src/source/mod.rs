@@ -373,10 +373,19 @@ impl<'s> Resolver<'s> {
     }
 
     /// A record that could not become a person entry (an HR record without a stable id or
-    /// with an unreadable status): reported, and its email freezes that workspace member.
-    pub fn add_issue(&mut self, issue: EntryIssue, email: Option<String>) {
+    /// with an unreadable status): reported; the account its id names (when well formed) is
+    /// frozen, and its email freezes that workspace member.
+    pub fn add_issue(
+        &mut self,
+        issue: EntryIssue,
+        email: Option<String>,
+        account_id: Option<&str>,
+    ) {
         self.dir.issues.push(issue);
         self.dir.unusable_emails.extend(email);
+        if let Some(id) = account_id.and_then(|a| AccountId::parse(a).ok()) {
+            self.dir.frozen.insert(id);
+        }
     }
 
     /// One person entry whose disabled reason `disabled` decides (HR records carry their
@@ -973,20 +982,7 @@ impl Source {
             // An HR API has no "changed since": the poll reads it whole.
             Kind::HrHttp(_) => {
                 let (dir, _) = self.read_unchecked().await?;
-                if dir.people.is_empty() {
-                    return Err(SourceError::NoUsablePerson {
-                        origin: self.describe(),
-                        skipped: dir.issues.len(),
-                    });
-                }
-                Ok(ldap::Leavers {
-                    disabled: dir
-                        .people
-                        .into_values()
-                        .filter_map(|p| p.disabled.map(|why| (p.account_id, p.dn, why)))
-                        .collect(),
-                    by_filter: Vec::new(),
-                })
+                self.leavers_of(dir)
             }
             _ => {
                 let Some((origin, text)) = self.file_text().await? else {
@@ -1006,22 +1002,27 @@ impl Source {
                     return Ok(ldap::Leavers::default());
                 }
                 let dir = self.parse_text(&text, origin).await?;
-                if dir.people.is_empty() {
-                    return Err(SourceError::NoUsablePerson {
-                        origin: self.describe(),
-                        skipped: dir.issues.len(),
-                    });
-                }
-                Ok(ldap::Leavers {
-                    disabled: dir
-                        .people
-                        .into_values()
-                        .filter_map(|p| p.disabled.map(|why| (p.account_id, p.dn, why)))
-                        .collect(),
-                    by_filter: Vec::new(),
-                })
+                self.leavers_of(dir)
             }
         }
+    }
+
+    /// The disabled people of a whole read, as the poll's light read gives them.
+    fn leavers_of(&self, dir: Directory) -> Result<ldap::Leavers, SourceError> {
+        if dir.people.is_empty() {
+            return Err(SourceError::NoUsablePerson {
+                origin: self.describe(),
+                skipped: dir.issues.len(),
+            });
+        }
+        Ok(ldap::Leavers {
+            disabled: dir
+                .people
+                .into_values()
+                .filter_map(|p| p.disabled.map(|why| (p.account_id, p.dn, why)))
+                .collect(),
+            by_filter: Vec::new(),
+        })
     }
 
     pub fn schema(&self) -> &Schema {
