@@ -243,6 +243,7 @@ pub fn resolve_records(
     }
     let total = records.len();
     let mut missing: [(&str, usize); 3] = [("stable_id", 0), ("status", 0), ("email", 0)];
+    let mut unresolved: Vec<String> = Vec::new();
     let mut r = Resolver::new(schema);
     for rec in records {
         let name = |rec: &Record| match &rec.stable_id {
@@ -288,6 +289,7 @@ pub fn resolve_records(
                 .map(str::to_owned)
         });
         let Some(account_id) = account_id else {
+            unresolved.extend(rec.email.clone());
             let looked = match (&rec.email, &cfg.identity_file) {
                 (Some(e), Some(f)) => format!("; {e} is not in {}", f.display()),
                 (Some(_), None) => {
@@ -321,6 +323,13 @@ pub fn resolve_records(
             e.push(&k, v);
         }
         r.add_person_with(e, |_| disabled);
+    }
+    if !unresolved.is_empty() {
+        tracing::warn!(
+            unresolved = unresolved.len(),
+            emails = ?unresolved,
+            "HR records without an account id that no resolver found: not added anywhere, their access left as it is"
+        );
     }
     let limit = cfg.max_missing_ratio;
     for (field, n) in missing {

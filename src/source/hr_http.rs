@@ -126,6 +126,7 @@ pub fn record(v: &Value, number: usize, cfg: &HrHttpSettings) -> Record {
     }
 }
 
+#[derive(Clone)]
 pub struct HrHttpSource {
     pub cfg: HrHttpSettings,
     http: reqwest::Client,
@@ -136,15 +137,6 @@ impl std::fmt::Debug for HrHttpSource {
         f.debug_struct("HrHttpSource")
             .field("url", &self.origin())
             .finish_non_exhaustive()
-    }
-}
-
-impl Clone for HrHttpSource {
-    fn clone(&self) -> Self {
-        HrHttpSource {
-            cfg: self.cfg.clone(),
-            http: self.http.clone(),
-        }
     }
 }
 

@@ -932,27 +932,14 @@ impl Source {
                 ids.extend(found);
             }
         }
-        let dir = hr::resolve_records(
+        hr::resolve_records(
             records,
             cfg,
             &ids,
             &self.schema,
             origin,
             std::time::SystemTime::now(),
-        )?;
-        let unresolved = dir
-            .issues
-            .iter()
-            .filter(|i| i.problem.contains(": no account id"))
-            .count();
-        if unresolved > 0 {
-            tracing::warn!(
-                unresolved,
-                emails = ?dir.unusable_emails,
-                "HR records without an account id that no resolver found: not added anywhere, their access left as it is"
-            );
-        }
-        Ok(dir)
+        )
     }
 
     async fn parse_text(&self, text: &str, origin: String) -> Result<Directory, SourceError> {
