@@ -13,6 +13,8 @@ pub enum CallerKind {
     ApiToken,
     AccessToken,
     OAuth,
+    /// An Atlassian Admin API key (`/admin` routes only).
+    AdminApiKey,
 }
 
 impl CallerKind {
@@ -21,6 +23,7 @@ impl CallerKind {
             CallerKind::ApiToken => "apitoken",
             CallerKind::AccessToken => "access_token",
             CallerKind::OAuth => "oauth2",
+            CallerKind::AdminApiKey => "admin_api_key",
         }
     }
 }
@@ -295,6 +298,26 @@ pub fn resolve(
     Err(AuthError::Invalid)
 }
 
+/// Resolves the Authorization header of an Admin API (`/admin`) request: only
+/// `Bearer <token>` of an `admin_api_key` credential is accepted; anything else (none, Basic,
+/// an access token, an OAuth token) is 401.
+pub fn resolve_admin(authorization: Option<&str>, store: &Store) -> Result<Caller, AuthError> {
+    let Some(value) = authorization else {
+        return Err(AuthError::Missing);
+    };
+    let token = parse_bearer(value).ok_or(AuthError::Invalid)?;
+    if token.is_empty() {
+        return Err(AuthError::Invalid);
+    }
+    store
+        .seed
+        .credentials
+        .iter()
+        .find(|c| c.kind == CredentialKind::AdminApiKey && c.token.as_deref() == Some(token))
+        .map(|c| caller_from(c, CallerKind::AdminApiKey))
+        .ok_or(AuthError::Invalid)
+}
+
 // ---------------------------------------------------------------------------------------------
 // The scope table
 // ---------------------------------------------------------------------------------------------
@@ -338,6 +361,8 @@ pub enum Family {
     ProjectPermissionsWrite,
     /// `DELETE /2.0/workspaces/{ws}/projects/{key}/permissions-config/...`
     ProjectPermissionsDelete,
+    /// Every Atlassian Admin API route (`/admin/...`, an `admin_api_key`); no scope rule.
+    Admin,
 }
 
 impl Family {
@@ -361,6 +386,7 @@ impl Family {
         Family::ProjectPermissionsRead,
         Family::ProjectPermissionsWrite,
         Family::ProjectPermissionsDelete,
+        Family::Admin,
     ];
 
     /// The family's name in the README's scope table (e.g. `1.0 groups write`).
@@ -384,6 +410,7 @@ impl Family {
             Family::ProjectPermissionsRead => "project permissions-config read",
             Family::ProjectPermissionsWrite => "project permissions-config write",
             Family::ProjectPermissionsDelete => "project permissions-config delete",
+            Family::Admin => "admin",
         }
     }
 
@@ -545,6 +572,11 @@ pub fn authorize(rule: &ScopeRule, caller: &Caller, store: &Store) -> Result<(),
                 ))
             }
         },
+        CallerKind::AdminApiKey => {
+            return Err(Refusal::CredentialType(
+                "Admin API keys cannot be used with Bitbucket.".into(),
+            ))
+        }
         CallerKind::AccessToken => match rule.access_token {
             Some(s) => s,
             None => {
@@ -708,9 +740,10 @@ mod tests {
         for f in Family::ALL {
             assert_eq!(Family::from_name(f.name()), Some(*f));
             assert_eq!(Family::from_name(&format!("{f:?}")), Some(*f));
-            assert!(scope_rule(*f).is_some());
+            assert_eq!(scope_rule(*f).is_some(), *f != Family::Admin);
         }
-        assert_eq!(Family::ALL.len(), SCOPE_TABLE.len());
+        assert_eq!(Family::ALL.len(), SCOPE_TABLE.len() + 1);
+        assert_eq!(Family::from_name("Admin"), Some(Family::Admin));
         assert_eq!(
             Family::from_name("1.0_Group_Privileges_Write"),
             Some(Family::GroupPrivilegesWrite)

@@ -1,6 +1,7 @@
 //! In-memory emulator of the Bitbucket Cloud endpoints a group/permission sync daemon uses
 //! (1.0 groups and group-privileges, 2.0 repositories, members, workspace permissions and
-//! permissions-config, the OAuth client-credentials token endpoint), served over real HTTP.
+//! permissions-config, the OAuth client-credentials token endpoint, 1.0 invitations) and the
+//! Atlassian Admin API under `/admin` ([`admin`]), served over real HTTP.
 //!
 //! One emulator = one workspace. See README.md for the seed format and every endpoint.
 //!
@@ -10,6 +11,7 @@
 //! endpoint family, seeded ([`Fault`], [`FaultKind`]), and signed page cursors
 //! ([`paging::CursorKey`]).
 
+pub mod admin;
 pub mod auth;
 pub mod bbql;
 pub mod conn;
@@ -26,8 +28,9 @@ pub mod state;
 
 pub use faults::{BrokenNextMode, Fault, FaultKind, DEFAULT_FAULT_SEED};
 pub use seed::{
-    group_slug_for, load_seed, CredentialKind, Seed, SeedCredential, SeedError, SeedGroup,
-    SeedGroupGrant, SeedProject, SeedProjectGroupGrant, SeedProjectUserGrant, SeedRepo, SeedUser,
+    admin_group_id_for, group_slug_for, load_seed, CredentialKind, Seed, SeedCredential, SeedError,
+    SeedGroup, SeedGroupGrant, SeedInvitation, SeedOrganisation, SeedProject,
+    SeedProjectGroupGrant, SeedProjectUserGrant, SeedRepo, SeedRepoInvitation, SeedUser,
     SeedUserGrant, SeedWorkspace,
 };
 
@@ -449,6 +452,32 @@ async fn emu_fault_seed(State(shared): State<Arc<Shared>>, body: Bytes) -> Respo
     }
 }
 
+/// `t` as an RFC 3339 / ISO-8601 UTC timestamp, whole seconds (`2026-12-02T10:11:30Z`).
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
 /// Whole seconds, rounded up.
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
@@ -836,6 +865,101 @@ impl Shared {
         }
     }
 
+    /// Serves one Admin API (`/admin`) request: an `admin_api_key` only (401 otherwise), the
+    /// same rate window as every credential (429 with `X-RateLimit-*`), JSON error bodies.
+    #[allow(clippy::too_many_arguments)]
+    fn serve_admin(
+        &self,
+        method: &str,
+        m: Match,
+        route: &'static str,
+        authorization: Option<&str>,
+        (raw_path, raw_query): (&str, Option<&str>),
+        headers: &HeaderMap,
+        body: &[u8],
+        apply: bool,
+    ) -> (Reply, Option<Caller>, Option<String>, &'static str) {
+        let now = self.clock.now();
+        if lock(&self.store).seed.organisation.is_none() {
+            // No organisation: the Admin API does not exist here (before authentication).
+            let reply = admin::error(
+                404,
+                "ADMIN-404",
+                "No organisation is administered through this API.",
+            );
+            return (reply, None, None, route);
+        }
+        let resolved = auth::resolve_admin(authorization, &lock(&self.store));
+        let caller = match resolved {
+            Ok(c) => c,
+            Err(e) => {
+                let detail = match e {
+                    AuthError::Missing => {
+                        "This API requires an Admin API key (Authorization: Bearer <key>)."
+                    }
+                    _ => "The credentials are not a valid Admin API key.",
+                };
+                return (admin::error(401, "ADMIN-401", detail), None, None, route);
+            }
+        };
+        let cred = Some(caller.credential_id.clone());
+        let per_hour = effective_limit(lock(&self.store).seed.rate_limit_per_hour);
+        let refused_for = {
+            let mut auth = lock(&self.auth);
+            if auth.limiter.allow(&caller.credential_id, now, per_hour) {
+                None
+            } else {
+                Some(
+                    auth.limiter
+                        .retry_after(&caller.credential_id, now, per_hour)
+                        .unwrap_or_default(),
+                )
+            }
+        };
+        if let Some(wait) = refused_for {
+            let reset = ceil_to_second(self.clock.system_now() + wait);
+            let reply = admin::error(429, "ADMIN-429", "Rate limit exceeded.")
+                .with_header("x-ratelimit-limit", per_hour.to_string())
+                .with_header("x-ratelimit-remaining", "0")
+                .with_header("x-ratelimit-reset", rfc3339(reset));
+            return (reply, Some(caller), cred, route);
+        }
+        let (def, params) = match m {
+            Match::Found(def, params) => (def, params),
+            Match::MethodNotAllowed(_) => {
+                let reply = admin::error(405, "ADMIN-405", format!("Method {method} not allowed"));
+                return (reply, Some(caller), cred, route);
+            }
+            Match::NotFound => {
+                let reply = admin::error(404, "ADMIN-404", "Resource not found");
+                return (reply, Some(caller), cred, route);
+            }
+        };
+        let raw_query_str = raw_query.unwrap_or("");
+        let req = Req {
+            method,
+            params,
+            query: http::form_pairs(raw_query_str),
+            raw_query: http::raw_pairs(raw_query_str),
+            raw_path,
+            headers,
+            body,
+            caller: &caller,
+            origin: origin_of(headers, self.addr),
+            cursor_key: &self.cursor_key,
+        };
+        let mut store = lock(&self.store);
+        let mut scratch = (!apply).then(|| store.clone());
+        let target: &mut Store = match scratch.as_mut() {
+            Some(copy) => copy,
+            None => &mut store,
+        };
+        let reply = admin::handle(def.id, target, &req);
+        drop(store);
+        drop(scratch);
+        (reply, Some(caller), cred, route)
+    }
+
     /// Serves one Bitbucket API request: (reply, caller, credential id, route template).
     /// With `apply` false the endpoint runs against a copy of the state, thrown away after
     /// (a lost write); authentication and the rate limit happen as usual.
@@ -860,6 +984,18 @@ impl Shared {
         let authorization = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
+        if api == Api::Admin {
+            return self.serve_admin(
+                method,
+                m,
+                route,
+                authorization,
+                (raw_path, raw_query),
+                headers,
+                body,
+                apply,
+            );
+        }
 
         // The OAuth token endpoint authenticates the consumer itself.
         if let Match::Found(def, _) = &m {
@@ -962,7 +1098,7 @@ impl Shared {
                 }
             }
         }
-        if def.v1_write && store.seed.workspace.organisation_managed {
+        if (def.v1_write || def.v1_invitations()) && store.seed.workspace.organisation_managed {
             return (Reply::text(405, "None"), Some(caller), cred, route);
         }
 
@@ -997,5 +1133,24 @@ impl Shared {
             }
         }
         (reply, Some(caller), cred, route)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_796_210_490)),
+            "2026-12-02T11:21:30Z"
+        );
     }
 }

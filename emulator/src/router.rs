@@ -12,6 +12,8 @@ pub enum Api {
     V2,
     /// `/site/oauth2/...`
     Site,
+    /// `/admin/...`: the Atlassian Admin API (JSON `{"errors": [...]}` bodies, Admin API keys).
+    Admin,
 }
 
 impl Api {
@@ -19,6 +21,7 @@ impl Api {
         match segments.first().map(String::as_str) {
             Some("1.0") => Api::V1,
             Some("site") => Api::Site,
+            Some("admin") => Api::Admin,
             _ => Api::V2,
         }
     }
@@ -68,6 +71,24 @@ pub enum RouteId {
     V2ProjPermUserGet,
     V2ProjPermUserPut,
     V2ProjPermUserDelete,
+    V1InvitationsList,
+    V1InvitationsOfEmail,
+    V1InvitationsDeleteEmail,
+    V1InvitationPut,
+    V1InvitationDelete,
+    V1RepoInvitation,
+    AdminDirectories,
+    AdminGroupsSearch,
+    AdminGroupsList,
+    AdminGroupCreate,
+    AdminGroupDelete,
+    AdminMembershipAdd,
+    AdminMembershipRemove,
+    AdminUsersSearch,
+    AdminUserSuspend,
+    AdminUserRestore,
+    AdminUserDelete,
+    AdminV1Users,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -79,6 +100,22 @@ pub struct RouteDef {
     pub family: Option<Family>,
     /// A 1.0 write (refused with 405 `None` on organisation-managed workspaces).
     pub v1_write: bool,
+}
+
+impl RouteDef {
+    /// A 1.0 invitations route: off entirely (405 `None`, reads too) on an
+    /// organisation-managed workspace.
+    pub fn v1_invitations(&self) -> bool {
+        matches!(
+            self.id,
+            RouteId::V1InvitationsList
+                | RouteId::V1InvitationsOfEmail
+                | RouteId::V1InvitationsDeleteEmail
+                | RouteId::V1InvitationPut
+                | RouteId::V1InvitationDelete
+                | RouteId::V1RepoInvitation
+        )
+    }
 }
 
 const fn r(
@@ -119,6 +156,26 @@ pub const ROUTES: &[RouteDef] = &[
     r(R::V1GpOne, "GET", "/1.0/group-privileges/{ws}/{repo}/{group_owner}/{group}", Some(F::GroupPrivilegesRead), false),
     r(R::V1GpPut, "PUT", "/1.0/group-privileges/{ws}/{repo}/{group_owner}/{group}", Some(F::GroupPrivilegesWrite), true),
     r(R::V1GpDelete, "DELETE", "/1.0/group-privileges/{ws}/{repo}/{group_owner}/{group}", Some(F::GroupPrivilegesDelete), true),
+    // 1.0 invitations (off entirely on organisation-managed workspaces)
+    r(R::V1InvitationsList, "GET", "/1.0/users/{ws}/invitations", Some(F::GroupsRead), false),
+    r(R::V1InvitationsOfEmail, "GET", "/1.0/users/{ws}/invitations/{email}", Some(F::GroupsRead), false),
+    r(R::V1InvitationsDeleteEmail, "DELETE", "/1.0/users/{ws}/invitations/{email}", Some(F::GroupsDelete), false),
+    r(R::V1InvitationPut, "PUT", "/1.0/users/{ws}/invitations/{email}/{group_owner}/{group}", Some(F::GroupsWrite), false),
+    r(R::V1InvitationDelete, "DELETE", "/1.0/users/{ws}/invitations/{email}/{group_owner}/{group}", Some(F::GroupsDelete), false),
+    r(R::V1RepoInvitation, "POST", "/1.0/invitations/{ws}/{repo}/{email}", Some(F::GroupsWrite), false),
+    // Atlassian Admin API (admin_api_key only)
+    r(R::AdminDirectories, "GET", "/admin/v2/orgs/{orgId}/directories", Some(F::Admin), false),
+    r(R::AdminGroupsSearch, "POST", "/admin/v2/orgs/{orgId}/directories/{dirId}/groups/search", Some(F::Admin), false),
+    r(R::AdminGroupsList, "GET", "/admin/v2/orgs/{orgId}/directories/{dirId}/groups", Some(F::Admin), false),
+    r(R::AdminGroupCreate, "POST", "/admin/v2/orgs/{orgId}/directories/{dirId}/groups", Some(F::Admin), false),
+    r(R::AdminGroupDelete, "DELETE", "/admin/v2/orgs/{orgId}/directories/{dirId}/groups/{groupId}", Some(F::Admin), false),
+    r(R::AdminMembershipAdd, "POST", "/admin/v2/orgs/{orgId}/directories/{dirId}/groups/{groupId}/memberships", Some(F::Admin), false),
+    r(R::AdminMembershipRemove, "DELETE", "/admin/v2/orgs/{orgId}/directories/{dirId}/groups/{groupId}/memberships/{accountId}", Some(F::Admin), false),
+    r(R::AdminUsersSearch, "POST", "/admin/v2/orgs/{orgId}/directories/{dirId}/users/search", Some(F::Admin), false),
+    r(R::AdminUserSuspend, "POST", "/admin/v2/orgs/{orgId}/directories/{dirId}/users/{accountId}/suspend", Some(F::Admin), false),
+    r(R::AdminUserRestore, "POST", "/admin/v2/orgs/{orgId}/directories/{dirId}/users/{accountId}/restore", Some(F::Admin), false),
+    r(R::AdminUserDelete, "DELETE", "/admin/v2/orgs/{orgId}/directories/{dirId}/users/{accountId}", Some(F::Admin), false),
+    r(R::AdminV1Users, "GET", "/admin/v1/orgs/{orgId}/users", Some(F::Admin), false),
     // 2.0 cross-workspace listings: gone (CHANGE-2770)
     r(R::V2Gone, "GET", "/2.0/repositories", None, false),
     r(R::V2Gone, "GET", "/2.0/workspaces", None, false),

@@ -4,7 +4,9 @@
 
 use crate::http::{form_pairs, Reply, Req};
 use crate::router::RouteId;
-use crate::seed::{SeedGroup, SeedGroupGrant, SeedUser, REPO_PERMISSIONS};
+use crate::seed::{
+    SeedGroup, SeedGroupGrant, SeedInvitation, SeedRepoInvitation, SeedUser, REPO_PERMISSIONS,
+};
 use crate::state::{GroupPatch, Store, StoreError};
 use serde_json::{json, Value};
 
@@ -278,6 +280,150 @@ fn privileges(store: &Store, keep: impl Fn(&SeedGroupGrant) -> bool) -> Reply {
     }
 }
 
+/// 1.0 group invitation object.
+pub fn invitation_json(store: &Store, i: &SeedInvitation) -> Value {
+    let name = store
+        .group(&i.group)
+        .map(|g| g.name.clone())
+        .unwrap_or_else(|| i.group.clone());
+    json!({
+        "email": i.email,
+        "group": {"name": name, "slug": i.group, "owner": owner_json(store)},
+    })
+}
+
+fn email_param(req: &Req) -> Result<String, Reply> {
+    let email = req.param("email").trim().to_string();
+    if email.contains('@') && !email.starts_with('@') && !email.ends_with('@') {
+        Ok(email)
+    } else {
+        Err(Reply::text(400, format!("Invalid email address: {email}")))
+    }
+}
+
+/// Repository invitation POST body: exactly the form `permission=read|write|admin`.
+fn parse_invitation_permission(req: &Req) -> Result<String, Reply> {
+    let body = String::from_utf8_lossy(req.body);
+    let pairs = form_pairs(body.trim());
+    match pairs.as_slice() {
+        [(k, v)] if k == "permission" && REPO_PERMISSIONS.contains(&v.as_str()) => Ok(v.clone()),
+        _ => Err(Reply::text(
+            400,
+            "Bad request: the body must be the form permission=read|write|admin",
+        )),
+    }
+}
+
+fn invitations(store: &mut Store, req: &Req, id: RouteId) -> Result<Reply, Reply> {
+    Ok(match id {
+        RouteId::V1InvitationsList => {
+            let list: Vec<Value> = store
+                .seed
+                .invitations
+                .iter()
+                .map(|i| invitation_json(store, i))
+                .collect();
+            Reply::json(200, Value::Array(list))
+        }
+        RouteId::V1InvitationsOfEmail => {
+            let email = email_param(req)?;
+            let list: Vec<Value> = store
+                .seed
+                .invitations
+                .iter()
+                .filter(|i| i.email.eq_ignore_ascii_case(&email))
+                .map(|i| invitation_json(store, i))
+                .collect();
+            Reply::json(200, Value::Array(list))
+        }
+        RouteId::V1InvitationsDeleteEmail => {
+            let email = email_param(req)?;
+            let before = store.seed.invitations.len();
+            store
+                .seed
+                .invitations
+                .retain(|i| !i.email.eq_ignore_ascii_case(&email));
+            if store.seed.invitations.len() == before {
+                return Err(Reply::text(404, format!("No invitations for {email}")));
+            }
+            Reply::empty(204)
+        }
+        RouteId::V1InvitationPut | RouteId::V1InvitationDelete => {
+            check_group_owner(store, req.param("group_owner"))?;
+            let group = req.param("group");
+            group_or_404(store, group)?;
+            let email = email_param(req)?;
+            let pos = store
+                .seed
+                .invitations
+                .iter()
+                .position(|i| i.group == group && i.email.eq_ignore_ascii_case(&email));
+            if id == RouteId::V1InvitationPut {
+                let inv = match pos {
+                    Some(p) => store.seed.invitations[p].clone(),
+                    None => {
+                        let inv = SeedInvitation {
+                            email,
+                            group: group.to_string(),
+                        };
+                        store.seed.invitations.push(inv.clone());
+                        inv
+                    }
+                };
+                Reply::json(200, invitation_json(store, &inv))
+            } else {
+                let Some(p) = pos else {
+                    return Err(Reply::text(
+                        404,
+                        format!("No invitation of {email} to {group}"),
+                    ));
+                };
+                store.seed.invitations.remove(p);
+                Reply::empty(204)
+            }
+        }
+        RouteId::V1RepoInvitation => {
+            let repo = req.param("repo").to_string();
+            store.repo(&repo).ok_or_else(|| not_found("Repository"))?;
+            let email = email_param(req)?;
+            let permission = parse_invitation_permission(req)?;
+            let existing = store
+                .seed
+                .repo_invitations
+                .iter_mut()
+                .find(|i| i.repo == repo && i.email.eq_ignore_ascii_case(&email));
+            let inv = match existing {
+                Some(i) => {
+                    i.permission = permission;
+                    i.clone()
+                }
+                None => {
+                    let i = SeedRepoInvitation {
+                        email,
+                        repo,
+                        permission,
+                    };
+                    store.seed.repo_invitations.push(i.clone());
+                    i
+                }
+            };
+            let repo_name = store
+                .repo(&inv.repo)
+                .map(|r| r.name.clone())
+                .unwrap_or_else(|| inv.repo.clone());
+            Reply::json(
+                200,
+                json!({
+                    "email": inv.email,
+                    "permission": inv.permission,
+                    "repository": {"owner": owner_json(store), "name": repo_name, "slug": inv.repo},
+                }),
+            )
+        }
+        _ => Reply::text(404, "Not found"),
+    })
+}
+
 pub fn handle(id: RouteId, store: &mut Store, req: &Req) -> Reply {
     match handle_inner(id, store, req) {
         Ok(r) | Err(r) => r,
@@ -370,6 +516,12 @@ fn handle_inner(id: RouteId, store: &mut Store, req: &Req) -> Result<Reply, Repl
                 }
             }
         }
+        RouteId::V1InvitationsList
+        | RouteId::V1InvitationsOfEmail
+        | RouteId::V1InvitationsDeleteEmail
+        | RouteId::V1InvitationPut
+        | RouteId::V1InvitationDelete
+        | RouteId::V1RepoInvitation => invitations(store, req, id)?,
         _ => Reply::text(404, "Not found"),
     })
 }

@@ -56,6 +56,65 @@ pub struct Seed {
     /// (`None`: 0). The same seed and the same requests in the same order give the same faults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault_seed: Option<u64>,
+    /// The Atlassian organisation administering the workspace (the Admin API under `/admin`,
+    /// sheet section 5). `None`: every `/admin` route answers 404.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organisation: Option<SeedOrganisation>,
+    /// 1.0 group invitations (sheet section 8): an email invited into a workspace group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub invitations: Vec<SeedInvitation>,
+    /// 1.0 repository invitations (`POST /1.0/invitations/{ws}/{repo}/{email}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repo_invitations: Vec<SeedRepoInvitation>,
+}
+
+/// The organisation and its one directory (Admin API, sheet section 5).
+///
+/// The directory's users are the seed's `users` (less `removed`). Its groups are the
+/// workspace's `groups` on an organisation-managed workspace (one store), else `groups` here.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedOrganisation {
+    /// The `{orgId}` of every Admin API path.
+    pub id: String,
+    /// Display name; defaults to the workspace name.
+    #[serde(default)]
+    pub name: String,
+    /// The one directory's id; defaults to `dir-` + `id`.
+    #[serde(default)]
+    pub directory_id: String,
+    /// account_ids suspended in the directory (they keep their groups).
+    #[serde(default)]
+    pub suspended: Vec<String>,
+    /// account_ids removed from the directory on a classic workspace (still workspace
+    /// members there; on an organisation-managed workspace a removed user leaves `users`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+    /// The directory's own groups on a classic workspace (must be empty on an
+    /// organisation-managed one, whose directory groups are the workspace's `groups`).
+    /// Only `name`, `id`, `description`, `members` and `idp_synced` mean anything here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<SeedGroup>,
+}
+
+/// A 1.0 group invitation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedInvitation {
+    pub email: String,
+    /// Workspace group slug.
+    pub group: String,
+}
+
+/// A 1.0 repository invitation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedRepoInvitation {
+    pub email: String,
+    /// Repository slug.
+    pub repo: String,
+    /// `read` | `write` | `admin`.
+    pub permission: String,
 }
 
 fn default_rate_limit() -> u32 {
@@ -84,6 +143,9 @@ impl Default for Seed {
             default_pagelen: default_pagelen(),
             user_limit: None,
             fault_seed: None,
+            organisation: None,
+            invitations: Vec::new(),
+            repo_invitations: Vec::new(),
         }
     }
 }
@@ -168,6 +230,28 @@ pub struct SeedGroup {
     /// account_ids.
     #[serde(default)]
     pub members: Vec<String>,
+    /// Admin API group id (directory groups only); defaults to [`admin_group_id_for`] of
+    /// the slug.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Admin API group description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Synced from an identity provider: Admin API membership edits and delete answer 403.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub idp_synced: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The default Admin API id of a directory group: a UUID derived from its slug, no braces.
+pub fn admin_group_id_for(slug: &str) -> String {
+    uuid_for("admin-group", slug)
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .to_string()
 }
 
 impl SeedGroup {
@@ -235,12 +319,16 @@ pub enum CredentialKind {
     AccessToken,
     /// OAuth consumer (client credentials grant at `/site/oauth2/access_token`).
     OauthConsumer,
+    /// Atlassian organisation (Admin API) key, sent as `Authorization: Bearer <token>`;
+    /// accepted only by `/admin` routes (Bitbucket routes answer 401).
+    AdminApiKey,
 }
 
 /// One credential. Which fields are required depends on `kind`:
 /// - `api_token`: `email`, `token`, `account_id`, `scopes` (Atlassian granular scopes);
 /// - `access_token`: `token`, `scopes` (OAuth-style names, e.g. `repository`, `account`);
-/// - `oauth_consumer`: `key`, `secret`, `account_id`, `scopes` (OAuth names), `token_ttl_secs`.
+/// - `oauth_consumer`: `key`, `secret`, `account_id`, `scopes` (OAuth names), `token_ttl_secs`;
+/// - `admin_api_key`: `token` (an organisation must be seeded).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedCredential {
@@ -513,6 +601,9 @@ impl Seed {
                 CredentialKind::AccessToken => {
                     need(&c.token, "token", &mut errors);
                 }
+                CredentialKind::AdminApiKey => {
+                    need(&c.token, "token", &mut errors);
+                }
                 CredentialKind::OauthConsumer => {
                     need(&c.key, "key", &mut errors);
                     need(&c.secret, "secret", &mut errors);
@@ -530,7 +621,10 @@ impl Seed {
                     ));
                 }
             }
-            if c.kind == CredentialKind::AccessToken {
+            if matches!(
+                c.kind,
+                CredentialKind::AccessToken | CredentialKind::AdminApiKey
+            ) {
                 if let Some(t) = &c.token {
                     if !secrets.insert(t.as_str()) {
                         errors.push(format!("credential {}: token used twice", c.id));
@@ -538,6 +632,7 @@ impl Seed {
                 }
             }
         }
+        self.validate_organisation(&accounts, &groups, &repos, &mut errors);
         if !(1..=100).contains(&self.default_pagelen) {
             errors.push(format!(
                 "default_pagelen {} is outside 1..=100",
@@ -548,6 +643,152 @@ impl Seed {
             Ok(())
         } else {
             Err(errors.join("; "))
+        }
+    }
+
+    /// The organisation, directory groups and invitations part of [`Seed::validate`].
+    fn validate_organisation(
+        &self,
+        accounts: &HashSet<&str>,
+        groups: &HashSet<String>,
+        repos: &HashSet<&str>,
+        errors: &mut Vec<String>,
+    ) {
+        if let Some(o) = &self.organisation {
+            if o.id.trim().is_empty() || o.id.contains('/') {
+                errors.push("organisation.id is empty or has a '/'".into());
+            }
+            if o.directory_id == "-" || o.directory_id.contains('/') {
+                errors.push("organisation.directory_id cannot be '-' or have a '/'".into());
+            }
+            let mut seen = HashSet::new();
+            for a in &o.suspended {
+                if !accounts.contains(a.as_str()) || o.removed.contains(a) {
+                    errors.push(format!(
+                        "organisation.suspended: {a} is not a user of the directory"
+                    ));
+                }
+                if !seen.insert(a.as_str()) {
+                    errors.push(format!("organisation.suspended: {a} listed twice"));
+                }
+            }
+            let mut seen = HashSet::new();
+            for a in &o.removed {
+                if !accounts.contains(a.as_str()) {
+                    errors.push(format!("organisation.removed: {a} is not a user"));
+                }
+                if !seen.insert(a.as_str()) {
+                    errors.push(format!("organisation.removed: {a} listed twice"));
+                }
+            }
+            if self.workspace.organisation_managed && !o.removed.is_empty() {
+                errors.push(
+                    "organisation.removed is only for classic workspaces (remove the user from users)"
+                        .into(),
+                );
+            }
+            if self.workspace.organisation_managed && !o.groups.is_empty() {
+                errors.push(
+                    "organisation.groups is only for classic workspaces: on an organisation-managed one the directory's groups are the workspace's groups"
+                        .into(),
+                );
+            }
+            let dir_groups: &[SeedGroup] = if self.workspace.organisation_managed {
+                &self.groups
+            } else {
+                &o.groups
+            };
+            let mut ids = HashSet::new();
+            let mut names = HashSet::new();
+            for g in dir_groups {
+                let id =
+                    g.id.clone()
+                        .unwrap_or_else(|| admin_group_id_for(&g.slug()));
+                if id.is_empty() || id.contains('/') {
+                    errors.push(format!("directory group {}: invalid id", g.name));
+                }
+                if !ids.insert(id.clone()) {
+                    errors.push(format!("duplicate directory group id {id}"));
+                }
+                if !self.workspace.organisation_managed {
+                    if g.name.trim().is_empty() {
+                        errors.push("a directory group has an empty name".into());
+                    }
+                    if !names.insert(g.name.to_lowercase()) {
+                        errors.push(format!("duplicate directory group name {}", g.name));
+                    }
+                    let mut seen = HashSet::new();
+                    for m in &g.members {
+                        if !accounts.contains(m.as_str()) || o.removed.contains(m) {
+                            errors.push(format!(
+                                "directory group {}: member {m} is not a user of the directory",
+                                g.name
+                            ));
+                        }
+                        if !seen.insert(m.as_str()) {
+                            errors.push(format!(
+                                "directory group {}: member {m} listed twice",
+                                g.name
+                            ));
+                        }
+                    }
+                }
+            }
+        } else {
+            for g in &self.groups {
+                if g.id.is_some() || g.idp_synced {
+                    errors.push(format!(
+                        "group {}: id and idp_synced need an organisation",
+                        g.name
+                    ));
+                }
+            }
+        }
+        if !self.workspace.organisation_managed || self.organisation.is_none() {
+            for g in &self.groups {
+                if self.organisation.is_some() && (g.id.is_some() || g.idp_synced) {
+                    errors.push(format!(
+                        "group {}: id and idp_synced are for directory groups (organisation.groups on a classic workspace)",
+                        g.name
+                    ));
+                }
+            }
+        }
+        let mut seen = HashSet::new();
+        for i in &self.invitations {
+            if !i.email.contains('@') {
+                errors.push(format!("invitation: invalid email {}", i.email));
+            }
+            if !groups.contains(&i.group) {
+                errors.push(format!("invitation: group {} does not exist", i.group));
+            }
+            if !seen.insert((i.email.to_lowercase(), i.group.clone())) {
+                errors.push(format!("invitation {}/{} listed twice", i.email, i.group));
+            }
+        }
+        let mut seen = HashSet::new();
+        for i in &self.repo_invitations {
+            if !i.email.contains('@') {
+                errors.push(format!("repository invitation: invalid email {}", i.email));
+            }
+            if !repos.contains(i.repo.as_str()) {
+                errors.push(format!(
+                    "repository invitation: repository {} does not exist",
+                    i.repo
+                ));
+            }
+            if !REPO_PERMISSIONS.contains(&i.permission.as_str()) {
+                errors.push(format!(
+                    "repository invitation: invalid permission {}",
+                    i.permission
+                ));
+            }
+            if !seen.insert((i.email.to_lowercase(), i.repo.clone())) {
+                errors.push(format!(
+                    "repository invitation {}/{} listed twice",
+                    i.email, i.repo
+                ));
+            }
         }
     }
 
@@ -592,9 +833,30 @@ impl Seed {
                 r.uuid = uuid_for("repository", &r.slug);
             }
         }
+        let directory_groups = s.workspace.organisation_managed && s.organisation.is_some();
         for g in &mut s.groups {
             if g.slug.is_none() {
                 g.slug = Some(group_slug_for(&g.name));
+            }
+            if directory_groups && g.id.is_none() {
+                g.id = Some(admin_group_id_for(&g.slug()));
+            }
+        }
+        let ws_name = s.workspace.name.clone();
+        if let Some(o) = &mut s.organisation {
+            if o.name.is_empty() {
+                o.name = ws_name;
+            }
+            if o.directory_id.is_empty() {
+                o.directory_id = format!("dir-{}", o.id);
+            }
+            for g in &mut o.groups {
+                if g.slug.is_none() {
+                    g.slug = Some(group_slug_for(&g.name));
+                }
+                if g.id.is_none() {
+                    g.id = Some(admin_group_id_for(&g.slug()));
+                }
             }
         }
         if s.rate_limit_per_hour == 0 {

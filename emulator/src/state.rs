@@ -243,6 +243,8 @@ impl Store {
                 "A group with slug {slug} already exists."
             )));
         }
+        let id = (self.seed.workspace.organisation_managed && self.seed.organisation.is_some())
+            .then(|| self.fresh_group_id(&slug));
         let g = SeedGroup {
             name: name.to_string(),
             slug: Some(slug),
@@ -250,6 +252,8 @@ impl Store {
             auto_add: false,
             email_forwarding_disabled: false,
             members: Vec::new(),
+            id,
+            ..Default::default()
         };
         self.seed.groups.push(g.clone());
         Ok(g)
@@ -311,6 +315,7 @@ impl Store {
         }
         self.seed.group_grants.retain(|g| g.group != slug);
         self.seed.project_group_grants.retain(|g| g.group != slug);
+        self.seed.invitations.retain(|i| i.group != slug);
         Ok(())
     }
 
