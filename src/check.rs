@@ -7,11 +7,12 @@
 //! an existing member, re-PUTting an existing grant with its current permission. A 1.0 write
 //! answering 405 reveals an organisation-managed workspace.
 
+use crate::bitbucket::detect::{self, Choice, Detected};
 use crate::bitbucket::dto::{V1Group, V1GroupPrivilege};
 use crate::bitbucket::{
     ApiError, ApiFamily, Clients, CredentialKind, Principal, PrincipalKind, Target, Written,
 };
-use crate::config::{Config, GrantReader, GrantWrites};
+use crate::config::{Config, GrantReader, GrantWrites, MembershipBackendKind};
 use crate::model::{BbUuid, GroupSlug, Permission, RepoSlug};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -119,6 +120,10 @@ pub enum WorkspaceKind {
 pub struct CheckReport {
     pub workspace: String,
     pub workspace_kind: WorkspaceKind,
+    /// What told the kind (read-only signals, or a write probe).
+    pub workspace_evidence: String,
+    /// The backend a run would write memberships with, and why.
+    pub membership_backend: Choice,
     pub probe_writes: bool,
     /// What the first call of each credential said.
     pub credentials: BTreeMap<String, CredentialStatus>,
@@ -128,10 +133,12 @@ pub struct CheckReport {
 impl CheckReport {
     /// Every family the rules need is proven or, for writes, not ruled out.
     pub fn ok(&self) -> bool {
-        self.probes
-            .iter()
-            .filter(|p| p.needed)
-            .all(|p| matches!(p.verdict, Verdict::Ok { .. } | Verdict::Likely { .. }))
+        self.membership_backend.blocked.is_none()
+            && self
+                .probes
+                .iter()
+                .filter(|p| p.needed)
+                .all(|p| matches!(p.verdict, Verdict::Ok { .. } | Verdict::Likely { .. }))
     }
 
     pub fn probe(&self, f: ApiFamily) -> Option<&Probe> {
@@ -381,9 +388,39 @@ pub async fn check(cfg: &Config, clients: &Clients, probe_writes: bool) -> Check
         verdicts.insert(family, verdict);
     }
 
+    // The membership backend, told without writing; a write probe's 405 (or answer)
+    // confirms the kind.
+    let names: Vec<String> = cfg.groups.iter().map(|g| g.name.clone()).collect();
+    let signals = detect::detect(cfg, clients, &names).await;
+    let (mut detected, mut evidence) = detect::judge(&signals);
+    match organisation_managed {
+        Some(true) if detected != Detected::OrganisationManaged => {
+            detected = Detected::OrganisationManaged;
+            evidence = format!("a no-op 1.0 write answered 405 ({evidence})");
+        }
+        Some(false) if detected != Detected::Classic => {
+            detected = Detected::Classic;
+            evidence = format!("a no-op 1.0 write answered ({evidence})");
+        }
+        _ => {}
+    }
+    let membership_backend = detect::choose(
+        cfg.bitbucket.membership_backend,
+        Some((detected, evidence.clone())),
+        cfg.admin_api.is_some(),
+    );
+    let mut needed = needed;
+    if membership_backend.backend == MembershipBackendKind::AdminApi && !cfg.groups.is_empty() {
+        // Memberships go through the Admin API; 1.0 groups are only read.
+        needed.remove(&ApiFamily::GroupsWrite);
+        needed.insert(ApiFamily::AdminApi);
+    }
+    if cfg.admin_api.is_some() {
+        verdicts.insert(ApiFamily::AdminApi, probe_admin(cfg, clients).await);
+    }
+
     // `auto`: a 1.0 listing refused for the workspace or its credential (403, 404, 405) is
     // read through 2.0 instead, which then is what grants need.
-    let mut needed = needed;
     let v1_refused = matches!(
         verdicts.get(&ApiFamily::GroupPrivilegesRead),
         Some(Verdict::Refused {
@@ -405,6 +442,7 @@ pub async fn check(cfg: &Config, clients: &Clients, probe_writes: bool) -> Check
     }
     let probes = ApiFamily::ALL
         .into_iter()
+        .chain([ApiFamily::AdminApi])
         .filter_map(|f| {
             verdicts.remove(&f).map(|verdict| {
                 let mut p = Probe {
@@ -426,14 +464,42 @@ pub async fn check(cfg: &Config, clients: &Clients, probe_writes: bool) -> Check
         .collect();
     CheckReport {
         workspace,
-        workspace_kind: match organisation_managed {
-            Some(true) => WorkspaceKind::OrganisationManaged,
-            Some(false) => WorkspaceKind::Classic,
-            None => WorkspaceKind::Unknown,
+        workspace_kind: match detected {
+            Detected::OrganisationManaged => WorkspaceKind::OrganisationManaged,
+            Detected::Classic => WorkspaceKind::Classic,
+            Detected::Unknown => WorkspaceKind::Unknown,
         },
+        workspace_evidence: evidence,
+        membership_backend,
         probe_writes,
         credentials: statuses,
         probes,
+    }
+}
+
+/// The org API key, read-only: `GET /v2/orgs/{orgId}/directories`.
+async fn probe_admin(cfg: &Config, clients: &Clients) -> Verdict {
+    let Some(a) = &cfg.admin_api else {
+        return Verdict::NotProbed {
+            detail: "no [admin_api]".into(),
+        };
+    };
+    let client = clients.get(ApiFamily::AdminApi);
+    let url = client.url(&["v2", "orgs", &a.org_id, "directories"]);
+    match client
+        .send_expecting(
+            reqwest::Method::GET,
+            &url,
+            crate::bitbucket::Body::None,
+            crate::bitbucket::expect::object,
+        )
+        .await
+        .and_then(|a| a.ok())
+    {
+        Ok(_) => Verdict::Ok {
+            detail: format!("organisation {:?} answers (directories listed)", a.org_id),
+        },
+        Err(e) => refused(&e),
     }
 }
 
@@ -607,27 +673,36 @@ pub fn render(r: &CheckReport) -> String {
     }
     let _ = writeln!(
         s,
-        "\nWorkspace {}: {}",
+        "\nWorkspace {}: {} ({})",
         r.workspace,
         match r.workspace_kind {
-            WorkspaceKind::Classic => "classic (1.0 group writes answer): the 1.0 groups backend applies",
-            WorkspaceKind::OrganisationManaged => "organisation-managed (1.0 writes answer 405): group memberships are managed in the Atlassian Admin API (not yet supported by bbsync); grants through 2.0 permissions-config",
-            WorkspaceKind::Unknown if r.probe_writes => "kind unknown (no 1.0 write could be tried)",
-            WorkspaceKind::Unknown => "kind not determined (classic or organisation-managed shows only on a write: use --probe-writes)",
-        }
+            WorkspaceKind::Classic => "classic: group memberships through 1.0 groups",
+            WorkspaceKind::OrganisationManaged => "organisation-managed: 1.0 groups and group-privileges are read-only; group memberships through the Atlassian Admin API, grants through 2.0 permissions-config",
+            WorkspaceKind::Unknown if r.probe_writes => "kind unknown (no signal and no 1.0 write could be tried)",
+            WorkspaceKind::Unknown => "kind not determined without writing (use --probe-writes, or set bitbucket.membership_backend)",
+        },
+        r.workspace_evidence
     );
+    let b = &r.membership_backend;
+    let _ = writeln!(s, "Membership backend: {} ({})", b.backend.key(), b.reason);
+    if let Some(why) = &b.blocked {
+        let _ = writeln!(s, "  ! membership changes would be blocked: {why}");
+    }
     if r.probe_writes {
         let _ = writeln!(
             s,
             "Writes were probed with no-op re-writes (nothing was changed)."
         );
     }
-    let blocking: Vec<&str> = r
+    let mut blocking: Vec<&str> = r
         .probes
         .iter()
         .filter(|p| p.needed && !matches!(p.verdict, Verdict::Ok { .. } | Verdict::Likely { .. }))
         .map(|p| p.family.describe())
         .collect();
+    if r.membership_backend.blocked.is_some() {
+        blocking.push("group membership writes (wrong membership backend)");
+    }
     let unproven: Vec<&str> = r
         .probes
         .iter()

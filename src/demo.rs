@@ -33,8 +33,32 @@ pub fn seed() -> Result<Seed, serde_json::Error> {
     serde_json::from_str(SEED)
 }
 
-/// The demo configuration pointed at `api_url`, reading the bundled LDIF.
-pub fn config(api_url: &str, audit: &Path) -> Result<Config, DemoError> {
+/// The organisation of `bbsync demo --org-managed`, and its API key.
+pub const ORG_ID: &str = "demo-org";
+const ORG_KEY: &str = "demo-org-key";
+
+/// The demo workspace, organisation-managed (`--org-managed`): 1.0 group writes answer 405,
+/// the groups are the organisation directory's, written through the Admin API.
+pub fn org_seed() -> Result<Seed, serde_json::Error> {
+    let mut s = seed()?;
+    s.workspace.organisation_managed = true;
+    s.organisation = Some(bbsync_emulator::SeedOrganisation {
+        id: ORG_ID.into(),
+        ..Default::default()
+    });
+    s.credentials.push(bbsync_emulator::SeedCredential {
+        id: "org-key".into(),
+        kind: bbsync_emulator::CredentialKind::AdminApiKey,
+        token: Some(ORG_KEY.into()),
+        ..Default::default()
+    });
+    Ok(s)
+}
+
+/// The demo configuration pointed at `api_url`, reading the bundled LDIF; with
+/// `org_managed`, an `[admin_api]` on the same emulator (`membership_backend` stays `auto`,
+/// which tells the workspace kind without writing).
+pub fn config(api_url: &str, audit: &Path, org_managed: bool) -> Result<Config, DemoError> {
     let mut cfg = Config::from_toml_str(CONFIG, "demo/bbsync.toml", Path::new("demo"))?;
     cfg.bitbucket.api_url = api_url.to_owned();
     cfg.audit_path = Some(audit.to_owned());
@@ -42,6 +66,14 @@ pub fn config(api_url: &str, audit: &Path) -> Result<Config, DemoError> {
         name: "demo/directory.ldif (bundled)".into(),
         text: LDIF.to_owned(),
     };
+    if org_managed {
+        cfg.admin_api = Some(crate::config::AdminApiConfig {
+            url: format!("{api_url}/admin"),
+            org_id: ORG_ID.into(),
+            api_key: crate::config::Secret::new(ORG_KEY),
+            directory: "-".into(),
+        });
+    }
     Ok(cfg)
 }
 
@@ -49,9 +81,10 @@ pub fn config(api_url: &str, audit: &Path) -> Result<Config, DemoError> {
 pub async fn run_cycle(
     emu: &Emulator,
     audit: &Path,
+    org_managed: bool,
     out: &mut dyn FnMut(&str),
 ) -> Result<DemoResult, DemoError> {
-    let cfg = config(&emu.base_url(), audit)?;
+    let cfg = config(&emu.base_url(), audit, org_managed)?;
     let rec = Reconciler::new(cfg)?;
 
     out("== Reconcile 1: plan and apply ==");
@@ -83,7 +116,12 @@ pub async fn run_cycle(
         .iter()
         .filter(|g| g.group == "release-bots" && g.permission == "admin")
         .count();
-    let checks = vec![
+    let v1_writes = emu
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET" && r.route.starts_with("/1.0/"))
+        .count();
+    let mut checks = vec![
         (
             bob_groups.is_empty(),
             format!(
@@ -112,6 +150,16 @@ pub async fn run_cycle(
             ),
         ),
     ];
+    if org_managed {
+        checks.push((
+            first.membership_backend.backend == crate::config::MembershipBackendKind::AdminApi
+                && v1_writes == 0,
+            format!(
+                "memberships written through the Atlassian Admin API ({}), {v1_writes} 1.0 write(s)",
+                first.membership_backend.reason
+            ),
+        ));
+    }
     out("== Checks ==");
     for (ok, what) in &checks {
         out(&format!("  [{}] {what}", if *ok { "ok" } else { "FAIL" }));

@@ -27,6 +27,10 @@ pub enum ApiFamily {
     PermissionsRead,
     /// 2.0 `permissions-config` PUT/DELETE.
     PermissionsWrite,
+    /// The Atlassian Admin API (groups and memberships of organisation-managed workspaces),
+    /// served by `[admin_api]`'s org API key; not one of [`ApiFamily::ALL`], which are the
+    /// Bitbucket families `[bitbucket.families]` names credentials for.
+    AdminApi,
 }
 
 /// The credential kinds, as far as capability rules are concerned.
@@ -36,6 +40,8 @@ pub enum CredentialKind {
     ApiToken,
     AccessToken,
     OAuth,
+    /// An organisation's Atlassian Admin API key (`[admin_api]`).
+    AdminApiKey,
 }
 
 impl fmt::Display for CredentialKind {
@@ -44,6 +50,7 @@ impl fmt::Display for CredentialKind {
             CredentialKind::ApiToken => "api_token",
             CredentialKind::AccessToken => "access_token",
             CredentialKind::OAuth => "oauth",
+            CredentialKind::AdminApiKey => "admin_api_key",
         })
     }
 }
@@ -71,6 +78,7 @@ impl ApiFamily {
             ApiFamily::PermissionsWrite => "permissions_write",
             ApiFamily::MembersRead => "members_read",
             ApiFamily::RepositoriesRead => "repositories_read",
+            ApiFamily::AdminApi => "admin_api",
         }
     }
 
@@ -93,6 +101,7 @@ impl ApiFamily {
             ApiFamily::PermissionsWrite => "2.0 permissions-config write",
             ApiFamily::MembersRead => "2.0 workspace members read",
             ApiFamily::RepositoriesRead => "2.0 repositories read",
+            ApiFamily::AdminApi => "Atlassian Admin API",
         }
     }
 
@@ -117,6 +126,9 @@ impl ApiFamily {
                 "cannot resolve account ids to the UUIDs 1.0 needs: nobody can be added to a group"
             }
             ApiFamily::RepositoriesRead => "cannot list repositories: grant rules select nothing",
+            ApiFamily::AdminApi => {
+                "cannot manage group memberships of an organisation-managed workspace: leavers keep their group access"
+            }
         }
     }
 
@@ -129,13 +141,21 @@ impl ApiFamily {
     pub fn is_write(self) -> bool {
         matches!(
             self,
-            ApiFamily::GroupsWrite | ApiFamily::GroupPrivilegesWrite | ApiFamily::PermissionsWrite
+            ApiFamily::GroupsWrite
+                | ApiFamily::GroupPrivilegesWrite
+                | ApiFamily::PermissionsWrite
+                | ApiFamily::AdminApi
         )
     }
 
     /// What the API sheet says a credential kind can never do here, before any call is made.
     pub fn known_refusal(self, kind: CredentialKind) -> Option<&'static str> {
         match (kind, self) {
+            (CredentialKind::AdminApiKey, ApiFamily::AdminApi) => None,
+            (CredentialKind::AdminApiKey, _) => {
+                Some("an Admin API key calls the Atlassian Admin API only, never Bitbucket")
+            }
+            (_, ApiFamily::AdminApi) => Some("the Admin API takes the organisation's API key ([admin_api])"),
             (CredentialKind::AccessToken, ApiFamily::MembersRead | ApiFamily::RepositoriesRead) => None,
             (CredentialKind::AccessToken, ApiFamily::PermissionsWrite) => Some(
                 "access tokens cannot list or change permissions; permissions-config writes need an admin's Atlassian API token",
@@ -189,7 +209,7 @@ impl ApiFamily {
         let required = match kind {
             CredentialKind::ApiToken => self.api_token_scopes(delete),
             CredentialKind::OAuth => self.oauth_scopes(),
-            CredentialKind::AccessToken => None,
+            CredentialKind::AccessToken | CredentialKind::AdminApiKey => None,
         }?;
         let granted = granted?;
         let missing: Vec<&str> = required

@@ -46,6 +46,7 @@ const EXIT_DRIFT: u8 = 3;
     about = "Keeps Bitbucket Cloud groups and repository access equal to what the company directory says",
     after_help = "Examples:
   bbsync demo                          run the whole loop against an embedded emulator
+  bbsync demo --org-managed            the same on an organisation-managed workspace (Admin API)
   bbsync check -c /etc/bbsync/bbsync.toml
   bbsync plan  -c bbsync.toml --output json
   bbsync plan  -c bbsync.toml --check  # exit 3 when Bitbucket differs from the directory
@@ -82,6 +83,9 @@ enum Command {
         /// One cycle, then exit: 0 only if the second reconcile planned no changes.
         #[arg(long)]
         once: bool,
+        /// An organisation-managed workspace: memberships through the Atlassian Admin API.
+        #[arg(long)]
+        org_managed: bool,
     },
     /// Show what would change (never writes).
     Plan {
@@ -239,7 +243,7 @@ async fn dispatch(
     preloaded: Option<Result<Config, ConfigError>>,
 ) -> anyhow::Result<u8> {
     match cmd {
-        Command::Demo { once } => run_demo(once).await,
+        Command::Demo { once, org_managed } => run_demo(once, org_managed).await,
         Command::Plan {
             config,
             output,
@@ -407,20 +411,32 @@ fn print_report(r: &bbsync::reconcile::RunReport, output: Output) {
     }
 }
 
-async fn run_demo(once: bool) -> anyhow::Result<u8> {
-    let emu =
-        bbsync_emulator::Emulator::start(demo::seed()?, SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await?;
+async fn run_demo(once: bool, org_managed: bool) -> anyhow::Result<u8> {
+    let seed = if org_managed {
+        demo::org_seed()?
+    } else {
+        demo::seed()?
+    };
+    let emu = bbsync_emulator::Emulator::start(seed, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     // A directory per demo: the audit trail and the workspace lock beside it are its own.
     let audit = std::env::temp_dir()
         .join(format!("bbsync-demo-{}", std::process::id()))
         .join("audit.jsonl");
     outln!(
-        "bbsync demo: embedded Bitbucket emulator at {} (workspace acme, 50 repositories)",
-        emu.base_url()
+        "bbsync demo: embedded Bitbucket emulator at {} (workspace acme, 50 repositories{})",
+        emu.base_url(),
+        if org_managed {
+            format!(
+                "; organisation-managed, Admin API organisation {:?} at {}/admin",
+                demo::ORG_ID,
+                emu.base_url()
+            )
+        } else {
+            String::new()
+        }
     );
     outln!("Directory: bundled sample LDIF (Bob Stone has left the company)\n");
-    let result = demo::run_cycle(&emu, &audit, &mut |s| outln!("{s}"))
+    let result = demo::run_cycle(&emu, &audit, org_managed, &mut |s| outln!("{s}"))
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     outln!(
@@ -436,7 +452,7 @@ async fn run_demo(once: bool) -> anyhow::Result<u8> {
         return Ok(code);
     }
     // The daemon against the same emulator: its endpoints, its schedule and its poll.
-    let cfg = demo::config(&emu.base_url(), &audit).map_err(|e| anyhow::anyhow!(e))?;
+    let cfg = demo::config(&emu.base_url(), &audit, org_managed).map_err(|e| anyhow::anyhow!(e))?;
     let base = emu.base_url();
     let on_listening: bbsync::daemon::run::OnListening = Box::new(move |addr| {
         outln!("\nThe daemon now runs against the emulator ({base}; try: curl -u admin@acme.test:demo-token {base}/1.0/groups/acme):");

@@ -2,13 +2,14 @@
 //! in apply mode, apply. Returns a [`RunReport`] that the CLI prints and the daemon keeps.
 
 use crate::apply::{audit::Audit, family_of, Applier, ChangeResult, OutcomeKind};
+use crate::bitbucket::detect::{self, Choice};
 use crate::bitbucket::dto::V2Repository;
 use crate::bitbucket::{
     ApiError, ApiFamily, Client, Clients, CredentialKind, MembershipBackend, Principal,
-    PrincipalKind, Target,
+    PrincipalKind, Target, V1Groups,
 };
 use crate::check::CredentialStatus;
-use crate::config::{Config, RepoSelector};
+use crate::config::{Config, MembershipBackendKind, RepoSelector};
 use crate::directory::EntryIssue;
 use crate::mapping::{self, MappingError};
 use crate::model::{
@@ -149,6 +150,8 @@ pub struct RunReport {
     /// How the group grants of the managed repositories were read (`None`: no grant is
     /// managed, none were read).
     pub grant_reader: Option<GrantRead>,
+    /// Which backend wrote (or would write) the memberships, and why.
+    pub membership_backend: Choice,
     pub plan: Plan,
     /// Fingerprints of what the plan was computed from (a reviewed plan is applied only when
     /// they still match).
@@ -470,6 +473,8 @@ pub struct Reconciler {
     current: std::sync::Mutex<poll::Current>,
     /// Told when a full run's apply starts (a poll waiting for the slot submits into it).
     live_changed: tokio::sync::Notify,
+    /// The workspace kind as the read-only signals told it, once read.
+    detected: tokio::sync::Mutex<Option<(detect::Detected, String)>>,
 }
 
 pub mod grant_reader;
@@ -506,6 +511,7 @@ impl Reconciler {
             slot: Arc::new(tokio::sync::Mutex::new(())),
             current: std::sync::Mutex::new(poll::Current::default()),
             live_changed: tokio::sync::Notify::new(),
+            detected: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -620,6 +626,56 @@ impl Reconciler {
         Ok(audit)
     }
 
+    /// Which backend writes memberships (`bitbucket.membership_backend`). `auto` with
+    /// `[admin_api]` reads the signals ([`crate::bitbucket::detect`]) at once; `v1_groups`
+    /// (or `auto` without `[admin_api]`) only when `needed` (the plan has a membership change
+    /// to write). What was read is kept for the process: a workspace does not change kind
+    /// between two runs.
+    pub async fn choose_backend(&self, needed: bool) -> Choice {
+        let setting = self.cfg.bitbucket.membership_backend;
+        let admin = self.cfg.admin_api.is_some();
+        let ask = match setting {
+            MembershipBackendKind::AdminApi => false,
+            MembershipBackendKind::Auto if admin => true,
+            _ => needed,
+        };
+        let mut detected = None;
+        if ask {
+            let mut kept = self.detected.lock().await;
+            if kept.is_none() {
+                let names: Vec<String> = self.cfg.groups.iter().map(|g| g.name.clone()).collect();
+                let signals = detect::detect(&self.cfg, &self.clients, &names).await;
+                let judged = detect::judge(&signals);
+                tracing::info!(kind = ?judged.0, evidence = judged.1, "workspace kind, told without writing");
+                *kept = Some(judged);
+            }
+            detected = kept.clone();
+        }
+        let mut choice = detect::choose(setting, detected, admin);
+        if setting == MembershipBackendKind::V1Groups && !ask {
+            choice.reason = format!(
+                "{} (the workspace kind is read when a membership change is planned)",
+                choice.reason
+            );
+        }
+        choice
+    }
+
+    /// The backend `kind` names; the Admin API one shares `members` (who is a workspace
+    /// member) with the run.
+    pub fn backend_for(
+        &self,
+        kind: MembershipBackendKind,
+        members: &Arc<V1Groups>,
+    ) -> Arc<dyn MembershipBackend> {
+        if kind == MembershipBackendKind::AdminApi {
+            if let Some(admin) = self.clients.admin_api(&self.cfg, Arc::clone(members)) {
+                return Arc::new(admin);
+            }
+        }
+        Arc::clone(members) as Arc<dyn MembershipBackend>
+    }
+
     /// Marks changes the configured credentials cannot perform as blocked, with the reason,
     /// before anything is sent (the rest of the plan still applies). A write-only credential
     /// that has not made a call yet is introduced with one cheap call first, so its scopes (or
@@ -634,7 +690,12 @@ impl Reconciler {
         for f in families {
             let client = self.clients.get(f);
             let kind = self.clients.kind(f);
-            if client.granted_scopes().is_some() || kind == CredentialKind::AccessToken {
+            if client.granted_scopes().is_some()
+                || matches!(
+                    kind,
+                    CredentialKind::AccessToken | CredentialKind::AdminApiKey
+                )
+            {
                 continue;
             }
             let why = match crate::check::introduce(client, kind).await {
@@ -831,7 +892,14 @@ impl Reconciler {
         // Kept with the snapshot: the off-boarding poll names people by the UUIDs this run's
         // group read learnt (no member listing per poll).
         let members = Arc::new(self.clients.v1_groups());
-        let read = read_actual(&self.cfg, &*members, &self.clients)
+        let mut choice = self.choose_backend(false).await;
+        let backend = self.backend_for(choice.backend, &members);
+        tracing::info!(
+            backend = backend.name(),
+            reason = choice.reason,
+            "membership backend"
+        );
+        let read = read_actual(&self.cfg, &*backend, &self.clients)
             .await
             .map_err(|e| RunError::Read(Box::new(e)))?;
         lap(&mut timings.bitbucket_read);
@@ -984,13 +1052,32 @@ impl Reconciler {
             })
             .collect();
         if !adds.is_empty() {
-            let not_members = members
+            let not_members = backend
                 .not_members(&adds)
                 .await
                 .map_err(|e| RunError::Read(Box::new(e)))?;
             plan.unresolve(&not_members);
         }
-        self.block_what_credentials_cannot_do(&mut plan, members.write_family())
+        // 1.0 groups on an organisation-managed workspace: told before any write (one
+        // read, once per process) when there is a membership change to write.
+        if choice.backend == MembershipBackendKind::V1Groups
+            && plan.changes.iter().any(|p| p.change.is_membership())
+        {
+            choice = self.choose_backend(true).await;
+            if let Some(why) = &choice.blocked {
+                tracing::error!(reason = choice.reason, "{why}");
+                for p in plan
+                    .changes
+                    .iter_mut()
+                    .filter(|p| p.blocked.is_none() && p.change.is_membership())
+                {
+                    p.blocked = Some(BlockReason::WrongBackend {
+                        detail: why.clone(),
+                    });
+                }
+            }
+        }
+        self.block_what_credentials_cannot_do(&mut plan, backend.write_family())
             .await;
         lap(&mut timings.planning);
         for w in &plan.warnings {
@@ -1050,8 +1137,9 @@ impl Reconciler {
             desired,
             actual,
             policy: policy.clone(),
-            membership: members.write_family(),
+            membership: backend.write_family(),
             members: Arc::clone(&members),
+            backend: Arc::clone(&backend),
         });
         lap(&mut timings.fingerprints);
 
@@ -1059,7 +1147,7 @@ impl Reconciler {
         if let Some(audit) = &audit {
             let applier = Applier {
                 clients: &self.clients,
-                members: &*members,
+                members: &*backend,
                 grant_writes: self.cfg.bitbucket.grant_writes,
                 audit,
                 run_id: &run_id,
@@ -1111,6 +1199,7 @@ impl Reconciler {
             source,
             repositories_in_scope,
             grant_reader: grant_read,
+            membership_backend: choice,
             plan,
             inputs,
             outcomes,

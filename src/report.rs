@@ -35,6 +35,19 @@ pub fn human(r: &RunReport) -> String {
         "Bitbucket: {} repositories in grant scope, {} API requests this run",
         r.repositories_in_scope, r.api_requests
     );
+    let b = &r.membership_backend;
+    let _ = writeln!(
+        s,
+        "Memberships: {} ({})",
+        match b.backend {
+            crate::config::MembershipBackendKind::AdminApi => "Atlassian Admin API",
+            _ => "1.0 groups",
+        },
+        b.reason
+    );
+    if let Some(why) = &b.blocked {
+        let _ = writeln!(s, "  ! every membership change is blocked: {why}");
+    }
     if let Some(g) = &r.grant_reader {
         let _ = writeln!(s, "Grants: {g}");
     }

@@ -70,6 +70,24 @@ async fn demo_once_shows_the_plan_the_leaver_removed_and_a_clean_second_reconcil
     assert!(!out.contains("FAIL"), "{out}");
 }
 
+#[tokio::test]
+async fn demo_org_managed_writes_memberships_through_the_admin_api() {
+    let o = bbsync(&["demo", "--once", "--org-managed"], &[]).await;
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    for expected in [
+        "organisation-managed",
+        "Memberships: Atlassian Admin API (auto: organisation-managed",
+        "- remove Bob Stone",
+        "Plan: no changes",
+        "[ok] leaver Bob Stone is in no Bitbucket group",
+        "[ok] memberships written through the Atlassian Admin API",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains("FAIL"), "{out}");
+}
+
 /// A machine (or image) without a CA bundle cannot build the HTTP client even for `http://`:
 /// the error says so and names the fix, rather than reqwest's bare "builder error".
 #[tokio::test]

@@ -144,7 +144,13 @@ async fn check_passes_with_a_complete_set_and_names_a_missing_scope() {
     let cfg = config_with(&emu, tmp.path(), "credential = \"admin\"");
     let report = check(&cfg, &clients_for(&cfg).expect("clients"), false).await;
     assert!(report.ok(), "{}", render(&report));
-    assert_eq!(report.workspace_kind, WorkspaceKind::Unknown);
+    // Told without writing: the 1.0 invitations listing answers on a classic workspace.
+    assert_eq!(report.workspace_kind, WorkspaceKind::Classic);
+    assert!(
+        report.workspace_evidence.contains("invitations"),
+        "{}",
+        report.workspace_evidence
+    );
 
     let cfg = config_with(
         &emu,
@@ -234,7 +240,12 @@ async fn an_organisation_managed_workspace_is_detected_by_a_no_op_write() {
         Some(Verdict::Ok { .. })
     ));
     assert!(
-        text.contains("organisation-managed (1.0 writes answer 405)"),
+        text.contains("organisation-managed: 1.0 groups and group-privileges are read-only"),
+        "{text}"
+    );
+    // Without [admin_api] the membership writes could not be done, and check says how.
+    assert!(
+        text.contains("membership changes would be blocked") && text.contains("[admin_api]"),
         "{text}"
     );
     assert!(text.contains("Atlassian Admin API"), "{text}");

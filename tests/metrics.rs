@@ -153,7 +153,9 @@ fn family_of_route(method: &str, route: &str) -> &'static str {
     let pick = |r: &'static str, w: &'static str| if read { r } else { w };
     match route {
         "/site/oauth2/access_token" => "oauth_token",
-        r if r.starts_with("/1.0/groups/") => pick("groups_read", "groups_write"),
+        r if r.starts_with("/1.0/groups/") || r.starts_with("/1.0/users/{ws}/invitations") => {
+            pick("groups_read", "groups_write")
+        }
         r if r.starts_with("/1.0/group-privileges/") => {
             pick("group_privileges_read", "group_privileges_write")
         }

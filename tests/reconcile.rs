@@ -349,7 +349,7 @@ async fn too_many_removals_hold_back_every_revocation_and_fail_the_run() {
 }
 
 #[tokio::test]
-async fn on_an_organisation_managed_workspace_group_writes_fail_once_and_the_rest_is_blocked() {
+async fn on_an_organisation_managed_workspace_group_writes_are_blocked_up_front_with_the_fix() {
     let mut s = seed(&["ann", "bob", "cid"]);
     s.workspace.organisation_managed = true;
     s.groups.push(group("Developers", &[]));
@@ -368,7 +368,73 @@ async fn on_an_organisation_managed_workspace_group_writes_fail_once_and_the_res
         .await
         .expect("run");
     assert!(!report.ok());
-    // One refused add (405), the two other adds blocked without being sent, grants applied via 2.0.
+    // No [admin_api]: the invitations listing (off, 405) told the kind before any write; the
+    // three adds are blocked with the fix and never sent, the grants applied via 2.0.
+    assert_eq!(
+        report.count(OutcomeKind::Failed),
+        0,
+        "{:#?}",
+        report.outcomes
+    );
+    assert_eq!(report.count(OutcomeKind::Blocked), 3);
+    assert_eq!(report.count(OutcomeKind::Applied), 2);
+    assert!(report.membership_backend.blocked.is_some());
+    for p in report
+        .plan
+        .changes
+        .iter()
+        .filter(|p| p.change.is_membership())
+    {
+        let why = p
+            .blocked
+            .as_ref()
+            .map(|b| b.to_string())
+            .unwrap_or_default();
+        assert!(
+            why.contains("organisation-managed") && why.contains("[admin_api]"),
+            "{why}"
+        );
+    }
+    assert_eq!(
+        writes(&emu).iter().filter(|w| w.contains("/1.0/")).count(),
+        0
+    );
+}
+
+/// What a 1.0 group write answers on an organisation-managed workspace names the Admin API:
+/// with the detection unable to tell (the invitations listing fails), the first write learns it.
+#[tokio::test]
+async fn a_405_on_a_group_write_names_the_admin_api_and_blocks_the_rest() {
+    let mut s = seed(&["ann", "bob", "cid"]);
+    s.workspace.organisation_managed = true;
+    s.groups.push(group("Developers", &[]));
+    let emu = start(s).await;
+    emu.inject_fault(bbsync_emulator::Fault {
+        method: Some("GET".into()),
+        path_contains: "/invitations".into(),
+        status: 503,
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = config(
+        &emu,
+        tmp.path(),
+        &ldif(
+            &[("ann", false), ("bob", false), ("cid", false)],
+            &[("eng", &["ann", "bob", "cid"])],
+        ),
+        "[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n",
+    );
+    let report = Reconciler::new(cfg)
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("run");
+    assert!(
+        report.membership_backend.reason.contains("could not tell"),
+        "{:?}",
+        report.membership_backend
+    );
     assert_eq!(
         report.count(OutcomeKind::Failed),
         1,
@@ -376,7 +442,6 @@ async fn on_an_organisation_managed_workspace_group_writes_fail_once_and_the_res
         report.outcomes
     );
     assert_eq!(report.count(OutcomeKind::Blocked), 2);
-    assert_eq!(report.count(OutcomeKind::Applied), 2);
     let failed = report
         .outcomes
         .iter()
@@ -386,10 +451,10 @@ async fn on_an_organisation_managed_workspace_group_writes_fail_once_and_the_res
         })
         .expect("a failure");
     assert_eq!(failed.1, Some(405));
-    assert!(failed.0.contains("organisation-managed"), "{}", failed.0);
-    assert_eq!(
-        writes(&emu).iter().filter(|w| w.contains("/1.0/")).count(),
-        1
+    assert!(
+        failed.0.contains("organisation-managed") && failed.0.contains("admin_api"),
+        "{}",
+        failed.0
     );
 }
 

@@ -121,7 +121,7 @@ fn hint(status: u16, required: &[String], granted: &[String]) -> String {
     let mut s = match status {
         401 => " (the credential was rejected: check the email/token pair, that an API token is sent as Basic auth, or that the OAuth consumer key and secret are right)".to_owned(),
         403 => " (the credential is not allowed to do this: it needs a workspace admin and the right scopes; access tokens cannot touch permissions)".to_owned(),
-        405 => " (method not allowed: on an organisation-managed workspace 1.0 groups and group-privileges are read-only)".to_owned(),
+        405 => " (method not allowed: on an organisation-managed workspace 1.0 groups and group-privileges are read-only; its group memberships are written through the Atlassian Admin API: configure [admin_api] and set bitbucket.membership_backend = \"admin_api\", and write grants with bitbucket.grant_writes = \"permissions-config\")".to_owned(),
         402 => " (the plan's user limit is reached: this grant would give one more person access)".to_owned(),
         429 => " (rate limited: Bitbucket allows about 1,000 requests per hour per credential)".to_owned(),
         _ => String::new(),
@@ -365,6 +365,41 @@ fn truncate(s: &str, n: usize) -> &str {
     }
 }
 
+/// The Admin API's error list in one line (`CODE: title: detail; ...`); empty when `text` is
+/// not one.
+fn admin_errors(text: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<AdminError>,
+    }
+    #[derive(serde::Deserialize)]
+    struct AdminError {
+        #[serde(default)]
+        code: Option<String>,
+        #[serde(default)]
+        title: Option<String>,
+        #[serde(default)]
+        detail: Option<String>,
+    }
+    let Ok(body) = serde_json::from_str::<Errors>(text) else {
+        return String::new();
+    };
+    body.errors
+        .iter()
+        .map(|e| {
+            [&e.code, &e.title, &e.detail]
+                .into_iter()
+                .flatten()
+                .filter(|s| !s.is_empty())
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(": ")
+        })
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn status_error(method: &Method, endpoint: &str, status: StatusCode, text: &str) -> ApiError {
     let (mut message, mut required, mut granted) = (String::new(), Vec::new(), Vec::new());
     if let Ok(body) = serde_json::from_str::<ErrorBody>(text) {
@@ -392,6 +427,10 @@ fn status_error(method: &Method, endpoint: &str, status: StatusCode, text: &str)
             }
             _ => {}
         }
+    }
+    if message.is_empty() {
+        // The Admin API: `{"errors": [{id, status, code, title, detail}]}`.
+        message = admin_errors(text);
     }
     if message.is_empty() {
         // 1.0 errors, 429s and some refusals are plain text.
@@ -889,8 +928,15 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let retry_after =
-            header(RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(&v, SystemTime::now()));
+        // The Admin API says when its window reopens in `X-RateLimit-Reset` (ISO-8601).
+        let retry_after = header(RETRY_AFTER.as_str())
+            .and_then(|v| parse_retry_after(&v, SystemTime::now()))
+            .or_else(|| {
+                (status == StatusCode::TOO_MANY_REQUESTS)
+                    .then(|| header("x-ratelimit-reset"))
+                    .flatten()
+                    .and_then(|v| rate_limit_reset(&v, SystemTime::now()))
+            });
         let scope_headers = (header("x-accepted-oauth-scopes"), header("x-oauth-scopes"));
         if let Some(scopes) = &scope_headers.1 {
             self.observe_scopes(scopes);
@@ -1298,13 +1344,23 @@ pub const OTHER_FAMILY: &str = "other";
 pub fn family_label(method: &Method, endpoint: &str) -> &'static str {
     use ApiFamily::*;
     let segments: Vec<&str> = endpoint.split('/').filter(|s| !s.is_empty()).collect();
+    if segments
+        .windows(2)
+        .any(|w| w[0] == "admin" && matches!(w[1], "v1" | "v2"))
+    {
+        return AdminApi.key();
+    }
     let Some(start) = segments.iter().position(|s| *s == "1.0" || *s == "2.0") else {
         return OTHER_FAMILY;
     };
     let read = *method == Method::GET;
     let either = |r: ApiFamily, w: ApiFamily| if read { r } else { w };
     let family = match &segments[start..] {
-        ["1.0", "groups", ..] => either(GroupsRead, GroupsWrite),
+        // The invitations (a workspace admin's 1.0 API, read by the workspace-kind
+        // detection with the groups credential).
+        ["1.0", "groups", ..] | ["1.0", "users", _, "invitations", ..] => {
+            either(GroupsRead, GroupsWrite)
+        }
         ["1.0", "group-privileges", ..] => either(GroupPrivilegesRead, GroupPrivilegesWrite),
         ["2.0", "repositories", _, _, "permissions-config", ..]
         | ["2.0", "workspaces", _, "projects", _, "permissions-config", ..] => {
@@ -1317,6 +1373,16 @@ pub fn family_label(method: &Method, endpoint: &str) -> &'static str {
         _ => return OTHER_FAMILY,
     };
     family.key()
+}
+
+/// How long until an `X-RateLimit-Reset` time (RFC 3339 / ISO-8601); a time already past is
+/// no wait. `None` when it is not a time.
+fn rate_limit_reset(value: &str, now: SystemTime) -> Option<Duration> {
+    let at: SystemTime = chrono::DateTime::parse_from_rfc3339(value.trim())
+        .ok()?
+        .with_timezone(&chrono::Utc)
+        .into();
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The path of a URL, for errors and logs (never the query: it can carry emails).
@@ -1340,10 +1406,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn admin_api_errors_and_rate_limit_resets_are_read() {
+        let body = r#"{"errors":[{"id":"x","status":"404","code":"ADMIN-UAM-404-3","title":"Not Found","detail":"no group g1"}]}"#;
+        let e = status_error(
+            &Method::DELETE,
+            "/admin/v2/orgs/o/directories/-/groups/g1",
+            StatusCode::NOT_FOUND,
+            body,
+        );
+        assert!(
+            e.to_string()
+                .contains("ADMIN-UAM-404-3: Not Found: no group g1"),
+            "{e}"
+        );
+        assert_eq!(admin_errors("plain text"), "");
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // 2027-01-15T08:00:00Z is 1_800_000_000 s; 30 s later:
+        assert_eq!(
+            rate_limit_reset("2027-01-15T08:00:30Z", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            rate_limit_reset("2027-01-15T09:00:30+01:00", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            rate_limit_reset("2027-01-15T07:00:00Z", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(rate_limit_reset("soon", now), None);
+        assert_eq!(
+            family_label(&Method::POST, "/admin/v2/orgs/o/directories/-/users/search"),
+            "admin_api"
+        );
+    }
+
+    #[test]
     fn every_endpoint_is_labelled_with_the_family_that_serves_it() {
         let cases = [
             ("GET", "/1.0/groups/acme", "groups_read"),
             ("GET", "/1.0/groups/acme/devs", "groups_read"),
+            ("GET", "/1.0/users/acme/invitations", "groups_read"),
             ("POST", "/1.0/groups/acme", "groups_write"),
             (
                 "PUT",

@@ -10,9 +10,14 @@ use crate::config::Config;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// The name the org API key goes by in budgets, request counts and metrics (brackets: no
+/// `[credentials.NAME]` can be called that).
+pub const ADMIN_CREDENTIAL: &str = "[admin_api]";
+
 pub struct Clients {
     by_name: BTreeMap<String, (CredentialKind, Arc<Client>)>,
-    /// Indexed by [`ApiFamily::index`]: (credential name, client).
+    /// Indexed by [`ApiFamily::index`]: (credential name, client); [`ApiFamily::ALL`], then
+    /// [`ApiFamily::AdminApi`].
     by_family: Vec<(String, CredentialKind, Arc<Client>)>,
 }
 
@@ -42,6 +47,40 @@ impl Clients {
             )));
             by_name.insert(name.clone(), (cred.kind(), Arc::new(client)));
         }
+        // The org API key: a credential of its own, with its own budget (the Admin API
+        // counts its requests apart from Bitbucket's).
+        let admin = match &cfg.admin_api {
+            Some(a) => {
+                let client = Client::new(
+                    ClientOptions {
+                        api_url: a.url.clone(),
+                        oauth_token_url: cfg.bitbucket.oauth_token_url.clone(),
+                        workspace: cfg.bitbucket.workspace.clone(),
+                        timeout: cfg.bitbucket.timeout,
+                        retry: RetryPolicy::with_retries(cfg.bitbucket.max_retries),
+                    },
+                    &crate::config::Credential::AccessToken {
+                        token: a.api_key.clone(),
+                    },
+                )?
+                .with_budget(Arc::new(Budget::new(
+                    ADMIN_CREDENTIAL,
+                    BudgetSettings {
+                        requests_per_hour: cfg.apply.requests_per_hour,
+                        burst: cfg.apply.burst,
+                        max_wait: cfg.apply.max_wait,
+                        ..BudgetSettings::default()
+                    },
+                )));
+                let client = Arc::new(client);
+                by_name.insert(
+                    ADMIN_CREDENTIAL.to_owned(),
+                    (CredentialKind::AdminApiKey, Arc::clone(&client)),
+                );
+                Some(client)
+            }
+            None => None,
+        };
         let mut by_family = Vec::with_capacity(ApiFamily::ALL.len());
         for f in ApiFamily::ALL {
             let found = cfg
@@ -58,7 +97,27 @@ impl Clients {
                 }
             }
         }
+        // The Admin API's slot: the org key when configured; without `[admin_api]` nothing
+        // is ever sent through it (no backend uses it), and it names the groups writer.
+        let admin_entry = match admin {
+            Some(c) => (ADMIN_CREDENTIAL.to_owned(), CredentialKind::AdminApiKey, c),
+            None => by_family[ApiFamily::GroupsWrite.index()].clone(),
+        };
+        by_family.push(admin_entry);
         Ok(Clients { by_name, by_family })
+    }
+
+    /// The Admin API membership backend, when `[admin_api]` is configured; `lookup` answers
+    /// who is a workspace member.
+    pub fn admin_api(&self, cfg: &Config, lookup: Arc<super::V1Groups>) -> Option<super::AdminApi> {
+        let a = cfg.admin_api.as_ref()?;
+        Some(super::AdminApi::new(
+            self.shared(ApiFamily::AdminApi),
+            a.org_id.clone(),
+            a.directory.clone(),
+            cfg.groups.iter().map(|g| g.name.clone()),
+            lookup,
+        ))
     }
 
     pub fn get(&self, f: ApiFamily) -> &Client {

@@ -1,7 +1,7 @@
 //! `[bitbucket]`: the workspace, how it is called, and which credential serves each API family.
 
 use super::raw::{Field, Problems, RawTable, Table, Word};
-use super::{BitbucketConfig, Credential, GrantReader, GrantWrites};
+use super::{BitbucketConfig, Credential, GrantReader, GrantWrites, MembershipBackendKind};
 use crate::family::ApiFamily;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -31,6 +31,8 @@ pub(super) struct RawBitbucket {
     grant_reader: Field<Word<GrantReader>>,
     /// `[bitbucket.families]`: API family key -> credential name.
     families: Field<BTreeMap<String, String>>,
+    /// Which API writes group memberships: `auto` (default), `v1_groups` or `admin_api`.
+    membership_backend: Field<Word<MembershipBackendKind>>,
 }
 
 impl RawTable for RawBitbucket {}
@@ -51,6 +53,7 @@ pub(super) fn validate(
         grant_writes,
         grant_reader,
         families,
+        membership_backend,
     } = raw.read("bitbucket", p).unwrap_or_default();
 
     let workspace = workspace.text("bitbucket.workspace", p).unwrap_or_else(|| {
@@ -129,6 +132,9 @@ pub(super) fn validate(
         grant_writes,
         grant_reader,
         families,
+        membership_backend: membership_backend
+            .word("bitbucket.membership_backend", p)
+            .unwrap_or_default(),
     }
 }
 

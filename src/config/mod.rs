@@ -10,6 +10,7 @@
 //! the problems; `paths.rs` resolves file paths (and `$CREDENTIALS_DIRECTORY`); `syntax.rs`
 //! describes TOML syntax errors.
 
+mod admin_api;
 mod apply;
 mod bitbucket;
 mod credentials;
@@ -22,6 +23,7 @@ mod source;
 mod syntax;
 
 pub use crate::secret::Secret;
+pub use admin_api::{AdminApiConfig, MembershipBackendKind};
 pub use apply::ApplySettings;
 pub use daemon::{
     cron_period, parse_cron, DaemonSettings, HttpSettings, LogFormat, ScheduleSpec, DEFAULT_LISTEN,
@@ -178,6 +180,8 @@ pub struct BitbucketConfig {
     pub grant_reader: GrantReader,
     /// Name of the credential serving each API family (every family present).
     pub families: BTreeMap<ApiFamily, String>,
+    /// Which API reads and writes group memberships.
+    pub membership_backend: MembershipBackendKind,
 }
 
 /// Bitbucket group fed from directory groups and/or people's attributes.
@@ -304,6 +308,8 @@ pub struct Config {
     pub origin: String,
     pub mode: Mode,
     pub bitbucket: BitbucketConfig,
+    /// `[admin_api]`: the organisation's Atlassian Admin API, when configured.
+    pub admin_api: Option<AdminApiConfig>,
     pub credentials: BTreeMap<String, Credential>,
     pub source: SourceSettings,
     /// How directory entries are read as people and groups (`[directory]`).
@@ -341,6 +347,8 @@ struct RawConfig {
     mode: Field<Word<Mode>>,
     /// `[bitbucket]`: the workspace and how it is called.
     bitbucket: Table<bitbucket::RawBitbucket>,
+    /// `[admin_api]`: the Atlassian Admin API of the organisation (optional).
+    admin_api: Table<admin_api::RawAdminApi>,
     /// `[credentials.NAME]`: the credentials, by name.
     credentials: Field<BTreeMap<String, Table<credentials::RawCredential>>>,
     /// `[source]`: where people and groups are read from.
@@ -502,6 +510,7 @@ fn validate(tree: Table<RawConfig>, origin: String, paths: &Paths) -> Result<Con
     let RawConfig {
         mode,
         bitbucket,
+        admin_api,
         credentials,
         source,
         directory,
@@ -523,6 +532,16 @@ fn validate(tree: Table<RawConfig>, origin: String, paths: &Paths) -> Result<Con
     let mode = mode.word("mode", &mut p).unwrap_or(Mode::DryRun);
     let credentials = credentials::validate(credentials, paths, &mut p);
     let bitbucket = bitbucket::validate(bitbucket, &credentials, &mut p);
+    let admin_api = admin_api::validate(admin_api, paths, &mut p);
+    if bitbucket.membership_backend == MembershipBackendKind::AdminApi
+        && admin_api.is_none()
+        && !p.any_under("admin_api")
+    {
+        p.push(
+            "bitbucket.membership_backend",
+            "\"admin_api\" needs an [admin_api] table (org_id, api_key or api_key_file)",
+        );
+    }
     let directory = source::validate_directory(directory, &mut p);
     let source = source::validate_source(source, paths, &mut p);
     let groups = rules::validate_groups(groups, &mut p);
@@ -565,6 +584,7 @@ fn validate(tree: Table<RawConfig>, origin: String, paths: &Paths) -> Result<Con
         origin,
         mode,
         bitbucket,
+        admin_api,
         credentials,
         source,
         directory,

@@ -106,7 +106,7 @@ pub async fn run(
     rec.clients.set_metrics(metrics.api());
     let info = StateInfo {
         mode: mode_label(rec.cfg.mode),
-        backend: "v1_groups".into(),
+        backend: rec.cfg.bitbucket.membership_backend.key().into(),
         workspace: rec.cfg.bitbucket.workspace.clone(),
         ready_max_age: settings.http.ready_max_age,
         token: settings.http.token.clone(),

@@ -51,7 +51,8 @@ impl RunKind {
 pub struct StateInfo {
     /// `"apply"` or `"dry-run"`.
     pub mode: &'static str,
-    /// The membership backend (`"v1_groups"`, ...).
+    /// The membership backend as configured (`"auto"`, `"v1_groups"`, `"admin_api"`); the
+    /// one a run chose is in its report (`membership_backend`).
     pub backend: String,
     pub workspace: String,
     /// `/readyz` fails once the last successful full reconcile is older than this.
@@ -702,6 +703,11 @@ mod tests {
             },
             repositories_in_scope: 1,
             grant_reader: None,
+            membership_backend: crate::bitbucket::detect::choose(
+                crate::config::MembershipBackendKind::V1Groups,
+                None,
+                false,
+            ),
             plan,
             inputs: Inputs::default(),
             outcomes,

@@ -189,6 +189,14 @@ impl Change {
         }
     }
 
+    /// Written by the membership backend (a group or one of its memberships).
+    pub fn is_membership(&self) -> bool {
+        matches!(
+            self,
+            Change::RemoveMember { .. } | Change::AddMember { .. } | Change::CreateGroup { .. }
+        )
+    }
+
     /// Deletes something (as opposed to creating or changing it): credentials may hold the
     /// right to one and not the other.
     pub fn is_deletion(&self) -> bool {
@@ -356,6 +364,9 @@ pub enum BlockReason {
     DirectGrantsPending { account_id: AccountId },
     /// The audit trail cannot be written: nothing more is applied.
     AuditUnavailable { error: String },
+    /// The membership backend cannot write on this workspace (1.0 groups on an
+    /// organisation-managed one): `detail` says why and what to set.
+    WrongBackend { detail: String },
 }
 
 impl BlockReason {
@@ -373,6 +384,7 @@ impl BlockReason {
             BlockReason::BecameLeaver => "became_leaver",
             BlockReason::DirectGrantsPending { .. } => "direct_grants_pending",
             BlockReason::AuditUnavailable { .. } => "audit_unavailable",
+            BlockReason::WrongBackend { .. } => "wrong_backend",
         }
     }
 }
@@ -432,6 +444,7 @@ impl fmt::Display for BlockReason {
                 f,
                 "the audit trail cannot be written ({error}); nothing more is applied"
             ),
+            BlockReason::WrongBackend { detail } => f.write_str(detail),
         }
     }
 }

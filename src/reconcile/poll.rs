@@ -39,8 +39,11 @@ pub(super) struct Snapshot {
     pub actual: Actual,
     pub policy: Policy,
     pub membership: ApiFamily,
-    /// The run's membership backend, with the UUIDs its group read learnt.
+    /// Who is a workspace member, with the UUIDs the run's group read learnt (the 1.0
+    /// backend itself, or the lookups the Admin API backend asks).
     pub members: Arc<crate::bitbucket::V1Groups>,
+    /// The run's membership backend: what the poll's revocations are written with.
+    pub backend: Arc<dyn crate::bitbucket::MembershipBackend>,
 }
 
 /// The last full run's snapshot: in memory, or parked on disk once that run has ended
@@ -303,6 +306,14 @@ impl Reconciler {
             ms = started.elapsed().as_millis() as u64,
             "off-boarding poll read its parked snapshot back"
         );
+        let mut read = read;
+        // The run wrote with the Admin API: so do its poll's revocations.
+        if read.membership == ApiFamily::AdminApi {
+            read.backend = self.backend_for(
+                crate::config::MembershipBackendKind::AdminApi,
+                &read.members,
+            );
+        }
         Ok(Arc::new(read))
     }
 
@@ -515,7 +526,7 @@ impl Reconciler {
             // The apply in progress planned from a newer view: plan again from it.
             return Live::Stale;
         }
-        let members = Arc::clone(&snapshot.members);
+        let members = Arc::clone(&snapshot.backend);
         let Ok(audit) = self.audit() else {
             return Live::None;
         };
@@ -565,7 +576,7 @@ impl Reconciler {
         let run_id = format!("poll-{:x}", fastrand::u64(..));
         let applier = Applier {
             clients: &self.clients,
-            members: &*snapshot.members,
+            members: &*snapshot.backend,
             grant_writes: self.cfg.bitbucket.grant_writes,
             audit: &audit,
             run_id: &run_id,

@@ -302,6 +302,7 @@ pub(super) fn unpark(parked: &Parked, members: V1Groups) -> Result<Snapshot, Spi
     }
     members.learn(file.uuids);
     members.learn_absent(file.absent);
+    let members = Arc::new(members);
     Ok(Snapshot {
         generation: file.generation,
         read_at: file.read_at,
@@ -353,6 +354,7 @@ pub(super) fn unpark(parked: &Parked, members: V1Groups) -> Result<Snapshot, Spi
         },
         policy: file.policy,
         membership: file.membership,
-        members: Arc::new(members),
+        backend: Arc::clone(&members) as Arc<dyn crate::bitbucket::MembershipBackend>,
+        members,
     })
 }

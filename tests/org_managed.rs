@@ -1,0 +1,369 @@
+//! Organisation-managed workspaces: the Atlassian Admin API membership backend against the
+//! emulator, the same scenarios as the 1.0 groups backend on a classic workspace (one table,
+//! same end state), the backend told without writing in `check` and the plan, and 1.0
+//! groups forced on an organisation-managed workspace blocked up front with the fix.
+
+mod common;
+
+use bbsync::config::Config;
+use bbsync::reconcile::Reconciler;
+use bbsync_emulator::{CredentialKind, Emulator, Seed, SeedCredential, SeedOrganisation};
+use common::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+const ORG: &str = "org-1";
+const ORG_KEY: &str = "org-api-key";
+
+/// Which backend a case runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Backend {
+    /// A classic workspace, 1.0 groups (the default `auto`, no `[admin_api]`).
+    V1,
+    /// An organisation-managed workspace, `membership_backend = "admin_api"`.
+    Admin,
+    /// An organisation-managed workspace, `auto` with `[admin_api]`.
+    Auto,
+}
+
+fn org_seed(mut s: Seed, managed: bool) -> Seed {
+    s.workspace.organisation_managed = managed;
+    s.organisation = Some(SeedOrganisation {
+        id: ORG.into(),
+        ..Default::default()
+    });
+    s.credentials.push(SeedCredential {
+        id: "org-key".into(),
+        kind: CredentialKind::AdminApiKey,
+        token: Some(ORG_KEY.into()),
+        ..Default::default()
+    });
+    s
+}
+
+fn admin_table(emu: &Emulator) -> String {
+    format!(
+        "[admin_api]\nurl = \"{}/admin\"\norg_id = \"{ORG}\"\napi_key = \"{ORG_KEY}\"\n",
+        emu.base_url()
+    )
+}
+
+fn backend_config(
+    emu: &Emulator,
+    dir: &std::path::Path,
+    ldif: &str,
+    rules: &str,
+    b: Backend,
+) -> Config {
+    let extra = match b {
+        Backend::V1 => String::new(),
+        Backend::Admin => admin_table(emu),
+        Backend::Auto => admin_table(emu),
+    };
+    let mut cfg = config(emu, dir, ldif, &format!("{rules}\n{extra}"));
+    if b == Backend::Admin {
+        cfg.bitbucket.membership_backend = bbsync::config::MembershipBackendKind::AdminApi;
+    }
+    cfg
+}
+
+/// Group name -> member account ids, for the managed groups.
+fn memberships(emu: &Emulator) -> BTreeMap<String, BTreeSet<String>> {
+    emu.state()
+        .groups
+        .iter()
+        .map(|g| (g.name.clone(), g.members.iter().cloned().collect()))
+        .collect()
+}
+
+const RULES: &str = r#"
+[[groups]]
+name = "Developers"
+from = ["eng"]
+[[groups]]
+name = "Data Team"
+from = ["data"]
+"#;
+
+/// One step: the directory (people with disabled flag, groups) and the end state expected.
+struct Step {
+    people: &'static [(&'static str, bool)],
+    groups: &'static [(&'static str, &'static [&'static str])],
+    expect: &'static [(&'static str, &'static [&'static str])],
+}
+
+/// join, move between groups, leave, vanish, come back, protected account.
+const STEPS: &[Step] = &[
+    // ann and bob in Developers, bob in Data Team; zed is in Bitbucket but in no directory
+    // entry (vanished); pat is protected; dee joins; bob leaves.
+    Step {
+        people: &[
+            ("ann", false),
+            ("bob", true),
+            ("cid", false),
+            ("dee", false),
+        ],
+        groups: &[("eng", &["ann", "bob", "dee"]), ("data", &["bob", "cid"])],
+        expect: &[
+            ("Developers", &["ann", "dee", "pat"]),
+            ("Data Team", &["cid"]),
+        ],
+    },
+    // ann moves from eng to data; bob comes back.
+    Step {
+        people: &[
+            ("ann", false),
+            ("bob", false),
+            ("cid", false),
+            ("dee", false),
+        ],
+        groups: &[("eng", &["bob", "dee"]), ("data", &["ann", "cid"])],
+        expect: &[
+            ("Developers", &["bob", "dee", "pat"]),
+            ("Data Team", &["ann", "cid"]),
+        ],
+    },
+];
+
+async fn run_table(b: Backend) -> Vec<BTreeMap<String, BTreeSet<String>>> {
+    let mut s = seed(&["ann", "bob", "cid", "dee", "zed", "pat"]);
+    s.groups
+        .push(group("Developers", &["ann", "bob", "zed", "pat"]));
+    s.groups.push(group("Data Team", &["bob"]));
+    let s = match b {
+        Backend::V1 => s,
+        Backend::Admin | Backend::Auto => org_seed(s, true),
+    };
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rules = format!("{RULES}\n[protected]\naccounts = [\"{}\"]\n", acc("pat"));
+    let mut ends = Vec::new();
+    for (i, step) in STEPS.iter().enumerate() {
+        let cfg = backend_config(&emu, tmp.path(), &ldif(step.people, step.groups), &rules, b);
+        let rec = Reconciler::new(cfg).expect("reconciler");
+        let report = rec.run(true).await.expect("run");
+        assert!(report.ok(), "{b:?} step {i}: {:#?}", report.outcomes);
+        let want: BTreeMap<String, BTreeSet<String>> = step
+            .expect
+            .iter()
+            .map(|(g, who)| (g.to_string(), who.iter().map(|w| acc(w)).collect()))
+            .collect();
+        let got = memberships(&emu);
+        assert_eq!(got, want, "{b:?} step {i}");
+        let v1_writes: Vec<String> = writes(&emu)
+            .into_iter()
+            .filter(|w| w.contains("/1.0/"))
+            .collect();
+        if b != Backend::V1 {
+            assert!(
+                v1_writes.is_empty(),
+                "{b:?} wrote through 1.0: {v1_writes:?}"
+            );
+        }
+        // A second run finds nothing to do.
+        emu.reset_requests();
+        let again = rec.run(true).await.expect("second run");
+        assert!(
+            again.plan.is_empty(),
+            "{b:?} step {i}: {:#?}",
+            again.plan.changes
+        );
+        assert!(writes(&emu).is_empty(), "{b:?}: {:?}", writes(&emu));
+        emu.reset_requests();
+        ends.push(got);
+    }
+    ends
+}
+
+#[tokio::test]
+async fn the_same_scenarios_end_the_same_through_1_0_groups_and_the_admin_api() {
+    let v1 = run_table(Backend::V1).await;
+    let admin = run_table(Backend::Admin).await;
+    let auto = run_table(Backend::Auto).await;
+    assert_eq!(v1, admin);
+    assert_eq!(v1, auto);
+}
+
+#[tokio::test]
+async fn the_admin_api_reads_memberships_in_pages_not_per_member() {
+    // 250 people in 3 groups: the read is one group search and one paged users search.
+    let names: Vec<String> = (0..250).map(|i| format!("p{i:03}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut s = seed(&refs);
+    s.groups.push(group("Developers", &refs[..200]));
+    s.groups.push(group("Data Team", &refs[150..]));
+    let emu = start(org_seed(s, true)).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let people: Vec<(&str, bool)> = refs.iter().map(|p| (*p, false)).collect();
+    let ldif_text = ldif(&people, &[("eng", &refs[..200]), ("data", &refs[150..])]);
+    let cfg = backend_config(&emu, tmp.path(), &ldif_text, RULES, Backend::Admin);
+    let report = Reconciler::new(cfg)
+        .expect("rec")
+        .run(false)
+        .await
+        .expect("plan");
+    assert!(report.plan.is_empty(), "{:#?}", report.plan.changes);
+    let counts = emu.request_counts();
+    let search = counts
+        .get("POST /admin/v2/orgs/{orgId}/directories/{dirId}/users/search")
+        .copied()
+        .unwrap_or_default();
+    // 250 users at 100 a page.
+    assert_eq!(search, 3, "{counts:#?}");
+    assert_eq!(
+        counts
+            .get("POST /admin/v2/orgs/{orgId}/directories/{dirId}/groups/search")
+            .copied(),
+        Some(1),
+        "{counts:#?}"
+    );
+    assert!(
+        !counts.keys().any(|k| k.contains("/1.0/groups")),
+        "{counts:#?}"
+    );
+}
+
+#[tokio::test]
+async fn v1_groups_forced_on_an_organisation_managed_workspace_blocks_every_membership_write_up_front(
+) {
+    let mut s = seed(&["ann", "bob"]);
+    s.groups.push(group("Developers", &["bob"]));
+    let emu = start(org_seed(s, true)).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut cfg = backend_config(
+        &emu,
+        tmp.path(),
+        &ldif(
+            &[("ann", false), ("bob", true)],
+            &[("eng", &["ann", "bob"])],
+        ),
+        "[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n",
+        Backend::Auto,
+    );
+    cfg.bitbucket.membership_backend = bbsync::config::MembershipBackendKind::V1Groups;
+    let report = Reconciler::new(cfg)
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("run");
+    assert_eq!(report.plan.changes.len(), 2, "{:#?}", report.plan.changes);
+    for p in &report.plan.changes {
+        let why = p
+            .blocked
+            .as_ref()
+            .map(|b| b.to_string())
+            .unwrap_or_default();
+        assert!(
+            why.contains("organisation-managed") && why.contains("admin_api"),
+            "{why}"
+        );
+    }
+    assert!(writes(&emu).is_empty(), "{:?}", writes(&emu));
+    let text = bbsync::report::human(&report);
+    assert!(
+        text.contains("every membership change is blocked"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn check_and_plan_name_the_backend_before_any_write() {
+    let mut s = seed(&["ann"]);
+    s.groups.push(group("Developers", &[]));
+    let emu = start(org_seed(s, true)).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = backend_config(
+        &emu,
+        tmp.path(),
+        &ldif(&[("ann", false)], &[("eng", &["ann"])]),
+        "[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n",
+        Backend::Auto,
+    );
+    let clients = bbsync::bitbucket::Clients::new(&cfg).expect("clients");
+    let check = bbsync::check::check(&cfg, &clients, false).await;
+    assert_eq!(
+        check.workspace_kind,
+        bbsync::check::WorkspaceKind::OrganisationManaged
+    );
+    assert_eq!(
+        check.membership_backend.backend,
+        bbsync::config::MembershipBackendKind::AdminApi
+    );
+    let text = bbsync::check::render(&check);
+    assert!(text.contains("Membership backend: admin_api"), "{text}");
+    assert!(check.ok(), "{text}");
+    let report = Reconciler::new(cfg)
+        .expect("rec")
+        .run(false)
+        .await
+        .expect("plan");
+    let text = bbsync::report::human(&report);
+    assert!(
+        text.contains("Memberships: Atlassian Admin API (auto: organisation-managed"),
+        "{text}"
+    );
+    assert!(writes(&emu).is_empty());
+
+    // A classic workspace: 1.0 groups, told by the invitations listing.
+    let mut s = seed(&["ann"]);
+    s.groups.push(group("Developers", &[]));
+    let emu = start(org_seed(s, false)).await;
+    let cfg = backend_config(
+        &emu,
+        tmp.path(),
+        &ldif(&[("ann", false)], &[("eng", &["ann"])]),
+        "[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n",
+        Backend::Auto,
+    );
+    let clients = bbsync::bitbucket::Clients::new(&cfg).expect("clients");
+    let check = bbsync::check::check(&cfg, &clients, false).await;
+    assert_eq!(check.workspace_kind, bbsync::check::WorkspaceKind::Classic);
+    assert_eq!(
+        check.membership_backend.backend,
+        bbsync::config::MembershipBackendKind::V1Groups
+    );
+}
+
+#[test]
+fn admin_api_config_mistakes_name_their_keys() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::write(tmp.path().join("d.ldif"), "").expect("ldif");
+    let base = "[bitbucket]\nworkspace = \"acme\"\n[credentials.a]\nkind = \"api_token\"\nemail = \"a@b.c\"\ntoken = \"t\"\n[source]\nkind = \"ldif\"\npath = \"d.ldif\"\n[[groups]]\nname = \"x\"\nfrom = [\"x\"]\n";
+    for (extra, key) in [
+        ("[bitbucket.x]\n", "bitbucket"),
+        ("", "bitbucket.membership_backend"),
+        ("[admin_api]\napi_key = \"k\"\n", "admin_api.org_id"),
+        ("[admin_api]\norg_id = \"o\"\n", "admin_api.api_key"),
+        (
+            "[admin_api]\norg_id = \"o\"\napi_key = \"k\"\nurl = \"ftp://x\"\n",
+            "admin_api.url",
+        ),
+        (
+            "[admin_api]\norg_id = \"o/p\"\napi_key = \"k\"\n",
+            "admin_api.org_id",
+        ),
+    ] {
+        let text = if key == "bitbucket.membership_backend" {
+            base.replace(
+                "workspace = \"acme\"\n",
+                "workspace = \"acme\"\nmembership_backend = \"admin_api\"\n",
+            )
+        } else if key == "bitbucket" {
+            base.replace(
+                "workspace = \"acme\"\n",
+                "workspace = \"acme\"\nmembership_backend = \"scim\"\n",
+            )
+        } else {
+            format!("{base}{extra}")
+        };
+        let key = if key == "bitbucket" {
+            "bitbucket.membership_backend"
+        } else {
+            key
+        };
+        let e = Config::from_toml_str(&text, "t.toml", tmp.path())
+            .err()
+            .unwrap_or_else(|| panic!("{key}: accepted"))
+            .to_string();
+        assert!(e.contains(key), "{key}: {e}");
+    }
+}
