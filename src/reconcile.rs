@@ -489,12 +489,23 @@ impl Reconciler {
     pub fn new(cfg: Config) -> Result<Reconciler, RunError> {
         let clients = clients_for(&cfg)?;
         let mut source = Source::new(&cfg.source, &cfg.directory);
-        if let Some(hr) = cfg.source.hr().filter(|h| h.resolve_by_members) {
-            source = source.with_email_resolver(Arc::new(identity::MembersByEmail::new(
-                clients.shared(ApiFamily::MembersRead),
-                cfg.offboarding.state_dir.as_deref(),
-                hr.identity_cache_ttl,
-            )));
+        if let Some(hr) = cfg
+            .source
+            .hr()
+            .filter(|h| h.resolve_by_members || cfg.admin_api.is_some())
+        {
+            let members = hr
+                .resolve_by_members
+                .then(|| clients.shared(ApiFamily::MembersRead));
+            let org = clients.admin_api(&cfg, Arc::new(clients.v1_groups()));
+            source = source.with_email_resolver(Arc::new(
+                identity::MembersByEmail::new(
+                    members,
+                    cfg.offboarding.state_dir.as_deref(),
+                    hr.identity_cache_ttl,
+                )
+                .with_org(org),
+            ));
         }
         Ok(Reconciler {
             source,

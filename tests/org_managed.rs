@@ -367,3 +367,60 @@ fn admin_api_config_mistakes_name_their_keys() {
         assert!(e.contains(key), "{key}: {e}");
     }
 }
+
+#[tokio::test]
+async fn hr_emails_resolve_through_the_organisation_directory_in_pages() {
+    // Emails only, the members query switched off: the Admin API users search (100
+    // addresses a request) resolves them; an address the directory lacks is never guessed.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let names: Vec<String> = (0..150).map(|i| format!("p{i:03}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let emu = start(org_seed(seed(&refs), true)).await;
+    let mut csv = String::from("id,mail,state,dept\n");
+    for n in &names {
+        csv.push_str(&format!("{n},{}@ACME.test,Active,Eng\n", n.to_uppercase()));
+    }
+    csv.push_str("x1,stranger@elsewhere.test,Active,Eng\n");
+    std::fs::write(tmp.path().join("people.csv"), csv).expect("csv");
+    let text = format!(
+        "[bitbucket]\nworkspace = \"acme\"\napi_url = \"{base}\"\nmax_retries = 0\nmembership_backend = \"admin_api\"\n[credentials.admin]\nkind = \"api_token\"\nemail = \"{ADMIN_EMAIL}\"\ntoken = \"{ADMIN_TOKEN}\"\n{admin}[source]\nkind = \"csv\"\npath = \"people.csv\"\nmax_missing_ratio = 0.5\nresolve_by_members = false\n[source.fields]\nstable_id = \"id\"\nemail = \"mail\"\nstatus = \"state\"\n[source.attributes]\ndept = \"dept\"\n[apply]\nrequests_per_hour = 3600000\nburst = 1000\n[[groups]]\nname = \"staff\"\ncreate = true\n[[groups.when]]\nattribute = \"dept\"\nequals = \"eng\"\n",
+        base = emu.base_url(),
+        admin = admin_table(&emu),
+    );
+    let cfg = Config::from_toml_str(&text, "org-resolve.toml", tmp.path()).expect("valid");
+    let report = Reconciler::new(cfg)
+        .expect("reconciler")
+        .run(false)
+        .await
+        .expect("plan");
+    let adds = report
+        .plan
+        .changes
+        .iter()
+        .filter(|c| matches!(c.change, bbsync::plan::Change::AddMember { .. }))
+        .count();
+    assert_eq!(adds, 150, "{:#?}", report.plan.changes.len());
+    assert!(!report
+        .plan
+        .changes
+        .iter()
+        .any(|c| format!("{:?}", c.change).contains("stranger")));
+    let email_searches = emu
+        .requests()
+        .iter()
+        .filter(|r| r.route.ends_with("/users/search"))
+        .count();
+    // 151 addresses: 2 requests of at most 100, each one page.
+    assert_eq!(email_searches, 2, "{:#?}", emu.request_counts());
+    // The members query resolved nobody; it is asked once, by the frozen-member check,
+    // about the one unresolved address.
+    let member_queries = emu
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("user.email"))
+        .count();
+    assert_eq!(
+        member_queries, 1,
+        "the members query was off for resolution"
+    );
+}

@@ -49,6 +49,8 @@ struct AdminUser {
     account_id: String,
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
     /// Present when the search asked for `expand: ["groups"]`.
     #[serde(default)]
     groups: Option<Vec<GroupRef>>,
@@ -179,6 +181,32 @@ impl AdminApi {
             }
         }
         Ok(found)
+    }
+
+    /// (email, account id) of the directory users with these emails (`users/search` with
+    /// `emails`; only the asked addresses are believed).
+    pub async fn users_by_email(
+        &self,
+        emails: &[String],
+    ) -> Result<Vec<(String, String)>, ApiError> {
+        let asked: BTreeSet<String> = emails
+            .iter()
+            .map(|e| crate::model::Email::new(e).folded().to_owned())
+            .collect();
+        let mut out = Vec::new();
+        for chunk in emails.chunks(IDS_PER_SEARCH) {
+            let mut body = serde_json::Map::new();
+            body.insert("emails".into(), json!(chunk));
+            for u in self.search::<AdminUser>("users", body).await? {
+                if let Some(email) = u
+                    .email
+                    .filter(|e| asked.contains(crate::model::Email::new(e).folded()))
+                {
+                    out.push((email, u.account_id));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// How many of `names` the organisation directory holds (the detection's signal).

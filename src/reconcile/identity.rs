@@ -1,5 +1,7 @@
 //! Email -> account id for HR records that carry only an email: the workspace members query
-//! (`q=user.email IN (...)`, at most 90 addresses a request), its answers cached in the state
+//! (`q=user.email IN (...)`, at most 90 addresses a request), then, for the addresses it did
+//! not find and when `[admin_api]` is configured, the organisation directory's users search
+//! (`{"emails": [...]}`); the answers cached in the state
 //! directory for `source.identity_cache_ttl_secs`, so a steady run asks only about people it
 //! has not resolved lately. Addresses the query does not find are remembered for at most an
 //! hour (a company-wide HR list with many non-members would otherwise spend N/90 requests of
@@ -16,7 +18,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const CACHE_FILE: &str = "identity-cache.json";
 
 pub struct MembersByEmail {
-    client: std::sync::Arc<Client>,
+    /// The members query (`source.resolve_by_members`); `None`: not asked.
+    client: Option<std::sync::Arc<Client>>,
+    /// The organisation's users search, asked about what the members query did not find.
+    org: Option<crate::bitbucket::AdminApi>,
     /// The cache file; `None` without a state directory (every run asks).
     cache: Option<PathBuf>,
     ttl: Duration,
@@ -49,15 +54,22 @@ impl std::fmt::Debug for MembersByEmail {
 
 impl MembersByEmail {
     pub fn new(
-        client: std::sync::Arc<Client>,
+        client: Option<std::sync::Arc<Client>>,
         state_dir: Option<&std::path::Path>,
         ttl: Duration,
     ) -> Self {
         MembersByEmail {
             client,
+            org: None,
             cache: state_dir.map(|d| d.join(CACHE_FILE)),
             ttl,
         }
+    }
+
+    /// Asks the organisation directory too, for what the members query did not find.
+    pub fn with_org(mut self, org: Option<crate::bitbucket::AdminApi>) -> Self {
+        self.org = org;
+        self
     }
 
     /// The cache as saved; an unreadable one is started afresh (it only saves requests).
@@ -120,11 +132,30 @@ impl MembersByEmail {
         let cached = out.len();
         let mut found = 0;
         if !ask.is_empty() {
-            let answer = self
-                .client
-                .members_by_email(&ask)
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut answer = match &self.client {
+                Some(c) => c.members_by_email(&ask).await.map_err(|e| e.to_string())?,
+                None => Vec::new(),
+            };
+            if let Some(org) = &self.org {
+                let answered: std::collections::BTreeSet<String> = answer
+                    .iter()
+                    .map(|(e, _)| Email::new(e).folded().to_owned())
+                    .collect();
+                let rest: Vec<String> = ask
+                    .iter()
+                    .filter(|e| !answered.contains(Email::new(e).folded()))
+                    .cloned()
+                    .collect();
+                if !rest.is_empty() {
+                    let from_org = org.users_by_email(&rest).await.map_err(|e| e.to_string())?;
+                    tracing::info!(
+                        asked = rest.len(),
+                        found = from_org.len(),
+                        "HR emails the members query did not find, asked of the organisation directory"
+                    );
+                    answer.extend(from_org);
+                }
+            }
             found = answer.len();
             // Only what was asked is believed: an answer naming another address is ignored.
             let mut not_found = asked.clone();
@@ -161,6 +192,12 @@ impl EmailResolver for MembersByEmail {
     }
 
     fn describe(&self) -> String {
-        "the workspace members query".into()
+        match (&self.client, &self.org) {
+            (Some(_), Some(_)) => {
+                "the workspace members query and the organisation directory".into()
+            }
+            (None, Some(_)) => "the organisation directory".into(),
+            _ => "the workspace members query".into(),
+        }
     }
 }
