@@ -402,6 +402,7 @@ async fn apply_on(
     let applier = Applier {
         clients,
         members: &members,
+        org: None,
         grant_writes: cfg.bitbucket.grant_writes,
         audit: &audit,
         run_id: "bench",
@@ -834,6 +835,7 @@ async fn offboarding(o: &Opts, rows: &mut Vec<Row>) {
     let applier = Applier {
         clients: &clients,
         members: &members,
+        org: None,
         grant_writes: cfg.bitbucket.grant_writes,
         audit: &audit,
         run_id: "bench-offboarding",

@@ -819,6 +819,77 @@ impl Reconciler {
         ))
     }
 
+    /// `offboarding.suspend_in_org`: reads where the candidates ([`plan::org_candidates`])
+    /// stand in the organisation directory, into `actual.org_users`, and keeps the state's
+    /// books: an offboarded person found suspended already (or not in the directory) is
+    /// settled and not asked again before `offboarding.recheck_secs`; one to suspend is
+    /// pending until a suspension is confirmed; someone bbsync suspended whom the directory
+    /// has active again, but whom the organisation shows active already (restored by hand) or
+    /// not at all, is bbsync's no longer. A failed read fails the run (nothing changed).
+    #[allow(clippy::too_many_arguments)]
+    async fn read_org_users(
+        &self,
+        org: &Option<crate::bitbucket::AdminApi>,
+        desired: &mapping::Desired,
+        gone: &BTreeMap<AccountId, plan::Reason>,
+        policy: &Policy,
+        actual: &mut Actual,
+        state: &mut crate::state::State,
+        now: SystemTime,
+    ) -> Result<(), RunError> {
+        let Some(org) = org else {
+            return Ok(());
+        };
+        let (suspend, restore) = plan::org_candidates(desired, gone, policy);
+        let now_secs = crate::state::to_unix(now);
+        let recheck = self.cfg.offboarding.recheck.as_secs();
+        state
+            .org_settled
+            .retain(|id, at| suspend.contains_key(id) && now_secs.saturating_sub(*at) < recheck);
+        state
+            .org_pending
+            .retain(|id, _| suspend.contains_key(id) && !state.org_settled.contains_key(id));
+        let ask: Vec<AccountId> = suspend
+            .keys()
+            .filter(|id| !state.org_settled.contains_key(*id))
+            .chain(restore.iter())
+            .cloned()
+            .collect();
+        if ask.is_empty() {
+            return Ok(());
+        }
+        actual.org_users = org
+            .org_users(&ask)
+            .await
+            .map_err(|e| RunError::Read(Box::new(e)))?;
+        for (id, reason) in &suspend {
+            match actual.org_users.get(id).map(|u| u.status) {
+                Some(plan::OrgStatus::Active) => {
+                    state
+                        .org_pending
+                        .entry(id.clone())
+                        .or_insert_with(|| reason.clone());
+                }
+                Some(_) => {
+                    state.org_pending.remove(id);
+                    state.org_settled.insert(id.clone(), now_secs);
+                }
+                None => {}
+            }
+        }
+        for id in &restore {
+            if actual
+                .org_users
+                .get(id)
+                .is_some_and(|u| u.status != plan::OrgStatus::Suspended)
+            {
+                tracing::info!(account_id = %id, "someone bbsync suspended is not suspended any more (restored by hand?): no longer restored by bbsync");
+                state.org_suspended.remove(id);
+            }
+        }
+        Ok(())
+    }
+
     /// Reads, plans and (when `apply`) applies.
     pub async fn run(&self, apply: bool) -> Result<RunReport, RunError> {
         self.run_gated(apply, &Gate::default()).await
@@ -905,6 +976,9 @@ impl Reconciler {
         let members = Arc::new(self.clients.v1_groups());
         let mut choice = self.choose_backend(false).await;
         let backend = self.backend_for(choice.backend, &members);
+        // The organisation directory (`[admin_api]`): suspensions, restores, and settling an
+        // interrupted one.
+        let org = self.clients.admin_api(&self.cfg, Arc::clone(&members));
         tracing::info!(
             backend = backend.name(),
             reason = choice.reason,
@@ -922,15 +996,21 @@ impl Reconciler {
         } = read;
         // An interrupted run's changes with no outcome: settled from what was just read.
         if let Some(audit) = &audit {
-            let r = crate::apply::recover::recover(audit, &run_id, &actual, &self.clients)
-                .await
-                .map_err(|source| RunError::Recovery {
-                    path: audit
-                        .path()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                    source,
-                })?;
+            let r = crate::apply::recover::recover(
+                audit,
+                &run_id,
+                &actual,
+                &self.clients,
+                org.as_ref(),
+            )
+            .await
+            .map_err(|source| RunError::Recovery {
+                path: audit
+                    .path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                source,
+            })?;
             if r.done + r.not_done + r.unsettled > 0 {
                 tracing::warn!(
                     done = r.done,
@@ -999,6 +1079,9 @@ impl Reconciler {
             now,
             missing_grace: self.cfg.offboarding.missing_grace,
             vanished_unknown,
+            suspend_in_org: self.cfg.offboarding.suspend_in_org,
+            suspended_by_bbsync: state.org_suspended.keys().cloned().collect(),
+            suspend_pending: state.org_pending.clone(),
         };
 
         // Whose direct grants to read: offboarded people who are visible (in a managed group,
@@ -1028,6 +1111,7 @@ impl Reconciler {
         let mut gone = plan::offboarded(&desired, &actual, &policy);
         if plan::has_unwanted_members(&desired, &actual)
             || !to_check(&gone, &desired, &actual).is_empty()
+            || !plan::org_candidates(&desired, &gone, &policy).0.is_empty()
         {
             let owners = self
                 .clients
@@ -1051,6 +1135,10 @@ impl Reconciler {
                 read_direct_grants(&self.clients, &check, &desired.repo_scope, &existing)
                     .await
                     .map_err(|e| RunError::Read(Box::new(e)))?;
+        }
+        if policy.suspend_in_org {
+            self.read_org_users(&org, &desired, &gone, &policy, &mut actual, &mut state, now)
+                .await?;
         }
         let mut plan = plan::plan(&desired, &actual, &policy);
         // People a rule wants in a group who cannot be added are reported, not failed.
@@ -1156,9 +1244,17 @@ impl Reconciler {
 
         let mut outcomes = Vec::new();
         if let Some(audit) = &audit {
+            if policy.suspend_in_org {
+                // Who is to be suspended is on disk before anything is removed: someone who
+                // vanished is invisible to the next run once their memberships are gone.
+                if let Some(w) = self.save_state(&state) {
+                    plan.warnings.push(w);
+                }
+            }
             let applier = Applier {
                 clients: &self.clients,
                 members: &*backend,
+                org: org.as_ref(),
                 grant_writes: self.cfg.bitbucket.grant_writes,
                 audit,
                 run_id: &run_id,
@@ -1177,6 +1273,20 @@ impl Reconciler {
                     state
                         .offboarded_clean
                         .insert(id.clone(), crate::state::to_unix(now));
+                }
+            }
+            // Suspended and restored in the organisation directory.
+            for o in outcomes.iter().filter(|o| o.outcome.is_done()) {
+                match &o.change {
+                    plan::Change::SuspendInOrg { account_id, .. } => {
+                        state.org_pending.remove(account_id);
+                        state.org_suspended.insert(account_id.clone(), now_secs);
+                        state.org_settled.insert(account_id.clone(), now_secs);
+                    }
+                    plan::Change::RestoreInOrg { account_id, .. } => {
+                        state.org_suspended.remove(account_id);
+                    }
+                    _ => {}
                 }
             }
             // A read the shrink guard did not hold (or that was approved) is the new baseline.

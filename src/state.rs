@@ -1,6 +1,7 @@
 //! What must survive a restart, in one JSON file under `offboarding.state_dir`: when members
 //! without a directory entry were first seen missing (their grace runs from then), and whose
-//! direct grants were already cleaned after they left (so they are not read again every run).
+//! direct grants were already cleaned after they left (so they are not read again every run),
+//! and whom bbsync suspended in the organisation directory (the only people it restores).
 //!
 //! Written atomically: a temporary file in the same directory, fsync, rename over the old one,
 //! fsync of the directory. A file that cannot be parsed is reported and never guessed at.
@@ -48,6 +49,19 @@ pub struct State {
     /// Fingerprint of the managed repositories and projects the clean marks were made for.
     #[serde(default)]
     pub scope: Option<String>,
+    /// `offboarding.suspend_in_org`: whom bbsync suspended in the organisation directory,
+    /// since when (the only people it restores).
+    #[serde(default)]
+    pub org_suspended: BTreeMap<AccountId, u64>,
+    /// Offboarded people to be suspended whose suspension is not confirmed yet, with why
+    /// (kept before the apply: someone who vanished is invisible once their memberships are
+    /// gone).
+    #[serde(default)]
+    pub org_pending: BTreeMap<AccountId, crate::plan::Reason>,
+    /// Offboarded people found suspended (or not in the organisation directory): since when;
+    /// not asked again before `offboarding.recheck_secs`.
+    #[serde(default)]
+    pub org_settled: BTreeMap<AccountId, u64>,
 }
 
 pub fn to_unix(t: SystemTime) -> u64 {

@@ -288,6 +288,7 @@ async fn a_blocked_group_create_blocks_its_member_adds_with_the_reason() {
     let out = Applier {
         clients: &clients,
         members: &clients.v1_groups(),
+        org: None,
         grant_writes: GrantWrites::PermissionsConfig,
         audit: &Audit::to_log(),
         run_id: "t",

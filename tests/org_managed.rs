@@ -424,3 +424,132 @@ async fn hr_emails_resolve_through_the_organisation_directory_in_pages() {
         "the members query was off for resolution"
     );
 }
+
+/// The Admin API backend's answers, call by call against the emulator: a re-add (409) and a
+/// removal of a non-member (404) are done already, a group that exists is not created twice,
+/// a failed call is an error; group search counts, and where people stand in the directory
+/// (active, suspended, not in it).
+#[tokio::test]
+async fn admin_api_calls_take_409_and_404_for_done_and_fail_on_the_rest() {
+    use bbsync::bitbucket::membership::MembershipBackend;
+    use bbsync::bitbucket::Written;
+    use bbsync::model::{AccountId, GroupSlug};
+    use bbsync::plan::OrgStatus;
+    let mut s = seed(&["ann", "bob"]);
+    s.groups.push(group("Developers", &["bob"]));
+    let mut s = org_seed(s, true);
+    if let Some(o) = s.organisation.as_mut() {
+        o.suspended.push(acc("bob"));
+    }
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = backend_config(
+        &emu,
+        tmp.path(),
+        &ldif(&[("ann", false)], &[("eng", &["ann"])]),
+        "[[groups]]\nname = \"Developers\"\nfrom = [\"eng\"]\n[[groups]]\nname = \"Ops\"\nfrom = [\"eng\"]\ncreate = true\n",
+        Backend::Admin,
+    );
+    let clients = bbsync::bitbucket::Clients::new(&cfg).expect("clients");
+    let admin = clients
+        .admin_api(&cfg, std::sync::Arc::new(clients.v1_groups()))
+        .expect("[admin_api]");
+    assert_eq!(admin.name(), "Admin API");
+    let ann = AccountId::parse(&acc("ann")).expect("id");
+    let bob = AccountId::parse(&acc("bob")).expect("id");
+    let devs = GroupSlug::from_name("Developers");
+    let ops = GroupSlug::from_name("Ops");
+    let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        admin
+            .find_by_names(&names(&["Developers", "Ops"]))
+            .await
+            .expect("search"),
+        1
+    );
+    assert_eq!(
+        admin
+            .find_by_names(&names(&["nope"]))
+            .await
+            .expect("search"),
+        0
+    );
+    assert_eq!(
+        admin.add_member(&devs, &ann).await.expect("add"),
+        Written::Done
+    );
+    assert_eq!(
+        admin.add_member(&devs, &ann).await.expect("re-add"),
+        Written::AlreadyDone
+    );
+    assert_eq!(
+        admin.remove_member(&devs, &ann).await.expect("remove"),
+        Written::Done
+    );
+    assert_eq!(
+        admin
+            .remove_member(&devs, &ann)
+            .await
+            .expect("remove again"),
+        Written::AlreadyDone
+    );
+    assert_eq!(
+        admin.create_group(&ops, "Ops").await.expect("create"),
+        Written::Done
+    );
+    assert_eq!(
+        admin.create_group(&ops, "Ops").await.expect("create again"),
+        Written::AlreadyDone
+    );
+    // The created group takes members at once (its id was kept from the create).
+    assert_eq!(
+        admin.add_member(&ops, &ann).await.expect("add"),
+        Written::Done
+    );
+    let read = admin.read_groups().await.expect("read");
+    assert_eq!(read.keys().collect::<Vec<_>>(), [&devs, &ops]);
+    assert!(read[&ops].members.contains_key(&ann));
+    // Not in the directory: an error, not "done".
+    let ghost = AccountId::parse(&acc("ghost")).expect("id");
+    assert!(admin.add_member(&devs, &ghost).await.is_err());
+    // Where people stand; someone the search does not return is not in the directory.
+    let st = admin
+        .org_users(&[ann.clone(), bob.clone(), ghost.clone()])
+        .await
+        .expect("org users");
+    let status: Vec<OrgStatus> = [&ann, &bob, &ghost].iter().map(|i| st[*i].status).collect();
+    assert_eq!(
+        status,
+        [
+            OrgStatus::Active,
+            OrgStatus::Suspended,
+            OrgStatus::NoMembership
+        ]
+    );
+    assert_eq!(
+        admin.set_suspended(&ann, true).await.expect("suspend"),
+        Written::Done
+    );
+    assert_eq!(
+        admin.set_suspended(&bob, false).await.expect("restore"),
+        Written::Done
+    );
+    let st = admin
+        .org_users(&[ann.clone(), bob.clone()])
+        .await
+        .expect("again");
+    assert_eq!(st[&ann].status, OrgStatus::Suspended);
+    assert_eq!(st[&bob].status, OrgStatus::Active);
+    assert!(
+        admin.set_suspended(&ghost, true).await.is_err(),
+        "404 is not done"
+    );
+    // A server error on a write fails it.
+    emu.inject_fault(bbsync_emulator::Fault {
+        path_contains: "/memberships".into(),
+        status: 500,
+        ..Default::default()
+    });
+    assert!(admin.add_member(&devs, &bob).await.is_err());
+    assert!(admin.remove_member(&devs, &bob).await.is_err());
+}

@@ -331,6 +331,7 @@ async fn a_leavers_revocation_submitted_behind_a_long_queue_starts_within_the_ne
     let applier = Applier {
         clients: &clients,
         members: &members,
+        org: None,
         grant_writes: GrantWrites::PermissionsConfig,
         audit: &audit,
         run_id: "t",
@@ -585,6 +586,7 @@ async fn a_stop_lets_the_requests_in_flight_finish_audited_and_leaves_the_rest_f
     let applier = Applier {
         clients: &clients,
         members: &members,
+        org: None,
         grant_writes: GrantWrites::PermissionsConfig,
         audit: &audit,
         run_id: "t",

@@ -494,6 +494,7 @@ async fn creating_a_group_that_already_exists_counts_as_done() {
     let out = Applier {
         clients: &clients,
         members: &clients.v1_groups(),
+        org: None,
         grant_writes: GrantWrites::PermissionsConfig,
         audit: &audit,
         run_id: "t",

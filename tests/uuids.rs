@@ -193,6 +193,7 @@ async fn at_apply_an_unknown_person_is_looked_up_once_and_404_blocks_while_an_er
     let out = Applier {
         clients: &clients,
         members: &members,
+        org: None,
         grant_writes: GrantWrites::PermissionsConfig,
         audit: &audit,
         run_id: "t",

@@ -23,12 +23,12 @@ pub mod queue;
 pub mod recover;
 
 use crate::bitbucket::{
-    ApiError, ApiFamily, Clients, GrantState, MembershipBackend, Principal, Spent, Target,
-    WriteError, Written,
+    AdminApi, ApiError, ApiFamily, Clients, GrantState, MembershipBackend, Principal, Spent,
+    Target, WriteError, Written,
 };
 use crate::config::{ApplySettings, GrantWrites};
 use crate::model::{AccountId, GroupSlug};
-use crate::plan::{BlockReason, Change, ChangeKind, Plan, Planned, Reason};
+use crate::plan::{BlockReason, Change, ChangeKind, OrgStatus, Plan, Planned, Reason};
 use queue::{Priority, Queue};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -143,12 +143,15 @@ pub fn family_of(change: &Change, membership: ApiFamily, grants: GrantWrites) ->
         Change::SetProjectGrant { .. }
         | Change::RemoveProjectGrant { .. }
         | Change::RemoveUserGrant { .. } => ApiFamily::PermissionsWrite,
+        Change::SuspendInOrg { .. } | Change::RestoreInOrg { .. } => ApiFamily::AdminApi,
     }
 }
 
 pub struct Applier<'a> {
     pub clients: &'a Clients,
     pub members: &'a dyn MembershipBackend,
+    /// The organisation directory (`[admin_api]`): suspensions and restores.
+    pub org: Option<&'a AdminApi>,
     pub grant_writes: GrantWrites,
     pub audit: &'a audit::Audit,
     pub run_id: &'a str,
@@ -176,6 +179,8 @@ struct RunState {
     creates: HashMap<GroupSlug, usize>,
     /// Account -> its direct grant removals.
     user_grants: HashMap<AccountId, Vec<usize>>,
+    /// Account -> its membership removals (its organisation suspension waits for them).
+    member_removals: HashMap<AccountId, Vec<usize>>,
     /// Refused this run: (family, kind of change), or (family, `None`) for every kind.
     refused: BTreeMap<(ApiFamily, Option<ChangeKind>), String>,
     /// Failures in a row per family, and the last error.
@@ -244,6 +249,7 @@ impl Applier<'_> {
                 jobs: Vec::new(),
                 creates: HashMap::new(),
                 user_grants: HashMap::new(),
+                member_removals: HashMap::new(),
                 refused: BTreeMap::new(),
                 failures: BTreeMap::new(),
                 audit_broken: None,
@@ -294,6 +300,10 @@ impl Applier<'_> {
                         account_id, group, ..
                     } => {
                         deps.extend(st.user_grants.get(account_id).into_iter().flatten());
+                        st.member_removals
+                            .entry(account_id.clone())
+                            .or_default()
+                            .push(id);
                         // A removal submitted after an addition of the same membership (the
                         // person left meanwhile) goes after it.
                         deps.extend(st.jobs[..id].iter().enumerate().filter_map(|(j, job)| {
@@ -301,6 +311,11 @@ impl Applier<'_> {
                                 if g == group && a == account_id)
                             .then_some(j)
                         }));
+                    }
+                    // Suspended only once their memberships and direct grants are gone.
+                    Change::SuspendInOrg { account_id, .. } => {
+                        deps.extend(st.user_grants.get(account_id).into_iter().flatten());
+                        deps.extend(st.member_removals.get(account_id).into_iter().flatten());
                     }
                     c => deps.extend(c.group().and_then(|g| st.creates.get(g))),
                 }
@@ -626,22 +641,29 @@ impl Applier<'_> {
         let mut out = Vec::new();
         for (id, because) in cancelled {
             let dep = &st.jobs[because];
-            let outcome = match (&dep.outcome, &dep.change) {
-                (Some(o @ Outcome::Deferred { .. }), _) => o.clone(),
-                (why, Change::CreateGroup { group, .. }) => blocked(BlockReason::GroupNotCreated {
-                    group: group.clone(),
-                    why: match why {
-                        Some(Outcome::Failed { error, .. }) => error.clone(),
-                        Some(Outcome::Blocked { reason }) => reason.to_string(),
-                        _ => "it did not happen".into(),
-                    },
-                }),
-                (_, Change::RemoveUserGrant { account_id, .. }) => {
+            let suspending = match &st.jobs[id].change {
+                Change::SuspendInOrg { account_id, .. } => Some(account_id.clone()),
+                _ => None,
+            };
+            let outcome = match (&dep.outcome, &dep.change, suspending) {
+                (Some(o @ Outcome::Deferred { .. }), _, _) => o.clone(),
+                (_, _, Some(account_id)) => blocked(BlockReason::RemovalsPending { account_id }),
+                (why, Change::CreateGroup { group, .. }, None) => {
+                    blocked(BlockReason::GroupNotCreated {
+                        group: group.clone(),
+                        why: match why {
+                            Some(Outcome::Failed { error, .. }) => error.clone(),
+                            Some(Outcome::Blocked { reason }) => reason.to_string(),
+                            _ => "it did not happen".into(),
+                        },
+                    })
+                }
+                (_, Change::RemoveUserGrant { account_id, .. }, None) => {
                     blocked(BlockReason::DirectGrantsPending {
                         account_id: account_id.clone(),
                     })
                 }
-                (_, other) => Outcome::Failed {
+                (_, other, None) => Outcome::Failed {
                     error: format!("depends on {other}, which did not happen"),
                     status: None,
                 },
@@ -787,6 +809,18 @@ impl Applier<'_> {
             } => {
                 cl.delete_permission(Target::from(target), Principal::User(account_id.as_str()))
                     .await?
+            }
+            Change::SuspendInOrg { account_id, .. } | Change::RestoreInOrg { account_id, .. } => {
+                let suspend = matches!(c, Change::SuspendInOrg { .. });
+                match self.org {
+                    Some(org) => org.set_suspended(account_id, suspend).await?,
+                    None => {
+                        return Err(WriteError::Api(ApiError::NoCredential {
+                            family:
+                                "admin_api (offboarding.suspend_in_org needs an [admin_api] table)",
+                        }))
+                    }
+                }
             }
         })
     }
@@ -942,6 +976,26 @@ impl Applier<'_> {
             .ok(),
             false => None,
         };
+        let org_ids: Vec<AccountId> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::SuspendInOrg { account_id, .. }
+                | Change::RestoreInOrg { account_id, .. } => Some(account_id.clone()),
+                _ => None,
+            })
+            .collect();
+        let org = match (org_ids.is_empty(), self.org) {
+            (false, Some(o)) => o
+                .org_users(&org_ids)
+                .await
+                .map_err(|e| warn("organisation users", &e))
+                .ok(),
+            _ => None,
+        };
+        let org_status = |id: &AccountId, want: OrgStatus| -> Option<bool> {
+            org.as_ref()
+                .map(|o| o.get(id).map(|u| u.status) == Some(want))
+        };
         let read = self.clients.get(ApiFamily::PermissionsRead);
         let member = |group: &GroupSlug, id: &AccountId| -> Option<bool> {
             groups
@@ -977,6 +1031,12 @@ impl Applier<'_> {
                 ) => Some(b.get(&(repo.clone(), group.clone())) == Some(permission)),
                 (Change::RemoveGrant { repo, group, .. }, Some(b)) => {
                     Some(!b.contains_key(&(repo.clone(), group.clone())))
+                }
+                (Change::SuspendInOrg { account_id, .. }, _) => {
+                    org_status(account_id, OrgStatus::Suspended)
+                }
+                (Change::RestoreInOrg { account_id, .. }, _) => {
+                    org_status(account_id, OrgStatus::Active)
                 }
                 (grant, _) => match shows_grant(read, grant).await {
                     Ok(v) => v,

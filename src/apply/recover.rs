@@ -9,8 +9,8 @@
 //! wanted.
 
 use super::audit::{self, Audit, Dangling};
-use crate::bitbucket::{ApiError, ApiFamily, Clients};
-use crate::plan::{Actual, Change};
+use crate::bitbucket::{AdminApi, ApiError, ApiFamily, Clients};
+use crate::plan::{Actual, Change, OrgStatus};
 use std::path::{Path, PathBuf};
 
 /// Whether Bitbucket, as read in bulk, shows a change's effect; `None` when the read does not
@@ -73,11 +73,34 @@ pub fn observed_done(change: &Change, actual: &Actual) -> Option<bool> {
                 return None;
             }
         }
+        // Not read in bulk: asked of the organisation directory.
+        Change::SuspendInOrg { .. } | Change::RestoreInOrg { .. } => return None,
     })
 }
 
 /// One targeted read for what the bulk read does not cover.
-async fn read_one(change: &Change, clients: &Clients) -> Result<bool, ApiError> {
+async fn read_one(
+    change: &Change,
+    clients: &Clients,
+    org: Option<&AdminApi>,
+) -> Result<bool, ApiError> {
+    // An organisation suspension or restore: the person's status in the directory.
+    if let Change::SuspendInOrg { account_id, .. } | Change::RestoreInOrg { account_id, .. } =
+        change
+    {
+        let Some(org) = org else {
+            return Err(ApiError::NoCredential {
+                family:
+                    "admin_api (an interrupted organisation suspension is settled with [admin_api])",
+            });
+        };
+        let want = match change {
+            Change::SuspendInOrg { .. } => OrgStatus::Suspended,
+            _ => OrgStatus::Active,
+        };
+        let users = org.org_users(std::slice::from_ref(account_id)).await?;
+        return Ok(users.get(account_id).map(|u| u.status) == Some(want));
+    }
     let read = clients.get(ApiFamily::PermissionsRead);
     // Membership changes are covered by the bulk read.
     Ok(super::shows_grant(read, change).await?.unwrap_or(false))
@@ -120,6 +143,7 @@ pub async fn recover(
     run_id: &str,
     actual: &Actual,
     clients: &Clients,
+    org: Option<&AdminApi>,
 ) -> std::io::Result<Recovered> {
     let Some(path) = audit.path() else {
         return Ok(Recovered::default());
@@ -135,7 +159,7 @@ pub async fn recover(
     for d in &scan.dangling {
         let seen = match observed_done(&d.change, actual) {
             Some(b) => Ok(b),
-            None => read_one(&d.change, clients).await,
+            None => read_one(&d.change, clients, org).await,
         };
         match seen {
             Ok(done) => {

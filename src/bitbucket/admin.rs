@@ -8,7 +8,7 @@
 use super::membership::{BoxFuture, MembershipBackend, WriteError};
 use super::{expect, ApiError, ApiFamily, Body, Client, V1Groups, Written};
 use crate::model::{AccountId, GroupSlug};
-use crate::plan::{ActualGroup, ActualMember};
+use crate::plan::{ActualGroup, ActualMember, OrgStatus, OrgUser};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -54,6 +54,9 @@ struct AdminUser {
     /// Present when the search asked for `expand: ["groups"]`.
     #[serde(default)]
     groups: Option<Vec<GroupRef>>,
+    /// `active`, `suspended` or `no_membership` (the directory membership).
+    #[serde(default, rename = "membershipStatus")]
+    membership_status: Option<String>,
 }
 
 /// A user's group: an object with its id, or the bare id.
@@ -207,6 +210,80 @@ impl AdminApi {
             }
         }
         Ok(out)
+    }
+
+    /// Where each of `ids` stands in the organisation directory (`users/search` with
+    /// `accountIds`, 100 a request). Someone the search does not return is not in the
+    /// directory; a status this does not know (or none) leaves the person out, so nothing is
+    /// planned for them.
+    pub async fn org_users(
+        &self,
+        ids: &[AccountId],
+    ) -> Result<BTreeMap<AccountId, OrgUser>, ApiError> {
+        let mut out = BTreeMap::new();
+        for chunk in ids.chunks(IDS_PER_SEARCH) {
+            let asked: Vec<&str> = chunk.iter().map(AccountId::as_str).collect();
+            let mut body = serde_json::Map::new();
+            body.insert("accountIds".into(), json!(asked));
+            let mut seen = BTreeSet::new();
+            for u in self.search::<AdminUser>("users", body).await? {
+                let Some(id) = chunk.iter().find(|a| a.as_str() == u.account_id) else {
+                    // Only the asked accounts are believed.
+                    continue;
+                };
+                seen.insert(id.clone());
+                let status = match u.membership_status.as_deref() {
+                    Some("active") => OrgStatus::Active,
+                    Some("suspended") => OrgStatus::Suspended,
+                    Some("no_membership") => OrgStatus::NoMembership,
+                    other => {
+                        tracing::warn!(account_id = %id, status = ?other, "unknown organisation membership status; this person's suspension is left as it is");
+                        continue;
+                    }
+                };
+                out.insert(
+                    id.clone(),
+                    OrgUser {
+                        status,
+                        name: u.name.unwrap_or_default(),
+                    },
+                );
+            }
+            for id in chunk.iter().filter(|a| !seen.contains(*a)) {
+                out.insert(
+                    id.clone(),
+                    OrgUser {
+                        status: OrgStatus::NoMembership,
+                        name: String::new(),
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Suspends (`suspend`) or restores (`restore`) someone's access in the directory.
+    pub async fn set_suspended(
+        &self,
+        who: &AccountId,
+        suspend: bool,
+    ) -> Result<Written, WriteError> {
+        let verb = if suspend { "suspend" } else { "restore" };
+        let answer = self
+            .client
+            .send_expecting(
+                Method::POST,
+                &self.dir_url(&["users", who.as_str(), verb]),
+                Body::None,
+                expect::no_content,
+            )
+            .await?;
+        match answer.status {
+            s if s.is_success() => Ok(Written::Done),
+            // Already so.
+            StatusCode::CONFLICT => Ok(Written::AlreadyDone),
+            _ => Err(answer.error().into()),
+        }
     }
 
     /// How many of `names` the organisation directory holds (the detection's signal).

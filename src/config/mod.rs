@@ -559,6 +559,12 @@ fn validate(tree: Table<RawConfig>, origin: String, paths: &Paths) -> Result<Con
     let scope = scope::validate_scope(scope, &mut p);
     let protected = scope::validate_protected(protected, &mut p);
     let offboarding = scope::validate_offboarding(offboarding, paths, &mut p);
+    if offboarding.suspend_in_org && admin_api.is_none() && !p.any_under("admin_api") {
+        p.push(
+            "offboarding.suspend_in_org",
+            "true needs an [admin_api] table (org_id, api_key or api_key_file): people are suspended in the organisation directory through the Atlassian Admin API",
+        );
+    }
     let safety = validate_safety(safety, &mut p);
     let (audit_path, audit_fsync) = validate_audit(audit, &mut p);
     let audit_path = audit_path.map(|a| paths.resolve(a));

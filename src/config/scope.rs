@@ -36,6 +36,10 @@ pub struct Offboarding {
     pub recheck: Duration,
     /// The daemon's fast off-boarding poll between full reconciles (`None`: off).
     pub poll_interval: Option<Duration>,
+    /// Suspend offboarded people in the organisation directory (Admin API) once their
+    /// memberships and direct grants are gone, and restore those bbsync suspended when they
+    /// are active again.
+    pub suspend_in_org: bool,
 }
 
 impl Default for Offboarding {
@@ -46,6 +50,7 @@ impl Default for Offboarding {
             direct_grants: true,
             recheck: Duration::from_secs(86_400),
             poll_interval: Some(Duration::from_secs(30)),
+            suspend_in_org: false,
         }
     }
 }
@@ -103,6 +108,8 @@ pub(super) struct RawOffboarding {
     recheck_secs: Field<u64>,
     /// Seconds between the daemon's light reads for new leavers; default 30, 0 turns it off.
     poll_interval_secs: Field<u64>,
+    /// Suspend offboarded people in the organisation directory; false.
+    suspend_in_org: Field<bool>,
 }
 
 impl RawTable for RawOffboarding {}
@@ -199,7 +206,11 @@ pub(super) fn validate_offboarding(
         direct_grants,
         recheck_secs,
         poll_interval_secs,
+        suspend_in_org,
     } = raw.read("offboarding", p).unwrap_or_default();
+    let suspend_in_org = suspend_in_org
+        .get("offboarding.suspend_in_org", p)
+        .unwrap_or(false);
     let poll = poll_interval_secs
         .get("offboarding.poll_interval_secs", p)
         .unwrap_or(30);
@@ -221,6 +232,12 @@ pub(super) fn validate_offboarding(
             "offboarding.state_dir is required when offboarding.missing_grace_secs > 0 (when someone was first seen missing must survive a restart)",
         );
     }
+    if suspend_in_org && state_dir.is_none() {
+        p.say(
+            "offboarding.state_dir",
+            "offboarding.state_dir is required when offboarding.suspend_in_org = true (whom bbsync suspended, the only people it restores, must survive a restart)",
+        );
+    }
     Offboarding {
         missing_grace: Duration::from_secs(grace),
         state_dir,
@@ -233,5 +250,6 @@ pub(super) fn validate_offboarding(
                 .unwrap_or(86_400),
         ),
         poll_interval: (poll > 0).then(|| Duration::from_secs(poll)),
+        suspend_in_org,
     }
 }

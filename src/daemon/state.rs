@@ -340,6 +340,9 @@ fn blocked_line(kind: &str, reason: &BlockReason) -> Option<String> {
         BlockReason::DirectGrantsPending { .. } => Some(format!(
             "{kind} blocked: a direct grant of the person could not be removed"
         )),
+        BlockReason::RemovalsPending { .. } => Some(format!(
+            "{kind} blocked: a membership or direct grant of the person could not be removed"
+        )),
         other => Some(format!("{kind} blocked: {}", redact(&other.to_string()))),
     }
 }

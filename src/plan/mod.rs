@@ -41,6 +41,28 @@ pub struct Actual {
     /// Direct (per-user) grants of offboarded people on managed repositories and projects:
     /// (target, account) -> the permission word.
     pub direct_grants: BTreeMap<(GrantTarget, AccountId), String>,
+    /// Where the people whose organisation suspension is managed stand in the organisation
+    /// directory (`offboarding.suspend_in_org`; empty when it is off). Someone not listed was
+    /// not read (or has a status bbsync does not know): nothing is planned for them.
+    pub org_users: BTreeMap<AccountId, OrgUser>,
+}
+
+/// A person's membership of the organisation directory (`membershipStatus` of the Admin
+/// API's users search).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrgStatus {
+    Active,
+    Suspended,
+    /// Not in the directory: nothing to suspend or restore.
+    NoMembership,
+}
+
+/// A person as the organisation directory has them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgUser {
+    pub status: OrgStatus,
+    pub name: String,
 }
 
 /// Why a change is made.
@@ -136,6 +158,17 @@ pub enum Change {
         permission: ProjectPermission,
         previous: Option<ProjectPermission>,
     },
+    /// Suspends an offboarded person in the organisation directory (Admin API), after their
+    /// memberships and direct grants are gone (`offboarding.suspend_in_org`).
+    SuspendInOrg {
+        account_id: AccountId,
+        display_name: String,
+    },
+    /// Restores someone bbsync suspended, now active in the directory again.
+    RestoreInOrg {
+        account_id: AccountId,
+        display_name: String,
+    },
 }
 
 /// The kinds of [`Change`], for metric labels and summaries.
@@ -150,6 +183,8 @@ pub enum ChangeKind {
     AddMember,
     SetGrant,
     SetProjectGrant,
+    SuspendInOrg,
+    RestoreInOrg,
 }
 
 impl ChangeKind {
@@ -163,6 +198,8 @@ impl ChangeKind {
             ChangeKind::AddMember => "add_member",
             ChangeKind::SetGrant => "set_grant",
             ChangeKind::SetProjectGrant => "set_project_grant",
+            ChangeKind::SuspendInOrg => "suspend_in_org",
+            ChangeKind::RestoreInOrg => "restore_in_org",
         }
     }
 }
@@ -174,7 +211,8 @@ impl Change {
             Change::RemoveMember { .. }
             | Change::RemoveUserGrant { .. }
             | Change::RemoveGrant { .. }
-            | Change::RemoveProjectGrant { .. } => true,
+            | Change::RemoveProjectGrant { .. }
+            | Change::SuspendInOrg { .. } => true,
             Change::SetGrant {
                 permission,
                 previous: Some(prev),
@@ -219,6 +257,8 @@ impl Change {
             Change::AddMember { .. } => ChangeKind::AddMember,
             Change::SetGrant { .. } => ChangeKind::SetGrant,
             Change::SetProjectGrant { .. } => ChangeKind::SetProjectGrant,
+            Change::SuspendInOrg { .. } => ChangeKind::SuspendInOrg,
+            Change::RestoreInOrg { .. } => ChangeKind::RestoreInOrg,
         }
     }
 
@@ -232,23 +272,40 @@ impl Change {
             | Change::AddMember { group, .. }
             | Change::SetGrant { group, .. }
             | Change::SetProjectGrant { group, .. } => Some(group),
-            Change::RemoveUserGrant { .. } => None,
+            Change::RemoveUserGrant { .. }
+            | Change::SuspendInOrg { .. }
+            | Change::RestoreInOrg { .. } => None,
+        }
+    }
+
+    /// The person a change is about (a group or grant change has none).
+    pub fn account(&self) -> Option<&AccountId> {
+        match self {
+            Change::RemoveMember { account_id, .. }
+            | Change::RemoveUserGrant { account_id, .. }
+            | Change::AddMember { account_id, .. }
+            | Change::SuspendInOrg { account_id, .. }
+            | Change::RestoreInOrg { account_id, .. } => Some(account_id),
+            _ => None,
         }
     }
 
     /// Apply order: off-boarding first (direct grants before memberships: someone who
     /// vanished is visible to the next run only while they are in a managed group, so their
-    /// memberships go last), then other revocations, then additions.
+    /// memberships go last; the organisation suspension after both), then other revocations,
+    /// then additions (a restore first).
     fn order(&self, reason: &Reason) -> u8 {
         match self {
             Change::RemoveUserGrant { .. } => 0,
             Change::RemoveMember { .. } if reason.is_offboarding() => 1,
-            Change::RemoveMember { .. } => 2,
-            Change::RemoveGrant { .. } | Change::RemoveProjectGrant { .. } => 3,
-            c if c.is_revocation() => 4,
-            Change::CreateGroup { .. } => 5,
-            Change::AddMember { .. } => 6,
-            _ => 7,
+            Change::SuspendInOrg { .. } => 2,
+            Change::RemoveMember { .. } => 3,
+            Change::RemoveGrant { .. } | Change::RemoveProjectGrant { .. } => 4,
+            c if c.is_revocation() => 5,
+            Change::RestoreInOrg { .. } => 6,
+            Change::CreateGroup { .. } => 7,
+            Change::AddMember { .. } => 8,
+            _ => 9,
         }
     }
 }
@@ -313,6 +370,20 @@ impl fmt::Display for Change {
                     "grant {permission} on project {project} to group {group}"
                 ),
             },
+            Change::SuspendInOrg {
+                account_id,
+                display_name,
+            } => write!(
+                f,
+                "suspend {display_name} ({account_id}) in the organisation directory"
+            ),
+            Change::RestoreInOrg {
+                account_id,
+                display_name,
+            } => write!(
+                f,
+                "restore {display_name} ({account_id}) in the organisation directory"
+            ),
         }
     }
 }
@@ -362,6 +433,9 @@ pub enum BlockReason {
     /// A direct grant of this person could not be removed: their memberships stay until it
     /// is (so the next run still sees them).
     DirectGrantsPending { account_id: AccountId },
+    /// A membership or direct grant of this person could not be removed: they are not
+    /// suspended in the organisation until it is (the next run tries again).
+    RemovalsPending { account_id: AccountId },
     /// The audit trail cannot be written: nothing more is applied.
     AuditUnavailable { error: String },
     /// The membership backend cannot write on this workspace (1.0 groups on an
@@ -383,6 +457,7 @@ impl BlockReason {
             BlockReason::NotWorkspaceMember => "not_workspace_member",
             BlockReason::BecameLeaver => "became_leaver",
             BlockReason::DirectGrantsPending { .. } => "direct_grants_pending",
+            BlockReason::RemovalsPending { .. } => "removals_pending",
             BlockReason::AuditUnavailable { .. } => "audit_unavailable",
             BlockReason::WrongBackend { .. } => "wrong_backend",
         }
@@ -439,6 +514,10 @@ impl fmt::Display for BlockReason {
             BlockReason::DirectGrantsPending { account_id } => write!(
                 f,
                 "a direct grant of {account_id} could not be removed; their memberships stay until it is, so the next run still sees them"
+            ),
+            BlockReason::RemovalsPending { account_id } => write!(
+                f,
+                "a membership or direct grant of {account_id} could not be removed; they are suspended in the organisation once it is"
             ),
             BlockReason::AuditUnavailable { error } => write!(
                 f,
@@ -680,6 +759,18 @@ pub struct Policy {
     pub missing_grace: Duration,
     /// When people went missing is unknown (unreadable state): no vanished removal this run.
     pub vanished_unknown: bool,
+    /// `offboarding.suspend_in_org`: offboarded people are suspended in the organisation
+    /// directory once their access is gone, and people bbsync suspended are restored when the
+    /// directory has them active again.
+    #[serde(default)]
+    pub suspend_in_org: bool,
+    /// Whom bbsync suspended (the state file): the only people it ever restores.
+    #[serde(default)]
+    pub suspended_by_bbsync: BTreeSet<AccountId>,
+    /// Offboarded people whose suspension was planned and not confirmed yet, with why: someone
+    /// who vanished is not visible any more once their memberships are gone.
+    #[serde(default)]
+    pub suspend_pending: BTreeMap<AccountId, Reason>,
 }
 
 impl Default for Policy {
@@ -697,6 +788,9 @@ impl Default for Policy {
             now: SystemTime::UNIX_EPOCH,
             missing_grace: Duration::ZERO,
             vanished_unknown: false,
+            suspend_in_org: false,
+            suspended_by_bbsync: BTreeSet::new(),
+            suspend_pending: BTreeMap::new(),
         }
     }
 }
@@ -815,6 +909,91 @@ pub fn offboarded(
             if let Unwanted::Remove(r @ Reason::Vanished { .. }) = unwanted(id, desired, policy) {
                 out.insert(id.clone(), r);
             }
+        }
+    }
+    out
+}
+
+/// Whether the directory has this account active: one usable entry, not disabled.
+fn active_again(id: &AccountId, desired: &Desired) -> bool {
+    desired.known.contains(id) && !desired.leavers.contains_key(id) && !desired.frozen.contains(id)
+}
+
+/// The people whose organisation suspension this run decides (`offboarding.suspend_in_org`):
+/// to suspend, the offboarded (`gone`) and those whose suspension is pending, unless the
+/// directory has them active again; to restore, the people bbsync suspended whom it has
+/// active again. Never a protected or frozen account. Their organisation status is what a run
+/// reads before planning.
+pub fn org_candidates(
+    desired: &Desired,
+    gone: &BTreeMap<AccountId, Reason>,
+    policy: &Policy,
+) -> (BTreeMap<AccountId, Reason>, BTreeSet<AccountId>) {
+    if !policy.suspend_in_org {
+        return Default::default();
+    }
+    let untouchable =
+        |id: &AccountId| desired.protected.contains(id) || desired.frozen.contains(id);
+    let mut suspend: BTreeMap<AccountId, Reason> = gone
+        .iter()
+        .filter(|(id, _)| !untouchable(id))
+        .map(|(id, r)| (id.clone(), r.clone()))
+        .collect();
+    for (id, r) in &policy.suspend_pending {
+        if !untouchable(id) && !active_again(id, desired) {
+            suspend.entry(id.clone()).or_insert_with(|| r.clone());
+        }
+    }
+    let restore = policy
+        .suspended_by_bbsync
+        .iter()
+        .filter(|id| active_again(id, desired))
+        .cloned()
+        .collect();
+    (suspend, restore)
+}
+
+/// The organisation suspensions and restores: of the candidates ([`org_candidates`]), those
+/// whose status calls for it (active, to suspend; suspended, to restore).
+fn org_changes(
+    desired: &Desired,
+    actual: &Actual,
+    policy: &Policy,
+    gone: &BTreeMap<AccountId, Reason>,
+) -> Vec<(Change, Reason)> {
+    let (suspend, restore) = org_candidates(desired, gone, policy);
+    let mut out = Vec::new();
+    for (id, reason) in suspend {
+        if let Some(u) = actual
+            .org_users
+            .get(&id)
+            .filter(|u| u.status == OrgStatus::Active)
+        {
+            out.push((
+                Change::SuspendInOrg {
+                    account_id: id,
+                    display_name: u.name.clone(),
+                },
+                reason,
+            ));
+        }
+    }
+    for id in restore {
+        if let Some(u) = actual
+            .org_users
+            .get(&id)
+            .filter(|u| u.status == OrgStatus::Suspended)
+        {
+            out.push((
+                Change::RestoreInOrg {
+                    account_id: id,
+                    display_name: u.name.clone(),
+                },
+                Reason::Rule {
+                    rule: "offboarding.suspend_in_org".into(),
+                    detail: "active in the directory again, and bbsync had suspended them".into(),
+                },
+            ));
         }
     }
     out
@@ -980,6 +1159,7 @@ pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
             reason.clone(),
         ));
     }
+    changes.extend(org_changes(desired, actual, policy, &gone));
 
     changes.sort_by_key(|(c, r)| c.order(r));
     let revoking: Vec<&Change> = changes
@@ -1320,6 +1500,172 @@ mod tests {
             },
         );
         a
+    }
+
+    fn org(status: OrgStatus, name: &str) -> OrgUser {
+        OrgUser {
+            status,
+            name: name.into(),
+        }
+    }
+
+    fn leaver(d: &mut Desired, who: &str) {
+        d.known.insert(id(who));
+        d.leavers.insert(
+            id(who),
+            Leaver {
+                display_name: who.into(),
+                reason: "nsAccountLock=TRUE".into(),
+            },
+        );
+    }
+
+    fn suspending() -> Policy {
+        Policy {
+            suspend_in_org: true,
+            ..Policy::default()
+        }
+    }
+
+    fn ops(p: &Plan) -> Vec<String> {
+        p.changes.iter().map(|c| c.change.to_string()).collect()
+    }
+
+    /// A leaver active in the organisation is suspended, after their membership removal; one
+    /// suspended already (by anyone) or not in the directory is not; protected and frozen
+    /// accounts never are; nothing at all when the setting is off.
+    #[test]
+    fn offboarded_people_active_in_the_organisation_are_suspended_after_their_removals() {
+        let mut d = desired_devs(&["ann"]);
+        d.known.insert(id("ann"));
+        for who in ["bob", "cat", "dan", "pat", "fay"] {
+            leaver(&mut d, who);
+        }
+        d.protected.insert(id("pat"));
+        d.frozen.insert(id("fay"));
+        let mut a = actual_devs(&["ann", "bob", "pat"]);
+        for (who, st) in [
+            ("ann", OrgStatus::Active),
+            ("bob", OrgStatus::Active),
+            ("cat", OrgStatus::Suspended),
+            ("dan", OrgStatus::NoMembership),
+            ("pat", OrgStatus::Active),
+            ("fay", OrgStatus::Active),
+        ] {
+            a.org_users
+                .insert(id(who), org(st, &format!("{who} (org)")));
+        }
+        let p = plan(&d, &a, &suspending());
+        let bob = id("bob");
+        assert_eq!(
+            ops(&p),
+            [
+                format!("remove bob ({bob}) from group developers"),
+                format!("suspend bob (org) ({bob}) in the organisation directory"),
+            ]
+        );
+        assert_eq!(
+            p.changes[1].reason,
+            Reason::Leaver {
+                fact: "nsAccountLock=TRUE".into()
+            }
+        );
+        assert!(p.changes[1].change.is_revocation());
+        assert_eq!(p.changes[1].change.kind().label(), "suspend_in_org");
+        assert_eq!(p.changes[1].change.account(), Some(&bob));
+        assert!(!p.changes[1].change.is_membership() && !p.changes[1].change.is_deletion());
+        // Off: nothing is suspended.
+        assert_eq!(ops(&plan(&d, &a, &Policy::default())).len(), 1);
+    }
+
+    /// Someone whose suspension is pending (a vanished person whose memberships are gone) is
+    /// still suspended, unless the directory has them active again; bbsync restores only the
+    /// people it suspended, once the directory has them active and the organisation shows
+    /// them suspended.
+    #[test]
+    fn pending_suspensions_go_ahead_and_only_bbsyncs_own_suspensions_are_restored() {
+        let mut d = Desired::default();
+        for who in ["back", "admins", "still"] {
+            d.known.insert(id(who));
+        }
+        leaver(&mut d, "still");
+        let mut a = Actual::default();
+        for who in ["gone", "back", "admins", "still", "again"] {
+            let st = match who {
+                "gone" | "again" => OrgStatus::Active,
+                _ => OrgStatus::Suspended,
+            };
+            a.org_users.insert(id(who), org(st, who));
+        }
+        let vanished = Reason::Vanished {
+            since: "2026-01-01T00:00:00Z".into(),
+        };
+        let mut policy = suspending();
+        policy.suspend_pending.insert(id("gone"), vanished.clone());
+        // Came back between the plan and now: not suspended.
+        d.known.insert(id("again"));
+        policy.suspend_pending.insert(id("again"), vanished.clone());
+        // bbsync suspended back and still; an admin suspended admins.
+        policy.suspended_by_bbsync.insert(id("back"));
+        policy.suspended_by_bbsync.insert(id("still"));
+        let (suspend, restore) = org_candidates(&d, &BTreeMap::new(), &policy);
+        // still is a leaver: offboarded() names them, not the pending list.
+        assert_eq!(suspend.keys().collect::<Vec<_>>(), [&id("gone")]);
+        assert_eq!(restore.into_iter().collect::<Vec<_>>(), [id("back")]);
+        let p = plan(&d, &a, &policy);
+        assert_eq!(
+            ops(&p),
+            [
+                format!(
+                    "suspend gone ({}) in the organisation directory",
+                    id("gone")
+                ),
+                format!(
+                    "restore back ({}) in the organisation directory",
+                    id("back")
+                ),
+            ]
+        );
+        assert_eq!(p.changes[0].reason, vanished);
+        assert_eq!(p.changes[1].reason.label(), "rule");
+        assert!(!p.changes[1].change.is_revocation());
+        // Restored by hand already: nothing to do.
+        a.org_users
+            .insert(id("back"), org(OrgStatus::Active, "back"));
+        assert_eq!(plan(&d, &a, &policy).changes.len(), 1);
+    }
+
+    /// A suspension is a revocation: it counts toward the limits and is held with the rest.
+    #[test]
+    fn suspensions_count_toward_the_guards_and_are_held_with_the_other_revocations() {
+        let mut d = Desired::default();
+        let mut a = Actual::default();
+        for who in ["a1", "a2", "a3"] {
+            leaver(&mut d, who);
+            a.org_users.insert(id(who), org(OrgStatus::Active, who));
+        }
+        let policy = Policy {
+            max_removals: 2,
+            ..suspending()
+        };
+        let p = plan(&d, &a, &policy);
+        assert_eq!(p.changes.len(), 3);
+        assert!(matches!(
+            p.held[..],
+            [Guard::Absolute {
+                revocations: 3,
+                limit: 2
+            }]
+        ));
+        assert!(p
+            .changes
+            .iter()
+            .all(|c| matches!(c.blocked, Some(BlockReason::SafetyGuard { .. }))));
+        let approved = Policy {
+            approved: Some(p.revocations.clone()),
+            ..policy
+        };
+        assert!(plan(&d, &a, &approved).blocked().next().is_none());
     }
 
     #[test]

@@ -533,6 +533,8 @@ impl Reconciler {
         let applier = Applier {
             clients: &self.clients,
             members: &*members,
+            // The poll plans no organisation suspension (the next full run does).
+            org: None,
             grant_writes: self.cfg.bitbucket.grant_writes,
             audit: &audit,
             run_id,
@@ -577,6 +579,7 @@ impl Reconciler {
         let applier = Applier {
             clients: &self.clients,
             members: &*snapshot.backend,
+            org: None,
             grant_writes: self.cfg.bitbucket.grant_writes,
             audit: &audit,
             run_id: &run_id,

@@ -351,6 +351,8 @@ pub(super) fn unpark(parked: &Parked, members: V1Groups) -> Result<Snapshot, Spi
                 .into_iter()
                 .map(|(t, id, w)| ((t, id), w))
                 .collect(),
+            // The poll plans no organisation suspension (the next full run does).
+            org_users: BTreeMap::new(),
         },
         policy: file.policy,
         membership: file.membership,

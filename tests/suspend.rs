@@ -1,0 +1,401 @@
+//! `offboarding.suspend_in_org`: offboarded people are suspended in the organisation directory
+//! (Atlassian Admin API) once their memberships and direct grants are gone, and restored when
+//! they come back active, but only the people bbsync suspended; protected accounts never.
+//! Against the emulator, on an organisation-managed workspace (Admin API memberships) and on a
+//! classic one (1.0 memberships, the suspension still through the Admin API).
+
+mod common;
+
+use bbsync::config::Config;
+use bbsync::reconcile::Reconciler;
+use bbsync_emulator::{CredentialKind, Emulator, Fault, Seed, SeedCredential, SeedOrganisation};
+use common::*;
+use std::collections::BTreeSet;
+
+const ORG: &str = "org-1";
+const ORG_KEY: &str = "org-api-key";
+
+fn org_seed(mut s: Seed, managed: bool, suspended: &[&str]) -> Seed {
+    s.workspace.organisation_managed = managed;
+    s.organisation = Some(SeedOrganisation {
+        id: ORG.into(),
+        suspended: suspended.iter().map(|w| acc(w)).collect(),
+        ..Default::default()
+    });
+    s.credentials.push(SeedCredential {
+        id: "org-key".into(),
+        kind: CredentialKind::AdminApiKey,
+        token: Some(ORG_KEY.into()),
+        ..Default::default()
+    });
+    s
+}
+
+fn suspend_config(emu: &Emulator, dir: &std::path::Path, ldif_text: &str, extra: &str) -> Config {
+    let rules = format!(
+        r#"
+[[groups]]
+name = "Developers"
+from = ["eng"]
+[protected]
+accounts = ["{pat}"]
+[offboarding]
+state_dir = "state"
+suspend_in_org = true
+{extra}
+[admin_api]
+url = "{url}/admin"
+org_id = "{ORG}"
+api_key = "{ORG_KEY}"
+"#,
+        pat = acc("pat"),
+        url = emu.base_url()
+    );
+    config(emu, dir, ldif_text, &rules)
+}
+
+fn suspended(emu: &Emulator) -> BTreeSet<String> {
+    emu.state()
+        .organisation
+        .map(|o| o.suspended.into_iter().collect())
+        .unwrap_or_default()
+}
+
+fn accs(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|n| acc(n)).collect()
+}
+
+fn developers(emu: &Emulator) -> BTreeSet<String> {
+    emu.state()
+        .groups
+        .iter()
+        .find(|g| g.name == "Developers")
+        .map(|g| g.members.iter().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The requests of `emu` as "METHOD path", in order (for failure messages).
+fn sent(emu: &Emulator) -> Vec<String> {
+    emu.requests()
+        .into_iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+/// One scenario on both kinds of workspace: bob leaves (removed, then suspended), zed
+/// vanished (removed and suspended), cid left long ago and holds nothing (suspended), pat is
+/// protected and disabled (never suspended), eve was suspended by an admin; then bob and eve
+/// come back: bob is restored, eve (not bbsync's suspension) is not. Each converged run sends
+/// no write, and a settled leaver is not asked again.
+#[tokio::test]
+async fn leavers_are_suspended_after_their_removals_and_only_bbsyncs_suspensions_are_restored() {
+    for managed in [true, false] {
+        let mut s = seed(&["ann", "bob", "cid", "eve", "pat", "zed"]);
+        s.groups
+            .push(group("Developers", &["ann", "bob", "pat", "zed"]));
+        let emu = start(org_seed(s, managed, &["eve"])).await;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let people = [
+            ("ann", false),
+            ("bob", true),
+            ("cid", true),
+            ("eve", false),
+            ("pat", true),
+        ];
+        let dir = ldif(&people, &[("eng", &["ann", "bob", "pat"])]);
+        let rec = Reconciler::new(suspend_config(&emu, tmp.path(), &dir, "")).expect("rec");
+        let report = rec.run(true).await.expect("run");
+        assert!(report.ok(), "{managed}: {:#?}", report.outcomes);
+        assert_eq!(developers(&emu), accs(&["ann", "pat"]), "{managed}");
+        assert_eq!(
+            suspended(&emu),
+            accs(&["bob", "cid", "eve", "zed"]),
+            "{managed}"
+        );
+        // bob's suspension was sent after his removal had succeeded (the audit trail is in
+        // the order things happened), and the change was audited with why.
+        let trail = std::fs::read_to_string(tmp.path().join("audit.jsonl")).expect("audit");
+        let lines: Vec<serde_json::Value> = trail
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        let bob = acc("bob");
+        let at = |op: &str, with_outcome: bool| {
+            lines
+                .iter()
+                .position(|r| {
+                    r["change"]["op"] == op
+                        && r["change"]["account_id"] == bob.as_str()
+                        && r.get("outcome").is_some() == with_outcome
+                })
+                .unwrap_or_else(|| panic!("{op} of bob: {trail}"))
+        };
+        assert!(
+            at("remove_member", true) < at("suspend_in_org", false),
+            "{managed}: {trail}"
+        );
+        let finals = audit_finals(&trail);
+        let suspensions: Vec<&serde_json::Value> = finals
+            .iter()
+            .filter(|r| r["change"]["op"] == "suspend_in_org")
+            .collect();
+        assert_eq!(suspensions.len(), 3, "{managed}: {finals:#?}");
+        assert!(suspensions
+            .iter()
+            .all(|r| r["outcome"]["result"] == "applied" || r["outcome"]["result"] == "accepted"));
+        let text = bbsync::report::human(&report);
+        assert!(
+            text.contains(&format!(
+                "suspend Person bob ({}) in the organisation directory",
+                acc("bob")
+            )),
+            "{text}"
+        );
+
+        // Converged: nothing planned, nothing written, and the settled leavers not asked.
+        emu.reset_requests();
+        let again = rec.run(true).await.expect("second run");
+        assert!(
+            again.plan.is_empty(),
+            "{managed}: {:#?}",
+            again.plan.changes
+        );
+        assert!(writes(&emu).is_empty(), "{managed}: {:?}", writes(&emu));
+        let asked = emu
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/users/search"))
+            .count();
+        assert_eq!(
+            asked,
+            usize::from(managed),
+            "{managed}: only the membership read searches users: {:#?}",
+            sent(&emu)
+        );
+
+        // bob and eve are back: bob is restored (bbsync suspended him), eve is not.
+        emu.reset_requests();
+        let people = [
+            ("ann", false),
+            ("bob", false),
+            ("cid", true),
+            ("eve", false),
+            ("pat", true),
+        ];
+        let dir = ldif(&people, &[("eng", &["ann", "bob", "pat"])]);
+        drop(rec);
+        let rec = Reconciler::new(suspend_config(&emu, tmp.path(), &dir, "")).expect("rec");
+        let report = rec.run(true).await.expect("come back");
+        assert!(report.ok(), "{managed}: {:#?}", report.outcomes);
+        assert_eq!(suspended(&emu), accs(&["cid", "eve", "zed"]), "{managed}");
+        assert_eq!(developers(&emu), accs(&["ann", "bob", "pat"]), "{managed}");
+        let restores: Vec<String> = report
+            .plan
+            .changes
+            .iter()
+            .filter(|p| matches!(p.change, bbsync::plan::Change::RestoreInOrg { .. }))
+            .map(|p| format!("{} [{}]", p.change, p.reason))
+            .collect();
+        assert_eq!(restores.len(), 1, "{restores:?}");
+        assert!(restores[0].contains(&acc("bob")), "{restores:?}");
+        assert!(
+            restores[0].contains("offboarding.suspend_in_org"),
+            "{restores:?}"
+        );
+        emu.reset_requests();
+        let again = rec.run(true).await.expect("converged");
+        assert!(
+            again.plan.is_empty(),
+            "{managed}: {:#?}",
+            again.plan.changes
+        );
+        assert!(writes(&emu).is_empty(), "{managed}: {:?}", writes(&emu));
+    }
+}
+
+/// A removal that fails keeps the person unsuspended (blocked, with why) and visible; a
+/// suspension that fails after a vanished person's memberships are gone is kept pending in
+/// the state file and sent by the next run, although the person is no longer in any group.
+#[tokio::test]
+async fn a_failed_removal_holds_the_suspension_and_a_failed_suspension_is_not_forgotten() {
+    let mut s = seed(&["ann", "bob", "zed"]);
+    s.groups.push(group("Developers", &["ann", "bob", "zed"]));
+    let emu = start(org_seed(s, true, &[])).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = ldif(
+        &[("ann", false), ("bob", true)],
+        &[("eng", &["ann", "bob"])],
+    );
+    emu.inject_fault(Fault {
+        method: Some("DELETE".into()),
+        path_contains: acc("bob"),
+        status: 500,
+        ..Default::default()
+    });
+    emu.inject_fault(Fault {
+        method: Some("POST".into()),
+        path_contains: format!("users/{}/suspend", acc("zed")),
+        status: 503,
+        ..Default::default()
+    });
+    let cfg = || suspend_config(&emu, tmp.path(), &dir, "");
+    let report = Reconciler::new(cfg())
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("run");
+    assert!(!report.ok());
+    let outcome = |who: &str, op: &str| {
+        report
+            .outcomes
+            .iter()
+            .find(|o| {
+                o.change.kind().label() == op
+                    && o.change.account().map(|a| a.as_str()) == Some(&acc(who))
+            })
+            .map(|o| o.outcome.clone())
+            .unwrap_or_else(|| panic!("no {op} for {who}: {:#?}", report.outcomes))
+    };
+    assert!(
+        matches!(
+            outcome("bob", "suspend_in_org"),
+            bbsync::apply::Outcome::Blocked {
+                reason: bbsync::plan::BlockReason::RemovalsPending { .. }
+            }
+        ),
+        "{:#?}",
+        report.outcomes
+    );
+    assert!(matches!(
+        outcome("zed", "suspend_in_org"),
+        bbsync::apply::Outcome::Failed { .. }
+    ));
+    assert!(outcome("zed", "remove_member").is_done());
+    assert!(suspended(&emu).is_empty());
+    assert_eq!(developers(&emu), accs(&["ann", "bob"]));
+    let state = std::fs::read_to_string(tmp.path().join("state/bbsync-state.json")).expect("state");
+    assert!(
+        state.contains("org_pending") && state.contains(&acc("zed")),
+        "{state}"
+    );
+
+    // The Admin API works again: bob is removed then suspended; zed, in no group any more, is
+    // suspended from the pending list.
+    emu.clear_faults();
+    let report = Reconciler::new(cfg())
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("again");
+    assert!(report.ok(), "{:#?}", report.outcomes);
+    assert_eq!(suspended(&emu), accs(&["bob", "zed"]));
+    assert_eq!(developers(&emu), accs(&["ann"]));
+    let report = Reconciler::new(cfg())
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("converged");
+    assert!(report.plan.is_empty(), "{:#?}", report.plan.changes);
+}
+
+/// A plan shows the suspensions; the safety limits count them; the poll's snapshot is not
+/// needed for them. Held suspensions are not sent.
+#[tokio::test]
+async fn suspensions_are_planned_and_held_by_the_safety_limits() {
+    let s = seed(&["ann", "l1", "l2", "l3"]);
+    let emu = start(org_seed(s, false, &[])).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = ldif(
+        &[("ann", false), ("l1", true), ("l2", true), ("l3", true)],
+        &[("eng", &["ann"])],
+    );
+    let cfg = suspend_config(&emu, tmp.path(), &dir, "[safety]\nmax_removals = 2\n");
+    let report = Reconciler::new(cfg)
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("run");
+    let suspensions = report
+        .plan
+        .changes
+        .iter()
+        .filter(|p| matches!(p.change, bbsync::plan::Change::SuspendInOrg { .. }))
+        .count();
+    assert_eq!(suspensions, 3, "{:#?}", report.plan.changes);
+    assert!(!report.plan.held.is_empty());
+    assert!(suspended(&emu).is_empty());
+    assert!(
+        writes(&emu).iter().all(|w| !w.contains("/suspend")),
+        "{:?}",
+        writes(&emu)
+    );
+}
+
+/// Where 250 leavers stand is read in 3 searches (100 accounts a request), not one per person
+/// (and read back by apply.verify in 3 more);
+/// the next run asks none of them again (settled until offboarding.recheck_secs).
+#[tokio::test]
+async fn the_organisation_status_is_read_in_pages_of_a_hundred() {
+    let names: Vec<String> = (0..250).map(|i| format!("l{i:03}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut people: Vec<(&str, bool)> = refs.iter().map(|p| (*p, true)).collect();
+    people.push(("ann", false));
+    let mut all = refs.clone();
+    all.push("ann");
+    let emu = start(org_seed(seed(&all), false, &[])).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = ldif(&people, &[("eng", &["ann"])]);
+    let cfg = || suspend_config(&emu, tmp.path(), &dir, "[safety]\nmax_removals = 1000\n");
+    let searches = |emu: &Emulator| {
+        emu.requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/users/search"))
+            .count()
+    };
+    let report = Reconciler::new(cfg())
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("run");
+    assert!(report.ok(), "{:#?}", report.plan.held);
+    assert_eq!(suspended(&emu).len(), 250);
+    // 3 before planning, 3 more for apply.verify reading the suspensions back.
+    assert_eq!(searches(&emu), 6);
+    emu.reset_requests();
+    let report = Reconciler::new(cfg())
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("again");
+    assert!(report.plan.is_empty());
+    assert_eq!(searches(&emu), 0);
+}
+
+#[test]
+fn suspend_in_org_needs_the_admin_api_and_a_state_dir() {
+    let base = "mode = \"dry-run\"\n[bitbucket]\nworkspace = \"acme\"\n[credentials.a]\nkind = \"access_token\"\ntoken = \"t\"\n[source]\nkind = \"ldif\"\npath = \"d.ldif\"\n[[groups]]\nname = \"x\"\nfrom = [\"y\"]\n";
+    let err = Config::from_toml_str(
+        &format!("{base}[offboarding]\nsuspend_in_org = true\n"),
+        "t.toml",
+        std::path::Path::new("."),
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(
+        err.contains("offboarding.suspend_in_org: true needs an [admin_api] table"),
+        "{err}"
+    );
+    assert!(
+        err.contains("offboarding.state_dir is required when offboarding.suspend_in_org"),
+        "{err}"
+    );
+    let ok = Config::from_toml_str(
+        &format!("{base}[offboarding]\nsuspend_in_org = true\nstate_dir = \"s\"\n[admin_api]\norg_id = \"o\"\napi_key = \"k\"\n"),
+        "t.toml",
+        std::path::Path::new("."),
+    )
+    .expect("valid");
+    assert!(ok.offboarding.suspend_in_org);
+    let off = Config::from_toml_str(base, "t.toml", std::path::Path::new(".")).expect("valid");
+    assert!(!off.offboarding.suspend_in_org);
+}
