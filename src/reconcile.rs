@@ -452,6 +452,30 @@ pub async fn read_direct_grants(
     Ok(out)
 }
 
+/// The state file could not keep who is to be suspended: a vanished person whose suspension is
+/// planned keeps their memberships and direct grants (what keeps them visible to the next run)
+/// and is not suspended this run. Leavers are visible anyway (their disabled entry).
+fn hold_unrememberable(plan: &mut Plan, error: &str) {
+    let vanished: BTreeSet<AccountId> = plan
+        .changes
+        .iter()
+        .filter(|p| {
+            p.change.kind() == plan::ChangeKind::SuspendInOrg
+                && matches!(p.reason, plan::Reason::Vanished { .. })
+        })
+        .filter_map(|p| p.change.account().cloned())
+        .collect();
+    for p in plan.changes.iter_mut().filter(|p| {
+        p.blocked.is_none()
+            && matches!(p.reason, plan::Reason::Vanished { .. })
+            && p.change.account().is_some_and(|a| vanished.contains(a))
+    }) {
+        p.blocked = Some(BlockReason::StateUnwritable {
+            error: error.to_owned(),
+        });
+    }
+}
+
 /// Everything one reconcile needs.
 pub struct Reconciler {
     pub cfg: Config,
@@ -821,11 +845,16 @@ impl Reconciler {
 
     /// `offboarding.suspend_in_org`: reads where the candidates ([`plan::org_candidates`])
     /// stand in the organisation directory, into `actual.org_users`, and keeps the state's
-    /// books: an offboarded person found suspended already (or not in the directory) is
-    /// settled and not asked again before `offboarding.recheck_secs`; one to suspend is
-    /// pending until a suspension is confirmed; someone bbsync suspended whom the directory
-    /// has active again, but whom the organisation shows active already (restored by hand) or
-    /// not at all, is bbsync's no longer. A failed read fails the run (nothing changed).
+    /// books:
+    /// - an offboarded person found suspended already (or not in the directory, or with a
+    ///   status bbsync does not know) is settled, and not asked again before
+    ///   `offboarding.recheck_secs`; found suspended after bbsync sent a suspension whose
+    ///   answer was lost, they are bbsync's suspension;
+    /// - one found active is pending until a suspension is confirmed;
+    /// - someone bbsync suspended whom the directory has active again, but whom the
+    ///   organisation shows active (restored by hand) or not at all, is bbsync's no longer.
+    ///
+    /// A failed read fails the run (nothing changed).
     #[allow(clippy::too_many_arguments)]
     async fn read_org_users(
         &self,
@@ -842,14 +871,9 @@ impl Reconciler {
         };
         let (suspend, restore) = plan::org_candidates(desired, gone, policy);
         let now_secs = crate::state::to_unix(now);
-        let recheck = self.cfg.offboarding.recheck.as_secs();
-        state
-            .org_settled
-            .retain(|id, at| suspend.contains_key(id) && now_secs.saturating_sub(*at) < recheck);
-        state
-            .org_pending
-            .retain(|id, _| suspend.contains_key(id) && !state.org_settled.contains_key(id));
-        let ask: Vec<AccountId> = suspend
+        state.org_settled.retain(|id, _| suspend.contains_key(id));
+        state.org_pending.retain(|id, _| suspend.contains_key(id));
+        let ask: BTreeSet<AccountId> = suspend
             .keys()
             .filter(|id| !state.org_settled.contains_key(*id))
             .chain(restore.iter())
@@ -858,23 +882,35 @@ impl Reconciler {
         if ask.is_empty() {
             return Ok(());
         }
+        let asked: Vec<AccountId> = ask.iter().cloned().collect();
         actual.org_users = org
-            .org_users(&ask)
+            .org_users(&asked)
             .await
             .map_err(|e| RunError::Read(Box::new(e)))?;
-        for (id, reason) in &suspend {
+        for id in suspend.keys().filter(|id| ask.contains(*id)) {
             match actual.org_users.get(id).map(|u| u.status) {
                 Some(plan::OrgStatus::Active) => {
-                    state
-                        .org_pending
-                        .entry(id.clone())
-                        .or_insert_with(|| reason.clone());
+                    state.org_pending.entry(id.clone()).or_insert(
+                        crate::state::PendingSuspension {
+                            since: now_secs,
+                            sent: false,
+                        },
+                    );
                 }
-                Some(_) => {
+                Some(status) => {
+                    if status == plan::OrgStatus::Suspended
+                        && state.org_pending.get(id).is_some_and(|p| p.sent)
+                    {
+                        // The answer to bbsync's own suspension was lost.
+                        state.org_suspended.insert(id.clone(), now_secs);
+                    }
                     state.org_pending.remove(id);
                     state.org_settled.insert(id.clone(), now_secs);
                 }
-                None => {}
+                // A status bbsync does not know (warned about): asked again after the recheck.
+                None => {
+                    state.org_settled.insert(id.clone(), now_secs);
+                }
             }
         }
         for id in &restore {
@@ -888,6 +924,38 @@ impl Reconciler {
             }
         }
         Ok(())
+    }
+
+    /// The state's books after the organisation changes of an apply (or of an interrupted
+    /// run, settled): a suspension bbsync made is bbsync's; one the organisation had already
+    /// (409) is not; one whose answer was lost may be; a restore ends bbsync's suspension.
+    fn book_org_outcome(
+        state: &mut crate::state::State,
+        change: &plan::Change,
+        outcome: &crate::apply::Outcome,
+        now_secs: u64,
+    ) {
+        use crate::apply::Outcome;
+        match (change, outcome) {
+            (plan::Change::SuspendInOrg { account_id, .. }, o) if o.is_done() => {
+                state.org_pending.remove(account_id);
+                state.org_settled.insert(account_id.clone(), now_secs);
+                if *o != Outcome::AlreadyDone {
+                    state.org_suspended.insert(account_id.clone(), now_secs);
+                }
+            }
+            (plan::Change::SuspendInOrg { account_id, .. }, Outcome::Failed { status, .. })
+                if status.is_none_or(|s| s >= 500) =>
+            {
+                if let Some(p) = state.org_pending.get_mut(account_id) {
+                    p.sent = true;
+                }
+            }
+            (plan::Change::RestoreInOrg { account_id, .. }, o) if o.is_done() => {
+                state.org_suspended.remove(account_id);
+            }
+            _ => {}
+        }
     }
 
     /// Reads, plans and (when `apply`) applies.
@@ -995,8 +1063,9 @@ impl Reconciler {
             grant_read,
         } = read;
         // An interrupted run's changes with no outcome: settled from what was just read.
+        let mut recovered_org = Vec::new();
         if let Some(audit) = &audit {
-            let r = crate::apply::recover::recover(
+            let mut r = crate::apply::recover::recover(
                 audit,
                 &run_id,
                 &actual,
@@ -1011,6 +1080,7 @@ impl Reconciler {
                     .unwrap_or_default(),
                 source,
             })?;
+            recovered_org = std::mem::take(&mut r.org_done);
             if r.done + r.not_done + r.unsettled > 0 {
                 tracing::warn!(
                     done = r.done,
@@ -1023,6 +1093,14 @@ impl Reconciler {
 
         let now = SystemTime::now();
         let (mut state, vanished_unknown) = self.load_state(apply);
+        let recheck_org = self.cfg.offboarding.recheck.as_secs();
+        let now_org = crate::state::to_unix(now);
+        for c in &recovered_org {
+            Self::book_org_outcome(&mut state, c, &crate::apply::Outcome::Applied, now_org);
+        }
+        state
+            .org_settled
+            .retain(|_, at| now_org.saturating_sub(*at) < recheck_org);
         let mut desired = mapping::desired_with_groups(
             groups,
             &dir,
@@ -1081,7 +1159,24 @@ impl Reconciler {
             vanished_unknown,
             suspend_in_org: self.cfg.offboarding.suspend_in_org,
             suspended_by_bbsync: state.org_suspended.keys().cloned().collect(),
-            suspend_pending: state.org_pending.clone(),
+            // Someone pending and invisible now has vanished (a leaver is offboarded anyway).
+            suspend_pending: state
+                .org_pending
+                .iter()
+                .map(|(id, p)| {
+                    let since = desired
+                        .first_missing
+                        .get(id)
+                        .copied()
+                        .unwrap_or(crate::state::from_unix(p.since));
+                    (
+                        id.clone(),
+                        plan::Reason::Vanished {
+                            since: crate::time::format_rfc3339(since),
+                        },
+                    )
+                })
+                .collect(),
         };
 
         // Whose direct grants to read: offboarded people who are visible (in a managed group,
@@ -1111,7 +1206,10 @@ impl Reconciler {
         let mut gone = plan::offboarded(&desired, &actual, &policy);
         if plan::has_unwanted_members(&desired, &actual)
             || !to_check(&gone, &desired, &actual).is_empty()
-            || !plan::org_candidates(&desired, &gone, &policy).0.is_empty()
+            || plan::org_candidates(&desired, &gone, &policy)
+                .0
+                .keys()
+                .any(|id| !state.org_settled.contains_key(id))
         {
             let owners = self
                 .clients
@@ -1244,11 +1342,20 @@ impl Reconciler {
 
         let mut outcomes = Vec::new();
         if let Some(audit) = &audit {
-            if policy.suspend_in_org {
+            if policy.suspend_in_org
+                && plan
+                    .changes
+                    .iter()
+                    .any(|p| p.change.kind() == plan::ChangeKind::SuspendInOrg)
+            {
                 // Who is to be suspended is on disk before anything is removed: someone who
                 // vanished is invisible to the next run once their memberships are gone.
-                if let Some(w) = self.save_state(&state) {
-                    plan.warnings.push(w);
+                if let Some(file) = &self.state {
+                    if let Err(e) = file.save(&state) {
+                        tracing::error!(error = %e, "cannot save the state before applying: vanished people to be suspended keep their memberships this run");
+                        plan.warnings.push(format!("{e}: vanished people to be suspended keep their memberships until it can be written"));
+                        hold_unrememberable(&mut plan, &e.to_string());
+                    }
                 }
             }
             let applier = Applier {
@@ -1276,18 +1383,8 @@ impl Reconciler {
                 }
             }
             // Suspended and restored in the organisation directory.
-            for o in outcomes.iter().filter(|o| o.outcome.is_done()) {
-                match &o.change {
-                    plan::Change::SuspendInOrg { account_id, .. } => {
-                        state.org_pending.remove(account_id);
-                        state.org_suspended.insert(account_id.clone(), now_secs);
-                        state.org_settled.insert(account_id.clone(), now_secs);
-                    }
-                    plan::Change::RestoreInOrg { account_id, .. } => {
-                        state.org_suspended.remove(account_id);
-                    }
-                    _ => {}
-                }
+            for o in &outcomes {
+                Self::book_org_outcome(&mut state, &o.change, &o.outcome, now_secs);
             }
             // A read the shrink guard did not hold (or that was approved) is the new baseline.
             if !plan

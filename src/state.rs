@@ -53,15 +53,25 @@ pub struct State {
     /// since when (the only people it restores).
     #[serde(default)]
     pub org_suspended: BTreeMap<AccountId, u64>,
-    /// Offboarded people to be suspended whose suspension is not confirmed yet, with why
-    /// (kept before the apply: someone who vanished is invisible once their memberships are
-    /// gone).
+    /// Offboarded people to be suspended whose suspension is not confirmed yet (kept before
+    /// the apply: someone who vanished is invisible once their memberships are gone).
     #[serde(default)]
-    pub org_pending: BTreeMap<AccountId, crate::plan::Reason>,
+    pub org_pending: BTreeMap<AccountId, PendingSuspension>,
     /// Offboarded people found suspended (or not in the organisation directory): since when;
     /// not asked again before `offboarding.recheck_secs`.
     #[serde(default)]
     pub org_settled: BTreeMap<AccountId, u64>,
+}
+
+/// A suspension planned and not confirmed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingSuspension {
+    /// When it was first planned (Unix seconds).
+    pub since: u64,
+    /// A request was sent whose outcome is not known (a timeout, a 5xx): if the organisation
+    /// shows the person suspended, bbsync suspended them.
+    #[serde(default)]
+    pub sent: bool,
 }
 
 pub fn to_unix(t: SystemTime) -> u64 {

@@ -399,3 +399,275 @@ fn suspend_in_org_needs_the_admin_api_and_a_state_dir() {
     let off = Config::from_toml_str(base, "t.toml", std::path::Path::new(".")).expect("valid");
     assert!(!off.offboarding.suspend_in_org);
 }
+
+fn outcome_of(
+    report: &bbsync::reconcile::RunReport,
+    who: &str,
+    op: &str,
+) -> Option<bbsync::apply::Outcome> {
+    report
+        .outcomes
+        .iter()
+        .find(|o| {
+            o.change.kind().label() == op
+                && o.change.account().map(|a| a.as_str()) == Some(acc(who).as_str())
+        })
+        .map(|o| o.outcome.clone())
+}
+
+/// The workspace owner is protected even when the directory has them disabled and they hold
+/// nothing bbsync manages (so nothing else in the run asks who the owner is).
+#[tokio::test]
+async fn the_workspace_owner_is_never_suspended() {
+    let mut s = seed(&["ann"]);
+    s.groups.push(group("Developers", &["ann"]));
+    let emu = start(org_seed(s, false, &[])).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = ldif(&[("ann", false), ("admin", true)], &[("eng", &["ann"])]);
+    let report = Reconciler::new(suspend_config(&emu, tmp.path(), &dir, ""))
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("run");
+    assert!(report.plan.is_empty(), "{:#?}", report.plan.changes);
+    assert!(suspended(&emu).is_empty());
+}
+
+/// A direct grant that cannot be removed holds the person's memberships and their suspension;
+/// a failing suspend endpoint does not stop anyone else's removals (its circuit is its own).
+#[tokio::test]
+async fn a_failed_direct_grant_holds_the_suspension_and_failed_suspensions_stop_no_removal() {
+    let mut s = seed(&["ann", "bob", "l1", "l2", "l3"]);
+    s.groups
+        .push(group("Developers", &["ann", "bob", "l1", "l2", "l3"]));
+    s.projects.push(bbsync_emulator::SeedProject {
+        key: "CORE".into(),
+        ..Default::default()
+    });
+    s.repositories.push(bbsync_emulator::SeedRepo {
+        slug: "app".into(),
+        project: "CORE".into(),
+        ..Default::default()
+    });
+    s.user_grants = vec![bbsync_emulator::SeedUserGrant {
+        repo: "app".into(),
+        account_id: acc("bob"),
+        permission: "write".into(),
+    }];
+    let emu = start(org_seed(s, true, &[])).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let people = [
+        ("ann", false),
+        ("bob", true),
+        ("l1", true),
+        ("l2", true),
+        ("l3", true),
+    ];
+    let dir = ldif(&people, &[("eng", &["ann", "bob", "l1", "l2", "l3"])]);
+    emu.inject_fault(Fault {
+        method: Some("DELETE".into()),
+        path_contains: format!("permissions-config/users/{}", acc("bob")),
+        status: 500,
+        ..Default::default()
+    });
+    emu.inject_fault(Fault {
+        path_contains: "/suspend".into(),
+        status: 500,
+        ..Default::default()
+    });
+    let mut cfg = suspend_config(
+        &emu,
+        tmp.path(),
+        &dir,
+        "[scope]\n[scope.include]\nprojects = [\"CORE\"]\n",
+    );
+    cfg.apply.circuit_failures = 1;
+    let report = Reconciler::new(cfg)
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("run");
+    assert!(
+        matches!(
+            outcome_of(&report, "bob", "suspend_in_org"),
+            Some(bbsync::apply::Outcome::Blocked {
+                reason: bbsync::plan::BlockReason::RemovalsPending { .. }
+            })
+        ),
+        "{:#?}",
+        report.outcomes
+    );
+    assert!(
+        matches!(
+            outcome_of(&report, "bob", "remove_member"),
+            Some(bbsync::apply::Outcome::Blocked {
+                reason: bbsync::plan::BlockReason::DirectGrantsPending { .. }
+            })
+        ),
+        "{:#?}",
+        report.outcomes
+    );
+    // The three other leavers are out of the group although every suspension failed.
+    assert_eq!(developers(&emu), accs(&["ann", "bob"]));
+    for who in ["l1", "l2", "l3"] {
+        assert!(outcome_of(&report, who, "remove_member").is_some_and(|o| o.is_done()));
+        assert!(!outcome_of(&report, who, "suspend_in_org").is_some_and(|o| o.is_done()));
+    }
+    assert!(suspended(&emu).is_empty());
+}
+
+/// A suspension whose answer was lost (served, then a 502) is bbsync's: found suspended by the
+/// next run, it is restored when the person comes back. One the organisation answered 409
+/// for (already suspended) is not bbsync's, and is never restored.
+#[tokio::test]
+async fn a_lost_answer_is_bbsyncs_suspension_and_an_already_suspended_one_is_not() {
+    let mut s = seed(&["ann", "bob", "cid"]);
+    s.groups.push(group("Developers", &["ann", "bob", "cid"]));
+    let emu = start(org_seed(s, false, &[])).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    emu.inject_fault(Fault {
+        path_contains: format!("users/{}/suspend", acc("bob")),
+        status: 502,
+        after_serving: true,
+        times: Some(1),
+        ..Default::default()
+    });
+    emu.inject_fault(Fault {
+        path_contains: format!("users/{}/suspend", acc("cid")),
+        status: 409,
+        body: r#"{"errors":[{"status":"409","code":"ADMIN-409","title":"Already suspended"}]}"#
+            .into(),
+        content_type: Some("application/json".into()),
+        times: Some(1),
+        ..Default::default()
+    });
+    let gone = ldif(
+        &[("ann", false), ("bob", true), ("cid", true)],
+        &[("eng", &["ann", "bob", "cid"])],
+    );
+    let rec = Reconciler::new(suspend_config(&emu, tmp.path(), &gone, "")).expect("rec");
+    let report = rec.run(true).await.expect("run");
+    assert!(matches!(
+        outcome_of(&report, "bob", "suspend_in_org"),
+        Some(bbsync::apply::Outcome::Failed { .. })
+    ));
+    assert_eq!(
+        outcome_of(&report, "cid", "suspend_in_org"),
+        Some(bbsync::apply::Outcome::AlreadyDone)
+    );
+    assert_eq!(suspended(&emu), accs(&["bob"]));
+    // An administrator suspends cid (the 409 was right after all).
+    let mut st = emu.state();
+    if let Some(o) = st.organisation.as_mut() {
+        o.suspended.push(acc("cid"));
+    }
+    emu.replace_state(st).expect("state");
+    let report = rec.run(true).await.expect("settles");
+    assert!(report.plan.is_empty(), "{:#?}", report.plan.changes);
+    drop(rec);
+    // Both come back: bob is restored, cid (not bbsync's suspension) is not.
+    let back = ldif(
+        &[("ann", false), ("bob", false), ("cid", false)],
+        &[("eng", &["ann", "bob", "cid"])],
+    );
+    let report = Reconciler::new(suspend_config(&emu, tmp.path(), &back, ""))
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("back");
+    assert!(report.ok(), "{:#?}", report.outcomes);
+    assert_eq!(suspended(&emu), accs(&["cid"]));
+}
+
+/// A suspension an interrupted run sent (its intent in the audit trail, no outcome) and the
+/// organisation shows done is settled as bbsync's: the person is restored when back.
+#[tokio::test]
+async fn an_interrupted_suspension_is_settled_as_bbsyncs() {
+    let mut s = seed(&["ann", "bob"]);
+    s.groups.push(group("Developers", &["ann", "bob"]));
+    let emu = start(org_seed(s, false, &["bob"])).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let audit =
+        bbsync::apply::audit::Audit::to_file(&tmp.path().join("audit.jsonl")).expect("audit");
+    let bob = bbsync::model::AccountId::parse(&acc("bob")).expect("id");
+    audit
+        .intent(
+            "crashed",
+            &bbsync::plan::Change::SuspendInOrg {
+                account_id: bob,
+                display_name: "Person bob".into(),
+            },
+            &bbsync::plan::Reason::Leaver {
+                fact: "nsAccountLock=TRUE".into(),
+            },
+        )
+        .expect("intent");
+    drop(audit);
+    let back = ldif(
+        &[("ann", false), ("bob", false)],
+        &[("eng", &["ann", "bob"])],
+    );
+    let report = Reconciler::new(suspend_config(&emu, tmp.path(), &back, ""))
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("run");
+    assert!(report.ok(), "{:#?}", report.outcomes);
+    assert!(
+        outcome_of(&report, "bob", "restore_in_org").is_some_and(|o| o.is_done()),
+        "{:#?}",
+        report.outcomes
+    );
+    assert!(suspended(&emu).is_empty());
+}
+
+/// When the state file cannot be written before the apply, a vanished person to be suspended
+/// keeps their memberships (what keeps them visible) and is not suspended; a leaver, visible
+/// anyway, is removed and suspended.
+#[tokio::test]
+async fn an_unwritable_state_file_holds_the_vanished_not_the_leavers() {
+    let mut s = seed(&["ann", "bob", "zed"]);
+    s.groups.push(group("Developers", &["ann", "bob", "zed"]));
+    let emu = start(org_seed(s, true, &[])).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    // The state file's temporary name is taken by a directory: every save fails.
+    std::fs::create_dir_all(
+        tmp.path()
+            .join("state")
+            .join(format!(".bbsync-state.{}.tmp", std::process::id())),
+    )
+    .expect("dir");
+    let dir = ldif(
+        &[("ann", false), ("bob", true)],
+        &[("eng", &["ann", "bob"])],
+    );
+    let report = Reconciler::new(suspend_config(&emu, tmp.path(), &dir, ""))
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("run");
+    for op in ["remove_member", "suspend_in_org"] {
+        assert!(
+            matches!(
+                outcome_of(&report, "zed", op),
+                Some(bbsync::apply::Outcome::Blocked {
+                    reason: bbsync::plan::BlockReason::StateUnwritable { .. }
+                })
+            ),
+            "{op}: {:#?}",
+            report.outcomes
+        );
+        assert!(outcome_of(&report, "bob", op).is_some_and(|o| o.is_done()));
+    }
+    assert_eq!(developers(&emu), accs(&["ann", "zed"]));
+    assert_eq!(suspended(&emu), accs(&["bob"]));
+    assert!(
+        report
+            .plan
+            .warnings
+            .iter()
+            .any(|w| w.contains("vanished people to be suspended")),
+        "{:?}",
+        report.plan.warnings
+    );
+}

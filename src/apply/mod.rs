@@ -183,8 +183,8 @@ struct RunState {
     member_removals: HashMap<AccountId, Vec<usize>>,
     /// Refused this run: (family, kind of change), or (family, `None`) for every kind.
     refused: BTreeMap<(ApiFamily, Option<ChangeKind>), String>,
-    /// Failures in a row per family, and the last error.
-    failures: BTreeMap<ApiFamily, (u32, String)>,
+    /// Failures in a row per circuit ([`circuit`]), and the last error.
+    failures: BTreeMap<(ApiFamily, bool), (u32, String)>,
     audit_broken: Option<String>,
     /// Families that have had a write succeed this run; until then one write at a time
     /// (a refused family costs one refused request, not `concurrency` of them).
@@ -578,7 +578,7 @@ impl Applier<'_> {
                 error: error.clone(),
             });
         }
-        match st.failures.get(&j.family) {
+        match st.failures.get(&circuit(&j.change, j.family)) {
             Some((n, error)) if *n >= self.settings.circuit_failures => {
                 Some(BlockReason::CircuitOpen {
                     family: j.family,
@@ -593,18 +593,20 @@ impl Applier<'_> {
     /// Updates the run's circuits and refusals from one outcome.
     fn learn(&self, st: &mut RunState, id: usize, outcome: &Outcome) {
         let (family, kind) = (st.jobs[id].family, st.jobs[id].change.kind());
+        let circuit = circuit(&st.jobs[id].change, family);
         match outcome {
             Outcome::Failed { error, status } => {
-                if matches!(status, Some(401 | 405)) {
+                if *status == Some(401) || (*status == Some(405) && !circuit.1) {
                     // The credential is rejected, or the family's writes are not allowed
                     // here (an organisation-managed workspace): every kind of change.
                     st.refused.insert((family, None), error.clone());
-                } else if *status == Some(403) {
+                } else if matches!(status, Some(403 | 405)) {
                     // Scopes: a credential may hold the right to one kind and not another
-                    // (a project grant and a repository grant need different scopes).
+                    // (a project grant and a repository grant need different scopes); an
+                    // organisation suspension refused says nothing of the memberships.
                     st.refused.insert((family, Some(kind)), error.clone());
                 } else {
-                    let e = st.failures.entry(family).or_insert((0, String::new()));
+                    let e = st.failures.entry(circuit).or_insert((0, String::new()));
                     e.0 += 1;
                     e.1 = error.clone();
                     if e.0 == self.settings.circuit_failures {
@@ -613,7 +615,7 @@ impl Applier<'_> {
                 }
             }
             o if o.is_done() => {
-                st.failures.remove(&family);
+                st.failures.remove(&circuit);
             }
             _ => {}
         }
@@ -647,6 +649,15 @@ impl Applier<'_> {
             };
             let outcome = match (&dep.outcome, &dep.change, suspending) {
                 (Some(o @ Outcome::Deferred { .. }), _, _) => o.clone(),
+                (
+                    Some(
+                        o @ Outcome::Blocked {
+                            reason: BlockReason::AuditUnavailable { .. },
+                        },
+                    ),
+                    _,
+                    _,
+                ) => o.clone(),
                 (_, _, Some(account_id)) => blocked(BlockReason::RemovalsPending { account_id }),
                 (why, Change::CreateGroup { group, .. }, None) => {
                     blocked(BlockReason::GroupNotCreated {
@@ -1050,6 +1061,19 @@ impl Applier<'_> {
         }
         out
     }
+}
+
+/// The circuit a change counts toward: its family, with the organisation suspensions and
+/// restores apart (the org key writes memberships too: a failing suspend endpoint must not
+/// stop other people's removals).
+fn circuit(change: &Change, family: ApiFamily) -> (ApiFamily, bool) {
+    (
+        family,
+        matches!(
+            change,
+            Change::SuspendInOrg { .. } | Change::RestoreInOrg { .. }
+        ),
+    )
 }
 
 /// An audit record to write once the run's lock is released.

@@ -135,6 +135,10 @@ pub struct Recovered {
     pub not_done: usize,
     /// Open intents that could not be settled this time (a read failed); kept for next time.
     pub unsettled: usize,
+    /// The organisation suspensions and restores found done (the state file keeps whom bbsync
+    /// suspended).
+    #[serde(skip)]
+    pub org_done: Vec<Change>,
 }
 
 /// Settles the open intents of the audit trail (a file; the log has none to read).
@@ -167,6 +171,12 @@ pub async fn recover(
                 tracing::warn!(change = %d.change, intent = d.id, done, "a change from an interrupted run had no outcome; Bitbucket {} it", if done { "shows" } else { "does not show" });
                 if done {
                     out.done += 1;
+                    if matches!(
+                        d.change,
+                        Change::SuspendInOrg { .. } | Change::RestoreInOrg { .. }
+                    ) {
+                        out.org_done.push(d.change.clone());
+                    }
                 } else {
                     out.not_done += 1;
                 }

@@ -438,6 +438,9 @@ pub enum BlockReason {
     RemovalsPending { account_id: AccountId },
     /// The audit trail cannot be written: nothing more is applied.
     AuditUnavailable { error: String },
+    /// The state file cannot be written before the apply: a vanished person to be suspended
+    /// keeps their memberships (the only thing that keeps them visible) until it can.
+    StateUnwritable { error: String },
     /// The membership backend cannot write on this workspace (1.0 groups on an
     /// organisation-managed one): `detail` says why and what to set.
     WrongBackend { detail: String },
@@ -459,6 +462,7 @@ impl BlockReason {
             BlockReason::DirectGrantsPending { .. } => "direct_grants_pending",
             BlockReason::RemovalsPending { .. } => "removals_pending",
             BlockReason::AuditUnavailable { .. } => "audit_unavailable",
+            BlockReason::StateUnwritable { .. } => "state_unwritable",
             BlockReason::WrongBackend { .. } => "wrong_backend",
         }
     }
@@ -524,6 +528,10 @@ impl fmt::Display for BlockReason {
                 "the audit trail cannot be written ({error}); nothing more is applied"
             ),
             BlockReason::WrongBackend { detail } => f.write_str(detail),
+            BlockReason::StateUnwritable { error } => write!(
+                f,
+                "the state file cannot be written ({error}): this vanished person keeps their memberships until their suspension can be remembered"
+            ),
         }
     }
 }
@@ -767,8 +775,8 @@ pub struct Policy {
     /// Whom bbsync suspended (the state file): the only people it ever restores.
     #[serde(default)]
     pub suspended_by_bbsync: BTreeSet<AccountId>,
-    /// Offboarded people whose suspension was planned and not confirmed yet, with why: someone
-    /// who vanished is not visible any more once their memberships are gone.
+    /// Offboarded people whose suspension was planned and not confirmed yet, with why (someone
+    /// who vanished is not visible any more once their memberships are gone: `vanished`).
     #[serde(default)]
     pub suspend_pending: BTreeMap<AccountId, Reason>,
 }
