@@ -66,6 +66,10 @@ pub struct Directory {
     /// by two entries): the workspace members with these emails are frozen, never taken for
     /// people who left.
     pub unusable_emails: Vec<String>,
+    /// Emails of people no resolver found an account id for (HR records): reported (count and
+    /// emails, nothing more), never guessed, never read as leavers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<String>,
     pub issues: Vec<EntryIssue>,
 }
 

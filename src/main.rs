@@ -489,7 +489,7 @@ async fn run_demo(once: bool, org_managed: bool) -> anyhow::Result<u8> {
 async fn check(path: &std::path::Path, probe_writes: bool, output: Output) -> anyhow::Result<u8> {
     let cfg = Config::load(path)?;
     let clients = bbsync::reconcile::clients_for(&cfg)?;
-    let reader = bbsync::source::Source::new(&cfg.source, &cfg.directory);
+    let reader = bbsync::reconcile::source_for(&cfg, &clients);
     let source = reader.read().await;
     let report = bbsync::check::check(&cfg, &clients, probe_writes).await;
     // The rules against the workspace: a rule that selects nothing, or names a project or
@@ -575,7 +575,9 @@ fn peak_rss_kib() -> Option<u64> {
 
 async fn read_source(path: &std::path::Path, output: Output) -> anyhow::Result<u8> {
     let cfg = Config::load(path)?;
-    let reader = bbsync::source::Source::new(&cfg.source, &cfg.directory);
+    // As a run reads it: an HR source resolves emails through the configured resolvers.
+    let clients = bbsync::reconcile::clients_for(&cfg)?;
+    let reader = bbsync::reconcile::source_for(&cfg, &clients);
     let started = std::time::Instant::now();
     let dir = reader.read().await?;
     let elapsed = started.elapsed();
@@ -584,9 +586,11 @@ async fn read_source(path: &std::path::Path, output: Output) -> anyhow::Result<u
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let written = write_source(&mut out, &dir, &reader.describe(), output)
         .and_then(|()| std::io::Write::flush(&mut out));
+    let mut code = EXIT_OK;
     if let Err(e) = written {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
             eprintln!("error: cannot write to stdout: {e}");
+            code = EXIT_FAILED;
         }
     }
     // The buffer is spent; dropping it must not retry a write that already failed.
@@ -598,7 +602,7 @@ async fn read_source(path: &std::path::Path, output: Output) -> anyhow::Result<u
     );
     // The process ends now: freeing a hundred thousand people one by one would only cost time.
     std::mem::forget(dir);
-    Ok(EXIT_OK)
+    Ok(code)
 }
 
 /// What `bbsync source` prints: the directory as JSON (the same document as serialising
@@ -640,6 +644,13 @@ fn write_source(
             }
             for i in dir.issues.iter().take(50) {
                 writeln!(out, "  skipped {}: {}", i.dn, i.problem)?;
+            }
+            if !dir.unresolved.is_empty() {
+                writeln!(
+                    out,
+                    "  unresolved: {} people without an account id that no resolver found (not added anywhere, never read as leavers)",
+                    dir.unresolved.len()
+                )?;
             }
             let mut biggest: Vec<_> = dir.groups.values().collect();
             biggest.sort_by_key(|g| std::cmp::Reverse(g.members.len()));

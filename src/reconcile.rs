@@ -116,6 +116,10 @@ pub struct SourceSummary {
     pub leavers: usize,
     pub groups: usize,
     pub issues: Vec<EntryIssue>,
+    /// Emails of people no resolver found an account id for (HR records): not added anywhere,
+    /// never read as leavers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<String>,
 }
 
 /// Where a run's time went, in milliseconds (`timings_ms` in the JSON report; the scale
@@ -201,6 +205,32 @@ pub fn clients_for(cfg: &Config) -> Result<Clients, RunError> {
         ApiError::NoCredential { family } => RunError::NoCredential(family.to_owned()),
         e => RunError::Client(Box::new(e)),
     })
+}
+
+/// The directory source of `cfg`, as a run reads it: an HR source resolves the emails of
+/// records without an account id through the workspace members (`resolve_by_members`) and the
+/// organisation directory (`[admin_api]`), with the identity cache in `offboarding.state_dir`.
+pub fn source_for(cfg: &Config, clients: &Clients) -> Source {
+    let mut source = Source::new(&cfg.source, &cfg.directory);
+    if let Some(hr) = cfg
+        .source
+        .hr()
+        .filter(|h| h.resolve_by_members || cfg.admin_api.is_some())
+    {
+        let members = hr
+            .resolve_by_members
+            .then(|| clients.shared(ApiFamily::MembersRead));
+        let org = clients.admin_api(cfg, Arc::new(clients.v1_groups()));
+        source = source.with_email_resolver(Arc::new(
+            identity::MembersByEmail::new(
+                members,
+                cfg.offboarding.state_dir.as_deref(),
+                hr.identity_cache_ttl,
+            )
+            .with_org(org),
+        ));
+    }
+    source
 }
 
 /// BBQL for the repositories the selectors can pick, or `None` when the full listing is
@@ -512,25 +542,7 @@ pub use spill::SpillError;
 impl Reconciler {
     pub fn new(cfg: Config) -> Result<Reconciler, RunError> {
         let clients = clients_for(&cfg)?;
-        let mut source = Source::new(&cfg.source, &cfg.directory);
-        if let Some(hr) = cfg
-            .source
-            .hr()
-            .filter(|h| h.resolve_by_members || cfg.admin_api.is_some())
-        {
-            let members = hr
-                .resolve_by_members
-                .then(|| clients.shared(ApiFamily::MembersRead));
-            let org = clients.admin_api(&cfg, Arc::new(clients.v1_groups()));
-            source = source.with_email_resolver(Arc::new(
-                identity::MembersByEmail::new(
-                    members,
-                    cfg.offboarding.state_dir.as_deref(),
-                    hr.identity_cache_ttl,
-                )
-                .with_org(org),
-            ));
-        }
+        let source = source_for(&cfg, &clients);
         Ok(Reconciler {
             source,
             state: cfg
@@ -1035,6 +1047,7 @@ impl Reconciler {
             leavers: dir.people.len() - dir.active_people(),
             groups: dir.groups.len(),
             issues: dir.issues.clone(),
+            unresolved: dir.unresolved.clone(),
         };
         // Map before reading Bitbucket: a mapping error costs no API calls.
         let groups = mapping::desired_groups(&dir, &self.cfg.groups)?;

@@ -30,6 +30,13 @@ pub fn human(r: &RunReport) -> String {
     for i in &src.issues {
         let _ = writeln!(s, "  ! skipped {}: {}", i.dn, i.problem);
     }
+    if !src.unresolved.is_empty() {
+        let _ = writeln!(
+            s,
+            "Unresolved: {} people have no account id and no resolver found one (not added anywhere, never read as leavers)",
+            src.unresolved.len()
+        );
+    }
     let _ = writeln!(
         s,
         "Bitbucket: {} repositories in grant scope, {} API requests this run",

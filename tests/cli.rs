@@ -475,3 +475,64 @@ async fn source_json_to_a_reader_that_goes_away_ends_quietly() {
     assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
     assert_eq!(o.status.code(), Some(0), "{err}");
 }
+
+/// `bbsync source` reads an HR source as a run does: records without an account id resolve
+/// through the workspace members by email; who no resolver found is listed as unresolved (by
+/// email only). A stdout that cannot be written fails the command.
+#[tokio::test]
+async fn source_shows_what_an_hr_read_resolves_and_who_it_could_not() {
+    let emu = start(seed(&["ann", "bob"])).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        tmp.path().join("people.csv"),
+        "id,mail,state,dept\n1,ann@acme.test,Active,Eng\n2,BOB@acme.test,Active,Eng\n3,stranger@elsewhere.test,Active,Eng\n",
+    )
+    .expect("csv");
+    let cfg = tmp.path().join("bbsync.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[bitbucket]\nworkspace = \"acme\"\napi_url = \"{}\"\nmax_retries = 0\n[credentials.admin]\nkind = \"api_token\"\nemail = \"{ADMIN_EMAIL}\"\ntoken = \"{ADMIN_TOKEN}\"\n[source]\nkind = \"csv\"\npath = \"people.csv\"\nmax_missing_ratio = 0.5\n[source.fields]\nstable_id = \"id\"\nemail = \"mail\"\nstatus = \"state\"\n[source.attributes]\ndept = \"dept\"\n[[groups]]\nname = \"staff\"\ncreate = true\n[[groups.when]]\nattribute = \"dept\"\nequals = \"eng\"\n",
+            emu.base_url()
+        ),
+    )
+    .expect("config");
+    let path = cfg.to_str().expect("path");
+    let o = bbsync(&["source", "-c", path, "--output", "json"], &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let people = doc["people"].as_object().expect("people");
+    assert!(
+        people.contains_key(&acc("ann")) && people.contains_key(&acc("bob")),
+        "{doc:#}"
+    );
+    assert_eq!(
+        doc["unresolved"],
+        serde_json::json!(["stranger@elsewhere.test"])
+    );
+    let o = bbsync(&["source", "-c", path], &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("2 people") && text(&o).contains("unresolved: 1 people"),
+        "{}",
+        text(&o)
+    );
+    // A full disk: the output is lost, and the exit code says so.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let err_path = tmp.path().join("stderr");
+    let err_file = std::fs::File::create(&err_path).expect("stderr file");
+    let status = Command::new(BIN)
+        .args(["source", "-c", path, "--output", "json"])
+        .env_remove("RUST_LOG")
+        .stdout(full)
+        .stderr(err_file)
+        .status()
+        .await
+        .expect("run");
+    let err = std::fs::read_to_string(&err_path).expect("stderr");
+    assert_ne!(status.code(), Some(0), "{err}");
+    assert!(err.contains("cannot write to stdout"), "{err}");
+}

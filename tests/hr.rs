@@ -601,6 +601,21 @@ async fn emails_resolve_through_the_members_query_in_batches_and_are_cached() {
     assert!(first <= 13, "{first} member email queries");
     assert!(first >= 12, "{first}: 90 addresses a request at most");
     assert!(tmp.path().join("state/identity-cache.json").exists());
+    // Who no resolver found is reported by email, in the report and on /status.
+    assert_eq!(report.source.unresolved, ["stranger@elsewhere.test"]);
+    assert!(
+        bbsync::report::human(&report).contains("Unresolved: 1 people"),
+        "{}",
+        bbsync::report::human(&report)
+    );
+    let status = bbsync::daemon::state::RunSummary::from_report(
+        &report,
+        bbsync::daemon::state::RunKind::Full,
+    );
+    assert_eq!(
+        serde_json::to_value(&status).expect("json")["unresolved"],
+        serde_json::json!({"count": 1, "emails": ["stranger@elsewhere.test"]})
+    );
 
     emu.reset_requests();
     let again = rec.run(false).await.expect("second plan");

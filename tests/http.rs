@@ -142,6 +142,7 @@ fn summary(kind: RunKind, outcome: &'static str, held: Option<&str>) -> RunSumma
         pending: BTreeMap::new(),
         eta_secs: None,
         api_requests: 4,
+        unresolved: None,
     }
 }
 

@@ -104,6 +104,38 @@ pub struct RunSummary {
     /// When the deferred changes' budget should be open again, at the latest.
     pub eta_secs: Option<u64>,
     pub api_requests: u64,
+    /// People the source has no account id for and no resolver found (HR records): how many,
+    /// and their emails (nothing more about them), the first [`MAX_UNRESOLVED`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unresolved: Option<Unresolved>,
+}
+
+/// How many emails of unresolved people `/status` lists.
+pub const MAX_UNRESOLVED: usize = 100;
+
+/// People no resolver found an account id for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Unresolved {
+    pub count: usize,
+    /// The first [`MAX_UNRESOLVED`], sorted.
+    pub emails: Vec<String>,
+}
+
+impl Unresolved {
+    fn of(emails: &[String]) -> Option<Unresolved> {
+        if emails.is_empty() {
+            return None;
+        }
+        let mut sorted: Vec<String> = emails.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        let count = sorted.len();
+        sorted.truncate(MAX_UNRESOLVED);
+        Some(Unresolved {
+            count,
+            emails: sorted,
+        })
+    }
 }
 
 /// Counts of one run's changes, built change by change.
@@ -235,6 +267,7 @@ impl RunSummary {
             pending: counts.pending,
             eta_secs: counts.eta_secs,
             api_requests: report.api_requests,
+            unresolved: Unresolved::of(&report.source.unresolved),
         }
     }
 
@@ -287,6 +320,7 @@ impl RunSummary {
             pending: counts.pending,
             eta_secs: counts.eta_secs,
             api_requests: 0,
+            unresolved: None,
         }
     }
 
@@ -321,6 +355,7 @@ impl RunSummary {
             pending: BTreeMap::new(),
             eta_secs: None,
             api_requests: 0,
+            unresolved: None,
         }
     }
 
@@ -661,6 +696,7 @@ mod tests {
             pending: BTreeMap::new(),
             eta_secs: None,
             api_requests: 0,
+            unresolved: None,
         }
     }
 
@@ -703,6 +739,7 @@ mod tests {
                 leavers: 1,
                 groups: 1,
                 issues: Vec::new(),
+                unresolved: Vec::new(),
             },
             repositories_in_scope: 1,
             grant_reader: None,

@@ -343,7 +343,9 @@ pub fn resolve_records(
             });
         }
     }
-    Ok(r.finish())
+    let mut dir = r.finish();
+    dir.unresolved = unresolved;
+    Ok(dir)
 }
 
 #[cfg(test)]
