@@ -37,6 +37,26 @@ impl Person {
     }
 }
 
+/// Someone active the source has no account id for and no resolver found, with the
+/// attributes the rules test (`source.invite_unresolved`: invited by email into their groups).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invitee {
+    pub email: String,
+    /// Names as read; they compare case-insensitively.
+    pub attributes: Vec<(String, Vec<String>)>,
+}
+
+impl Invitee {
+    /// The values of one attribute (the name compares case-insensitively).
+    pub fn attribute(&self, name: &str) -> &[String] {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+            .unwrap_or(&[])
+    }
+}
+
 /// A directory group with its members resolved through nesting, by account id.
 #[derive(Clone, Debug, Serialize)]
 pub struct Group {
@@ -70,6 +90,9 @@ pub struct Directory {
     /// emails, nothing more), never guessed, never read as leavers.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unresolved: Vec<String>,
+    /// The active ones among them, to invite (`source.invite_unresolved`; empty when off).
+    #[serde(skip)]
+    pub invitees: Vec<Invitee>,
     pub issues: Vec<EntryIssue>,
 }
 

@@ -88,6 +88,8 @@ pub struct Desired {
     pub protected: BTreeSet<AccountId>,
     /// When each vanished member was first seen missing.
     pub first_missing: BTreeMap<AccountId, SystemTime>,
+    /// Invitations by email (`source.invite_unresolved`; empty when off).
+    pub invitations: Vec<WantedInvite>,
 }
 
 /// Builds the desired membership of every configured group from the directory.
@@ -198,6 +200,51 @@ fn add_attribute_members(
         }
     }
     Ok(())
+}
+
+/// An invitation by email into a managed group (`source.invite_unresolved`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WantedInvite {
+    pub group: GroupSlug,
+    pub email: String,
+    /// Index of the rule in `[[groups]]`.
+    pub rule: usize,
+    /// The conditions they meet.
+    pub via: String,
+}
+
+/// Who is invited by email into which group: each active person no resolver found an account
+/// id for, into every group whose attribute conditions they meet (they are in no directory
+/// group: nothing else can place them).
+pub fn invitations(dir: &Directory, rules: &[GroupRule]) -> Vec<WantedInvite> {
+    let mut out = Vec::new();
+    for (i, rule) in rules.iter().enumerate().filter(|(_, r)| !r.when.is_empty()) {
+        let via = rule
+            .when
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(if rule.when_any { " or " } else { " and " });
+        for p in &dir.invitees {
+            let holds = |c: &crate::config::Condition| {
+                c.holds_for(p.attribute(&c.attribute).iter().map(String::as_str))
+            };
+            let meets = if rule.when_any {
+                rule.when.iter().any(holds)
+            } else {
+                rule.when.iter().all(holds)
+            };
+            if meets {
+                out.push(WantedInvite {
+                    group: rule.slug.clone(),
+                    email: p.email.clone(),
+                    rule: i,
+                    via: via.clone(),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Shell glob over a whole repository slug, case-sensitive: `*` any run, `?` one character,
@@ -638,6 +685,7 @@ pub fn desired_with_groups(
         frozen: dir.frozen.clone(),
         protected: ws.protected,
         first_missing: ws.first_missing,
+        invitations: invitations(dir, &cfg.groups),
     }
 }
 

@@ -1247,6 +1247,20 @@ impl Reconciler {
                     .await
                     .map_err(|e| RunError::Read(Box::new(e)))?;
         }
+        // Invitations by email (source.invite_unresolved): the pending ones, on a classic
+        // workspace (an organisation-managed one has them off: blocked below, with why).
+        let mut invitations_unread = None;
+        if !desired.invitations.is_empty() && choice.backend == MembershipBackendKind::V1Groups {
+            match self
+                .clients
+                .get(ApiFamily::GroupsRead)
+                .group_invitations()
+                .await
+            {
+                Ok(pending) => actual.invitations = pending,
+                Err(e) => invitations_unread = Some(e.to_string()),
+            }
+        }
         if policy.suspend_in_org {
             self.read_org_users(&org, &desired, &gone, &policy, &mut actual, &mut state, now)
                 .await?;
@@ -1267,6 +1281,27 @@ impl Reconciler {
                 .await
                 .map_err(|e| RunError::Read(Box::new(e)))?;
             plan.unresolve(&not_members);
+        }
+        if let Some(e) = invitations_unread {
+            // A side feature: its read failing holds only the invitations.
+            tracing::warn!(
+                error = e,
+                "cannot read the pending invitations: none is sent this run"
+            );
+            plan.warnings.push(format!(
+                "the pending invitations could not be read ({e}): none is sent this run"
+            ));
+            plan.changes
+                .retain(|p| p.change.kind() != plan::ChangeKind::InviteToGroup);
+        }
+        if choice.backend == MembershipBackendKind::AdminApi {
+            for p in plan.changes.iter_mut().filter(|p| {
+                p.blocked.is_none() && p.change.kind() == plan::ChangeKind::InviteToGroup
+            }) {
+                p.blocked = Some(BlockReason::WrongBackend {
+                    detail: "an organisation-managed workspace has the 1.0 invitations off: invite this person in admin.atlassian.com, or set source.invite_unresolved = false".into(),
+                });
+            }
         }
         // 1.0 groups on an organisation-managed workspace: told before any write (one
         // read, once per process) when there is a membership change to write.

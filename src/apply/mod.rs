@@ -144,6 +144,9 @@ pub fn family_of(change: &Change, membership: ApiFamily, grants: GrantWrites) ->
         | Change::RemoveProjectGrant { .. }
         | Change::RemoveUserGrant { .. } => ApiFamily::PermissionsWrite,
         Change::SuspendInOrg { .. } | Change::RestoreInOrg { .. } => ApiFamily::AdminApi,
+        // The 1.0 invitations, whichever backend writes memberships (they exist on classic
+        // workspaces only).
+        Change::InviteToGroup { .. } => ApiFamily::GroupsWrite,
     }
 }
 
@@ -821,6 +824,7 @@ impl Applier<'_> {
                 cl.delete_permission(Target::from(target), Principal::User(account_id.as_str()))
                     .await?
             }
+            Change::InviteToGroup { group, email } => cl.invite_to_group(email, group).await?,
             Change::SuspendInOrg { account_id, .. } | Change::RestoreInOrg { account_id, .. } => {
                 let suspend = matches!(c, Change::SuspendInOrg { .. });
                 match self.org {
@@ -1003,6 +1007,19 @@ impl Applier<'_> {
                 .ok(),
             _ => None,
         };
+        let invitations = match changes
+            .iter()
+            .any(|c| matches!(c, Change::InviteToGroup { .. }))
+        {
+            true => self
+                .clients
+                .get(ApiFamily::GroupsRead)
+                .group_invitations()
+                .await
+                .map_err(|e| warn("invitations", &e))
+                .ok(),
+            false => None,
+        };
         let org_status = |id: &AccountId, want: OrgStatus| -> Option<bool> {
             org.as_ref()
                 .map(|o| o.get(id).map(|u| u.status) == Some(want))
@@ -1049,6 +1066,12 @@ impl Applier<'_> {
                 (Change::RestoreInOrg { account_id, .. }, _) => {
                     org_status(account_id, OrgStatus::Active)
                 }
+                (Change::InviteToGroup { group, email }, _) => invitations.as_ref().map(|i| {
+                    i.contains(&(
+                        crate::model::Email::new(email).folded().to_owned(),
+                        group.clone(),
+                    ))
+                }),
                 (grant, _) => match shows_grant(read, grant).await {
                     Ok(v) => v,
                     Err(e) => {

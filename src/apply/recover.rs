@@ -73,8 +73,10 @@ pub fn observed_done(change: &Change, actual: &Actual) -> Option<bool> {
                 return None;
             }
         }
-        // Not read in bulk: asked of the organisation directory.
-        Change::SuspendInOrg { .. } | Change::RestoreInOrg { .. } => return None,
+        // Not read in bulk: asked of the organisation directory, or the invitations.
+        Change::SuspendInOrg { .. }
+        | Change::RestoreInOrg { .. }
+        | Change::InviteToGroup { .. } => return None,
     })
 }
 
@@ -100,6 +102,16 @@ async fn read_one(
         };
         let users = org.org_users(std::slice::from_ref(account_id)).await?;
         return Ok(users.get(account_id).map(|u| u.status) == Some(want));
+    }
+    if let Change::InviteToGroup { group, email } = change {
+        let pending = clients
+            .get(ApiFamily::GroupsRead)
+            .group_invitations()
+            .await?;
+        return Ok(pending.contains(&(
+            crate::model::Email::new(email).folded().to_owned(),
+            group.clone(),
+        )));
     }
     let read = clients.get(ApiFamily::PermissionsRead);
     // Membership changes are covered by the bulk read.

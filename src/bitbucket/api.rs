@@ -141,6 +141,64 @@ impl Client {
         )
     }
 
+    // ---- 1.0 invitations -------------------------------------------------------------------
+
+    /// The workspace's pending group invitations: (email case-folded, group slug).
+    pub async fn group_invitations(
+        &self,
+    ) -> Result<std::collections::BTreeSet<(String, GroupSlug)>, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct Invitation {
+            email: String,
+            group: InvitedTo,
+        }
+        #[derive(serde::Deserialize)]
+        struct InvitedTo {
+            slug: String,
+        }
+        let list: Vec<Invitation> = self
+            .send_expecting(
+                Method::GET,
+                &self.url(&["1.0", "users", self.ws(), "invitations"]),
+                Body::None,
+                expect::array,
+            )
+            .await?
+            .ok()?
+            .json()?;
+        Ok(list
+            .into_iter()
+            .map(|i| {
+                (
+                    crate::model::Email::new(&i.email).folded().to_owned(),
+                    GroupSlug::from_name(&i.group.slug),
+                )
+            })
+            .collect())
+    }
+
+    /// Invites `email` into `group` of this workspace (1.0; answered the same when the
+    /// invitation exists).
+    pub async fn invite_to_group(
+        &self,
+        email: &str,
+        group: &GroupSlug,
+    ) -> Result<Written, ApiError> {
+        let url = self.url(&[
+            "1.0",
+            "users",
+            self.ws(),
+            "invitations",
+            email,
+            self.ws(),
+            group.as_str(),
+        ]);
+        self.send_expecting(Method::PUT, &url, Body::None, expect::object)
+            .await?
+            .ok()
+            .map(|_| Written::Done)
+    }
+
     // ---- 1.0 group privileges --------------------------------------------------------------
 
     /// Every group privilege on every repository of the workspace, in one unpaged call, read

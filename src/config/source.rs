@@ -166,6 +166,9 @@ pub struct HrSettings {
     pub resolve_by_members: bool,
     /// How long an email -> account id answer is reused (cached in the state directory).
     pub identity_cache_ttl: Duration,
+    /// Invite the people no resolver found by email into the groups their attributes give
+    /// (the 1.0 invitations; classic workspaces only). Off by default.
+    pub invite_unresolved: bool,
 }
 
 /// The source's name for each field: a CSV column header (compared case-insensitively) or,
@@ -390,6 +393,8 @@ pub(super) struct RawHrHttp {
     identity_file: Field<PathBuf>,
     resolve_by_members: Field<bool>,
     identity_cache_ttl_secs: Field<u64>,
+    /// Invite the unresolved by email into their groups (1.0 invitations); default false.
+    invite_unresolved: Field<bool>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -435,6 +440,8 @@ pub(super) struct RawCsv {
     resolve_by_members: Field<bool>,
     /// Seconds an email's account id is reused; default 86400.
     identity_cache_ttl_secs: Field<u64>,
+    /// Invite the unresolved by email into their groups (1.0 invitations); default false.
+    invite_unresolved: Field<bool>,
 }
 
 /// `[source.fields]`.
@@ -600,6 +607,7 @@ fn validate_csv(raw: RawCsv, paths: &Paths, p: &mut Problems) -> Option<CsvSetti
         identity_file,
         resolve_by_members,
         identity_cache_ttl_secs,
+        invite_unresolved,
     } = raw;
     let before = p.len();
     let path = path.get("source.path", p);
@@ -627,6 +635,7 @@ fn validate_csv(raw: RawCsv, paths: &Paths, p: &mut Problems) -> Option<CsvSetti
             identity_file,
             resolve_by_members,
             identity_cache_ttl_secs,
+            invite_unresolved,
         },
         |key, v: &str, p: &mut Problems| {
             if v.trim().is_empty() {
@@ -682,6 +691,7 @@ fn validate_hr_http(raw: RawHrHttp, paths: &Paths, p: &mut Problems) -> Option<H
         identity_file,
         resolve_by_members,
         identity_cache_ttl_secs,
+        invite_unresolved,
     } = raw;
     let before = p.len();
     let url = url.text("source.url", p);
@@ -795,6 +805,7 @@ fn validate_hr_http(raw: RawHrHttp, paths: &Paths, p: &mut Problems) -> Option<H
             identity_file,
             resolve_by_members,
             identity_cache_ttl_secs,
+            invite_unresolved,
         },
         |key, v: &str, p: &mut Problems| {
             if v.is_empty() {
@@ -863,6 +874,8 @@ struct HrKeys {
     identity_file: Field<PathBuf>,
     resolve_by_members: Field<bool>,
     identity_cache_ttl_secs: Field<u64>,
+    /// Invite the unresolved by email into their groups (1.0 invitations); default false.
+    invite_unresolved: Field<bool>,
 }
 
 /// `[source.fields]`, `[source.attributes]`, `[source.status]` and the guards; `field_ok`
@@ -882,6 +895,7 @@ fn validate_hr(
         identity_file,
         resolve_by_members,
         identity_cache_ttl_secs,
+        invite_unresolved,
     } = keys;
     let RawHrFields {
         stable_id,
@@ -1026,6 +1040,9 @@ fn validate_hr(
                 .get("source.identity_cache_ttl_secs", p)
                 .unwrap_or(86_400),
         ),
+        invite_unresolved: invite_unresolved
+            .get("source.invite_unresolved", p)
+            .unwrap_or(false),
     }
 }
 

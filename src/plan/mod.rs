@@ -41,6 +41,9 @@ pub struct Actual {
     /// Direct (per-user) grants of offboarded people on managed repositories and projects:
     /// (target, account) -> the permission word.
     pub direct_grants: BTreeMap<(GrantTarget, AccountId), String>,
+    /// Pending 1.0 invitations by email into managed groups: (email case-folded, group). Read
+    /// only when invitations are wanted (`source.invite_unresolved`).
+    pub invitations: BTreeSet<(String, GroupSlug)>,
     /// Where the people whose organisation suspension is managed stand in the organisation
     /// directory (`offboarding.suspend_in_org`; empty when it is off). Someone not listed was
     /// not read (or has a status bbsync does not know): nothing is planned for them.
@@ -169,6 +172,12 @@ pub enum Change {
         account_id: AccountId,
         display_name: String,
     },
+    /// Invites an email into a group (1.0 invitations): someone the rules place there whom no
+    /// resolver found an account id for (`source.invite_unresolved`).
+    InviteToGroup {
+        group: GroupSlug,
+        email: String,
+    },
 }
 
 /// The kinds of [`Change`], for metric labels and summaries.
@@ -185,6 +194,7 @@ pub enum ChangeKind {
     SetProjectGrant,
     SuspendInOrg,
     RestoreInOrg,
+    InviteToGroup,
 }
 
 impl ChangeKind {
@@ -200,6 +210,7 @@ impl ChangeKind {
             ChangeKind::SetProjectGrant => "set_project_grant",
             ChangeKind::SuspendInOrg => "suspend_in_org",
             ChangeKind::RestoreInOrg => "restore_in_org",
+            ChangeKind::InviteToGroup => "invite_to_group",
         }
     }
 }
@@ -231,7 +242,10 @@ impl Change {
     pub fn is_membership(&self) -> bool {
         matches!(
             self,
-            Change::RemoveMember { .. } | Change::AddMember { .. } | Change::CreateGroup { .. }
+            Change::RemoveMember { .. }
+                | Change::AddMember { .. }
+                | Change::CreateGroup { .. }
+                | Change::InviteToGroup { .. }
         )
     }
 
@@ -259,6 +273,7 @@ impl Change {
             Change::SetProjectGrant { .. } => ChangeKind::SetProjectGrant,
             Change::SuspendInOrg { .. } => ChangeKind::SuspendInOrg,
             Change::RestoreInOrg { .. } => ChangeKind::RestoreInOrg,
+            Change::InviteToGroup { .. } => ChangeKind::InviteToGroup,
         }
     }
 
@@ -271,7 +286,8 @@ impl Change {
             | Change::CreateGroup { group, .. }
             | Change::AddMember { group, .. }
             | Change::SetGrant { group, .. }
-            | Change::SetProjectGrant { group, .. } => Some(group),
+            | Change::SetProjectGrant { group, .. }
+            | Change::InviteToGroup { group, .. } => Some(group),
             Change::RemoveUserGrant { .. }
             | Change::SuspendInOrg { .. }
             | Change::RestoreInOrg { .. } => None,
@@ -304,7 +320,7 @@ impl Change {
             c if c.is_revocation() => 5,
             Change::RestoreInOrg { .. } => 6,
             Change::CreateGroup { .. } => 7,
-            Change::AddMember { .. } => 8,
+            Change::AddMember { .. } | Change::InviteToGroup { .. } => 8,
             _ => 9,
         }
     }
@@ -384,6 +400,9 @@ impl fmt::Display for Change {
                 f,
                 "restore {display_name} ({account_id}) in the organisation directory"
             ),
+            Change::InviteToGroup { group, email } => {
+                write!(f, "invite {email} into group {group}")
+            }
         }
     }
 }
@@ -1168,6 +1187,27 @@ pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
         ));
     }
     changes.extend(org_changes(desired, actual, policy, &gone));
+    // Invitations by email of people no resolver found, into groups that exist (or are
+    // created this run), unless one is pending already.
+    for inv in &desired.invitations {
+        let group = resolve(&inv.group);
+        let folded = crate::model::Email::new(&inv.email).folded().to_owned();
+        if will_exist(&group) && !actual.invitations.contains(&(folded, group.clone())) {
+            changes.push((
+                Change::InviteToGroup {
+                    group,
+                    email: inv.email.clone(),
+                },
+                Reason::Rule {
+                    rule: format!("groups[{}]", inv.rule),
+                    detail: format!(
+                        "{}, and no account id was found for this email: invited (source.invite_unresolved)",
+                        inv.via
+                    ),
+                },
+            ));
+        }
+    }
 
     changes.sort_by_key(|(c, r)| c.order(r));
     let revoking: Vec<&Change> = changes

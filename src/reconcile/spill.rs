@@ -333,6 +333,7 @@ pub(super) fn unpark(parked: &Parked, members: V1Groups) -> Result<Snapshot, Spi
             frozen: file.frozen,
             protected: file.protected,
             first_missing: file.first_missing,
+            invitations: Vec::new(),
         },
         actual: Actual {
             groups: file.actual_groups,
@@ -351,8 +352,9 @@ pub(super) fn unpark(parked: &Parked, members: V1Groups) -> Result<Snapshot, Spi
                 .into_iter()
                 .map(|(t, id, w)| ((t, id), w))
                 .collect(),
-            // The poll plans no organisation suspension (the next full run does).
+            // The poll plans no organisation suspension nor invitation (full runs do).
             org_users: BTreeMap::new(),
+            invitations: Default::default(),
         },
         policy: file.policy,
         membership: file.membership,

@@ -244,6 +244,7 @@ pub fn resolve_records(
     let total = records.len();
     let mut missing: [(&str, usize); 3] = [("stable_id", 0), ("status", 0), ("email", 0)];
     let mut unresolved: Vec<String> = Vec::new();
+    let mut invitees = Vec::new();
     let mut r = Resolver::new(schema);
     for rec in records {
         let name = |rec: &Record| match &rec.stable_id {
@@ -290,6 +291,22 @@ pub fn resolve_records(
         });
         let Some(account_id) = account_id else {
             unresolved.extend(rec.email.clone());
+            if let (true, None, Some(email)) = (cfg.invite_unresolved, &disabled, &rec.email) {
+                let mut attributes: Vec<(String, Vec<String>)> = Vec::new();
+                for (k, v) in &rec.attributes {
+                    match attributes
+                        .iter_mut()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                    {
+                        Some((_, vs)) => vs.push(v.clone()),
+                        None => attributes.push((k.clone(), vec![v.clone()])),
+                    }
+                }
+                invitees.push(crate::directory::Invitee {
+                    email: email.clone(),
+                    attributes,
+                });
+            }
             let looked = match (&rec.email, &cfg.identity_file) {
                 (Some(e), Some(f)) => format!("; {e} is not in {}", f.display()),
                 (Some(_), None) => {
@@ -345,6 +362,7 @@ pub fn resolve_records(
     }
     let mut dir = r.finish();
     dir.unresolved = unresolved;
+    dir.invitees = invitees;
     Ok(dir)
 }
 
@@ -375,6 +393,7 @@ mod tests {
             identity_file: None,
             resolve_by_members: false,
             identity_cache_ttl: Duration::from_secs(1),
+            invite_unresolved: false,
         }
     }
 
