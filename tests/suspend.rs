@@ -74,6 +74,14 @@ fn developers(emu: &Emulator) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// The state file, as JSON.
+fn state_of(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(dir.join("state/bbsync-state.json")).expect("state file"),
+    )
+    .expect("state JSON")
+}
+
 /// The requests of `emu` as "METHOD path", in order (for failure messages).
 fn sent(emu: &Emulator) -> Vec<String> {
     emu.requests()
@@ -185,8 +193,24 @@ async fn leavers_are_suspended_after_their_removals_and_only_bbsyncs_suspensions
         let dir = ldif(&people, &[("eng", &["ann", "bob", "pat"])]);
         drop(rec);
         let rec = Reconciler::new(suspend_config(&emu, tmp.path(), &dir, "")).expect("rec");
+        // The first restore fails: bob stays bbsync's, and the next run restores him.
+        emu.inject_fault(Fault {
+            path_contains: "/restore".into(),
+            status: 500,
+            times: Some(1),
+            ..Default::default()
+        });
+        let failed = rec.run(true).await.expect("restore fails");
+        assert!(!failed.ok());
+        assert!(suspended(&emu).contains(&acc("bob")));
+        assert!(state_of(tmp.path())["org_suspended"]
+            .get(acc("bob"))
+            .is_some());
         let report = rec.run(true).await.expect("come back");
         assert!(report.ok(), "{managed}: {:#?}", report.outcomes);
+        assert!(state_of(tmp.path())["org_suspended"]
+            .get(acc("bob"))
+            .is_none());
         assert_eq!(suspended(&emu), accs(&["cid", "eve", "zed"]), "{managed}");
         assert_eq!(developers(&emu), accs(&["ann", "bob", "pat"]), "{managed}");
         let restores: Vec<String> = report
@@ -626,9 +650,11 @@ async fn an_interrupted_suspension_is_settled_as_bbsyncs() {
 /// anyway, is removed and suspended.
 #[tokio::test]
 async fn an_unwritable_state_file_holds_the_vanished_not_the_leavers() {
-    let mut s = seed(&["ann", "bob", "zed"]);
-    s.groups.push(group("Developers", &["ann", "bob", "zed"]));
-    let emu = start(org_seed(s, true, &[])).await;
+    let mut s = seed(&["ann", "bob", "zed", "yan"]);
+    s.groups
+        .push(group("Developers", &["ann", "bob", "zed", "yan"]));
+    // yan vanished too, but is suspended already: nothing to remember, removed as usual.
+    let emu = start(org_seed(s, true, &["yan"])).await;
     let tmp = tempfile::tempdir().expect("tmp");
     // The state file's temporary name is taken by a directory: every save fails.
     std::fs::create_dir_all(
@@ -659,8 +685,9 @@ async fn an_unwritable_state_file_holds_the_vanished_not_the_leavers() {
         );
         assert!(outcome_of(&report, "bob", op).is_some_and(|o| o.is_done()));
     }
+    assert!(outcome_of(&report, "yan", "remove_member").is_some_and(|o| o.is_done()));
     assert_eq!(developers(&emu), accs(&["ann", "zed"]));
-    assert_eq!(suspended(&emu), accs(&["bob"]));
+    assert_eq!(suspended(&emu), accs(&["bob", "yan"]));
     assert!(
         report
             .plan
@@ -670,4 +697,76 @@ async fn an_unwritable_state_file_holds_the_vanished_not_the_leavers() {
         "{:?}",
         report.plan.warnings
     );
+}
+
+/// An administrator's hand is respected both ways: someone bbsync suspended and an admin
+/// restored is no longer bbsync's once back; someone whose suspension bbsync could not send
+/// (refused, 403) and an admin suspended instead is never restored by bbsync.
+#[tokio::test]
+async fn an_administrators_restore_or_suspension_is_never_taken_for_bbsyncs() {
+    let mut s = seed(&["ann", "bob", "cid"]);
+    s.groups.push(group("Developers", &["ann", "bob", "cid"]));
+    let emu = start(org_seed(s, false, &[])).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    emu.inject_fault(Fault {
+        path_contains: format!("users/{}/suspend", acc("cid")),
+        status: 403,
+        times: Some(1),
+        ..Default::default()
+    });
+    let gone = ldif(
+        &[("ann", false), ("bob", true), ("cid", true)],
+        &[("eng", &["ann", "bob", "cid"])],
+    );
+    let cfg = |dir: &str| suspend_config(&emu, tmp.path(), dir, "");
+    Reconciler::new(cfg(&gone))
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("run");
+    assert_eq!(suspended(&emu), accs(&["bob"]));
+    // The admin restores bob and suspends cid by hand.
+    let mut st = emu.state();
+    if let Some(o) = st.organisation.as_mut() {
+        o.suspended = vec![acc("cid")];
+    }
+    emu.replace_state(st).expect("state");
+    // cid, still a leaver, is found suspended: settled, not bbsync's.
+    let report = Reconciler::new(cfg(&gone))
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("again");
+    let planned: Vec<String> = report
+        .plan
+        .changes
+        .iter()
+        .map(|p| p.change.to_string())
+        .collect();
+    assert!(
+        planned.iter().all(|c| !c.contains(&acc("cid"))),
+        "{planned:?}"
+    );
+    // Both come back: neither is restored or suspended by bbsync, and bob is not bbsync's.
+    let back = ldif(
+        &[("ann", false), ("bob", false), ("cid", false)],
+        &[("eng", &["ann", "bob", "cid"])],
+    );
+    let report = Reconciler::new(cfg(&back))
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("back");
+    assert!(report.ok(), "{:#?}", report.outcomes);
+    assert!(
+        report
+            .plan
+            .changes
+            .iter()
+            .all(|p| p.change.kind().label() != "restore_in_org"),
+        "{:#?}",
+        report.plan.changes
+    );
+    assert_eq!(suspended(&emu), accs(&["cid"]));
+    assert_eq!(state_of(tmp.path())["org_suspended"], serde_json::json!({}));
 }

@@ -1677,6 +1677,17 @@ mod tests {
         assert_eq!(p.changes[0].reason, vanished);
         assert_eq!(p.changes[1].reason.label(), "rule");
         assert!(!p.changes[1].change.is_revocation());
+        // A pending account that is protected or frozen now is never suspended.
+        let mut guarded = policy.clone();
+        for who in ["prot", "froz"] {
+            guarded.suspend_pending.insert(id(who), vanished.clone());
+            a.org_users.insert(id(who), org(OrgStatus::Active, who));
+        }
+        let mut d2 = d.clone();
+        d2.protected.insert(id("prot"));
+        d2.frozen.insert(id("froz"));
+        let (suspend, _) = org_candidates(&d2, &BTreeMap::new(), &guarded);
+        assert_eq!(suspend.keys().collect::<Vec<_>>(), [&id("gone")]);
         // Restored by hand already: nothing to do.
         a.org_users
             .insert(id("back"), org(OrgStatus::Active, "back"));
