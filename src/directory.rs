@@ -29,12 +29,17 @@ pub struct Person {
 impl Person {
     /// The values of one attribute kept for the rules (the name compares case-insensitively).
     pub fn attribute(&self, name: &str) -> &[String] {
-        self.attributes
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
-            .unwrap_or(&[])
+        attribute_in(&self.attributes, name)
     }
+}
+
+/// The values of attribute `name` in `attributes` (names compare case-insensitively).
+fn attribute_in<'a>(attributes: &'a [(String, Vec<String>)], name: &str) -> &'a [String] {
+    attributes
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
+        .unwrap_or(&[])
 }
 
 /// Someone active the source has no account id for and no resolver found, with the
@@ -49,11 +54,7 @@ pub struct Invitee {
 impl Invitee {
     /// The values of one attribute (the name compares case-insensitively).
     pub fn attribute(&self, name: &str) -> &[String] {
-        self.attributes
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
-            .unwrap_or(&[])
+        attribute_in(&self.attributes, name)
     }
 }
 

@@ -174,25 +174,12 @@ fn add_attribute_members(
             });
         }
     }
-    let via = rule
-        .when
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(if rule.when_any { " or " } else { " and " });
-    let holds = |p: &crate::directory::Person, c: &crate::config::Condition| {
-        c.holds_for(p.attribute(&c.attribute).iter().map(String::as_str))
-    };
+    let via = conditions_text(rule);
     for (id, p) in &dir.people {
         if p.disabled.is_some() {
             continue;
         }
-        let meets = if rule.when_any {
-            rule.when.iter().any(|c| holds(p, c))
-        } else {
-            rule.when.iter().all(|c| holds(p, c))
-        };
-        if meets {
+        if meets(rule, |a| p.attribute(a)) {
             members.entry(id.clone()).or_insert_with(|| Wanted {
                 display_name: p.display_name.clone(),
                 via: via.clone(),
@@ -200,6 +187,27 @@ fn add_attribute_members(
         }
     }
     Ok(())
+}
+
+/// A rule's attribute conditions in words (`dept = "eng" and title ~ /lead/`).
+fn conditions_text(rule: &GroupRule) -> String {
+    rule.when
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(if rule.when_any { " or " } else { " and " })
+}
+
+/// Whether someone with these attributes meets a rule's conditions (all, or any).
+fn meets<'a>(rule: &GroupRule, attribute: impl Fn(&str) -> &'a [String]) -> bool {
+    let holds = |c: &crate::config::Condition| {
+        c.holds_for(attribute(&c.attribute).iter().map(String::as_str))
+    };
+    if rule.when_any {
+        rule.when.iter().any(holds)
+    } else {
+        rule.when.iter().all(holds)
+    }
 }
 
 /// An invitation by email into a managed group (`source.invite_unresolved`).
@@ -219,22 +227,9 @@ pub struct WantedInvite {
 pub fn invitations(dir: &Directory, rules: &[GroupRule]) -> Vec<WantedInvite> {
     let mut out = Vec::new();
     for (i, rule) in rules.iter().enumerate().filter(|(_, r)| !r.when.is_empty()) {
-        let via = rule
-            .when
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(if rule.when_any { " or " } else { " and " });
+        let via = conditions_text(rule);
         for p in &dir.invitees {
-            let holds = |c: &crate::config::Condition| {
-                c.holds_for(p.attribute(&c.attribute).iter().map(String::as_str))
-            };
-            let meets = if rule.when_any {
-                rule.when.iter().any(holds)
-            } else {
-                rule.when.iter().all(holds)
-            };
-            if meets {
+            if meets(rule, |a| p.attribute(a)) {
                 out.push(WantedInvite {
                     group: rule.slug.clone(),
                     email: p.email.clone(),
