@@ -575,9 +575,12 @@ fn peak_rss_kib() -> Option<u64> {
 
 async fn read_source(path: &std::path::Path, output: Output) -> anyhow::Result<u8> {
     let cfg = Config::load(path)?;
-    // As a run reads it: an HR source resolves emails through the configured resolvers.
-    let clients = bbsync::reconcile::clients_for(&cfg)?;
-    let reader = bbsync::reconcile::source_for(&cfg, &clients);
+    // As a run reads it: an HR source resolves emails through the configured resolvers (the
+    // only source that needs Bitbucket to be read).
+    let reader = match cfg.source.hr() {
+        Some(_) => bbsync::reconcile::source_for(&cfg, &bbsync::reconcile::clients_for(&cfg)?),
+        None => bbsync::source::Source::new(&cfg.source, &cfg.directory),
+    };
     let started = std::time::Instant::now();
     let dir = reader.read().await?;
     let elapsed = started.elapsed();

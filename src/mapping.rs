@@ -226,13 +226,25 @@ pub struct WantedInvite {
 /// group: nothing else can place them).
 pub fn invitations(dir: &Directory, rules: &[GroupRule]) -> Vec<WantedInvite> {
     let mut out = Vec::new();
+    // One invitation per address and group, whatever the rows or their spelling; an address
+    // that cannot be one is not sent.
+    let mut seen: BTreeSet<(String, GroupSlug)> = BTreeSet::new();
     for (i, rule) in rules.iter().enumerate().filter(|(_, r)| !r.when.is_empty()) {
         let via = conditions_text(rule);
         for p in &dir.invitees {
-            if meets(rule, |a| p.attribute(a)) {
+            let email = crate::model::Email::new(&p.email);
+            let plausible = email
+                .as_str()
+                .split_once('@')
+                .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+                && !email.as_str().contains(['/', ' ']);
+            if plausible
+                && meets(rule, |a| p.attribute(a))
+                && seen.insert((email.folded().to_owned(), rule.slug.clone()))
+            {
                 out.push(WantedInvite {
                     group: rule.slug.clone(),
-                    email: p.email.clone(),
+                    email: email.as_str().to_owned(),
                     rule: i,
                     via: via.clone(),
                 });

@@ -1260,6 +1260,28 @@ impl Reconciler {
                 Ok(pending) => actual.invitations = pending,
                 Err(e) => invitations_unread = Some(e.to_string()),
             }
+            // Sent lately: accepted, perhaps, and not resolved yet; not sent again for now.
+            let window = self
+                .cfg
+                .source
+                .hr()
+                .map_or(86_400, |h| h.identity_cache_ttl.as_secs().max(3_600));
+            let now_secs = crate::state::to_unix(now);
+            state
+                .invited
+                .retain(|_, at| now_secs.saturating_sub(*at) < window);
+            for inv in &desired.invitations {
+                let group = plan::resolve_group(&desired, &actual, &inv.group);
+                if state
+                    .invited
+                    .contains_key(&crate::state::invitation_key(&group, &inv.email))
+                {
+                    actual.invitations.insert((
+                        crate::model::Email::new(&inv.email).folded().to_owned(),
+                        group,
+                    ));
+                }
+            }
         }
         if policy.suspend_in_org {
             self.read_org_users(&org, &desired, &gone, &policy, &mut actual, &mut state, now)
@@ -1430,9 +1452,16 @@ impl Reconciler {
                         .insert(id.clone(), crate::state::to_unix(now));
                 }
             }
-            // Suspended and restored in the organisation directory.
+            // Suspended and restored in the organisation directory; invited.
             for o in &outcomes {
                 Self::book_org_outcome(&mut state, &o.change, &o.outcome, now_secs);
+                if let (plan::Change::InviteToGroup { group, email }, true) =
+                    (&o.change, o.outcome.is_done())
+                {
+                    state
+                        .invited
+                        .insert(crate::state::invitation_key(group, email), now_secs);
+                }
             }
             // A read the shrink guard did not hold (or that was approved) is the new baseline.
             if !plan

@@ -61,6 +61,20 @@ pub struct State {
     /// not asked again before `offboarding.recheck_secs`.
     #[serde(default)]
     pub org_settled: BTreeMap<AccountId, u64>,
+    /// Invitations bbsync sent (`source.invite_unresolved`), by [`invitation_key`]: since
+    /// when. An accepted invitation leaves the pending list before the resolvers see its
+    /// person; it is not sent again while this remembers it.
+    #[serde(default)]
+    pub invited: BTreeMap<String, u64>,
+}
+
+/// The key of an invitation in [`State::invited`]: group and case-folded email.
+pub fn invitation_key(group: &crate::model::GroupSlug, email: &str) -> String {
+    format!(
+        "{} {}",
+        group.as_str(),
+        crate::model::Email::new(email).folded()
+    )
 }
 
 /// A suspension planned and not confirmed.

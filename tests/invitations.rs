@@ -14,12 +14,14 @@ const CSV: &str = "id,mail,state,dept\n\
 1,ann@acme.test,Active,Eng\n\
 2,New.Hire@Elsewhere.test,Active,Eng\n\
 3,gone@elsewhere.test,Terminated,Eng\n\
-4,sales@elsewhere.test,Active,Sales\n";
+4,sales@elsewhere.test,Active,Sales\n\
+5,new.hire@elsewhere.test,Active,Eng\n\
+6,n/a,Active,Eng\n";
 
 fn hr_config(emu: &Emulator, dir: &std::path::Path, invite: bool, extra: &str) -> Config {
     std::fs::write(dir.join("people.csv"), CSV).expect("csv");
     let text = format!(
-        "mode = \"apply\"\n[bitbucket]\nworkspace = \"acme\"\napi_url = \"{}\"\nmax_retries = 0\n[credentials.admin]\nkind = \"api_token\"\nemail = \"{ADMIN_EMAIL}\"\ntoken = \"{ADMIN_TOKEN}\"\n[source]\nkind = \"csv\"\npath = \"people.csv\"\nmax_missing_ratio = 0.9\ninvite_unresolved = {invite}\n[source.fields]\nstable_id = \"id\"\nemail = \"mail\"\nstatus = \"state\"\n[source.attributes]\ndept = \"dept\"\n[audit]\npath = \"audit.jsonl\"\n[apply]\nrequests_per_hour = 3600000\nburst = 1000\n[[groups]]\nname = \"staff\"\n[[groups.when]]\nattribute = \"dept\"\nequals = \"eng\"\n{extra}",
+        "mode = \"apply\"\n[bitbucket]\nworkspace = \"acme\"\napi_url = \"{}\"\nmax_retries = 0\n[credentials.admin]\nkind = \"api_token\"\nemail = \"{ADMIN_EMAIL}\"\ntoken = \"{ADMIN_TOKEN}\"\n[source]\nkind = \"csv\"\npath = \"people.csv\"\nmax_missing_ratio = 0.9\ninvite_unresolved = {invite}\n[source.fields]\nstable_id = \"id\"\nemail = \"mail\"\nstatus = \"state\"\n[source.attributes]\ndept = \"dept\"\n[audit]\npath = \"audit.jsonl\"\n[offboarding]\nstate_dir = \"state\"\n[apply]\nrequests_per_hour = 3600000\nburst = 1000\n[[groups]]\nname = \"staff\"\n[[groups.when]]\nattribute = \"dept\"\nequals = \"eng\"\n{extra}",
         emu.base_url()
     );
     Config::from_toml_str(&text, "invite.toml", dir).expect("valid")
@@ -93,6 +95,71 @@ async fn unresolved_people_are_invited_into_their_groups_once_and_leavers_never(
     let again = rec.run(true).await.expect("again");
     assert!(again.plan.is_empty(), "{:#?}", again.plan.changes);
     assert!(writes(&emu).is_empty(), "{:?}", writes(&emu));
+
+    // Accepted (gone from the pending list) but not resolved yet (the not-found cache): not
+    // sent again while bbsync remembers sending it.
+    let mut st = emu.state();
+    st.invitations.clear();
+    emu.replace_state(st).expect("state");
+    let again = rec.run(true).await.expect("accepted");
+    assert!(again.plan.is_empty(), "{:#?}", again.plan.changes);
+    assert!(writes(&emu).is_empty(), "{:?}", writes(&emu));
+}
+
+/// The pending invitations cannot be read: no invitation is sent, the rest of the run goes on,
+/// and the plan says why.
+#[tokio::test]
+async fn an_unreadable_invitations_list_holds_only_the_invitations() {
+    let mut s = seed(&["ann"]);
+    s.groups.push(group("staff", &[]));
+    let emu = start(s).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    emu.inject_fault(bbsync_emulator::Fault {
+        method: Some("GET".into()),
+        path_contains: "/invitations".into(),
+        status: 500,
+        ..Default::default()
+    });
+    let report = Reconciler::new(hr_config(&emu, tmp.path(), true, ""))
+        .expect("rec")
+        .run(true)
+        .await
+        .expect("run");
+    assert!(report.ok(), "{:#?}", report.outcomes);
+    assert!(
+        report
+            .plan
+            .warnings
+            .iter()
+            .any(|w| w.contains("pending invitations could not be read")),
+        "{:?}",
+        report.plan.warnings
+    );
+    assert!(invitations(&emu).is_empty());
+    let staff = emu
+        .state()
+        .groups
+        .iter()
+        .find(|g| g.name == "staff")
+        .map(|g| g.members.clone())
+        .unwrap_or_default();
+    assert_eq!(staff, [acc("ann")]);
+}
+
+#[test]
+fn inviting_needs_a_resolver_that_finds_people_once_they_accept() {
+    let emu_free = "mode = \"apply\"\n[bitbucket]\nworkspace = \"acme\"\n[credentials.a]\nkind = \"access_token\"\ntoken = \"t\"\n[source]\nkind = \"csv\"\npath = \"p.csv\"\ninvite_unresolved = true\nresolve_by_members = false\n[source.fields]\nstable_id = \"id\"\nemail = \"mail\"\nstatus = \"state\"\n[source.attributes]\ndept = \"dept\"\n[[groups]]\nname = \"staff\"\n[[groups.when]]\nattribute = \"dept\"\nequals = \"eng\"\n";
+    let err = Config::from_toml_str(emu_free, "t.toml", std::path::Path::new("."))
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        err.contains("source.invite_unresolved: true needs a resolver"),
+        "{err}"
+    );
+    assert!(
+        err.contains("offboarding.state_dir: is required when source.invite_unresolved"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -1086,15 +1086,18 @@ impl Applier<'_> {
     }
 }
 
-/// The circuit a change counts toward: its family, with the organisation suspensions and
-/// restores apart (the org key writes memberships too: a failing suspend endpoint must not
-/// stop other people's removals).
+/// The circuit a change counts toward: its family, with the side features apart (the
+/// organisation suspensions and restores, the invitations): their keys write memberships
+/// too, and a failing suspend or invitation endpoint (an HR email Bitbucket refuses) must not
+/// stop anyone's removals.
 fn circuit(change: &Change, family: ApiFamily) -> (ApiFamily, bool) {
     (
         family,
         matches!(
             change,
-            Change::SuspendInOrg { .. } | Change::RestoreInOrg { .. }
+            Change::SuspendInOrg { .. }
+                | Change::RestoreInOrg { .. }
+                | Change::InviteToGroup { .. }
         ),
     )
 }

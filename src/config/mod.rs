@@ -559,6 +559,20 @@ fn validate(tree: Table<RawConfig>, origin: String, paths: &Paths) -> Result<Con
     let scope = scope::validate_scope(scope, &mut p);
     let protected = scope::validate_protected(protected, &mut p);
     let offboarding = scope::validate_offboarding(offboarding, paths, &mut p);
+    if let Some(hr) = source.hr() {
+        if hr.invite_unresolved && !hr.resolve_by_members && admin_api.is_none() {
+            p.push(
+                "source.invite_unresolved",
+                "true needs a resolver that finds people once they accept (source.resolve_by_members = true, or an [admin_api] table): without one, whoever accepted would be invited again every run",
+            );
+        }
+        if hr.invite_unresolved && offboarding.state_dir.is_none() {
+            p.push(
+                "offboarding.state_dir",
+                "is required when source.invite_unresolved = true (the invitations bbsync sent are remembered there, so an accepted one is not sent again)",
+            );
+        }
+    }
     if offboarding.suspend_in_org && admin_api.is_none() && !p.any_under("admin_api") {
         p.push(
             "offboarding.suspend_in_org",

@@ -69,7 +69,8 @@ pub struct HeldGuard {
     pub message: String,
 }
 
-/// One finished run, as `/status` shows it: counts by kind, never who.
+/// One finished run, as `/status` shows it: counts by kind, never who (but the emails of the
+/// people no resolver found, which the operator needs to fix them).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RunSummary {
     pub run_id: String,
@@ -126,7 +127,7 @@ impl Unresolved {
         if emails.is_empty() {
             return None;
         }
-        let mut sorted: Vec<String> = emails.to_vec();
+        let mut sorted: Vec<String> = emails.iter().map(|e| e.trim().to_lowercase()).collect();
         sorted.sort();
         sorted.dedup();
         let count = sorted.len();

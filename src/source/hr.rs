@@ -290,7 +290,11 @@ pub fn resolve_records(
                 .map(str::to_owned)
         });
         let Some(account_id) = account_id else {
-            unresolved.extend(rec.email.clone());
+            // Reported by email: the people who work here (a leaver without an account id
+            // has nothing to resolve; they stay a skipped entry).
+            if disabled.is_none() {
+                unresolved.extend(rec.email.clone());
+            }
             if let (true, None, Some(email)) = (cfg.invite_unresolved, &disabled, &rec.email) {
                 let mut attributes: Vec<(String, Vec<String>)> = Vec::new();
                 for (k, v) in &rec.attributes {
