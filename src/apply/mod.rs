@@ -652,6 +652,7 @@ impl Applier<'_> {
             };
             let outcome = match (&dep.outcome, &dep.change, suspending) {
                 (Some(o @ Outcome::Deferred { .. }), _, _) => o.clone(),
+                // A suspension not sent because the audit broke says so (not "removals").
                 (
                     Some(
                         o @ Outcome::Blocked {
@@ -659,7 +660,7 @@ impl Applier<'_> {
                         },
                     ),
                     _,
-                    _,
+                    Some(_),
                 ) => o.clone(),
                 (_, _, Some(account_id)) => blocked(BlockReason::RemovalsPending { account_id }),
                 (why, Change::CreateGroup { group, .. }, None) => {
