@@ -405,6 +405,8 @@ fn the_members_embedded_in_a_row_are_skimmed_not_held() {
 #[tokio::test]
 async fn a_body_cut_inside_the_skipped_members_fails_as_incomplete() {
     let emu = workspace(1, 400, 1).await;
+    // A client built here, before any bbsync client of this binary installed the provider.
+    bbsync::tls::install_provider();
     // Where half-way is: after the members began, before the last of them.
     let body = reqwest::Client::new()
         .get(format!("{}/1.0/group-privileges/acme", emu.base_url()))
