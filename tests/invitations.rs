@@ -7,7 +7,7 @@ mod common;
 
 use bbsync::config::Config;
 use bbsync::reconcile::Reconciler;
-use bbsync_emulator::{CredentialKind, Emulator, SeedCredential, SeedOrganisation};
+use bbsync_emulator::Emulator;
 use common::*;
 
 const CSV: &str = "id,mail,state,dept\n\
@@ -166,21 +166,10 @@ fn inviting_needs_a_resolver_that_finds_people_once_they_accept() {
 async fn an_organisation_managed_workspace_blocks_invitations_up_front() {
     let mut s = seed(&["ann"]);
     s.groups.push(group("staff", &[]));
-    s.workspace.organisation_managed = true;
-    s.organisation = Some(SeedOrganisation {
-        id: "org-1".into(),
-        ..Default::default()
-    });
-    s.credentials.push(SeedCredential {
-        id: "org-key".into(),
-        kind: CredentialKind::AdminApiKey,
-        token: Some("org-api-key".into()),
-        ..Default::default()
-    });
-    let emu = start(s).await;
+    let emu = start(org_seed(s, true, &[])).await;
     let tmp = tempfile::tempdir().expect("tmp");
     let admin = format!(
-        "[admin_api]\nurl = \"{}/admin\"\norg_id = \"org-1\"\napi_key = \"org-api-key\"\n",
+        "[admin_api]\nurl = \"{}/admin\"\norg_id = \"{ORG}\"\napi_key = \"{ORG_KEY}\"\n",
         emu.base_url()
     );
     let report = Reconciler::new(hr_config(&emu, tmp.path(), true, &admin))

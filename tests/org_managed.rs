@@ -7,12 +7,9 @@ mod common;
 
 use bbsync::config::Config;
 use bbsync::reconcile::Reconciler;
-use bbsync_emulator::{CredentialKind, Emulator, Seed, SeedCredential, SeedOrganisation};
+use bbsync_emulator::Emulator;
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
-
-const ORG: &str = "org-1";
-const ORG_KEY: &str = "org-api-key";
 
 /// Which backend a case runs.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -23,21 +20,6 @@ enum Backend {
     Admin,
     /// An organisation-managed workspace, `auto` with `[admin_api]`.
     Auto,
-}
-
-fn org_seed(mut s: Seed, managed: bool) -> Seed {
-    s.workspace.organisation_managed = managed;
-    s.organisation = Some(SeedOrganisation {
-        id: ORG.into(),
-        ..Default::default()
-    });
-    s.credentials.push(SeedCredential {
-        id: "org-key".into(),
-        kind: CredentialKind::AdminApiKey,
-        token: Some(ORG_KEY.into()),
-        ..Default::default()
-    });
-    s
 }
 
 fn admin_table(emu: &Emulator) -> String {
@@ -131,7 +113,7 @@ async fn run_table(b: Backend) -> Vec<BTreeMap<String, BTreeSet<String>>> {
     s.groups.push(group("Data Team", &["bob"]));
     let s = match b {
         Backend::V1 => s,
-        Backend::Admin | Backend::Auto => org_seed(s, true),
+        Backend::Admin | Backend::Auto => org_seed(s, true, &[]),
     };
     let emu = start(s).await;
     let tmp = tempfile::tempdir().expect("tmp");
@@ -191,7 +173,7 @@ async fn the_admin_api_reads_memberships_in_pages_not_per_member() {
     let mut s = seed(&refs);
     s.groups.push(group("Developers", &refs[..200]));
     s.groups.push(group("Data Team", &refs[150..]));
-    let emu = start(org_seed(s, true)).await;
+    let emu = start(org_seed(s, true, &[])).await;
     let tmp = tempfile::tempdir().expect("tmp");
     let people: Vec<(&str, bool)> = refs.iter().map(|p| (*p, false)).collect();
     let ldif_text = ldif(&people, &[("eng", &refs[..200]), ("data", &refs[150..])]);
@@ -227,7 +209,7 @@ async fn v1_groups_forced_on_an_organisation_managed_workspace_blocks_every_memb
 ) {
     let mut s = seed(&["ann", "bob"]);
     s.groups.push(group("Developers", &["bob"]));
-    let emu = start(org_seed(s, true)).await;
+    let emu = start(org_seed(s, true, &[])).await;
     let tmp = tempfile::tempdir().expect("tmp");
     let mut cfg = backend_config(
         &emu,
@@ -269,7 +251,7 @@ async fn v1_groups_forced_on_an_organisation_managed_workspace_blocks_every_memb
 async fn check_and_plan_name_the_backend_before_any_write() {
     let mut s = seed(&["ann"]);
     s.groups.push(group("Developers", &[]));
-    let emu = start(org_seed(s, true)).await;
+    let emu = start(org_seed(s, true, &[])).await;
     let tmp = tempfile::tempdir().expect("tmp");
     let cfg = backend_config(
         &emu,
@@ -306,7 +288,7 @@ async fn check_and_plan_name_the_backend_before_any_write() {
     // A classic workspace: 1.0 groups, told by the invitations listing.
     let mut s = seed(&["ann"]);
     s.groups.push(group("Developers", &[]));
-    let emu = start(org_seed(s, false)).await;
+    let emu = start(org_seed(s, false, &[])).await;
     let cfg = backend_config(
         &emu,
         tmp.path(),
@@ -375,7 +357,7 @@ async fn hr_emails_resolve_through_the_organisation_directory_in_pages() {
     let tmp = tempfile::tempdir().expect("tmp");
     let names: Vec<String> = (0..150).map(|i| format!("p{i:03}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let emu = start(org_seed(seed(&refs), true)).await;
+    let emu = start(org_seed(seed(&refs), true, &[])).await;
     let mut csv = String::from("id,mail,state,dept\n");
     for n in &names {
         csv.push_str(&format!("{n},{}@ACME.test,Active,Eng\n", n.to_uppercase()));
@@ -437,7 +419,7 @@ async fn admin_api_calls_take_409_and_404_for_done_and_fail_on_the_rest() {
     use bbsync::plan::OrgStatus;
     let mut s = seed(&["ann", "bob"]);
     s.groups.push(group("Developers", &["bob"]));
-    let mut s = org_seed(s, true);
+    let mut s = org_seed(s, true, &[]);
     if let Some(o) = s.organisation.as_mut() {
         o.suspended.push(acc("bob"));
     }

@@ -8,28 +8,9 @@ mod common;
 
 use bbsync::config::Config;
 use bbsync::reconcile::Reconciler;
-use bbsync_emulator::{CredentialKind, Emulator, Fault, Seed, SeedCredential, SeedOrganisation};
+use bbsync_emulator::{Emulator, Fault};
 use common::*;
 use std::collections::BTreeSet;
-
-const ORG: &str = "org-1";
-const ORG_KEY: &str = "org-api-key";
-
-fn org_seed(mut s: Seed, managed: bool, suspended: &[&str]) -> Seed {
-    s.workspace.organisation_managed = managed;
-    s.organisation = Some(SeedOrganisation {
-        id: ORG.into(),
-        suspended: suspended.iter().map(|w| acc(w)).collect(),
-        ..Default::default()
-    });
-    s.credentials.push(SeedCredential {
-        id: "org-key".into(),
-        kind: CredentialKind::AdminApiKey,
-        token: Some(ORG_KEY.into()),
-        ..Default::default()
-    });
-    s
-}
 
 fn suspend_config(emu: &Emulator, dir: &std::path::Path, ldif_text: &str, extra: &str) -> Config {
     let rules = format!(

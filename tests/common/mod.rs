@@ -6,10 +6,33 @@ pub mod daemon;
 
 use bbsync::config::Config;
 use bbsync_emulator::{
-    CredentialKind, Emulator, Seed, SeedCredential, SeedGroup, SeedRepo, SeedUser, SeedWorkspace,
+    CredentialKind, Emulator, Seed, SeedCredential, SeedGroup, SeedOrganisation, SeedRepo,
+    SeedUser, SeedWorkspace,
 };
 use std::net::SocketAddr;
 use std::path::Path;
+
+/// The organisation of [`org_seed`], and its Admin API key.
+pub const ORG: &str = "org-1";
+pub const ORG_KEY: &str = "org-api-key";
+
+/// `s` in organisation [`ORG`] (organisation-managed when `managed`), with an Admin API key
+/// [`ORG_KEY`] and the people `suspended` in its directory.
+pub fn org_seed(mut s: Seed, managed: bool, suspended: &[&str]) -> Seed {
+    s.workspace.organisation_managed = managed;
+    s.organisation = Some(SeedOrganisation {
+        id: ORG.into(),
+        suspended: suspended.iter().map(|w| acc(w)).collect(),
+        ..Default::default()
+    });
+    s.credentials.push(SeedCredential {
+        id: "org-key".into(),
+        kind: CredentialKind::AdminApiKey,
+        token: Some(ORG_KEY.into()),
+        ..Default::default()
+    });
+    s
+}
 
 pub const ADMIN_EMAIL: &str = "admin@acme.test";
 pub const ADMIN_TOKEN: &str = "admin-token";
